@@ -1,0 +1,152 @@
+"""The per-run rules: pure functions from counters and policy to a refusal or nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .policy import Limits, ToolRules
+
+__all__ = ["Counters", "Refusal", "llm_refusal", "tool_refusal", "tool_signature"]
+
+
+@dataclass(slots=True)
+class Counters:
+    """What a run has done and holds so far (children's calls included)."""
+
+    iterations: int = 0
+    tool_calls: int = 0
+    tool_calls_by_name: dict[str, int] = field(default_factory=dict)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    overshoot_usd: float = 0.0
+    reserved_usd: float = 0.0
+    reserved_input_tokens: int = 0
+    reserved_output_tokens: int = 0
+    retries: int = 0
+    errors: int = 0
+    consecutive_errors: int = 0
+    last_llm_failed: bool = False
+    last_tool_signature: str | None = None
+    tool_streak: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a call may not happen: the cap, its limit, what is used, what the call needed."""
+
+    cap: str
+    limit: float
+    used: float
+    requested: float | None = None
+    tool_denied: str | None = None  # reason, when a tool rule (not a cap) refused
+
+
+def _common_refusal(limits: Limits, counters: Counters, elapsed: float) -> Refusal | None:
+    if limits.max_wall_seconds is not None and elapsed >= limits.max_wall_seconds:
+        return Refusal("max_wall_seconds", limits.max_wall_seconds, round(elapsed, 3))
+    cap = limits.max_consecutive_errors
+    if cap is not None and counters.consecutive_errors >= cap:
+        return Refusal("max_consecutive_errors", cap, counters.consecutive_errors)
+    return None
+
+
+def llm_refusal(
+    limits: Limits,
+    counters: Counters,
+    *,
+    elapsed: float,
+    input_tokens: int,
+    max_output_tokens: int,
+    worst_cost: float,
+) -> Refusal | None:
+    """The first cap that refuses the next model call, or None if it may happen."""
+    refusal = _common_refusal(limits, counters, elapsed)
+    if refusal is not None:
+        return refusal
+    if limits.max_iterations is not None and counters.iterations >= limits.max_iterations:
+        return Refusal("max_iterations", limits.max_iterations, counters.iterations, 1)
+    if (
+        limits.max_retries is not None
+        and counters.last_llm_failed
+        and counters.retries >= limits.max_retries
+    ):
+        return Refusal("max_retries", limits.max_retries, counters.retries, 1)
+    return _spend_refusal(limits, counters, input_tokens, max_output_tokens, worst_cost)
+
+
+def _spend_refusal(
+    limits: Limits, counters: Counters, input_tokens: int, max_output: int, worst_cost: float
+) -> Refusal | None:
+    cap = limits.max_input_tokens
+    if cap is not None:
+        used = counters.input_tokens + counters.reserved_input_tokens
+        if used + input_tokens > cap:
+            return Refusal("max_input_tokens", cap, used, input_tokens)
+    cap = limits.max_output_tokens
+    if cap is not None:
+        used = counters.output_tokens + counters.reserved_output_tokens
+        if used + max_output > cap:
+            return Refusal("max_output_tokens", cap, used, max_output)
+    dollars = limits.max_cost_usd
+    if dollars is not None:
+        spent = counters.cost_usd + counters.reserved_usd
+        if spent + worst_cost > dollars:
+            return Refusal("max_cost_usd", dollars, round(spent, 9), round(worst_cost, 9))
+    return None
+
+
+def tool_signature(name: str, args: Any) -> str:
+    """A canonical text for a tool call, to spot the same call made over and over."""
+    try:
+        text = json.dumps(args, sort_keys=True, default=str, separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = repr(args)
+    return f"{name}:{text}"
+
+
+def tool_rule_refusal(rules: ToolRules, name: str) -> Refusal | None:
+    """A refusal by the allow and deny lists, or None."""
+    if name in rules.deny:
+        return Refusal("tools.deny", 0, 0, tool_denied="it is on the deny list")
+    if rules.allow is not None and name not in rules.allow:
+        return Refusal("tools.allow", 0, 0, tool_denied="it is not on the allow list")
+    return None
+
+
+def tool_refusal(
+    limits: Limits,
+    rules: ToolRules,
+    counters: Counters,
+    *,
+    name: str,
+    signature: str,
+    elapsed: float,
+    price: float,
+) -> Refusal | None:
+    """The first cap that refuses this tool call, or None if it may happen."""
+    refusal = _common_refusal(limits, counters, elapsed)
+    if refusal is not None:
+        return refusal
+    if limits.max_tool_calls is not None and counters.tool_calls >= limits.max_tool_calls:
+        return Refusal("max_tool_calls", limits.max_tool_calls, counters.tool_calls, 1)
+    per_tool = rules.max_calls.get(name)
+    used = counters.tool_calls_by_name.get(name, 0)
+    if per_tool is not None and used >= per_tool:
+        return Refusal(f"max_tool_calls[{name}]", per_tool, used, 1)
+    repeat = limits.max_repeated_tool_calls
+    if (
+        repeat is not None
+        and signature == counters.last_tool_signature
+        and counters.tool_streak >= repeat
+    ):
+        return Refusal("max_repeated_tool_calls", repeat, counters.tool_streak, 1)
+    if price > 0 and limits.max_cost_usd is not None:
+        spent = counters.cost_usd + counters.reserved_usd
+        if spent + price > limits.max_cost_usd:
+            return Refusal("max_cost_usd", limits.max_cost_usd, round(spent, 9), price)
+    return None

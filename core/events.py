@@ -1,0 +1,220 @@
+"""Events: one ``CostEvent`` per model or tool call, ``BudgetAlert`` per threshold crossing.
+
+Sinks receive every event. By default only the structlog sink is attached: alerts and faults
+at warning level, cost events at debug level, through the standard ``logging`` logger named
+``budgetwarden`` (so the host's logging configuration decides what is shown).
+``Warden(..., sinks=[JSONLSink("events.jsonl")])`` adds others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "BudgetAlert",
+    "CostEvent",
+    "Event",
+    "JSONLSink",
+    "ListSink",
+    "Notice",
+    "Sink",
+    "StructlogSink",
+    "event_from_dict",
+]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    ts: float = Field(description="Epoch seconds when the event happened.")
+    run_id: str | None = None
+    parent_run_id: str | None = None
+    agent: str | None = None
+    workflow: str | None = None
+    task_class: str | None = None
+    user: str | None = None
+    workspace: str | None = None
+    key: str | None = None
+    thread: str | None = None
+    feature: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict, with its ``type``."""
+        data = self.model_dump(mode="json")
+        data["type"] = self.type
+        return data
+
+    @property
+    def type(self) -> str:
+        """The event's type name, as written to JSONL and the event store."""
+        return type(self).__name__
+
+
+class CostEvent(_Event):
+    """One model call or tool call: who, what model and route, tokens, cost, latency, outcome."""
+
+    kind: Literal["llm", "tool"] = "llm"
+    provider: str | None = None
+    model: str | None = None
+    tool: str | None = None
+    tier: int | None = None
+    route: str | None = Field(None, description="'tier N: model' that served the call.")
+    route_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+    cost_usd: float = 0.0
+    reserved_usd: float = 0.0
+    overshoot_usd: float = 0.0
+    latency_s: float | None = None
+    retries: int = 0
+    retry: bool = False
+    outcome: str = "ok"
+    validation: str | None = Field(None, description="'passed', 'failed' or None if not checked.")
+    status: Literal["ok", "error", "refused"] = "ok"
+    budget_ratios: dict[str, float] = Field(default_factory=dict)
+    success: bool | None = None
+    prompt: str | None = None
+    response: str | None = None
+
+
+class BudgetAlert(_Event):
+    """A cap or budget crossed a level: alert (50%), warn (80%), degrade (90%), stop (100%)."""
+
+    cap: str
+    level: float
+    action: Literal["alert", "warn", "degrade", "stop"]
+    ratio: float
+    used: float
+    limit: float
+    resets_at: float | None = None
+
+
+class Notice(_Event):
+    """Anything else worth knowing: ledger faults, unpriced models, route changes, waits."""
+
+    code: str
+    message: str
+    level: Literal["debug", "info", "warning", "error"] = "warning"
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+Event = CostEvent | BudgetAlert | Notice
+_TYPES: dict[str, type[_Event]] = {
+    "CostEvent": CostEvent,
+    "BudgetAlert": BudgetAlert,
+    "Notice": Notice,
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from ``to_dict()`` output (JSONL lines, event store rows)."""
+    cls = _TYPES[str(data.get("type", "CostEvent"))]
+    return cls.model_validate(data)  # type: ignore[return-value]
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Anything with ``emit(event)`` receives every event."""
+
+    def emit(self, event: Event) -> None:
+        """Take one event; must not raise for ordinary I/O trouble (log it instead)."""
+
+
+def _default_renderer() -> Any:
+    if sys.stderr.isatty():
+        return structlog.dev.ConsoleRenderer(colors=False)
+    return structlog.processors.JSONRenderer(default=str)
+
+
+class StructlogSink:
+    """Events to structlog over the stdlib ``budgetwarden`` logger: JSON when not a TTY.
+
+    Cost events go at debug level, alerts and notices at warning (or their own level), so a
+    library never floods its host's logs unless the host asks for debug.
+    """
+
+    def __init__(self, logger_name: str = "budgetwarden") -> None:
+        self._stdlib = logging.getLogger(logger_name)
+        self._log = structlog.wrap_logger(
+            self._stdlib,
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso"),
+                _default_renderer(),
+            ],
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+
+    def emit(self, event: Event) -> None:
+        """Log the event at its level, skipping all work when that level is off."""
+        level = _level_of(event)
+        if not self._stdlib.isEnabledFor(level):
+            return
+        data = {k: v for k, v in event.to_dict().items() if v is not None and v != {}}
+        name = data.pop("type")
+        if isinstance(event, Notice):
+            name = f"{name}.{event.code}"
+            data.pop("level", None)  # it is the log level
+        elif "level" in data:
+            data["threshold"] = data.pop("level")
+        self._log.log(level, name, **data)
+
+
+def _level_of(event: Event) -> int:
+    if isinstance(event, CostEvent):
+        return logging.DEBUG
+    if isinstance(event, Notice):
+        return logging.getLevelNamesMapping()[event.level.upper()]
+    return logging.WARNING
+
+
+class JSONLSink:
+    """Append every event as one JSON line to a file (readable by ``budgetwarden report``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        """Append one line; the file is opened per write so several processes can share it."""
+        line = json.dumps(event.to_dict(), default=str, separators=(",", ":")) + "\n"
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+
+
+class ListSink:
+    """Keep events in memory: for tests, notebooks and adapters that inspect them."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        """Keep the event."""
+        self.events.append(event)
+
+    def of_type(self, cls: type[Event]) -> list[Any]:
+        """The events of one type, in order."""
+        return [e for e in self.events if isinstance(e, cls)]  # type: ignore[arg-type]
+
+    @property
+    def cost_events(self) -> list[CostEvent]:
+        """Every CostEvent, in order."""
+        return [e for e in self.events if isinstance(e, CostEvent)]
+
+    @property
+    def alerts(self) -> list[BudgetAlert]:
+        """Every BudgetAlert, in order."""
+        return [e for e in self.events if isinstance(e, BudgetAlert)]

@@ -1,0 +1,191 @@
+"""The Ledger protocol: atomic reserve / commit / release over budget buckets.
+
+A *bucket* is one budget's counter for one scope value in one window occurrence, named by a
+key the warden builds (``budget_key|scope=value|window_start``, values percent-escaped).
+The rules (what to charge, which limit) are decided by the core; a ledger only applies them
+atomically and persists them. Sync and async methods share semantics; ``SyncLedger`` gives
+the async twins to ledgers whose I/O is local.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "BucketState",
+    "Charge",
+    "Ledger",
+    "ReserveOutcome",
+    "SyncLedger",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """An amount against one bucket, with the bucket's limit and when its window ends."""
+
+    key: str
+    amount: float
+    limit: float
+    expires_at: float  # epoch seconds when the window ends; math.inf if never
+
+
+@dataclass(frozen=True, slots=True)
+class BucketState:
+    """A bucket's committed spend and live reservations, as a ledger saw them."""
+
+    key: str
+    committed: float
+    reserved: float
+    limit: float
+
+    @property
+    def ratio(self) -> float:
+        """Committed spend as a fraction of the limit (inf for a zero limit with spend)."""
+        if self.limit > 0:
+            return self.committed / self.limit
+        return float("inf") if self.committed > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveOutcome:
+    """What a reserve did: ``ok``, the bucket states after it, and the refusal if any."""
+
+    ok: bool
+    states: tuple[BucketState, ...] = ()
+    refused: BucketState | None = None
+    refused_amount: float = 0.0
+    cancelled: str | None = None
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """Where spend is kept; every method is one atomic operation."""
+
+    uri: str
+
+    def reserve(
+        self,
+        reservation_id: str,
+        charges: Sequence[Charge],
+        *,
+        now: float,
+        lease_until: float,
+        watch: Sequence[str] = (),
+    ) -> ReserveOutcome:
+        """Reserve every charge or none: each bucket's committed + live reservations + amount
+        must stay within its limit. ``watch`` are cancel targets; if one is set, nothing is
+        reserved and ``cancelled`` names it. Expired leases are not counted."""
+
+    def commit(
+        self, reservation_id: str, charges: Sequence[Charge], *, now: float
+    ) -> tuple[BucketState, ...]:
+        """Drop the reservation and add the real amounts (all of them, even past the limit)."""
+
+    def release(self, reservation_id: str, *, now: float) -> None:
+        """Drop the reservation; nothing is spent."""
+
+    def state(self, key: str, *, now: float, limit: float = 0.0) -> BucketState:
+        """A bucket's committed spend and live reservations."""
+
+    def mark_once(self, key: str, *, expires_at: float) -> bool:
+        """True the first time ``key`` is marked (until it expires); False afterwards."""
+
+    def cancel(self, target: str, *, reason: str = "") -> None:
+        """Set a cancel marker (``run=<id>``, ``user=<value>``...), kept until lifted."""
+
+    def uncancel(self, target: str) -> None:
+        """Lift a cancel marker."""
+
+    def cancelled(self, targets: Sequence[str]) -> str | None:
+        """The first of ``targets`` that is cancelled, or None."""
+
+    def close(self) -> None:
+        """Release connections and files."""
+
+    async def areserve(
+        self,
+        reservation_id: str,
+        charges: Sequence[Charge],
+        *,
+        now: float,
+        lease_until: float,
+        watch: Sequence[str] = (),
+    ) -> ReserveOutcome:
+        """Async twin of ``reserve``."""
+
+    async def acommit(
+        self, reservation_id: str, charges: Sequence[Charge], *, now: float
+    ) -> tuple[BucketState, ...]:
+        """Async twin of ``commit``."""
+
+    async def arelease(self, reservation_id: str, *, now: float) -> None:
+        """Async twin of ``release``."""
+
+
+class SyncLedger:
+    """Async twins for a ledger whose operations are synchronous.
+
+    ``offload`` runs them in a worker thread (for file I/O that may wait on a lock), so an
+    event loop is never blocked; a memory ledger calls them inline.
+    """
+
+    offload: bool = False
+
+    def reserve(
+        self,
+        reservation_id: str,
+        charges: Sequence[Charge],
+        *,
+        now: float,
+        lease_until: float,
+        watch: Sequence[str] = (),
+    ) -> ReserveOutcome:
+        raise NotImplementedError  # pragma: no cover - implemented by every backend
+
+    def commit(
+        self, reservation_id: str, charges: Sequence[Charge], *, now: float
+    ) -> tuple[BucketState, ...]:
+        raise NotImplementedError  # pragma: no cover - implemented by every backend
+
+    def release(self, reservation_id: str, *, now: float) -> None:
+        raise NotImplementedError  # pragma: no cover - implemented by every backend
+
+    async def areserve(
+        self,
+        reservation_id: str,
+        charges: Sequence[Charge],
+        *,
+        now: float,
+        lease_until: float,
+        watch: Sequence[str] = (),
+    ) -> ReserveOutcome:
+        """Async twin of ``reserve``."""
+        if self.offload:
+            return await asyncio.to_thread(
+                self.reserve,
+                reservation_id,
+                charges,
+                now=now,
+                lease_until=lease_until,
+                watch=watch,
+            )
+        return self.reserve(reservation_id, charges, now=now, lease_until=lease_until, watch=watch)
+
+    async def acommit(
+        self, reservation_id: str, charges: Sequence[Charge], *, now: float
+    ) -> tuple[BucketState, ...]:
+        """Async twin of ``commit``."""
+        if self.offload:
+            return await asyncio.to_thread(self.commit, reservation_id, charges, now=now)
+        return self.commit(reservation_id, charges, now=now)
+
+    async def arelease(self, reservation_id: str, *, now: float) -> None:
+        """Async twin of ``release``."""
+        if self.offload:
+            await asyncio.to_thread(self.release, reservation_id, now=now)
+        else:
+            self.release(reservation_id, now=now)

@@ -1,0 +1,149 @@
+"""MemoryLedger: one process, no persistence; the default."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .base import BucketState, Charge, ReserveOutcome, SyncLedger
+
+__all__ = ["MemoryLedger"]
+
+
+@dataclass(slots=True)
+class _Bucket:
+    committed: float = 0.0
+    expires_at: float = math.inf
+    # reservation id -> (amount, lease_until)
+    holds: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def reserved(self, now: float) -> float:
+        expired = [rid for rid, (_, until) in self.holds.items() if until <= now]
+        for rid in expired:
+            del self.holds[rid]
+        return sum(amount for amount, _ in self.holds.values())
+
+
+class MemoryLedger(SyncLedger):
+    """A ledger in this process's memory, guarded by a lock. ``memory://``."""
+
+    def __init__(self, uri: str = "memory://") -> None:
+        self.uri = uri
+        self._buckets: dict[str, _Bucket] = {}
+        self._reservations: dict[str, list[str]] = {}
+        self._marks: dict[str, float] = {}
+        self._cancels: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._ops = 0
+
+    def reserve(
+        self,
+        reservation_id: str,
+        charges: Sequence[Charge],
+        *,
+        now: float,
+        lease_until: float,
+        watch: Sequence[str] = (),
+    ) -> ReserveOutcome:
+        """Reserve all charges or none, within each bucket's limit."""
+        with self._lock:
+            for target in watch:
+                if target in self._cancels:
+                    return ReserveOutcome(ok=False, cancelled=target)
+            states = []
+            for charge in charges:
+                bucket = self._bucket(charge, now)
+                reserved = bucket.reserved(now)
+                state = BucketState(charge.key, bucket.committed, reserved, charge.limit)
+                if charge.amount > 0 and bucket.committed + reserved + charge.amount > charge.limit:
+                    return ReserveOutcome(
+                        ok=False, states=(state,), refused=state, refused_amount=charge.amount
+                    )
+                states.append(state)
+            for charge in charges:
+                self._buckets[charge.key].holds[reservation_id] = (charge.amount, lease_until)
+            self._reservations[reservation_id] = [c.key for c in charges]
+            return ReserveOutcome(
+                ok=True,
+                states=tuple(
+                    BucketState(s.key, s.committed, s.reserved + c.amount, s.limit)
+                    for s, c in zip(states, charges, strict=True)
+                ),
+            )
+
+    def commit(
+        self, reservation_id: str, charges: Sequence[Charge], *, now: float
+    ) -> tuple[BucketState, ...]:
+        """Drop the reservation and add the real amounts."""
+        with self._lock:
+            self._drop(reservation_id)
+            states = []
+            for charge in charges:
+                bucket = self._bucket(charge, now)
+                bucket.committed += charge.amount
+                states.append(
+                    BucketState(charge.key, bucket.committed, bucket.reserved(now), charge.limit)
+                )
+            return tuple(states)
+
+    def release(self, reservation_id: str, *, now: float) -> None:
+        """Drop the reservation."""
+        with self._lock:
+            self._drop(reservation_id)
+
+    def state(self, key: str, *, now: float, limit: float = 0.0) -> BucketState:
+        """A bucket's committed spend and live reservations."""
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None or bucket.expires_at <= now:
+                return BucketState(key, 0.0, 0.0, limit)
+            return BucketState(key, bucket.committed, bucket.reserved(now), limit)
+
+    def mark_once(self, key: str, *, expires_at: float) -> bool:
+        """True the first time ``key`` is marked."""
+        with self._lock:
+            if key in self._marks:
+                return False
+            self._marks[key] = expires_at
+            return True
+
+    def cancel(self, target: str, *, reason: str = "") -> None:
+        """Set a cancel marker."""
+        with self._lock:
+            self._cancels[target] = reason
+
+    def uncancel(self, target: str) -> None:
+        """Lift a cancel marker."""
+        with self._lock:
+            self._cancels.pop(target, None)
+
+    def cancelled(self, targets: Sequence[str]) -> str | None:
+        """The first cancelled target, or None."""
+        return next((t for t in targets if t in self._cancels), None)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _bucket(self, charge: Charge, now: float) -> _Bucket:
+        bucket = self._buckets.get(charge.key)
+        if bucket is None:
+            bucket = self._buckets[charge.key] = _Bucket(expires_at=charge.expires_at)
+            self._ops += 1
+            if self._ops % 1024 == 0:
+                self._forget_ended_windows(now)
+        return bucket
+
+    def _drop(self, reservation_id: str) -> None:
+        for key in self._reservations.pop(reservation_id, ()):
+            bucket = self._buckets.get(key)
+            if bucket is not None:
+                bucket.holds.pop(reservation_id, None)
+
+    def _forget_ended_windows(self, now: float) -> None:
+        ended = [k for k, b in self._buckets.items() if b.expires_at <= now and not b.holds]
+        for key in ended:
+            del self._buckets[key]
+        for key in [k for k, until in self._marks.items() if until <= now]:
+            del self._marks[key]

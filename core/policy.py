@@ -1,0 +1,374 @@
+"""The policy: caps on one run, budgets over time, thresholds, routing and tool rules.
+
+Every part is a frozen pydantic model with ``extra="forbid"``: a policy is validated once,
+at the edge, and an invalid value is rejected with an error that names the field and what is
+allowed. ``Policy.from_file`` reads YAML or TOML; ``BUDGETWARDEN_*`` environment variables
+override file values (``BUDGETWARDEN_LIMITS__MAX_COST_USD=2``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .pricing import ModelPrice
+
+__all__ = [
+    "OUTCOMES",
+    "SCOPES",
+    "Budget",
+    "Limits",
+    "Policy",
+    "PolicyError",
+    "Routing",
+    "Thresholds",
+    "ToolRules",
+]
+
+#: Scopes a budget can be kept for; any other attribute goes as ``tag:<name>``.
+SCOPES = ("global", "workspace", "user", "agent", "workflow", "key", "thread", "task_class")
+#: Outcomes an LLM call can report.
+OUTCOMES = (
+    "ok",
+    "invalid_json",
+    "validation_failed",
+    "tool_call_error",
+    "timeout",
+    "rate_limited",
+    "provider_error",
+)
+Outcome = Literal[
+    "ok",
+    "invalid_json",
+    "validation_failed",
+    "tool_call_error",
+    "timeout",
+    "rate_limited",
+    "provider_error",
+]
+_ESCALATE: tuple[Outcome, ...] = ("invalid_json", "validation_failed", "tool_call_error")
+_FALLBACK: tuple[Outcome, ...] = ("timeout", "rate_limited", "provider_error")
+_WINDOW_RE = re.compile(r"^(?:run|total|day|month|[1-9][0-9]*[smhd])$")
+_TAG_RE = re.compile(r"^tag:[A-Za-z0-9_.\-]+$")
+ENV_PREFIX = "BUDGETWARDEN_"
+
+
+class PolicyError(ValueError):
+    """A policy file or value that cannot be used; the message says which field and why."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Limits(_Frozen):
+    """Caps on one run. ``None`` means no cap."""
+
+    max_iterations: int | None = Field(None, ge=0, description="Model calls in one run.")
+    max_tool_calls: int | None = Field(None, ge=0, description="Tool calls in one run, all tools.")
+    max_wall_seconds: float | None = Field(None, gt=0, description="Wall-clock seconds of a run.")
+    max_input_tokens: int | None = Field(None, ge=0, description="Prompt tokens in one run.")
+    max_output_tokens: int | None = Field(None, ge=0, description="Completion tokens in one run.")
+    max_cost_usd: float | None = Field(None, ge=0, description="Dollars one run may spend.")
+    max_retries: int | None = Field(
+        None, ge=0, description="Model calls made right after a failed one."
+    )
+    max_consecutive_errors: int | None = Field(
+        None, ge=0, description="Failed model or tool calls in a row before the run stops."
+    )
+    max_repeated_tool_calls: int | None = Field(
+        None,
+        ge=1,
+        description="Times the same tool with the same arguments may run in a row (loops).",
+    )
+    final_answer: bool = Field(
+        False,
+        description="Make the last call a cap allows without tools, asking for a final answer.",
+    )
+
+
+class Budget(_Frozen):
+    """A limit for a scope, per distinct value of that scope, over a window.
+
+    ``Budget(scope="user", window="8h", max_cost_usd=5.0)`` gives every user $5 per 8 hours.
+    Windows: ``run``, ``total`` (never resets), ``Ns``/``Nm``/``Nh``/``Nd``, ``day``, ``month``
+    (calendar windows in ``Policy.timezone``). Short windows make rate limits.
+    """
+
+    scope: str = Field(
+        description="global, workspace, user, agent, workflow, key, thread, "
+        "task_class, or tag:<name>."
+    )
+    window: str = Field("day", description="run, total, Ns, Nm, Nh, Nd, day or month.")
+    max_cost_usd: float | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0)
+    max_requests: int | None = Field(None, ge=0)
+    overrides: dict[str, float] = Field(
+        default_factory=dict, description="Limit for named values, e.g. {'vip-user': 50}."
+    )
+    only: list[str] | None = Field(
+        None, description="Apply only to these values of the scope (default: every value)."
+    )
+    name: str | None = Field(None, description="Stable name; defaults to scope/window/metric.")
+    when_exhausted: Literal["refuse", "wait"] = "refuse"
+    max_wait_seconds: float = Field(0.0, ge=0)
+    hard: bool = Field(True, description="Fail closed when the ledger is unreachable.")
+
+    @field_validator("scope")
+    @classmethod
+    def _known_scope(cls, value: str) -> str:
+        if value in SCOPES or _TAG_RE.match(value):
+            return value
+        raise ValueError(
+            f"unknown scope {value!r}: use one of {', '.join(SCOPES)}, or 'tag:<name>' "
+            "for a custom tag"
+        )
+
+    @field_validator("window")
+    @classmethod
+    def _known_window(cls, value: str) -> str:
+        if _WINDOW_RE.match(value):
+            return value
+        raise ValueError(
+            f"unknown window {value!r}: use run, total, day, month, or a number followed by "
+            "s, m, h or d (e.g. '30s', '1m', '8h', '7d')"
+        )
+
+    @model_validator(mode="after")
+    def _one_metric(self) -> Budget:
+        metrics = [
+            m
+            for m in ("max_cost_usd", "max_tokens", "max_requests")
+            if getattr(self, m) is not None
+        ]
+        if len(metrics) != 1:
+            raise ValueError(
+                "a Budget needs exactly one of max_cost_usd, max_tokens or max_requests "
+                f"(got {', '.join(metrics) or 'none'})"
+            )
+        if any(v < 0 for v in self.overrides.values()):
+            raise ValueError("overrides must be limits >= 0")
+        return self
+
+    @property
+    def metric(self) -> Literal["cost", "tokens", "requests"]:
+        """What this budget counts."""
+        if self.max_cost_usd is not None:
+            return "cost"
+        return "tokens" if self.max_tokens is not None else "requests"
+
+    @property
+    def limit(self) -> float:
+        """The limit for values without an override."""
+        value = (
+            self.max_cost_usd
+            if self.max_cost_usd is not None
+            else (self.max_tokens if self.max_tokens is not None else self.max_requests)
+        )
+        assert value is not None
+        return float(value)
+
+    @property
+    def key(self) -> str:
+        """The stable identifier of this budget in ledgers and events."""
+        return self.name or f"{self.scope}/{self.window}/{self.metric}"
+
+    def limit_for(self, value: str) -> float:
+        """The limit that applies to one value of the scope."""
+        return float(self.overrides.get(value, self.limit))
+
+    def applies_to(self, value: str | None) -> bool:
+        """True when this budget counts calls of runs with this scope value."""
+        if value is None:
+            return False
+        return self.only is None or value in self.only
+
+
+class Thresholds(_Frozen):
+    """Levels (fractions of a limit) at which budgetwarden alerts, warns, degrades and stops."""
+
+    alerts: list[float] = Field(default_factory=lambda: [0.5, 0.8])
+    warn: float = Field(0.8, gt=0, le=1)
+    degrade: float = Field(0.9, gt=0, le=1)
+    stop: float = Field(1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if not self.warn <= self.degrade <= self.stop:
+            raise ValueError(
+                f"thresholds must be ordered warn <= degrade <= stop "
+                f"(got warn={self.warn}, degrade={self.degrade}, stop={self.stop})"
+            )
+        if any(not 0 < level <= 1 for level in self.alerts):
+            raise ValueError("alerts must be fractions in (0, 1], e.g. [0.5, 0.8]")
+        if list(self.alerts) != sorted(set(self.alerts)):
+            raise ValueError("alerts must be distinct and in ascending order, e.g. [0.5, 0.8]")
+        return self
+
+
+class Routing(_Frozen):
+    """Which model a call may use: tiers from cheap to strong, escalation and fallbacks."""
+
+    tiers: list[str] = Field(default_factory=list, description="Models, cheapest first.")
+    task_classes: dict[str, int | str] = Field(
+        default_factory=dict, description="Task class -> starting tier (index or model)."
+    )
+    escalate_on: list[Outcome] = Field(default_factory=lambda: list(_ESCALATE))
+    fallback_on: list[Outcome] = Field(default_factory=lambda: list(_FALLBACK))
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict, description="Model -> models to try on an outage, in order."
+    )
+    max_escalations: int = Field(2, ge=0)
+    downgrade_on_pressure: bool = True
+    override_caller_model: bool = Field(
+        False, description="Route even when the caller named a model outside the tiers."
+    )
+    skip_unaffordable: bool = Field(
+        True, description="Try one tier down when a tier's reservation does not fit."
+    )
+
+    @model_validator(mode="after")
+    def _task_classes_name_tiers(self) -> Routing:
+        for name, tier in self.task_classes.items():
+            if isinstance(tier, int) and not 0 <= tier < len(self.tiers):
+                raise ValueError(
+                    f"task_classes[{name!r}] = {tier}: tier index out of range "
+                    f"(0..{len(self.tiers) - 1})"
+                )
+            if isinstance(tier, str) and tier not in self.tiers:
+                raise ValueError(f"task_classes[{name!r}] = {tier!r} is not one of tiers")
+        return self
+
+    def tier_of(self, model: str | None) -> int | None:
+        """The index of a model in ``tiers``, or None."""
+        try:
+            return self.tiers.index(model) if model is not None else None
+        except ValueError:
+            return None
+
+
+class ToolRules(_Frozen):
+    """Which tools may run, how often, at what price, and which need a person's approval."""
+
+    allow: list[str] | None = Field(None, description="Only these tools may run (None: all).")
+    deny: list[str] = Field(default_factory=list)
+    max_calls: dict[str, int] = Field(default_factory=dict, description="Per-tool call caps.")
+    price_usd: dict[str, float] = Field(
+        default_factory=dict, description="Price of one call of a paid tool, in USD."
+    )
+    require_approval: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _non_negative(self) -> ToolRules:
+        for field in ("max_calls", "price_usd"):
+            bad = {k: v for k, v in getattr(self, field).items() if v < 0}
+            if bad:
+                raise ValueError(f"{field} must be >= 0 (got {bad})")
+        return self
+
+
+class Policy(_Frozen):
+    """Everything budgetwarden enforces, in one validated, frozen object."""
+
+    limits: Limits = Field(default_factory=Limits)
+    budgets: list[Budget] = Field(default_factory=list)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    routing: Routing | None = None
+    tools: ToolRules = Field(default_factory=ToolRules)
+    on_exceeded: Literal["partial", "raise", "pause"] = "partial"
+    unknown_model: Literal["fallback", "deny"] = "fallback"
+    fallback_model: str = "gpt-4o"
+    default_max_output_tokens: int = Field(1024, ge=1)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    timezone: str = "UTC"
+    ledger_failure: Literal["closed", "open"] = Field(
+        "closed", description="When the ledger is unreachable: refuse calls, or count locally."
+    )
+    lease_seconds: float = Field(300.0, gt=0, description="Lifetime of an unreleased reservation.")
+    record_content: bool = Field(False, description="Put prompt and response text in events.")
+    budget_hints: bool = Field(False, description="Tell the model what remains past warn level.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name such as 'UTC' or 'Europe/Paris'"
+            ) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _unique_budget_keys(self) -> Policy:
+        keys = [b.key for b in self.budgets]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"budgets {dupes} are defined twice: give each a distinct name=")
+        return self
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, env: bool = True) -> Policy:
+        """Load a policy from YAML (``.yaml``/``.yml``) or TOML; env overrides apply on top."""
+        data = _read_policy_file(Path(path))
+        return cls.from_mapping(data, env=env)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, env: bool = True) -> Policy:
+        """Validate a mapping, with ``BUDGETWARDEN_*`` environment overrides when ``env``."""
+        merged = dict(data)
+        if env:
+            merged = _apply_env_overrides(merged, os.environ)
+        return cls.model_validate(merged)
+
+    @classmethod
+    def from_env(cls) -> Policy:
+        """A policy from ``BUDGETWARDEN_POLICY`` (a file path) and ``BUDGETWARDEN_*`` variables."""
+        path = os.environ.get(ENV_PREFIX + "POLICY")
+        return cls.from_file(path) if path else cls.from_mapping({})
+
+
+def _read_policy_file(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    elif path.suffix == ".toml":
+        data = tomllib.loads(text)
+    elif path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        raise PolicyError(f"{path}: unknown policy format; use .yaml, .yml, .toml or .json")
+    if not isinstance(data, dict):
+        raise PolicyError(f"{path}: a policy file must hold a mapping at its top level")
+    return data
+
+
+def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Apply ``BUDGETWARDEN_A__B=value`` as ``data["a"]["b"] = value`` (JSON-decoded if valid)."""
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "POLICY":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] not in Policy.model_fields:
+            continue
+        target = data
+        for part in path[:-1]:
+            child = target.get(part)
+            child = dict(child) if isinstance(child, Mapping) else {}
+            target[part] = child
+            target = child
+        try:
+            target[path[-1]] = json.loads(raw)
+        except json.JSONDecodeError:
+            target[path[-1]] = raw
+    return data

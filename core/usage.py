@@ -1,0 +1,113 @@
+"""Token usage of one model call, and a fast token estimate for reservations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Usage", "estimate_tokens", "estimate_message_tokens"]
+
+#: Characters per token assumed by the estimate (OpenAI's rule of thumb for English).
+CHARS_PER_TOKEN = 4
+#: Tokens a chat message costs beyond its text (role, separators), as OpenAI counts them.
+TOKENS_PER_MESSAGE = 4
+
+
+class Usage(BaseModel):
+    """Tokens used by one model call, in LiteLLM's and OpenAI's convention.
+
+    ``input_tokens`` counts every prompt token, cached or not; ``cache_read_tokens`` and
+    ``cache_write_tokens`` say how many of those were cache reads and writes.
+    ``reasoning_tokens`` are part of ``output_tokens``. ``estimated`` marks figures that
+    budgetwarden estimated because the framework reported none.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input_tokens: int = Field(0, ge=0, description="Every prompt token, cached or not.")
+    output_tokens: int = Field(0, ge=0, description="Completion tokens, reasoning included.")
+    cache_read_tokens: int = Field(0, ge=0, description="Prompt tokens read from a cache.")
+    cache_write_tokens: int = Field(0, ge=0, description="Prompt tokens written to a cache.")
+    reasoning_tokens: int = Field(0, ge=0, description="Output tokens spent on reasoning.")
+    estimated: bool = Field(False, description="True when these figures are an estimate.")
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            estimated=self.estimated or other.estimated,
+        )
+
+    @classmethod
+    def from_anthropic(
+        cls,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_input_tokens: int = 0,
+        cache_creation_input_tokens: int = 0,
+    ) -> Usage:
+        """Convert Anthropic's convention, where cached tokens are counted apart from input."""
+        return cls(
+            input_tokens=input_tokens + cache_read_input_tokens + cache_creation_input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read_input_tokens,
+            cache_write_tokens=cache_creation_input_tokens,
+        )
+
+
+def estimate_tokens(text: str) -> int:
+    """Estimate the tokens of a text: one per four characters, rounded up."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        text = content.get("text")
+        return text if isinstance(text, str) else json.dumps(content, default=str)
+    if isinstance(content, Iterable):
+        return "".join(_content_text(part) for part in content)
+    return str(content)
+
+
+def _message_text(message: Any) -> str:
+    if isinstance(message, str):
+        return message
+    if isinstance(message, Mapping):
+        text = _content_text(message.get("content"))
+        calls = message.get("tool_calls")
+        return text + (json.dumps(calls, default=str) if calls else "")
+    content = getattr(message, "content", None)
+    text = _content_text(content)
+    calls = getattr(message, "tool_calls", None)
+    return text + (json.dumps(calls, default=str) if calls else "")
+
+
+def estimate_message_tokens(messages: Iterable[Any] | str | None) -> int:
+    """Estimate the prompt tokens of chat messages (dicts, framework objects or text).
+
+    Fast and deliberately simple: text length / 4 plus a few tokens per message. It is
+    used for reservations, where a slight overestimate is safe and speed matters.
+    """
+    if messages is None:
+        return 0
+    if isinstance(messages, str):
+        return estimate_tokens(messages)
+    total = 0
+    for message in messages:
+        total += TOKENS_PER_MESSAGE + estimate_tokens(_message_text(message))
+    return total

@@ -1,0 +1,355 @@
+"""Warden: policy + ledger + prices + router + sinks; opens runs and answers spend queries."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .buckets import BucketRef, bucket_key
+from .errors import BudgetExceeded, LedgerUnavailable, ModelDenied
+from .events import BudgetAlert, Event, Notice, Sink, StructlogSink
+from .ledger import Ledger, open_ledger
+from .ledger.base import BucketState, Charge, ReserveOutcome
+from .ledger.memory import MemoryLedger
+from .policy import SCOPES, Limits, Policy
+from .pricing import PriceBook
+from .routing import Complexity
+from .run import Run
+from .windows import window_at
+
+__all__ = ["Approver", "Warden"]
+
+#: Called for a tool in ``ToolRules.require_approval``: (tool, args, run) -> allow?
+Approver = Callable[[str, Any, Run], bool]
+_log = logging.getLogger("budgetwarden")
+_T = TypeVar("_T")
+_ATTRIBUTES = ("agent", "user", "workspace", "workflow", "task_class", "key", "thread", "feature")
+
+
+class Warden:
+    """Keeps every run of an application inside its policy.
+
+    ``Warden(policy, ledger="memory://")`` — ``ledger`` may be ``sqlite:///spend.db`` or
+    ``redis://127.0.0.1:6379/0`` to share budgets across processes and hosts; ``clock`` (epoch
+    seconds) is how tests move time; ``sinks`` receive every event beside structlog;
+    ``approve`` decides tools that need approval (denied when absent).
+    """
+
+    def __init__(
+        self,
+        policy: Policy | Mapping[str, Any] | str | Path | None = None,
+        *,
+        ledger: str | Ledger = "memory://",
+        clock: Callable[[], float] = time.time,
+        sinks: Iterable[Sink] = (),
+        prices: PriceBook | None = None,
+        approve: Approver | None = None,
+        complexity: Complexity | None = None,
+        namespace: str = "default",
+        log_events: bool = True,
+    ) -> None:
+        self.policy = _as_policy(policy)
+        self.clock = clock
+        self.namespace = namespace
+        self.ledger: Ledger = open_ledger(ledger)
+        self.prices = prices or PriceBook(overrides=self.policy.prices)
+        self.approve = approve
+        self.complexity = complexity
+        self.sinks: list[Sink] = ([StructlogSink()] if log_events else []) + list(sinks)
+        self._fallback_ledger: MemoryLedger | None = None
+        self._warned_models: set[str] = set()
+
+    # ------------------------------------------------------------------ public API
+    def run(
+        self,
+        *,
+        agent: str | None = None,
+        user: str | None = None,
+        workspace: str | None = None,
+        workflow: str | None = None,
+        task_class: str | None = None,
+        key: str | None = None,
+        thread: str | None = None,
+        feature: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        parent: Run | None = None,
+        run_id: str | None = None,
+        limits: Limits | None = None,
+    ) -> Run:
+        """Open a run with its attribution; use it as a (sync or async) context manager.
+
+        A run opened with ``parent=`` inherits the parent's attribution where it gives none,
+        counts all its spend for the parent too, and may never exceed what the parent has left.
+        """
+        given = {
+            "agent": agent,
+            "user": user,
+            "workspace": workspace,
+            "workflow": workflow,
+            "task_class": task_class,
+            "key": key,
+            "thread": thread,
+            "feature": feature,
+        }
+        attribution: dict[str, str | None] = {}
+        for name in _ATTRIBUTES:
+            value = given[name]
+            if value is None and parent is not None:
+                value = parent.attribution.get(name)
+            attribution[name] = value
+        for tag, value in (tags or {}).items():
+            attribution[f"tag:{tag}"] = value
+        return Run(self, attribution=attribution, parent=parent, run_id=run_id, limits=limits)
+
+    def spent(self, scope: str, value: str | None = None, window: str | None = None) -> float:
+        """Committed spend of every budget on ``scope`` (for ``value``) in the current window.
+
+        ``window`` picks one budget when several share the scope. Dollars, tokens or requests,
+        whichever the budget counts.
+        """
+        return sum(s.committed for s in self._states(scope, value, window))
+
+    def remaining(
+        self, scope: str, value: str | None = None, window: str | None = None
+    ) -> float | None:
+        """What is left (limit - committed - reserved) of the tightest matching budget."""
+        states = list(self._states(scope, value, window))
+        if not states:
+            return None
+        return min(max(s.limit - s.committed - s.reserved, 0.0) for s in states)
+
+    def cancel(self, run_id: str | None = None, *, reason: str = "", **scopes: str) -> list[str]:
+        """Stop matching runs from outside, at their next call (across processes sharing the
+        ledger). ``warden.cancel(run_id=...)`` or ``warden.cancel(user="u1")``."""
+        targets = _cancel_targets(run_id, scopes)
+        for target in targets:
+            self.ledger.cancel(target, reason=reason)
+        self._emit_all(
+            [
+                Notice(
+                    ts=self.clock(),
+                    code="cancel",
+                    message=f"cancelled {targets}",
+                    level="warning",
+                    data={"targets": targets, "reason": reason},
+                )
+            ]
+        )
+        return targets
+
+    def uncancel(self, run_id: str | None = None, **scopes: str) -> list[str]:
+        """Lift a cancel set by ``cancel``."""
+        targets = _cancel_targets(run_id, scopes)
+        for target in targets:
+            self.ledger.uncancel(target)
+        return targets
+
+    def emit(self, event: Event) -> None:
+        """Send one event to every sink (a failing sink is reported, never raised)."""
+        self._emit_all([event])
+
+    def close(self) -> None:
+        """Close the ledger and any sink that can be closed."""
+        self.ledger.close()
+        for sink in self.sinks:
+            closer = getattr(sink, "close", None)
+            if callable(closer):
+                closer()
+
+    # ------------------------------------------------------------------ used by Run
+    def _pricing_model(self, model: str | None, run: Run) -> str:
+        """The model whose prices apply: the model itself, or the fallback when unpriced."""
+        if model is None:
+            return self.policy.fallback_model
+        if self.prices.can_price(model):
+            return model
+        if self.policy.unknown_model == "deny":
+            raise ModelDenied(model, run.report)
+        if model not in self._warned_models:
+            self._warned_models.add(model)
+            self._emit_all(
+                [
+                    Notice(
+                        ts=self.clock(),
+                        run_id=run.id,
+                        code="unpriced_model",
+                        message=f"no price for {model!r}; priced as {self.policy.fallback_model} "
+                        f"(add Policy.prices[{model!r}] to fix)",
+                        data={"model": model, "priced_as": self.policy.fallback_model},
+                    )
+                ]
+            )
+        return self.policy.fallback_model
+
+    def _approve(self, tool: str, args: Any, run: Run) -> bool:
+        if self.approve is None:
+            return False
+        answer = self.approve(tool, args, run)
+        if inspect.isawaitable(answer):
+            raise TypeError("Warden(approve=...) must be a plain function returning bool")
+        return bool(answer)
+
+    def _first_crossing(self, ref: BucketRef, level: float) -> bool:
+        mark = f"alert|{ref.key}|{level}"
+        return self._ledger_call(lambda lg: lg.mark_once(mark, expires_at=ref.window.end))
+
+    def _reserve(self, charges: Sequence[Charge], rid: str, watch: Sequence[str]) -> ReserveOutcome:
+        if not charges and not watch:
+            return ReserveOutcome(ok=True)
+        now = self.clock()
+        lease = now + self.policy.lease_seconds
+        return self._ledger_call(
+            lambda lg: lg.reserve(rid, charges, now=now, lease_until=lease, watch=watch)
+        )
+
+    async def _areserve(
+        self, charges: Sequence[Charge], rid: str, watch: Sequence[str]
+    ) -> ReserveOutcome:
+        if not charges and not watch:
+            return ReserveOutcome(ok=True)
+        now = self.clock()
+        lease = now + self.policy.lease_seconds
+        try:
+            return await self._active().areserve(
+                rid, charges, now=now, lease_until=lease, watch=watch
+            )
+        except LedgerUnavailable as exc:
+            self._fail_over(exc)
+            return self._ledger_call(
+                lambda lg: lg.reserve(rid, charges, now=now, lease_until=lease, watch=watch)
+            )
+
+    def _commit(self, rid: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
+        if not charges:
+            self._release(rid)
+            return ()
+        now = self.clock()
+        return self._ledger_call(lambda lg: lg.commit(rid, charges, now=now))
+
+    async def _acommit(self, rid: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
+        if not charges:
+            await self._arelease(rid)
+            return ()
+        now = self.clock()
+        try:
+            return await self._active().acommit(rid, charges, now=now)
+        except LedgerUnavailable as exc:
+            self._fail_over(exc)
+            return self._ledger_call(lambda lg: lg.commit(rid, charges, now=now))
+
+    def _release(self, rid: str) -> None:
+        now = self.clock()
+        self._ledger_call(lambda lg: lg.release(rid, now=now))
+
+    async def _arelease(self, rid: str) -> None:
+        now = self.clock()
+        try:
+            await self._active().arelease(rid, now=now)
+        except LedgerUnavailable as exc:
+            self._fail_over(exc)
+
+    def _emit_refusal(self, run: Run, exc: BudgetExceeded) -> None:
+        self._emit_all(
+            [
+                BudgetAlert.model_construct(
+                    None,
+                    ts=self.clock(),
+                    **run._event_base,
+                    cap=exc.cap,
+                    level=1.0,
+                    action="stop",
+                    ratio=(exc.used / exc.limit) if exc.limit else 1.0,
+                    used=exc.used,
+                    limit=exc.limit,
+                    resets_at=exc.resets_at,
+                )
+            ]
+        )
+
+    def _emit_all(self, events: Sequence[Event]) -> None:
+        for event in events:
+            for sink in self.sinks:
+                try:
+                    sink.emit(event)
+                except Exception:  # a sink must never break a run
+                    _log.exception("budgetwarden sink %s failed", type(sink).__name__)
+
+    # ------------------------------------------------------------------ ledger faults
+    def _active(self) -> Ledger:
+        return self._fallback_ledger or self.ledger
+
+    def _ledger_call(self, op: Callable[[Ledger], _T]) -> _T:
+        try:
+            return op(self._active())
+        except LedgerUnavailable as exc:
+            self._fail_over(exc)
+            return op(self._active())
+
+    def _fail_over(self, exc: LedgerUnavailable) -> None:
+        """Switch to a local memory ledger (fail open), or refuse the call (fail closed)."""
+        hard = any(b.hard for b in self.policy.budgets)
+        open_ = self.policy.ledger_failure == "open" or not hard
+        self._emit_all(
+            [
+                Notice(
+                    ts=self.clock(),
+                    code="ledger_unavailable",
+                    level="error",
+                    message=f"ledger {self.ledger.uri} unavailable ({exc.cause}); "
+                    + ("counting locally" if open_ else "refusing calls"),
+                    data={"uri": self.ledger.uri, "mode": "open" if open_ else "closed"},
+                )
+            ]
+        )
+        if not open_:
+            raise BudgetExceeded("ledger_unavailable", 0, 0) from exc
+        if self._fallback_ledger is None:
+            self._fallback_ledger = MemoryLedger("memory://fallback")
+
+    # ------------------------------------------------------------------ queries
+    def _states(self, scope: str, value: str | None, window: str | None) -> list[BucketState]:
+        now = self.clock()
+        states = []
+        for budget in self.policy.budgets:
+            if budget.scope != scope or (window is not None and budget.window != window):
+                continue
+            val = "*" if scope == "global" else value
+            if val is None or not budget.applies_to(val):
+                continue
+            occurrence = window_at(budget.window, now, self.policy.timezone)
+            key = bucket_key(self.namespace, budget, val, occurrence)
+            limit = budget.limit_for(val)
+            states.append(self._ledger_call(_state_reader(key, now, limit)))
+        return states
+
+
+def _state_reader(key: str, now: float, limit: float) -> Callable[[Ledger], BucketState]:
+    return lambda ledger: ledger.state(key, now=now, limit=limit)
+
+
+def _as_policy(policy: Policy | Mapping[str, Any] | str | Path | None) -> Policy:
+    if policy is None:
+        return Policy()
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, (str, Path)):
+        return Policy.from_file(policy)
+    return Policy.model_validate(policy)
+
+
+def _cancel_targets(run_id: str | None, scopes: Mapping[str, str]) -> list[str]:
+    allowed = {s for s in SCOPES if s != "global"} | {"run_id"}
+    unknown = sorted(set(scopes) - allowed)
+    if unknown:
+        raise ValueError(
+            f"cannot cancel by {unknown}: use run_id= or one of {sorted(allowed - {'run_id'})}"
+        )
+    targets = [f"run={run_id}"] if run_id else []
+    targets += [f"{scope}={value}" for scope, value in scopes.items()]
+    if not targets:
+        raise ValueError("warden.cancel needs run_id= or a scope such as user='u1'")
+    return targets

@@ -1,0 +1,105 @@
+"""Budgets over time on the memory ledger: scopes, overrides, queries, cancel, nesting."""
+
+from __future__ import annotations
+
+import pytest
+
+from budgetwarden import Budget, BudgetExceeded, Limits, Policy, PriceBook
+
+from .helpers import make_warden, usage
+
+
+def test_budget_is_shared_by_every_run_of_the_same_scope_value() -> None:
+    policy = Policy(budgets=[Budget(scope="workspace", window="month", max_cost_usd=0.01)])
+    warden, _, _ = make_warden(policy)
+    spent = 0.0
+    with pytest.raises(BudgetExceeded) as info:
+        for _ in range(100):
+            run = warden.run(workspace="acme")
+            step = run.before_llm_call("gpt-4o-mini", input_tokens=1000, max_tokens=200)
+            spent += run.after_llm_call(step, usage(1000, 200)).cost_usd
+    assert info.value.cap == "budget:workspace=acme/month"
+    assert spent <= 0.01
+    assert warden.spent("workspace", "acme") == pytest.approx(spent)
+    remaining = warden.remaining("workspace", "acme")
+    assert remaining is not None and remaining < PriceBook().worst_case_cost(
+        "gpt-4o-mini", 1000, 200
+    )
+
+
+def test_override_gives_a_named_value_its_own_limit() -> None:
+    policy = Policy(
+        budgets=[Budget(scope="user", window="day", max_requests=1, overrides={"vip": 3})]
+    )
+    warden, _, _ = make_warden(policy)
+    vip = warden.run(user="vip")
+    for _ in range(3):
+        vip.after_llm_call(vip.before_llm_call("gpt-4o-mini"), usage())
+    with pytest.raises(BudgetExceeded):
+        vip.before_llm_call("gpt-4o-mini")
+    assert warden.remaining("user", "vip") == 0
+
+
+def test_runs_without_the_scope_value_are_not_counted() -> None:
+    policy = Policy(budgets=[Budget(scope="user", max_requests=1)])
+    warden, _, _ = make_warden(policy)
+    run = warden.run()  # no user
+    for _ in range(3):
+        run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+
+
+def test_scope_values_cannot_collide_with_other_keys() -> None:
+    policy = Policy(budgets=[Budget(scope="user", max_requests=1)])
+    warden, _, _ = make_warden(policy)
+    tricky = warden.run(user="a|user=b")
+    tricky.after_llm_call(tricky.before_llm_call("gpt-4o-mini"), usage())
+    plain = warden.run(user="b")
+    plain.after_llm_call(plain.before_llm_call("gpt-4o-mini"), usage())
+    assert warden.spent("user", "b") == 1
+    assert warden.spent("user", "a|user=b") == 1
+
+
+def test_tag_scopes_budget_custom_attributes() -> None:
+    policy = Policy(budgets=[Budget(scope="tag:team", max_requests=2)])
+    warden, _, _ = make_warden(policy)
+    run = warden.run(tags={"team": "search"})
+    for _ in range(2):
+        run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    with pytest.raises(BudgetExceeded, match="tag:team=search"):
+        run.before_llm_call("gpt-4o-mini")
+
+
+def test_cancel_stops_matching_runs_at_their_next_call_until_lifted() -> None:
+    warden, _, _ = make_warden(Policy())
+    run = warden.run(user="u1")
+    bystander = warden.run(user="u2")
+    warden.cancel(user="u1", reason="runaway")
+    with pytest.raises(BudgetExceeded) as info:
+        run.before_llm_call("gpt-4o-mini")
+    assert info.value.cap == "cancelled"
+    with pytest.raises(BudgetExceeded):
+        run.before_tool_call("search")
+    bystander.before_llm_call("gpt-4o-mini")
+    warden.uncancel(user="u1")
+    run.before_llm_call("gpt-4o-mini")
+    by_id = warden.run()
+    warden.cancel(run_id=by_id.id)
+    with pytest.raises(BudgetExceeded):
+        by_id.before_llm_call("gpt-4o-mini")
+
+
+def test_child_run_cannot_spend_past_what_its_parent_has_left() -> None:
+    warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=3)))
+    parent = warden.run(agent="manager", user="u1")
+    parent.after_llm_call(parent.before_llm_call("gpt-4o-mini"), usage())
+    child = warden.run(agent="worker", parent=parent)
+    assert child.attribution["user"] == "u1"
+    child.after_llm_call(child.before_llm_call("gpt-4o-mini"), usage())
+    child.after_llm_call(child.before_llm_call("gpt-4o-mini"), usage())
+    with pytest.raises(BudgetExceeded) as info:
+        child.before_llm_call("gpt-4o-mini")  # the child's own cap allows 3, the parent's 0
+    assert info.value.cap == "max_iterations"
+    report = parent.report
+    assert report.iterations == 3
+    assert report.children[0].iterations == 2
+    assert report.children[0].parent_run_id == parent.id

@@ -1,0 +1,132 @@
+"""Events: one CostEvent per call with its attribution; JSONL and structlog sinks; no text."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from budgetwarden import CostEvent, JSONLSink, Policy, Usage
+from budgetwarden.events import event_from_dict
+
+from .helpers import make_warden, usage
+
+ATTRIBUTION = {
+    "agent": "researcher",
+    "user": "u1",
+    "workspace": "acme",
+    "workflow": "triage",
+    "task_class": "extraction",
+    "key": "k1",
+    "thread": "t1",
+    "feature": "search",
+}
+
+
+def test_every_llm_and_tool_call_emits_one_cost_event_with_its_attribution() -> None:
+    warden, sink, _ = make_warden(Policy())
+    run = warden.run(**ATTRIBUTION)
+    step = run.before_llm_call("gpt-4o-mini", [{"role": "user", "content": "secret prompt"}])
+    run.after_llm_call(
+        step,
+        Usage(input_tokens=120, output_tokens=30, cache_read_tokens=100),
+        latency_s=0.8,
+        output_text="secret answer",
+    )
+    run.after_tool_call(run.before_tool_call("search", {"q": "x"}), latency_s=0.1)
+    llm, tool = sink.cost_events
+    for event in (llm, tool):
+        for name, value in ATTRIBUTION.items():
+            assert getattr(event, name) == value
+        assert event.run_id == run.id
+    assert (llm.kind, llm.model, llm.provider) == ("llm", "gpt-4o-mini", "openai")
+    assert (llm.input_tokens, llm.output_tokens, llm.cache_read_tokens) == (120, 30, 100)
+    assert llm.cost_usd > 0 and llm.latency_s == 0.8 and llm.outcome == "ok"
+    assert llm.prompt is None and llm.response is None
+    assert (tool.kind, tool.tool, tool.latency_s) == ("tool", "search", 0.1)
+
+
+def test_text_is_recorded_only_when_the_policy_opts_in() -> None:
+    warden, sink, _ = make_warden(Policy(record_content=True))
+    run = warden.run()
+    run.after_llm_call(
+        run.before_llm_call("gpt-4o-mini"),
+        usage(),
+        output_text="the answer",
+        prompt_text="the question",
+    )
+    assert sink.cost_events[0].response == "the answer"
+    assert sink.cost_events[0].prompt == "the question"
+
+
+def test_missing_usage_is_estimated_and_marked() -> None:
+    warden, _sink, _ = make_warden(Policy())
+    run = warden.run()
+    step = run.before_llm_call("gpt-4o-mini", input_tokens=40)
+    event = run.after_llm_call(step, None, output_text="x" * 400)
+    assert event.estimated and event.output_tokens == 100 and event.input_tokens == 40
+
+
+def test_jsonl_sink_writes_events_that_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    warden, _, _ = make_warden(Policy(limits={"max_input_tokens": 100}))
+    warden.sinks.append(JSONLSink(path))
+    run = warden.run(user="u1")
+    run.after_llm_call(
+        run.before_llm_call("gpt-4o-mini", input_tokens=60, max_tokens=5), usage(60, 5)
+    )
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["type"] for line in lines] == ["BudgetAlert", "CostEvent"]
+    event = event_from_dict(lines[1])
+    assert isinstance(event, CostEvent) and event.user == "u1" and event.input_tokens == 60
+
+
+def test_structlog_sink_logs_alerts_at_warning_and_costs_only_at_debug(caplog) -> None:
+    warden, _, _ = make_warden(Policy(limits={"max_input_tokens": 100}))
+    with caplog.at_level(logging.WARNING, logger="budgetwarden"):
+        run = warden.run()
+        run.after_llm_call(
+            run.before_llm_call("gpt-4o-mini", input_tokens=60, max_tokens=5), usage(60, 5)
+        )
+    assert len(caplog.records) == 1
+    assert "BudgetAlert" in caplog.records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="budgetwarden"):
+        run.after_llm_call(
+            run.before_llm_call("gpt-4o-mini", input_tokens=1, max_tokens=1), usage(1, 1)
+        )
+    payload = json.loads(caplog.records[-1].getMessage())
+    assert payload["event"] == "CostEvent" and payload["level"] == "debug"
+
+
+def test_a_failing_sink_never_breaks_a_run(caplog) -> None:
+    class Broken:
+        def emit(self, event: object) -> None:
+            raise OSError("disk full")
+
+    warden, sink, _ = make_warden(Policy())
+    warden.sinks.insert(0, Broken())
+    run = warden.run()
+    with caplog.at_level(logging.ERROR, logger="budgetwarden"):
+        run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    assert len(sink.cost_events) == 1
+    assert "Broken failed" in caplog.text
+
+
+@pytest.mark.parametrize("module", ["budgetwarden"])
+def test_import_pulls_in_no_framework_and_no_litellm(module: str) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys, time; t=time.perf_counter(); import {module}; "
+        "d=time.perf_counter()-t; "
+        "heavy=[m for m in ('litellm','langchain_core','langgraph','crewai','agents','openai') "
+        "if m in sys.modules]; print(heavy, d)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split(" ", 1)
+    assert out[0] == "[]", out

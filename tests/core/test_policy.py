@@ -1,0 +1,112 @@
+"""Policies: valid ones load from YAML, TOML and env; every invalid field is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from budgetwarden import Budget, Limits, Policy, Routing, Thresholds, ToolRules
+
+
+def test_policy_defaults_are_safe() -> None:
+    policy = Policy()
+    assert policy.on_exceeded == "partial"
+    assert policy.unknown_model == "fallback"
+    assert policy.default_max_output_tokens == 1024
+    assert policy.thresholds.alerts == [0.5, 0.8]
+    assert policy.limits.max_iterations is None
+
+
+@pytest.mark.parametrize(
+    ("build", "field", "hint"),
+    [
+        (lambda: Limits(max_iterations=-1), "max_iterations", "greater than or equal to 0"),
+        (lambda: Limits(max_cost_usd=-0.5), "max_cost_usd", "greater than or equal to 0"),
+        (lambda: Limits(max_wall_seconds=0), "max_wall_seconds", "greater than 0"),
+        (lambda: Limits(max_repeated_tool_calls=0), "max_repeated_tool_calls", "greater than"),
+        (lambda: Thresholds(warn=0.95, degrade=0.9), "", "ordered warn <= degrade <= stop"),
+        (lambda: Thresholds(alerts=[0.8, 0.5]), "", "ascending"),
+        (lambda: Thresholds(alerts=[1.5]), "", "fractions"),
+        (lambda: Budget(scope="user", window="3x", max_cost_usd=1), "window", "unknown window"),
+        (lambda: Budget(scope="team", max_cost_usd=1), "scope", "tag:<name>"),
+        (lambda: Budget(scope="user"), "", "exactly one of max_cost_usd"),
+        (lambda: Budget(scope="user", max_cost_usd=1, max_tokens=5), "", "exactly one"),
+        (lambda: Routing(tiers=["a"], task_classes={"x": 3}), "", "out of range"),
+        (lambda: Routing(tiers=["a"], task_classes={"x": "b"}), "", "not one of tiers"),
+        (lambda: ToolRules(max_calls={"search": -1}), "", "max_calls must be >= 0"),
+        (lambda: Policy(timezone="Mars/Olympus"), "timezone", "IANA"),
+        (lambda: Policy(on_exceeded="explode"), "on_exceeded", "'partial', 'raise' or 'pause'"),
+        (lambda: Policy(limits={"max_iteration": 3}), "max_iteration", "Extra inputs"),
+    ],
+)
+def test_invalid_policy_values_are_rejected_naming_the_field(build, field, hint) -> None:
+    with pytest.raises(ValidationError) as info:
+        build()
+    text = str(info.value)
+    assert field in text
+    assert hint in text
+
+
+def test_duplicate_budgets_need_distinct_names() -> None:
+    with pytest.raises(ValidationError, match="distinct name"):
+        Policy(budgets=[Budget(scope="user", max_cost_usd=1), Budget(scope="user", max_cost_usd=2)])
+
+
+def test_policy_is_frozen() -> None:
+    policy = Policy()
+    with pytest.raises(ValidationError):
+        policy.on_exceeded = "raise"  # type: ignore[misc]
+
+
+def test_policy_loads_from_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "limits:\n  max_iterations: 7\n  max_cost_usd: 0.5\n"
+        "budgets:\n  - {scope: user, window: 8h, max_cost_usd: 5}\n"
+        "routing:\n  tiers: [gpt-4o-mini, gpt-4o]\n  task_classes: {extraction: 0}\n"
+    )
+    policy = Policy.from_file(path, env=False)
+    assert policy.limits.max_iterations == 7
+    assert policy.budgets[0].window == "8h"
+    assert policy.routing is not None and policy.routing.tiers == ["gpt-4o-mini", "gpt-4o"]
+
+
+def test_policy_loads_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        "on_exceeded = 'raise'\n[limits]\nmax_tool_calls = 4\n"
+        "[[budgets]]\nscope = 'workspace'\nwindow = 'month'\nmax_tokens = 100000\n"
+    )
+    policy = Policy.from_file(path, env=False)
+    assert policy.on_exceeded == "raise"
+    assert policy.limits.max_tool_calls == 4
+    assert policy.budgets[0].metric == "tokens"
+
+
+def test_bad_value_in_a_file_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("budgets:\n  - {scope: user, window: 3x, max_cost_usd: 5}\n")
+    with pytest.raises(ValidationError) as info:
+        Policy.from_file(path, env=False)
+    assert "budgets.0.window" in str(info.value)
+
+
+def test_environment_overrides_file_values(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("limits:\n  max_iterations: 7\n")
+    monkeypatch.setenv("BUDGETWARDEN_LIMITS__MAX_ITERATIONS", "3")
+    monkeypatch.setenv("BUDGETWARDEN_ON_EXCEEDED", "raise")
+    monkeypatch.setenv("BUDGETWARDEN_LEDGER", "sqlite:///x.db")  # not a policy field: ignored
+    policy = Policy.from_file(path)
+    assert policy.limits.max_iterations == 3
+    assert policy.on_exceeded == "raise"
+
+
+def test_budget_overrides_and_only_pick_limits_per_value() -> None:
+    budget = Budget(scope="user", max_cost_usd=1, overrides={"vip": 10}, only=["vip", "a"])
+    assert budget.limit_for("vip") == 10
+    assert budget.limit_for("a") == 1
+    assert budget.applies_to("a") and not budget.applies_to("b")
+    assert budget.key == "user/day/cost"

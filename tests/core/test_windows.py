@@ -1,0 +1,60 @@
+"""Window arithmetic: occurrences contain the moment, tile time, and follow the time zone."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from budgetwarden.windows import window_at
+
+WINDOWS = ["30s", "1m", "15m", "1h", "8h", "7h", "1d", "7d", "day", "month"]
+ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]
+moments = st.floats(min_value=946_684_800, max_value=4_102_444_800, allow_nan=False)
+
+
+@given(moment=moments, window=st.sampled_from(WINDOWS), zone=st.sampled_from(ZONES))
+def test_occurrence_contains_the_moment_and_the_next_one_starts_at_its_end(
+    moment: float, window: str, zone: str
+) -> None:
+    occurrence = window_at(window, moment, zone)
+    assert occurrence.start <= moment < occurrence.end
+    following = window_at(window, occurrence.end, zone)
+    assert following.start == occurrence.end
+    assert window_at(window, occurrence.end - 1e-3, zone) == occurrence
+
+
+@given(moment=moments, zone=st.sampled_from(ZONES))
+def test_day_and_month_start_at_local_midnight(moment: float, zone: str) -> None:
+    tz = ZoneInfo(zone)
+    day = window_at("day", moment, zone)
+    start = datetime.fromtimestamp(day.start, tz)
+    assert (start.hour, start.minute) == (0, 0) or start.date() != datetime.fromtimestamp(
+        moment, tz
+    ).date()
+    month = window_at("month", moment, zone)
+    assert datetime.fromtimestamp(month.start, tz).day == 1
+    assert datetime.fromtimestamp(moment, tz).month == datetime.fromtimestamp(month.start, tz).month
+
+
+def test_eight_hour_windows_follow_the_local_wall_clock() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    moment = datetime(2026, 7, 1, 9, 30, tzinfo=paris).timestamp()
+    occurrence = window_at("8h", moment, "Europe/Paris")
+    assert datetime.fromtimestamp(occurrence.start, paris).hour == 8
+    assert datetime.fromtimestamp(occurrence.end, paris).hour == 16
+
+
+def test_run_and_total_windows_never_reset() -> None:
+    for window in ("run", "total"):
+        occurrence = window_at(window, 1e9)
+        assert math.isinf(occurrence.end) and occurrence.resets_at is None
+
+
+def test_dst_day_is_twenty_three_hours_long() -> None:
+    moment = datetime(2026, 3, 29, 12, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
+    day = window_at("day", moment, "Europe/Paris")
+    assert day.end - day.start == 23 * 3600
