@@ -1,0 +1,189 @@
+"""One model call of a guarded kickoff: its reservation, and where its real usage comes from.
+
+CrewAI reports a call's usage in two places, neither of them in the hook contexts: the
+``LLMCallCompletedEvent`` on its global event bus (handled in a worker thread, and not
+emitted at all by LiteLLM-backed LLMs for native tool-call answers) and the LLM instance's
+cumulative token tracker. A call takes the tracker delta when it had its LLM to itself,
+else the usage of the events emitted inside it, else budgetwarden's estimate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from crewai.events.event_bus import crewai_event_bus
+from crewai.events.types.llm_events import LLMCallCompletedEvent, LLMCallFailedEvent
+from crewai.llms.base_llm import BaseLLM
+from crewai.types.usage_metrics import UsageMetrics
+
+from budgetwarden import Step, Usage
+
+if TYPE_CHECKING:
+    from ._state import CrewRunState
+
+#: How long settling a call may wait for CrewAI's event bus to deliver the call's events.
+EVENT_FLUSH_SECONDS = 2.0
+
+#: The model call whose reservation the current context holds (set by the pre-call hook).
+current_call: ContextVar[ModelCall | None] = ContextVar("budgetwarden_crewai_call", default=None)
+
+
+@dataclass(eq=False)
+class ModelCall:
+    """A reserved model call of one kickoff, from its pre-call hook until it is committed."""
+
+    state: CrewRunState
+    step: Step
+    lane: int
+    started: float = field(default_factory=time.perf_counter)
+    llm: BaseLLM | None = None
+    baseline: UsageMetrics | None = None
+    shared: bool = False
+    consumed: bool = False
+    settled: bool = False
+    returned_at: float | None = None
+    event_usage: Usage | None = None
+    text: str | None = None
+    model: str | None = None
+    outcome: str = "ok"
+
+    @property
+    def latency_s(self) -> float:
+        """Seconds from the reservation to the answer (or to now, if none was seen)."""
+        end = self.returned_at if self.returned_at is not None else time.perf_counter()
+        return max(end - self.started, 0.0)
+
+    def returned(self, text: str | None = None, model: str | None = None) -> None:
+        """Note that the model answered (the call can be committed)."""
+        if self.returned_at is None:
+            self.returned_at = time.perf_counter()
+        if text is not None:
+            self.text = text
+        if model is not None:
+            self.model = model
+
+    def tracker_delta(self) -> UsageMetrics | None:
+        """What the measured LLM's token tracker counted since the reservation."""
+        if self.llm is None or self.baseline is None:
+            return None
+        return self.llm.get_token_usage_summary().delta_since(self.baseline)
+
+    def measured_usage(self) -> Usage | None:
+        """The call's real usage when CrewAI reported it, else None (budgetwarden estimates)."""
+        delta = self.tracker_delta()
+        if delta is not None and delta.successful_requests > 0 and not self.shared:
+            return usage_from_metrics(delta)
+        if self.event_usage is None:
+            crewai_event_bus.flush(timeout=EVENT_FLUSH_SECONDS)
+        return self.event_usage
+
+    def has_answered(self) -> bool:
+        """True when there is evidence that the model call has returned."""
+        if self.returned_at is not None:
+            return True
+        delta = self.tracker_delta()
+        return delta is not None and delta.successful_requests > 0 and not self.shared
+
+
+def usage_from_metrics(metrics: UsageMetrics) -> Usage:
+    """Convert CrewAI's usage (prompt tokens include cached ones) to budgetwarden's Usage."""
+    return Usage(
+        input_tokens=metrics.prompt_tokens,
+        output_tokens=metrics.completion_tokens,
+        cache_read_tokens=metrics.cached_prompt_tokens,
+        cache_write_tokens=metrics.cache_creation_tokens,
+        reasoning_tokens=metrics.reasoning_tokens,
+    )
+
+
+def usage_from_event(usage: dict[str, Any] | None) -> Usage | None:
+    """The usage an ``LLMCallCompletedEvent`` carries, in budgetwarden's convention."""
+    metrics = UsageMetrics.from_provider_dict(usage)
+    return usage_from_metrics(metrics) if metrics is not None else None
+
+
+def outcome_of_error(error: BaseException | str) -> str:
+    """Map a provider failure to a budgetwarden outcome (routing falls back on outages)."""
+    if isinstance(error, BaseException):
+        error = f"{type(error).__name__}: {error}"
+    text = error.lower()
+    if "timeout" in text or "timed out" in text:
+        return "timeout"
+    if "ratelimit" in text or "rate limit" in text or "429" in text:
+        return "rate_limited"
+    return "provider_error"
+
+
+class _TrackerWatch:
+    """Which guarded calls are in flight on each LLM instance.
+
+    A token-tracker delta is only that call's usage when no other guarded call used the same
+    instance meanwhile; overlapping calls are marked ``shared`` and use their events instead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: dict[int, set[ModelCall]] = {}
+
+    def bind(self, call: ModelCall, llm: Any) -> None:
+        """Measure ``call`` on ``llm``'s token tracker from now on."""
+        self.release(call)
+        if not isinstance(llm, BaseLLM):
+            return
+        with self._lock:
+            call.llm = llm
+            call.baseline = llm.get_token_usage_summary()
+            call.shared = False
+            others = self._active.setdefault(id(llm), set())
+            for other in others:
+                other.shared = True
+                call.shared = True
+            others.add(call)
+
+    def release(self, call: ModelCall) -> None:
+        """Stop watching ``call`` (it is committed or measured elsewhere)."""
+        if call.llm is None:
+            return
+        with self._lock:
+            others = self._active.get(id(call.llm))
+            if others is not None:
+                others.discard(call)
+                if not others:
+                    del self._active[id(call.llm)]
+
+
+trackers = _TrackerWatch()
+
+_listening = False
+_listening_lock = threading.Lock()
+
+
+def listen_to_llm_events() -> None:
+    """Register budgetwarden's LLM event handler on CrewAI's bus (once per process).
+
+    The handler runs in CrewAI's handler threads with a copy of the emitting context, so the
+    call reserved in that context is known; events from unguarded crews are ignored.
+    """
+    global _listening
+    with _listening_lock:
+        if _listening:
+            return
+        crewai_event_bus.on(LLMCallCompletedEvent)(_on_llm_completed)
+        crewai_event_bus.on(LLMCallFailedEvent)(_on_llm_failed)
+        _listening = True
+
+
+def _on_llm_completed(source: Any, event: LLMCallCompletedEvent) -> None:
+    call = current_call.get()
+    if call is not None:
+        call.state.record_completed(call, event)
+
+
+def _on_llm_failed(source: Any, event: LLMCallFailedEvent) -> None:
+    call = current_call.get()
+    if call is not None:
+        call.state.record_failed(call, event)

@@ -1,0 +1,167 @@
+"""Scripted CrewAI LLMs and tools for the CrewAI adapter tests: the real framework, a fake model."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from crewai import Agent, Crew, Process, Task
+from crewai.events.types.llm_events import LLMCallType
+from crewai.llms.base_llm import BaseLLM, llm_call_context
+from crewai.tools import BaseTool
+from pydantic import PrivateAttr
+
+
+class ScriptedLLM(BaseLLM):
+    """A CrewAI LLM that never finishes: every answer asks for a tool, like a looping agent.
+
+    It behaves like CrewAI's own providers: it emits the LLM call events with usage, tracks
+    usage in its token tracker and dispatches the model-call hooks for calls made outside an
+    agent executor. ``native=True`` answers with native tool calls instead of ReAct text;
+    ``delay`` makes every call slow.
+    """
+
+    model: str = "gpt-4o-mini"
+    tool_names: list[str] = ["search"]
+    native: bool = False
+    delay: float = 0.0
+    prompt_tokens: int = 100
+    completion_tokens: int = 20
+    finish_after: int | None = None
+    _calls: int = PrivateAttr(default=0)
+    _started: list[float] = PrivateAttr(default_factory=list)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def __init__(self, model: str = "gpt-4o-mini", **fields: Any) -> None:
+        super().__init__(model=model, **fields)
+
+    @property
+    def calls(self) -> int:
+        """How many calls reached this model."""
+        return self._calls
+
+    @property
+    def started(self) -> list[float]:
+        """When each call started (``time.time()``)."""
+        return list(self._started)
+
+    def supports_function_calling(self) -> bool:
+        return self.native
+
+    def call(
+        self,
+        messages: Any,
+        tools: Any = None,
+        callbacks: Any = None,
+        available_functions: Any = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: Any = None,
+    ) -> Any:
+        with llm_call_context():
+            self._emit_call_started_event(
+                messages=messages, tools=tools, from_task=from_task, from_agent=from_agent
+            )
+            msgs = (
+                [{"role": "user", "content": messages}] if isinstance(messages, str) else messages
+            )
+            self._invoke_before_llm_call_hooks(msgs, from_agent)
+            with self._lock:
+                self._calls += 1
+                self._started.append(time.time())
+                number = self._calls
+            if self.delay:
+                time.sleep(self.delay)
+            usage = {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+            }
+            self._track_token_usage_internal(usage)
+            if self.finish_after is not None and number > self.finish_after:
+                text = f"Thought: done\nFinal Answer: answer {number} from {self.model}"
+            elif self.native and tools:
+                return [self._tool_call(number)]
+            else:
+                args = json.dumps({"query": f"q{number}"})
+                tool = self._tool_for(number)
+                text = f"Thought: I need more.\nAction: {tool}\nAction Input: {args}"
+            self._emit_call_completed_event(
+                response=text,
+                call_type=LLMCallType.LLM_CALL,
+                from_task=from_task,
+                from_agent=from_agent,
+                messages=messages,
+                usage=usage,
+            )
+            return text
+
+    async def acall(
+        self,
+        messages: Any,
+        tools: Any = None,
+        callbacks: Any = None,
+        available_functions: Any = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: Any = None,
+    ) -> Any:
+        return self.call(messages, tools, callbacks, available_functions, from_task, from_agent)
+
+    def _tool_for(self, number: int) -> str:
+        return self.tool_names[(number - 1) % len(self.tool_names)]
+
+    def _tool_call(self, number: int) -> dict[str, Any]:
+        return {
+            "id": f"call_{number}",
+            "type": "function",
+            "function": {
+                "name": self._tool_for(number),
+                "arguments": json.dumps({"query": f"q{number}"}),
+            },
+        }
+
+
+class SearchTool(BaseTool):
+    """A tool that answers at once and counts its runs."""
+
+    name: str = "search"
+    description: str = "Search the web for a query."
+    runs: int = 0
+
+    def _run(self, query: str = "") -> str:
+        self.runs += 1
+        return f"{self.name} results for {query}"
+
+
+def lookup_tool() -> SearchTool:
+    """A second counting tool, named lookup."""
+    return SearchTool(name="lookup", description="Look a term up in the encyclopedia.")
+
+
+def make_crew(
+    llms: list[BaseLLM],
+    *,
+    tools: list[BaseTool] | None = None,
+    max_iter: int = 25,
+) -> Crew:
+    """A sequential crew with one agent and one task per LLM."""
+    agents = [
+        Agent(
+            role=f"researcher {i}",
+            goal="find facts",
+            backstory="a careful researcher",
+            llm=llm,
+            tools=list(tools or []),
+            max_iter=max_iter,
+            verbose=False,
+        )
+        for i, llm in enumerate(llms)
+    ]
+    tasks = [
+        Task(description=f"research topic {i}", expected_output="facts", agent=agent)
+        for i, agent in enumerate(agents)
+    ]
+    return Crew(agents=agents, tasks=tasks, process=Process.sequential, verbose=False)
