@@ -14,8 +14,7 @@ try:
     import langgraph  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "budgetwarden.integrations.langchain needs langchain: "
-        "pip install 'budgetwarden[langchain]'"
+        "budgetwarden.integrations.langchain needs langchain: pip install 'budgetwarden[langchain]'"
     ) from exc
 
 from .handler import BudgetCallbackHandler

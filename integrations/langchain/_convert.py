@@ -1,0 +1,180 @@
+"""Read what budgetwarden needs from LangChain objects: model names, usage, tools, outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.outputs import LLMResult
+
+from budgetwarden.usage import Usage
+
+__all__ = [
+    "max_tokens_of",
+    "model_from_message",
+    "model_from_result",
+    "model_from_start",
+    "model_name_of",
+    "outcome_of_error",
+    "outcome_of_message",
+    "tool_failed",
+    "tool_names",
+    "usage_from_message",
+    "usage_from_result",
+]
+
+_MODEL_KEYS = ("model_name", "model", "model_id", "deployment_name")
+_MAX_TOKEN_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict")
+
+
+def _first_str(source: Mapping[str, Any] | None, keys: Sequence[str]) -> str | None:
+    if not source:
+        return None
+    for key in keys:
+        value = source.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def model_name_of(model: Any) -> str | None:
+    """The model name a LangChain chat model will call, when it says (None for fakes)."""
+    for key in _MODEL_KEYS:
+        value = getattr(model, key, None)
+        if isinstance(value, str) and value:
+            return value
+    if isinstance(model, BaseChatModel):
+        return _first_str(model._identifying_params, _MODEL_KEYS)
+    return None
+
+
+def model_from_start(
+    serialized: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None,
+    invocation_params: Mapping[str, Any] | None,
+) -> str | None:
+    """The model name known before a call: invocation params, tracing metadata, or kwargs."""
+    kwargs = (serialized or {}).get("kwargs")
+    return (
+        _first_str(invocation_params, _MODEL_KEYS)
+        or _first_str(metadata, ("ls_model_name",))
+        or _first_str(kwargs if isinstance(kwargs, Mapping) else None, _MODEL_KEYS)
+    )
+
+
+def max_tokens_of(
+    invocation_params: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None = None
+) -> int | None:
+    """The output-token limit the call names, if any."""
+    for source, keys in ((invocation_params, _MAX_TOKEN_KEYS), (metadata, ("ls_max_tokens",))):
+        for key in keys:
+            value = (source or {}).get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def tool_names(tools: Sequence[Any] | None) -> list[str] | None:
+    """Names of the tools offered to the model: BaseTools, OpenAI-format dicts or callables."""
+    if not tools:
+        return None
+    names: list[str] = []
+    for tool in tools:
+        if isinstance(tool, Mapping):
+            function = tool.get("function")
+            name = function.get("name") if isinstance(function, Mapping) else tool.get("name")
+        else:
+            name = getattr(tool, "name", None) or getattr(tool, "__name__", None)
+        if isinstance(name, str):
+            names.append(name)
+    return names
+
+
+def _detail(details: Any, key: str) -> int:
+    value = details.get(key) if isinstance(details, Mapping) else None
+    return value if isinstance(value, int) else 0
+
+
+def usage_from_message(message: BaseMessage | None) -> Usage | None:
+    """Usage from an AI message's ``usage_metadata`` (LangChain counts cache in input)."""
+    metadata = getattr(message, "usage_metadata", None)
+    if not metadata:
+        return None
+    return Usage(
+        input_tokens=metadata.get("input_tokens") or 0,
+        output_tokens=metadata.get("output_tokens") or 0,
+        cache_read_tokens=_detail(metadata.get("input_token_details"), "cache_read"),
+        cache_write_tokens=_detail(metadata.get("input_token_details"), "cache_creation"),
+        reasoning_tokens=_detail(metadata.get("output_token_details"), "reasoning"),
+    )
+
+
+def _legacy_usage(llm_output: Mapping[str, Any] | None) -> Usage | None:
+    token_usage = (llm_output or {}).get("token_usage") or (llm_output or {}).get("usage")
+    if not isinstance(token_usage, Mapping):
+        return None
+    prompt = token_usage.get("prompt_tokens", token_usage.get("input_tokens"))
+    completion = token_usage.get("completion_tokens", token_usage.get("output_tokens"))
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(input_tokens=prompt, output_tokens=completion)
+
+
+def _messages(result: LLMResult) -> list[BaseMessage]:
+    return [
+        message
+        for generations in result.generations
+        for generation in generations
+        if isinstance(message := getattr(generation, "message", None), BaseMessage)
+    ]
+
+
+def usage_from_result(result: LLMResult) -> Usage | None:
+    """Usage of a whole model call: every generation's message, else the legacy llm_output."""
+    found = [usage for m in _messages(result) if (usage := usage_from_message(m)) is not None]
+    if found:
+        total = found[0]
+        for usage in found[1:]:
+            total = total + usage
+        return total
+    return _legacy_usage(result.llm_output)
+
+
+def model_from_message(message: BaseMessage | None) -> str | None:
+    """The model that answered, from an AI message's ``response_metadata``."""
+    return _first_str(getattr(message, "response_metadata", None), _MODEL_KEYS)
+
+
+def model_from_result(result: LLMResult) -> str | None:
+    """The model that answered, as the provider reported it after the call."""
+    for message in _messages(result):
+        if name := model_from_message(message):
+            return name
+    return _first_str(result.llm_output, _MODEL_KEYS)
+
+
+def outcome_of_message(message: BaseMessage | None) -> str:
+    """``"tool_call_error"`` when the model asked for a tool in a form that cannot be parsed."""
+    if isinstance(message, AIMessage) and message.invalid_tool_calls:
+        return "tool_call_error"
+    return "ok"
+
+
+def outcome_of_error(error: BaseException) -> str:
+    """Classify a failed model call by its exception: timeout, rate limit or provider error."""
+    names = " ".join(cls.__name__.lower() for cls in type(error).__mro__)
+    status = getattr(error, "status_code", None) or getattr(
+        getattr(error, "response", None), "status_code", None
+    )
+    if "timeout" in names or isinstance(error, TimeoutError):
+        return "timeout"
+    if "ratelimit" in names or status == 429:
+        return "rate_limited"
+    return "provider_error"
+
+
+def tool_failed(output: Any) -> bool:
+    """True when a tool's output is an error ``ToolMessage`` (a handled tool error)."""
+    return isinstance(output, ToolMessage) and output.status == "error"

@@ -1,0 +1,313 @@
+"""BudgetCallbackHandler: govern any LangChain Runnable through its callbacks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import LLMResult
+
+from budgetwarden import BudgetError, Warden
+from budgetwarden.run import Run, Step, ToolStep
+
+from ._convert import (
+    max_tokens_of,
+    model_from_result,
+    model_from_start,
+    outcome_of_error,
+    outcome_of_message,
+    tool_failed,
+    tool_names,
+    usage_from_result,
+)
+
+__all__ = ["BudgetCallbackHandler"]
+
+
+@dataclass
+class _Invocation:
+    """One governed invocation: its budgetwarden Run and the transcript seen so far."""
+
+    run: Run
+    transcript: list[BaseMessage] = field(default_factory=list)
+    llm_steps: dict[UUID, tuple[Step, float]] = field(default_factory=dict)
+    tool_steps: dict[UUID, tuple[ToolStep, float, str | None]] = field(default_factory=dict)
+
+
+class BudgetCallbackHandler(BaseCallbackHandler):
+    """Enforce a warden's caps and budgets on any Runnable, raising ``BudgetExceeded``.
+
+    Pass it in ``config={"callbacks": [handler]}``. Each root run (one ``invoke``) gets its
+    own budgetwarden Run, so one handler serves concurrent and nested invocations. A refused
+    model or tool call raises out of ``invoke`` before the call, with the transcript so far
+    as ``exc.partial`` and the run report as ``exc.report``. It works for ``ainvoke`` too.
+    """
+
+    raise_error = True
+
+    def __init__(
+        self,
+        warden: Warden,
+        *,
+        agent: str | None = None,
+        user: str | None = None,
+        workspace: str | None = None,
+        workflow: str | None = None,
+        task_class: str | None = None,
+        key: str | None = None,
+        thread: str | None = None,
+    ) -> None:
+        """Govern every invocation this handler sees, attributed to the given scopes."""
+        self._warden = warden
+        self._attribution: dict[str, str | None] = {
+            "agent": agent,
+            "user": user,
+            "workspace": workspace,
+            "workflow": workflow,
+            "task_class": task_class,
+            "key": key,
+        }
+        self._thread = thread
+        self._lock = threading.Lock()
+        self._invocations: dict[UUID, _Invocation] = {}
+        self._roots: dict[UUID, UUID] = {}
+
+    # ---- run bookkeeping -------------------------------------------------------------
+
+    def _enter(
+        self, run_id: UUID, parent_run_id: UUID | None, metadata: Mapping[str, Any] | None
+    ) -> _Invocation:
+        """The invocation a new LangChain run belongs to; a run without a known parent opens one."""
+        with self._lock:
+            root = self._roots.get(parent_run_id) if parent_run_id is not None else None
+            if root is not None:
+                self._roots[run_id] = root
+                return self._invocations[root]
+        thread = self._thread or _thread_from(metadata)
+        invocation = _Invocation(self._warden.run(**self._attribution, thread=thread))
+        with self._lock:
+            self._roots[run_id] = run_id
+            self._invocations[run_id] = invocation
+        return invocation
+
+    def _lookup(self, run_id: UUID) -> _Invocation | None:
+        with self._lock:
+            root = self._roots.get(run_id)
+            return self._invocations.get(root) if root is not None else None
+
+    def _leave(self, run_id: UUID, error: BaseException | None = None) -> None:
+        """Forget a finished LangChain run; finish the budgetwarden Run at its root."""
+        with self._lock:
+            root = self._roots.pop(run_id, None)
+            invocation = self._invocations.pop(run_id, None) if root == run_id else None
+        if invocation is not None:
+            invocation.run.finish(error=error)
+
+    def _refuse(self, invocation: _Invocation, exc: BudgetError) -> BudgetError:
+        """Attach the transcript so far to a refusal before it propagates out of invoke."""
+        if exc.report is None:
+            exc.report = invocation.run.report
+        exc.partial = list(invocation.transcript)  # type: ignore[attr-defined]
+        return exc
+
+    # ---- chains: the root opens and finishes the budgetwarden Run ---------------------
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: dict[str, Any] | Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Open a budgetwarden Run at the root chain; map child chains to it."""
+        self._enter(run_id, parent_run_id, metadata)
+
+    def on_chain_end(self, outputs: dict[str, Any] | Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Finish the budgetwarden Run when the root chain ends."""
+        self._leave(run_id)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Finish the budgetwarden Run, with the error, when the root chain fails."""
+        self._leave(run_id, error)
+
+    # ---- model calls -------------------------------------------------------------------
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        metadata: dict[str, Any] | None = None,
+        invocation_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Check the caps before a chat model runs; raise ``BudgetExceeded`` to stop it."""
+        invocation = self._enter(run_id, parent_run_id, metadata)
+        prompt = list(messages[0]) if messages else []
+        invocation.transcript = prompt
+        self._before_llm(invocation, run_id, prompt, serialized, metadata, invocation_params)
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        metadata: dict[str, Any] | None = None,
+        invocation_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Check the caps before a plain (text) LLM runs; raise ``BudgetExceeded`` to stop it."""
+        invocation = self._enter(run_id, parent_run_id, metadata)
+        prompt: list[BaseMessage] = [HumanMessage(content=text) for text in prompts]
+        invocation.transcript = prompt
+        self._before_llm(invocation, run_id, prompt, serialized, metadata, invocation_params)
+
+    def _before_llm(
+        self,
+        invocation: _Invocation,
+        run_id: UUID,
+        prompt: Sequence[BaseMessage],
+        serialized: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | None,
+    ) -> None:
+        try:
+            step = invocation.run.before_llm_call(
+                model_from_start(serialized, metadata, params),
+                prompt,
+                max_tokens=max_tokens_of(params, metadata),
+                tools=tool_names((params or {}).get("tools")),
+            )
+        except BudgetError as exc:
+            self._leave_child(run_id)
+            raise self._refuse(invocation, exc) from None
+        invocation.llm_steps[run_id] = (step, time.perf_counter())
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        """Commit the call's real usage and price it as the model that answered."""
+        invocation = self._lookup(run_id)
+        if invocation is not None and (pending := invocation.llm_steps.pop(run_id, None)):
+            step, started = pending
+            message = _first_message(response)
+            invocation.run.after_llm_call(
+                step,
+                usage_from_result(response),
+                model=model_from_result(response),
+                latency_s=time.perf_counter() - started,
+                outcome=outcome_of_message(message),
+                output_text=_text_of(response),
+            )
+            if message is not None:
+                invocation.transcript.append(message)
+        self._leave(run_id)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Record a failed model call (timeout, rate limit, provider error)."""
+        invocation = self._lookup(run_id)
+        if invocation is not None and (pending := invocation.llm_steps.pop(run_id, None)):
+            step, started = pending
+            invocation.run.after_llm_call(
+                step, latency_s=time.perf_counter() - started, outcome=outcome_of_error(error)
+            )
+        self._leave(run_id, error)
+
+    # ---- tool calls --------------------------------------------------------------------
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any],
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Check the caps before a tool runs; raise ``BudgetExceeded`` or ``ToolDenied``."""
+        invocation = self._enter(run_id, parent_run_id, metadata)
+        name = str((serialized or {}).get("name") or kwargs.get("name") or "tool")
+        call_id = kwargs.get("tool_call_id")
+        try:
+            tool_step = invocation.run.before_tool_call(
+                name, inputs if inputs is not None else input_str, call_id=call_id
+            )
+        except BudgetError as exc:
+            self._leave_child(run_id)
+            raise self._refuse(invocation, exc) from None
+        invocation.tool_steps[run_id] = (tool_step, time.perf_counter(), call_id)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Record a finished tool call; an error ToolMessage counts as a failed call."""
+        invocation = self._lookup(run_id)
+        if invocation is not None and (pending := invocation.tool_steps.pop(run_id, None)):
+            tool_step, started, call_id = pending
+            failed = tool_failed(output)
+            invocation.run.after_tool_call(
+                tool_step,
+                ok=not failed,
+                latency_s=time.perf_counter() - started,
+                error=str(output.content) if failed else None,
+            )
+            invocation.transcript.append(_tool_message(output, call_id, tool_step))
+        self._leave(run_id)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Record a tool call that raised."""
+        invocation = self._lookup(run_id)
+        if invocation is not None and (pending := invocation.tool_steps.pop(run_id, None)):
+            tool_step, started, _ = pending
+            invocation.run.after_tool_call(
+                tool_step, ok=False, latency_s=time.perf_counter() - started, error=repr(error)
+            )
+        self._leave(run_id, error)
+
+    def _leave_child(self, run_id: UUID) -> None:
+        """Drop a refused call's mapping; a refused root has nothing to finish but the Run."""
+        with self._lock:
+            is_root = self._roots.get(run_id) == run_id
+        if is_root:
+            self._leave(run_id)
+        else:
+            with self._lock:
+                self._roots.pop(run_id, None)
+
+
+def _thread_from(metadata: Mapping[str, Any] | None) -> str | None:
+    """LangGraph copies ``configurable.thread_id`` into the callback metadata."""
+    thread = (metadata or {}).get("thread_id")
+    return str(thread) if thread is not None else None
+
+
+def _first_message(response: LLMResult) -> BaseMessage | None:
+    for generations in response.generations:
+        for generation in generations:
+            message = getattr(generation, "message", None)
+            if isinstance(message, BaseMessage):
+                return message
+            return AIMessage(content=generation.text)
+    return None
+
+
+def _text_of(response: LLMResult) -> str:
+    return "".join(g.text for generations in response.generations for g in generations)
+
+
+def _tool_message(output: Any, call_id: str | None, tool_step: ToolStep) -> BaseMessage:
+    if isinstance(output, ToolMessage):
+        return output
+    content = output.content if isinstance(output, BaseMessage) else str(output)
+    return ToolMessage(content=content, tool_call_id=call_id or "", name=tool_step.name)

@@ -1,0 +1,305 @@
+"""BudgetCallbackHandler on real create_agent agents, LangGraph graphs and plain Runnables."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import StructuredTool
+from lc_fakes import (
+    Clock,
+    CountedTool,
+    ScriptedChatModel,
+    agent_graph,
+    hand_loop,
+    inputs,
+    make_warden,
+    react_graph,
+)
+
+from budgetwarden import BudgetExceeded, Limits, Policy, PriceBook, ToolDenied, ToolRules, Usage
+from budgetwarden.integrations.langchain import BudgetCallbackHandler
+
+MODES = ["sync", "async"]
+CUSTOM_PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 1e-5}
+
+
+def invoke(runnable: Any, value: Any, mode: str, **config: Any) -> Any:
+    """Invoke sync or async, with the given config."""
+    if mode == "sync":
+        return runnable.invoke(value, config=config)
+    return asyncio.run(runnable.ainvoke(value, config=config))
+
+
+def refused(runnable: Any, value: Any, mode: str, handler: BudgetCallbackHandler) -> Any:
+    """Invoke and return the BudgetExceeded that must come out of it."""
+    with pytest.raises(BudgetExceeded) as caught:
+        invoke(runnable, value, mode, callbacks=[handler])
+    return caught.value
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("driver", ["create_agent", "langgraph", "plain_runnable"])
+def test_max_iterations_stops_every_kind_of_runnable_before_the_next_model_call(
+    driver: str, mode: str, model: ScriptedChatModel, search: CountedTool
+) -> None:
+    warden, _ = make_warden(Policy(limits=Limits(max_iterations=3)))
+    build = {"create_agent": agent_graph, "langgraph": react_graph, "plain_runnable": hand_loop}
+    runnable = build[driver](model, [search.tool])
+    value = "find the answer" if driver == "plain_runnable" else inputs()
+    exc = refused(runnable, value, mode, BudgetCallbackHandler(warden, user="u1"))
+    assert (model.calls, search.calls) == (3, 3)
+    assert exc.cap == "max_iterations"
+    assert (exc.limit, exc.used) == (3, 3)
+    assert exc.report.iterations == 3
+    assert exc.report.stop_reason == "max_iterations"
+    assert isinstance(exc.partial[0], HumanMessage)
+    assert isinstance(exc.partial[-1], ToolMessage)
+    assert sum(isinstance(m, AIMessage) for m in exc.partial) == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_tool_calls_refuses_the_tool_before_it_runs(
+    mode: str, model: ScriptedChatModel, search: CountedTool
+) -> None:
+    warden, _ = make_warden(Policy(limits=Limits(max_tool_calls=2)))
+    exc = refused(agent_graph(model, [search.tool]), inputs(), mode, BudgetCallbackHandler(warden))
+    assert (model.calls, search.calls) == (3, 2)
+    assert exc.cap == "max_tool_calls"
+    assert exc.report.tool_calls == 2
+    last = exc.partial[-1]
+    assert isinstance(last, AIMessage) and last.tool_calls, "the refused call is the last thing"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_per_tool_cap_names_the_tool(
+    mode: str, model: ScriptedChatModel, search: CountedTool
+) -> None:
+    warden, _ = make_warden(Policy(tools=ToolRules(max_calls={"search": 2})))
+    exc = refused(react_graph(model, [search.tool]), inputs(), mode, BudgetCallbackHandler(warden))
+    assert search.calls == 2
+    assert exc.cap == "max_tool_calls[search]"
+    assert exc.report.tool_calls_by_name == {"search": 2}
+
+
+def test_max_cost_usd_allows_only_calls_whose_worst_case_fits() -> None:
+    # Each call really costs 1000 * 1e-6 + 50 * 1e-5 = $0.0015; its worst case is at most
+    # ~200 * 1e-6 + 100 * 1e-5 = $0.0012. With $0.005: calls at $0, $0.0015, $0.003 fit;
+    # the fourth ($0.0045 + at least $0.001) does not.
+    model = ScriptedChatModel(model_name="house-model", input_tokens=1000, output_tokens=50)
+    search = CountedTool()
+    policy = Policy(
+        limits=Limits(max_cost_usd=0.005),
+        prices={"house-model": CUSTOM_PRICE},
+        default_max_output_tokens=100,
+    )
+    warden, _ = make_warden(policy)
+    exc = refused(
+        agent_graph(model, [search.tool]), inputs(), "sync", BudgetCallbackHandler(warden)
+    )
+    assert model.calls == 3
+    assert exc.cap == "max_cost_usd"
+    assert exc.report.cost_usd == pytest.approx(0.0045)
+    assert exc.report.cost_usd <= 0.005
+
+
+@pytest.mark.parametrize(
+    ("limits", "cap", "calls"),
+    [
+        # 1000 real input tokens per call; the next prompt's estimate stays under 500.
+        (Limits(max_input_tokens=2500), "max_input_tokens", 3),
+        # 50 real output tokens per call, 100 reserved: 0+100, 50+100, 100+100, 150+100 fit.
+        (Limits(max_output_tokens=250), "max_output_tokens", 4),
+    ],
+)
+def test_token_caps_stop_the_call_that_would_cross_them(
+    limits: Limits, cap: str, calls: int, search: CountedTool
+) -> None:
+    model = ScriptedChatModel(input_tokens=1000, output_tokens=50)
+    warden, _ = make_warden(Policy(limits=limits, default_max_output_tokens=100))
+    exc = refused(
+        agent_graph(model, [search.tool]), inputs(), "async", BudgetCallbackHandler(warden)
+    )
+    assert model.calls == calls
+    assert exc.cap == cap
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_wall_seconds_reads_the_wardens_clock(mode: str, model: ScriptedChatModel) -> None:
+    clock = Clock()
+    search = CountedTool(clock=clock, step_seconds=10)
+    warden, _ = make_warden(Policy(limits=Limits(max_wall_seconds=25)), clock=clock)
+    exc = refused(agent_graph(model, [search.tool]), inputs(), mode, BudgetCallbackHandler(warden))
+    # Model calls at t=0, 10, 20 run; the one at t=30 is refused.
+    assert (model.calls, search.calls) == (3, 3)
+    assert exc.cap == "max_wall_seconds"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_repeated_identical_tool_calls_are_stopped_as_a_loop(
+    mode: str, search: CountedTool
+) -> None:
+    model = ScriptedChatModel(repeat_args=True)
+    warden, _ = make_warden(Policy(limits=Limits(max_repeated_tool_calls=2)))
+    exc = refused(agent_graph(model, [search.tool]), inputs(), mode, BudgetCallbackHandler(warden))
+    assert (model.calls, search.calls) == (3, 2)
+    assert exc.cap == "max_repeated_tool_calls"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_consecutive_model_errors_stop_a_retrying_model(mode: str) -> None:
+    model = ScriptedChatModel(fail_calls=frozenset(range(1, 10)))
+    retrying = model.with_retry(stop_after_attempt=5, wait_exponential_jitter=False)
+    warden, sink = make_warden(Policy(limits=Limits(max_consecutive_errors=2)))
+    exc = refused(retrying, "hello", mode, BudgetCallbackHandler(warden))
+    assert model.calls == 2
+    assert exc.cap == "max_consecutive_errors"
+    assert [e.outcome for e in sink.cost_events] == ["provider_error", "provider_error"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_failing_tool_calls_count_as_errors(mode: str) -> None:
+    model = ScriptedChatModel(parallel=2)
+    search = CountedTool(fail=True)
+    warden, sink = make_warden(Policy(limits=Limits(max_consecutive_errors=2)))
+    exc = refused(agent_graph(model, [search.tool]), inputs(), mode, BudgetCallbackHandler(warden))
+    # Two parallel tool calls fail in a row: the next model call is refused.
+    assert (model.calls, search.calls) == (1, 2)
+    assert exc.cap == "max_consecutive_errors"
+    assert [e.status for e in sink.cost_events if e.kind == "tool"] == ["error", "error"]
+
+
+def test_denied_tool_raises_tool_denied_and_never_runs(model: ScriptedChatModel) -> None:
+    search = CountedTool()
+    warden, _ = make_warden(Policy(tools=ToolRules(deny=["search"])))
+    with pytest.raises(ToolDenied) as caught:
+        agent_graph(model, [search.tool]).invoke(
+            inputs(), config={"callbacks": [BudgetCallbackHandler(warden)]}
+        )
+    assert search.calls == 0
+    assert caught.value.tool == "search"
+    assert isinstance(caught.value.partial[-1], AIMessage)  # type: ignore[attr-defined]
+
+
+def test_usage_and_model_come_from_the_response(search: CountedTool) -> None:
+    model = ScriptedChatModel(model_name="gpt-4o-mini", answer_after=1)
+    warden, sink = make_warden()
+    result = agent_graph(model, [search.tool]).invoke(
+        inputs(), config={"callbacks": [BudgetCallbackHandler(warden)]}
+    )
+    assert result["messages"][-1].content.startswith("Done")
+    llm = [e for e in sink.cost_events if e.kind == "llm"]
+    assert [(e.model, e.input_tokens, e.output_tokens, e.estimated) for e in llm] == [
+        ("gpt-4o-mini", 100, 20, False)
+    ] * 2
+    expected = PriceBook().cost("gpt-4o-mini", Usage(input_tokens=100, output_tokens=20))
+    assert llm[0].cost_usd == pytest.approx(expected)
+    assert [e.tool for e in sink.cost_events if e.kind == "tool"] == ["search"]
+
+
+def test_missing_usage_is_estimated_and_marked(search: CountedTool) -> None:
+    model = ScriptedChatModel(report_usage=False, answer_after=0)
+    warden, sink = make_warden()
+    agent_graph(model, [search.tool]).invoke(
+        inputs(), config={"callbacks": [BudgetCallbackHandler(warden)]}
+    )
+    (event,) = sink.cost_events
+    assert event.estimated
+    assert event.output_tokens > 0 and event.input_tokens > 0
+
+
+def test_cache_and_reasoning_tokens_are_read_from_usage_details() -> None:
+    class CachingModel(ScriptedChatModel):
+        def _next(self, messages: Any) -> Any:
+            result = super()._next(messages)
+            message = result.generations[0].message
+            message.usage_metadata = {
+                "input_tokens": 1000,
+                "output_tokens": 300,
+                "total_tokens": 1300,
+                "input_token_details": {"cache_read": 600, "cache_creation": 100},
+                "output_token_details": {"reasoning": 200},
+            }
+            return result
+
+    warden, sink = make_warden()
+    CachingModel(answer_after=0).invoke("hi", config={"callbacks": [BudgetCallbackHandler(warden)]})
+    (event,) = sink.cost_events
+    assert (event.input_tokens, event.cache_read_tokens, event.cache_write_tokens) == (
+        1000,
+        600,
+        100,
+    )
+    assert event.reasoning_tokens == 200
+
+
+def test_a_model_invoked_directly_is_one_run_per_invoke() -> None:
+    model = ScriptedChatModel(answer_after=0)
+    warden, sink = make_warden(Policy(limits=Limits(max_iterations=1)))
+    handler = BudgetCallbackHandler(warden)
+    model.invoke("one", config={"callbacks": [handler]})
+    model.invoke("two", config={"callbacks": [handler]})
+    assert model.calls == 2
+    assert len({e.run_id for e in sink.cost_events}) == 2
+
+
+async def test_concurrent_ainvokes_sharing_one_handler_keep_separate_counters(
+    search: CountedTool,
+) -> None:
+    model = ScriptedChatModel()
+    warden, sink = make_warden(Policy(limits=Limits(max_iterations=4)))
+    handler = BudgetCallbackHandler(warden, user="u1")
+    agent = agent_graph(model, [search.tool])
+    texts = ["answer after 1", "answer after 2", "never stop"]
+    results = await asyncio.gather(
+        *(agent.ainvoke(inputs(t), config={"callbacks": [handler]}) for t in texts),
+        return_exceptions=True,
+    )
+    assert results[0]["messages"][-1].content == "Done after 1 tool turns."
+    assert results[1]["messages"][-1].content == "Done after 2 tool turns."
+    assert isinstance(results[2], BudgetExceeded)
+    assert results[2].report.iterations == 4
+    per_run = Counter(e.run_id for e in sink.cost_events if e.kind == "llm")
+    assert sorted(per_run.values()) == [2, 3, 4]
+    assert model.calls == 9
+
+
+def test_thread_id_from_langgraph_config_attributes_the_run(
+    model: ScriptedChatModel, search: CountedTool
+) -> None:
+    warden, sink = make_warden(Policy(limits=Limits(max_iterations=1)))
+    with pytest.raises(BudgetExceeded):
+        agent_graph(model, [search.tool]).invoke(
+            inputs(),
+            config={
+                "callbacks": [BudgetCallbackHandler(warden, user="u1")],
+                "configurable": {"thread_id": "conv-7"},
+            },
+        )
+    assert {(e.thread, e.user) for e in sink.cost_events} == {("conv-7", "u1")}
+
+
+def test_a_nested_agent_called_from_a_tool_spends_from_the_same_run() -> None:
+    inner_model = ScriptedChatModel(model_name="gpt-4o-mini")
+    inner_search = CountedTool()
+    inner = create_agent(inner_model, [inner_search.tool])
+
+    def research(query: str) -> str:
+        result = inner.invoke(inputs(query))
+        return str(result["messages"][-1].content)
+
+    outer_model = ScriptedChatModel(tool="research")
+    research_tool = StructuredTool.from_function(research, description="Ask a researcher.")
+    warden, sink = make_warden(Policy(limits=Limits(max_iterations=4)))
+    with pytest.raises(BudgetExceeded) as caught:
+        create_agent(outer_model, [research_tool]).invoke(
+            inputs(), config={"callbacks": [BudgetCallbackHandler(warden)]}
+        )
+    # outer call 1 -> research -> inner calls 2, 3, 4 -> inner call 5 refused, out of invoke.
+    assert (outer_model.calls, inner_model.calls) == (1, 3)
+    assert caught.value.report.iterations == 4
+    assert len({e.run_id for e in sink.cost_events}) == 1

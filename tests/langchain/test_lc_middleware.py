@@ -1,0 +1,237 @@
+"""BudgetMiddleware on real create_agent agents: caps, graceful ends, raise mode, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+from langchain.agents.middleware import ModelRetryMiddleware
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from lc_fakes import Clock, CountedTool, ScriptedChatModel, agent_graph, inputs, make_warden
+
+from budgetwarden import BudgetExceeded, Limits, Policy, ToolRules
+from budgetwarden.integrations.langchain import BudgetMiddleware
+
+MODES = ["sync", "async"]
+CUSTOM_PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 1e-5}
+
+
+def run_agent(agent: Any, mode: str, text: str = "find the answer", **config: Any) -> Any:
+    """Invoke the agent sync or async and return its final state."""
+    if mode == "sync":
+        return agent.invoke(inputs(text), config=config or None)
+    return asyncio.run(agent.ainvoke(inputs(text), config=config or None))
+
+
+def orphan_tool_calls(messages: list[BaseMessage]) -> list[str]:
+    """Ids of tool calls that no ToolMessage answers."""
+    answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
+    return [
+        call["id"] or ""
+        for m in messages
+        if isinstance(m, AIMessage)
+        for call in m.tool_calls
+        if call["id"] not in answered
+    ]
+
+
+def assert_graceful_end(result: dict[str, Any], cap: str) -> dict[str, Any]:
+    """The agent ended with a final AI message naming the cap, and no orphan tool call."""
+    final = result["messages"][-1]
+    assert isinstance(final, AIMessage)
+    assert not final.tool_calls
+    assert cap in final.text
+    assert "Done so far:" in final.text
+    assert orphan_tool_calls(result["messages"]) == []
+    stop: dict[str, Any] = final.response_metadata["budgetwarden"]
+    assert stop["cap"] == cap
+    assert stop["partial"] is True
+    return stop
+
+
+def governed(model: ScriptedChatModel, tool: CountedTool, policy: Policy, **kw: Any) -> Any:
+    warden, _ = make_warden(policy, **kw)
+    return agent_graph(model, [tool.tool], middleware=[BudgetMiddleware(warden, user="u1")])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_iterations_ends_the_agent_with_an_explanation(
+    mode: str, model: ScriptedChatModel, search: CountedTool
+) -> None:
+    agent = governed(model, search, Policy(limits=Limits(max_iterations=3)))
+    result = run_agent(agent, mode)
+    assert (model.calls, search.calls) == (3, 3)
+    stop = assert_graceful_end(result, "max_iterations")
+    assert (stop["limit"], stop["used"]) == (3, 3)
+    assert stop["report"]["iterations"] == 3
+    assert stop["report"]["tool_calls"] == 3
+    assert "3 model calls, 3 tool calls" in result["messages"][-1].text
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_tool_calls_answers_the_refused_call_and_ends(
+    mode: str, model: ScriptedChatModel, search: CountedTool
+) -> None:
+    agent = governed(model, search, Policy(limits=Limits(max_tool_calls=2)))
+    result = run_agent(agent, mode)
+    assert (model.calls, search.calls) == (3, 2)
+    assert_graceful_end(result, "max_tool_calls")
+    refused = result["messages"][-2]
+    assert isinstance(refused, ToolMessage)
+    assert refused.status == "error"
+    assert refused.text.startswith("Not run:")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_parallel_calls_past_a_per_tool_cap_leave_no_orphan(mode: str) -> None:
+    model = ScriptedChatModel(parallel=3)
+    search = CountedTool()
+    agent = governed(model, search, Policy(tools=ToolRules(max_calls={"search": 1})))
+    result = run_agent(agent, mode)
+    assert (model.calls, search.calls) == (1, 1)
+    assert_graceful_end(result, "max_tool_calls[search]")
+    statuses = sorted(m.status for m in result["messages"] if isinstance(m, ToolMessage))
+    assert statuses == ["error", "error", "success"]
+
+
+def test_max_cost_usd_ends_gracefully_within_the_limit(search: CountedTool) -> None:
+    model = ScriptedChatModel(model_name="house-model", input_tokens=1000, output_tokens=50)
+    policy = Policy(
+        limits=Limits(max_cost_usd=0.005),
+        prices={"house-model": CUSTOM_PRICE},
+        default_max_output_tokens=100,
+    )
+    result = run_agent(governed(model, search, policy), "async")
+    assert model.calls == 3
+    stop = assert_graceful_end(result, "max_cost_usd")
+    assert stop["report"]["cost_usd"] == pytest.approx(0.0045)
+
+
+@pytest.mark.parametrize(
+    ("limits", "cap", "calls"),
+    [
+        (Limits(max_input_tokens=2500), "max_input_tokens", 3),
+        (Limits(max_output_tokens=250), "max_output_tokens", 4),
+    ],
+)
+def test_token_caps_end_the_agent(
+    limits: Limits, cap: str, calls: int, search: CountedTool
+) -> None:
+    model = ScriptedChatModel(input_tokens=1000, output_tokens=50)
+    result = run_agent(
+        governed(model, search, Policy(limits=limits, default_max_output_tokens=100)), "sync"
+    )
+    assert model.calls == calls
+    assert_graceful_end(result, cap)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_wall_seconds_ends_the_agent(mode: str, model: ScriptedChatModel) -> None:
+    clock = Clock()
+    search = CountedTool(clock=clock, step_seconds=10)
+    agent = governed(model, search, Policy(limits=Limits(max_wall_seconds=25)), clock=clock)
+    result = run_agent(agent, mode)
+    assert (model.calls, search.calls) == (3, 3)
+    assert_graceful_end(result, "max_wall_seconds")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_tool_loop_is_stopped(mode: str, search: CountedTool) -> None:
+    model = ScriptedChatModel(repeat_args=True)
+    agent = governed(model, search, Policy(limits=Limits(max_repeated_tool_calls=2)))
+    result = run_agent(agent, mode)
+    assert (model.calls, search.calls) == (3, 2)
+    assert_graceful_end(result, "max_repeated_tool_calls")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_consecutive_errors_end_a_retrying_agent(mode: str, search: CountedTool) -> None:
+    model = ScriptedChatModel(fail_calls=frozenset(range(1, 10)))
+    warden, sink = make_warden(Policy(limits=Limits(max_consecutive_errors=2)))
+    retry = ModelRetryMiddleware(max_retries=5, initial_delay=0, jitter=False)
+    agent = agent_graph(model, [search.tool], middleware=[retry, BudgetMiddleware(warden)])
+    result = run_agent(agent, mode)
+    assert model.calls == 2
+    assert_graceful_end(result, "max_consecutive_errors")
+    assert [e.outcome for e in sink.cost_events] == ["provider_error", "provider_error"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_raise_mode_raises_with_the_transcript_and_report(
+    mode: str, model: ScriptedChatModel, search: CountedTool
+) -> None:
+    policy = Policy(limits=Limits(max_iterations=2), on_exceeded="raise")
+    with pytest.raises(BudgetExceeded) as caught:
+        run_agent(governed(model, search, policy), mode)
+    exc = caught.value
+    assert (model.calls, search.calls) == (2, 2)
+    assert exc.cap == "max_iterations"
+    assert exc.report.iterations == 2
+    assert exc.report.stop_reason == "max_iterations"
+    assert isinstance(exc.partial[-1], ToolMessage)
+
+
+def test_raise_mode_refuses_a_tool_before_it_runs(model: ScriptedChatModel) -> None:
+    search = CountedTool()
+    policy = Policy(limits=Limits(max_tool_calls=1), on_exceeded="raise")
+    with pytest.raises(BudgetExceeded) as caught:
+        run_agent(governed(model, search, policy), "sync")
+    assert (model.calls, search.calls) == (2, 1)
+    assert caught.value.cap == "max_tool_calls"
+
+
+def test_a_denied_tool_gets_an_error_answer_and_the_agent_goes_on(
+    search: CountedTool,
+) -> None:
+    model = ScriptedChatModel(answer_after=1)
+    result = run_agent(governed(model, search, Policy(tools=ToolRules(deny=["search"]))), "sync")
+    assert search.calls == 0
+    denied = result["messages"][2]
+    assert isinstance(denied, ToolMessage) and denied.status == "error"
+    assert "deny list" in denied.text
+    assert result["messages"][-1].text == "Done after 1 tool turns."
+
+
+def test_a_finished_agent_is_untouched_and_its_run_completes(search: CountedTool) -> None:
+    model = ScriptedChatModel(answer_after=2)
+    warden, sink = make_warden(Policy(limits=Limits(max_iterations=5)))
+    agent = agent_graph(model, [search.tool], middleware=[BudgetMiddleware(warden)])
+    result = agent.invoke(inputs())
+    assert result["messages"][-1].text == "Done after 2 tool turns."
+    assert "budgetwarden" not in result
+    assert [e.kind for e in sink.cost_events] == ["llm", "tool", "llm", "tool", "llm"]
+
+
+async def test_concurrent_ainvokes_of_one_agent_keep_separate_counters(
+    search: CountedTool,
+) -> None:
+    model = ScriptedChatModel()
+    warden, sink = make_warden(Policy(limits=Limits(max_iterations=4)))
+    agent = agent_graph(model, [search.tool], middleware=[BudgetMiddleware(warden)])
+    texts = ["answer after 1", "answer after 2", "never stop"]
+    results = await asyncio.gather(*(agent.ainvoke(inputs(t)) for t in texts))
+    assert results[0]["messages"][-1].text == "Done after 1 tool turns."
+    assert results[1]["messages"][-1].text == "Done after 2 tool turns."
+    assert_graceful_end(results[2], "max_iterations")
+    per_run = Counter(e.run_id for e in sink.cost_events if e.kind == "llm")
+    assert sorted(per_run.values()) == [2, 3, 4]
+
+
+def test_each_invoke_on_a_thread_is_a_new_run_attributed_to_the_thread(
+    search: CountedTool,
+) -> None:
+    model = ScriptedChatModel()
+    warden, sink = make_warden(Policy(limits=Limits(max_iterations=2)))
+    agent = agent_graph(
+        model, [search.tool], middleware=[BudgetMiddleware(warden)], checkpointer=InMemorySaver()
+    )
+    config = {"configurable": {"thread_id": "conv-1"}}
+    agent.invoke(inputs("first"), config=config)
+    second = agent.invoke(inputs("second"), config=config)
+    assert model.calls == 4, "run caps reset on each invoke"
+    assert_graceful_end(second, "max_iterations")
+    assert {e.thread for e in sink.cost_events} == {"conv-1"}
+    assert len({e.run_id for e in sink.cost_events}) == 2
