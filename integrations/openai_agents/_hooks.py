@@ -1,0 +1,351 @@
+"""BudgetRunHooks: the Agents SDK's run hooks, translated into budgetwarden Run calls."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from agents.agent import Agent
+from agents.items import ModelResponse, TResponseInputItem
+from agents.lifecycle import RunHooks
+from agents.run_context import AgentHookContext, RunContextWrapper
+from agents.tool import Tool
+
+from budgetwarden import BudgetError, Run, RunReport, Step, ToolStep, Usage, Warden
+
+from ._errors import for_agents
+from ._routing import outcome_of
+from ._translate import (
+    agent_tool_names,
+    estimate_messages,
+    model_name,
+    response_outcome,
+    response_text,
+    tool_arguments,
+    tool_call_id,
+    tool_result_failed,
+    usage_of,
+)
+
+__all__ = ["BudgetRunHooks", "LlmCall", "RunState"]
+
+
+@dataclass(eq=False)
+class LlmCall:
+    """One model call in flight: its reservation, and what the routed model dispatched."""
+
+    state: RunState
+    step: Step
+    input_items: Any  # the very object the SDK passes on to Model.get_response
+    system_prompt: str | None
+    agent: Agent[Any]
+    started: float = field(default_factory=time.monotonic)
+    dispatched_model: str | None = None
+    settled: bool = False
+    failed_models: set[str] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class RunState:
+    """What one ``Runner.run`` has done under the warden, across its agents and handoffs."""
+
+    run: Run
+    key: int
+    agent_name: str | None = None
+    llm_calls: dict[int, LlmCall] = field(default_factory=dict)  # by id(run context)
+    tool_steps: dict[str, tuple[ToolStep, float]] = field(default_factory=dict)  # by call id
+    last_text: str | None = None
+    final_output: Any = None
+    finished: bool = False
+
+
+class BudgetRunHooks(RunHooks[Any]):
+    """Run hooks that keep one ``Runner.run`` (and its handoffs) inside the warden's policy.
+
+    ``Runner.run(agent, input, hooks=BudgetRunHooks(warden, user="u1"))``; ``run_sync`` and
+    ``run_streamed`` take them the same way. Every model call is reserved before it happens and
+    committed from the response's own usage; every tool call passes the policy's tool caps and
+    rules first. A refused call raises :class:`AgentsBudgetExceeded` / :class:`AgentsToolDenied`
+    (a ``BudgetExceeded`` / ``ToolDenied``) out of ``Runner.run``, and the call never happens.
+
+    One instance may serve several runs, even at once: runs are told apart by their run
+    context's ``usage`` object (shared by every context copy of one run). ``hooks`` are your
+    own run hooks; each event is forwarded to them after budgetwarden's checks.
+    """
+
+    def __init__(
+        self,
+        warden: Warden,
+        *,
+        agent: str | None = None,
+        user: str | None = None,
+        workspace: str | None = None,
+        workflow: str | None = None,
+        task_class: str | None = None,
+        key: str | None = None,
+        thread: str | None = None,
+        feature: str | None = None,
+        hooks: RunHooks[Any] | None = None,
+    ) -> None:
+        self.warden = warden
+        self.attribution: dict[str, str | None] = {
+            "agent": agent,
+            "user": user,
+            "workspace": workspace,
+            "workflow": workflow,
+            "task_class": task_class,
+            "key": key,
+            "thread": thread,
+            "feature": feature,
+        }
+        self._inner = hooks
+        self._states: dict[int, RunState] = {}
+        self._calls_by_input: dict[int, LlmCall] = {}
+        self._last: RunState | None = None
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def run(self) -> Run | None:
+        """The budgetwarden ``Run`` of the latest ``Runner.run`` these hooks saw (or None)."""
+        return self._last.run if self._last is not None else None
+
+    @property
+    def report(self) -> RunReport | None:
+        """The latest run's report so far (None before any run)."""
+        return self._last.run.report if self._last is not None else None
+
+    @property
+    def active_runs(self) -> int:
+        """How many runs these hooks govern that have not finished yet."""
+        return len(self._states)
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Finish every run still open (one an exception ended before its final output)."""
+        for state in list(self._states.values()):
+            self._end(state)
+            state.run.finish(_unfinished_reason(error), error=error)
+
+    async def aclose(self, error: BaseException | None = None) -> None:
+        """Async twin of :meth:`close`."""
+        for state in list(self._states.values()):
+            self._end(state)
+            await state.run.afinish(_unfinished_reason(error), error=error)
+
+    # ------------------------------------------------------------- SDK hooks
+
+    async def on_agent_start(self, context: AgentHookContext[Any], agent: Agent[Any]) -> None:
+        """Open the run on its first agent; note which agent runs now."""
+        self._state_for(context, agent).agent_name = agent.name
+        if self._inner is not None:
+            await self._inner.on_agent_start(context, agent)
+
+    async def on_llm_start(
+        self,
+        context: RunContextWrapper[Any],
+        agent: Agent[Any],
+        system_prompt: str | None,
+        input_items: list[TResponseInputItem],
+    ) -> None:
+        """Reserve the model call, or refuse it before the model runs."""
+        state = self._state_for(context, agent)
+        step = await self._reserve(state, agent, system_prompt, input_items)
+        call = LlmCall(state, step, input_items, system_prompt, agent)
+        state.llm_calls[id(context)] = call
+        self._calls_by_input[id(input_items)] = call
+        if self._inner is not None:
+            await self._inner.on_llm_start(context, agent, system_prompt, input_items)
+
+    async def on_llm_end(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
+    ) -> None:
+        """Commit the call's own usage (``response.usage``, not the run's running total)."""
+        state = self._states.get(id(context.usage))
+        call = state.llm_calls.pop(id(context), None) if state is not None else None
+        if state is not None and call is not None:
+            self._calls_by_input.pop(id(call.input_items), None)
+            state.last_text = response_text(response) or state.last_text
+            if not call.settled:
+                call.settled = True
+                await state.run.aafter_llm_call(
+                    call.step,
+                    usage_of(response.usage),
+                    model=call.dispatched_model,
+                    latency_s=time.monotonic() - call.started,
+                    outcome=response_outcome(response, agent),
+                    output_text=response_text(response, include_tool_calls=True),
+                )
+        if self._inner is not None:
+            await self._inner.on_llm_end(context, agent, response)
+
+    async def on_tool_start(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool
+    ) -> None:
+        """Pass the tool call through the policy's tool caps and rules, or refuse it."""
+        state = self._state_for(context, agent)
+        call_id = tool_call_id(context)
+        try:
+            tool_step = await state.run.abefore_tool_call(
+                tool.name, tool_arguments(context), call_id=call_id
+            )
+        except BudgetError as exc:
+            await self._refuse(state, exc)
+        state.tool_steps[call_id or f"{tool.name}#{id(context)}"] = (tool_step, time.monotonic())
+        if self._inner is not None:
+            await self._inner.on_tool_start(context, agent, tool)
+
+    async def on_tool_end(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool, result: object
+    ) -> None:
+        """Record the tool call's outcome (a failure is the SDK's error message as result)."""
+        state = self._states.get(id(context.usage))
+        call_id = tool_call_id(context) or f"{tool.name}#{id(context)}"
+        entry = state.tool_steps.pop(call_id, None) if state is not None else None
+        if state is not None and entry is not None:
+            tool_step, started = entry
+            failed = tool_result_failed(result)
+            await state.run.aafter_tool_call(
+                tool_step,
+                ok=not failed,
+                latency_s=time.monotonic() - started,
+                error=str(result) if failed else None,
+            )
+        if self._inner is not None:
+            await self._inner.on_tool_end(context, agent, tool, result)
+
+    async def on_handoff(
+        self, context: RunContextWrapper[Any], from_agent: Agent[Any], to_agent: Agent[Any]
+    ) -> None:
+        """A handoff keeps the same run: the next agent spends from the same counters."""
+        state = self._states.get(id(context.usage))
+        if state is not None:
+            state.agent_name = to_agent.name
+        if self._inner is not None:
+            await self._inner.on_handoff(context, from_agent, to_agent)
+
+    async def on_agent_end(
+        self, context: AgentHookContext[Any], agent: Agent[Any], output: Any
+    ) -> None:
+        """Finish the run when its last agent produced the final output."""
+        state = self._states.get(id(context.usage))
+        # An agent used as a tool shares its caller's usage: its end is not the run's end.
+        if state is not None and not state.tool_steps:
+            state.final_output = output
+            self._end(state)
+            await state.run.afinish(error=None)
+        if self._inner is not None:
+            await self._inner.on_agent_end(context, agent, output)
+
+    # ------------------------------------------------- for the routed model
+
+    def call_for_input(self, input_items: object) -> LlmCall | None:
+        """The reserved call whose model input is this very object."""
+        return self._calls_by_input.get(id(input_items))
+
+    async def begin_dispatch(self, input_items: object) -> LlmCall | None:
+        """The reserved call a routed model is about to make (reserved again on an SDK retry)."""
+        call = self.call_for_input(input_items)
+        if call is not None and call.settled:
+            await self._reserve_again(call)
+        return call
+
+    async def fail_dispatch(self, call: LlmCall, exc: BaseException, *, retry: bool) -> bool:
+        """Record a failed model call; True when routing offers another model to try at once."""
+        failed_model = call.dispatched_model
+        call.settled = True
+        if failed_model is not None:
+            call.failed_models.add(failed_model)
+        await call.state.run.aafter_llm_call(
+            call.step,
+            Usage(),
+            model=failed_model,
+            latency_s=time.monotonic() - call.started,
+            outcome=outcome_of(exc),
+        )
+        if not retry:
+            return False
+        await self._reserve_again(call)
+        if call.step.model is None or call.step.model in call.failed_models:
+            call.settled = True  # no other model to go to: give the reservation back
+            await call.state.run.arelease(call.step)
+            return False
+        return True
+
+    # -------------------------------------------------------------- internals
+
+    def _state_for(self, context: RunContextWrapper[Any], agent: Agent[Any]) -> RunState:
+        usage = context.usage
+        key = id(usage)
+        state = self._states.get(key)
+        if state is None:
+            state = RunState(run=self._open_run(agent), key=key)
+            self._states[key] = state
+            weakref.finalize(usage, self._abandon, key)
+        self._last = state
+        return state
+
+    def _open_run(self, agent: Agent[Any]) -> Run:
+        a = self.attribution
+        return self.warden.run(
+            agent=a["agent"] or agent.name,
+            user=a["user"],
+            workspace=a["workspace"],
+            workflow=a["workflow"],
+            task_class=a["task_class"],
+            key=a["key"],
+            thread=a["thread"],
+            feature=a["feature"],
+        )
+
+    async def _reserve(
+        self,
+        state: RunState,
+        agent: Agent[Any],
+        system_prompt: str | None,
+        input_items: str | list[Any],
+    ) -> Step:
+        routed = self.warden.policy.routing is not None
+        try:
+            return await state.run.abefore_llm_call(
+                None if routed and agent.model is None else model_name(agent.model),
+                estimate_messages(system_prompt, input_items),
+                max_tokens=agent.model_settings.max_tokens,
+                tools=agent_tool_names(agent),
+            )
+        except BudgetError as exc:
+            await self._refuse(state, exc)
+
+    async def _reserve_again(self, call: LlmCall) -> None:
+        call.step = await self._reserve(
+            call.state, call.agent, call.system_prompt, call.input_items
+        )
+        call.settled = False
+        call.started = time.monotonic()
+        call.dispatched_model = None
+
+    async def _refuse(self, state: RunState, exc: BudgetError) -> NoReturn:
+        refusal = for_agents(exc, partial=state.last_text)
+        self._end(state)
+        await state.run.afinish(error=refusal)
+        refusal.report = state.run.report
+        raise refusal from None
+
+    def _end(self, state: RunState) -> None:
+        self._states.pop(state.key, None)
+        for call in state.llm_calls.values():
+            self._calls_by_input.pop(id(call.input_items), None)
+        state.finished = True
+
+    def _abandon(self, key: int) -> None:
+        """The SDK dropped a run's context without a final output: free what it still holds."""
+        state = self._states.get(key)
+        if state is not None:
+            self._end(state)
+            state.run.finish("error")
+
+
+def _unfinished_reason(error: BaseException | None) -> str | None:
+    """A run closed without its final output ended in error, unless a refusal says more."""
+    return None if isinstance(error, BudgetError) else "error"

@@ -1,0 +1,163 @@
+"""Translate Agents SDK objects (responses, input items, agents, tool contexts) for the core."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from agents.agent import Agent
+from agents.handoffs import Handoff
+from agents.items import ModelResponse
+from agents.models.default_models import get_default_model
+from agents.models.interface import Model
+from agents.tool_context import ToolContext
+from agents.usage import Usage as AgentsUsage
+from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage
+
+from budgetwarden import Usage
+
+__all__ = [
+    "estimate_messages",
+    "agent_tool_names",
+    "model_name",
+    "response_outcome",
+    "response_text",
+    "tool_arguments",
+    "tool_call_id",
+    "tool_result_failed",
+    "usage_of",
+]
+
+#: Openings of the messages the SDK returns to the model when a function tool failed.
+_TOOL_FAILURE_OPENINGS = (
+    "An error occurred while running the tool.",
+    "An error occurred while parsing tool arguments.",
+)
+
+
+def usage_of(usage: AgentsUsage | None) -> Usage | None:
+    """One call's usage in budgetwarden's convention, or None when the provider reported none."""
+    if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0):
+        return None
+    details = usage.input_tokens_details
+    return Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=int(getattr(details, "cached_tokens", 0) or 0),
+        cache_write_tokens=int(getattr(details, "cache_write_tokens", 0) or 0),
+        reasoning_tokens=int(usage.output_tokens_details.reasoning_tokens or 0),
+    )
+
+
+def model_name(model: str | Model | None) -> str | None:
+    """The model name an agent asks for, where it can be known before the call."""
+    if model is None:
+        return get_default_model()
+    if isinstance(model, str):
+        return model
+    named = getattr(model, "requested_model", None) or getattr(model, "model", None)
+    return named if isinstance(named, str) else None
+
+
+def agent_tool_names(agent: Agent[Any]) -> list[str]:
+    """Names of the tools and handoffs an agent offers the model (static ones only)."""
+    names = [str(getattr(tool, "name", type(tool).__name__)) for tool in agent.tools]
+    for handoff in agent.handoffs:
+        if isinstance(handoff, Handoff):
+            names.append(handoff.tool_name)
+        else:
+            names.append(Handoff.default_tool_name(handoff))
+    return names
+
+
+def _item_field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def _item_text(item: Any) -> str:
+    kind = _item_field(item, "type")
+    if kind == "function_call":
+        return f"{_item_field(item, 'name')}({_item_field(item, 'arguments')})"
+    if kind == "function_call_output":
+        output = _item_field(item, "output")
+        return output if isinstance(output, str) else json.dumps(output, default=str)
+    content = _item_field(item, "content")
+    if content is None:
+        return json.dumps(item, default=str) if isinstance(item, Mapping) else str(item)
+    return content if isinstance(content, str) else _content_text(content)
+
+
+def _content_text(content: Iterable[Any]) -> str:
+    parts = []
+    for part in content:
+        text = _item_field(part, "text") or _item_field(part, "refusal")
+        parts.append(text if isinstance(text, str) else json.dumps(part, default=str))
+    return "".join(parts)
+
+
+def estimate_messages(
+    system_prompt: str | None, input_items: str | list[Any]
+) -> list[dict[str, str]]:
+    """The model's input as plain role/content messages, for the core's token estimate."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    if isinstance(input_items, str):
+        return [*messages, {"role": "user", "content": input_items}]
+    for item in input_items:
+        role = _item_field(item, "role") or "tool"
+        messages.append({"role": str(role), "content": _item_text(item)})
+    return messages
+
+
+def response_text(response: ModelResponse, *, include_tool_calls: bool = False) -> str:
+    """The text a model call produced (its messages, optionally its tool calls' arguments)."""
+    parts: list[str] = []
+    for item in response.output:
+        if isinstance(item, ResponseOutputMessage):
+            parts.append(_content_text(item.content))
+        elif include_tool_calls and isinstance(item, ResponseFunctionToolCall):
+            parts.append(f"{item.name}({item.arguments})")
+    return "\n".join(part for part in parts if part)
+
+
+def tool_arguments(context: Any) -> Any:
+    """A function tool call's arguments, parsed from JSON where they are JSON."""
+    if not isinstance(context, ToolContext):
+        return None
+    try:
+        return json.loads(context.tool_arguments) if context.tool_arguments else {}
+    except ValueError:
+        return context.tool_arguments
+
+
+def tool_call_id(context: Any) -> str | None:
+    """The provider's id of a function tool call, when the hook context carries one."""
+    return context.tool_call_id if isinstance(context, ToolContext) else None
+
+
+def tool_result_failed(result: object) -> bool:
+    """Whether a tool's result is the message the SDK substitutes for a failed call."""
+    return isinstance(result, str) and result.startswith(_TOOL_FAILURE_OPENINGS)
+
+
+def _valid_json(text: str) -> bool:
+    try:
+        json.loads(text or "{}")
+    except ValueError:
+        return False
+    return True
+
+
+def response_outcome(response: ModelResponse, agent: Agent[Any]) -> str:
+    """``tool_call_error`` when a call's arguments are not JSON or name no tool; else ``ok``.
+
+    Tools the SDK adds at run time (MCP servers) are not known here, so an agent with MCP
+    servers is only checked for its arguments.
+    """
+    known = None if agent.mcp_servers else set(agent_tool_names(agent))
+    for item in response.output:
+        if not isinstance(item, ResponseFunctionToolCall):
+            continue
+        if not _valid_json(item.arguments) or (known is not None and item.name not in known):
+            return "tool_call_error"
+    return "ok"

@@ -1,0 +1,247 @@
+"""BudgetRunHooks on real Runner.run / run_sync / run_streamed with a scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from typing import Any
+
+import pytest
+from agents import Agent, ModelSettings, RunHooks, Runner
+from agents.exceptions import AgentsException, MaxTurnsExceeded, UserError
+from oa_scripted import ScriptedModel, message, tool_call
+
+from budgetwarden import BudgetExceeded, PriceBook, ToolDenied, Usage
+from budgetwarden.integrations.openai_agents import AgentsBudgetExceeded, BudgetRunHooks
+
+MODEL = "gpt-4o-mini"
+
+
+def looping_agent(tools: Any, model: ScriptedModel, name: str = "researcher") -> Agent[Any]:
+    return Agent(name=name, instructions="Research.", model=model, tools=[tools.search])
+
+
+async def test_max_iterations_allows_exactly_that_many_model_calls(make_warden, tools) -> None:
+    model = ScriptedModel()
+    hooks = BudgetRunHooks(make_warden(limits={"max_iterations": 3}), user="u1")
+    with pytest.raises(BudgetExceeded) as info:
+        await Runner.run(looping_agent(tools, model), "find it", hooks=hooks)
+    assert model.calls == 3
+    assert info.value.cap == "max_iterations"
+    assert info.value.report is not None and info.value.report.iterations == 3
+    assert len(tools.ran) == 3
+
+
+async def test_max_tool_calls_refuses_the_next_tool_unwrapped_and_unrun(make_warden, tools) -> None:
+    model = ScriptedModel()
+    hooks = BudgetRunHooks(make_warden(limits={"max_tool_calls": 2}))
+    with pytest.raises(BudgetExceeded) as info:
+        await Runner.run(looping_agent(tools, model), "find it", hooks=hooks)
+    exc = info.value
+    assert not isinstance(exc, UserError)
+    assert isinstance(exc, AgentsException) and isinstance(exc, AgentsBudgetExceeded)
+    assert exc.cap == "max_tool_calls"
+    assert tools.ran == ["query 0", "query 1"]  # the third call never ran
+    assert model.calls == 3
+    assert exc.report is not None and exc.report.tool_calls == 2
+    assert exc.report.stop_reason == "max_tool_calls" and exc.report.partial
+
+
+async def test_per_tool_cap_names_the_tool(make_warden, tools) -> None:
+    hooks = BudgetRunHooks(make_warden(tools={"max_calls": {"search": 1}}))
+    with pytest.raises(BudgetExceeded) as info:
+        await Runner.run(looping_agent(tools, ScriptedModel()), "find it", hooks=hooks)
+    assert info.value.cap == "max_tool_calls[search]"
+    assert tools.ran == ["query 0"]
+
+
+async def test_repeated_identical_tool_calls_are_refused_as_a_loop(make_warden, tools) -> None:
+    hooks = BudgetRunHooks(make_warden(limits={"max_repeated_tool_calls": 2}))
+    agent = looping_agent(tools, ScriptedModel(same_args=True))
+    with pytest.raises(BudgetExceeded) as info:
+        await Runner.run(agent, "find it", hooks=hooks)
+    assert info.value.cap == "max_repeated_tool_calls"
+    assert tools.ran == ["same", "same"]
+
+
+async def test_denied_tool_raises_tool_denied_and_never_runs(make_warden, tools) -> None:
+    hooks = BudgetRunHooks(make_warden(tools={"deny": ["search"]}))
+    with pytest.raises(ToolDenied) as info:
+        await Runner.run(looping_agent(tools, ScriptedModel()), "find it", hooks=hooks)
+    assert not isinstance(info.value, UserError)
+    assert info.value.tool == "search"
+    assert tools.ran == []
+
+
+async def test_cost_is_each_calls_own_usage_priced_by_pricebook(make_warden, tools) -> None:
+    model = ScriptedModel(usage=(1200, 300, 1000, 50))
+    hooks = BudgetRunHooks(make_warden(limits={"max_iterations": 3}))
+    with pytest.raises(BudgetExceeded):
+        await Runner.run(looping_agent(tools, model), "find it", hooks=hooks)
+    report = hooks.report
+    assert report is not None
+    one = PriceBook().cost(
+        MODEL,
+        Usage(input_tokens=1200, output_tokens=300, cache_read_tokens=1000, reasoning_tokens=50),
+    )
+    assert report.cost_usd == pytest.approx(3 * one, rel=1e-9)
+    assert (report.input_tokens, report.output_tokens) == (3600, 900)
+    assert report.cache_read_tokens == 3000
+    assert report.models == [MODEL]
+
+
+async def test_max_cost_stops_before_a_call_that_could_pass_it(make_warden, tools) -> None:
+    model = ScriptedModel(usage=(10, 100, 0, 0))
+    agent = looping_agent(tools, model)
+    agent.model_settings = ModelSettings(max_tokens=100)
+    cap = 3 * PriceBook().cost(MODEL, Usage(input_tokens=10, output_tokens=100))
+    hooks = BudgetRunHooks(make_warden(limits={"max_cost_usd": cap}))
+    with pytest.raises(BudgetExceeded) as info:
+        await Runner.run(agent, "find it", hooks=hooks)
+    assert info.value.cap == "max_cost_usd"
+    report = info.value.report
+    assert report is not None and 0 < report.cost_usd <= cap
+    assert report.overshoot_usd == 0
+    assert model.calls == report.iterations >= 1
+    assert all(settings.max_tokens == 100 for settings in model.settings)
+
+
+def test_run_sync_is_governed_too(make_warden, tools) -> None:
+    model = ScriptedModel()
+    hooks = BudgetRunHooks(make_warden(limits={"max_tool_calls": 1}))
+    with pytest.raises(BudgetExceeded) as info:
+        Runner.run_sync(looping_agent(tools, model), "find it", hooks=hooks)
+    assert info.value.cap == "max_tool_calls"
+    assert tools.ran == ["query 0"]
+
+
+async def test_streamed_run_raises_from_stream_events_at_the_cap(make_warden, tools) -> None:
+    model = ScriptedModel(usage=(100, 20, 0, 0))
+    hooks = BudgetRunHooks(make_warden(limits={"max_iterations": 2}))
+    result = Runner.run_streamed(looping_agent(tools, model), "find it", hooks=hooks)
+    events = 0
+    with pytest.raises(BudgetExceeded) as info:
+        async for _ in result.stream_events():
+            events += 1
+    assert info.value.cap == "max_iterations"
+    assert model.calls == 2 and events > 0
+    assert result.is_complete
+    assert hooks.report is not None and hooks.report.input_tokens == 200
+
+
+async def test_streamed_tool_refusal_is_unwrapped(make_warden, tools) -> None:
+    hooks = BudgetRunHooks(make_warden(limits={"max_tool_calls": 1}))
+    result = Runner.run_streamed(looping_agent(tools, ScriptedModel()), "find it", hooks=hooks)
+    with pytest.raises(BudgetExceeded) as info:
+        async for _ in result.stream_events():
+            pass
+    assert not isinstance(info.value, UserError)
+    assert tools.ran == ["query 0"]
+
+
+async def test_partial_output_carries_the_last_model_text_and_items(make_warden, tools) -> None:
+    turns: list[Any] = [[message("Found two leads so far."), tool_call("search", {"q": "a"})]]
+    hooks = BudgetRunHooks(make_warden(limits={"max_iterations": 2}))
+    with pytest.raises(BudgetExceeded) as info:
+        await Runner.run(looping_agent(tools, ScriptedModel(turns)), "find it", hooks=hooks)
+    exc = info.value
+    assert isinstance(exc, AgentsBudgetExceeded)
+    assert exc.partial == "Found two leads so far."
+    assert len(exc.new_items) >= 3  # message, tool call, tool output, second tool call
+    assert exc.last_agent is not None and exc.last_agent.name == "researcher"
+    assert "max_iterations" in str(exc)
+
+
+async def test_handoffs_share_one_runs_counters(make_warden, sink, tools) -> None:
+    writer = Agent(name="writer", model=ScriptedModel(), tools=[tools.search])
+    first = ScriptedModel([[tool_call("search", {"q": "a"})], [tool_call("transfer_to_writer")]])
+    triage = Agent(name="triage", model=first, tools=[tools.search], handoffs=[writer])
+    hooks = BudgetRunHooks(make_warden(limits={"max_tool_calls": 3}))
+    with pytest.raises(BudgetExceeded) as info:
+        await Runner.run(triage, "write it", hooks=hooks)
+    assert tools.ran == ["a", "query 0", "query 1"]
+    report = info.value.report
+    assert report is not None
+    assert report.tool_calls == 3 and report.iterations == 2 + 3
+    assert len({event.run_id for event in sink.cost_events}) == 1
+    assert report.agent == "triage"
+
+
+async def test_completed_run_is_finished_by_its_final_output(make_warden, tools) -> None:
+    hooks = BudgetRunHooks(make_warden(limits={"max_iterations": 5}))
+    turns: list[Any] = [[tool_call("search", {"q": "a"})]]
+    agent = looping_agent(tools, ScriptedModel(turns, loop_tool=None, final_text="answer"))
+    result = await Runner.run(agent, "find it", hooks=hooks)
+    assert result.final_output == "answer"
+    assert hooks.active_runs == 0
+    assert hooks.report is not None and hooks.report.stop_reason == "completed"
+    assert hooks.report.iterations == 2 and not hooks.report.partial
+
+
+async def test_one_hooks_instance_keeps_concurrent_runs_apart(make_warden, tools) -> None:
+    hooks = BudgetRunHooks(make_warden(limits={"max_iterations": 3}))
+    models = [ScriptedModel(), ScriptedModel()]
+    results = await asyncio.gather(
+        *(Runner.run(looping_agent(tools, m), "find it", hooks=hooks) for m in models),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, BudgetExceeded) for r in results)
+    assert [m.calls for m in models] == [3, 3]
+    reports = [r.report for r in results if isinstance(r, BudgetExceeded)]
+    assert len({r.run_id for r in reports if r is not None}) == 2
+
+
+async def _run_past_max_turns(hooks: BudgetRunHooks, agent: Agent[Any]) -> None:
+    with contextlib.suppress(MaxTurnsExceeded):
+        await Runner.run(agent, "find it", hooks=hooks, max_turns=2)
+
+
+async def test_a_run_ended_by_another_exception_is_finished_once_dropped(
+    make_warden, tools
+) -> None:
+    hooks = BudgetRunHooks(make_warden(limits={"max_iterations": 10}))
+    await _run_past_max_turns(hooks, looping_agent(tools, ScriptedModel()))
+    gc.collect()
+    assert hooks.active_runs == 0
+    assert hooks.report is not None and hooks.report.stop_reason == "error"
+
+
+async def test_close_finishes_a_run_the_sdk_ended_with_an_error(make_warden, tools) -> None:
+    hooks = BudgetRunHooks(make_warden(limits={"max_iterations": 10}))
+    agent = looping_agent(tools, ScriptedModel())
+    with pytest.raises(MaxTurnsExceeded) as info:
+        await Runner.run(agent, "find it", hooks=hooks, max_turns=2)
+    assert hooks.active_runs == 1
+    await hooks.aclose(info.value)
+    assert hooks.active_runs == 0
+    assert hooks.report is not None and hooks.report.stop_reason == "error"
+
+
+async def test_your_own_hooks_still_see_every_event(make_warden, tools) -> None:
+    seen: list[str] = []
+
+    class Mine(RunHooks[Any]):
+        async def on_llm_start(self, *args: Any) -> None:
+            seen.append("llm_start")
+
+        async def on_tool_end(self, *args: Any) -> None:
+            seen.append("tool_end")
+
+    hooks = BudgetRunHooks(make_warden(limits={"max_iterations": 2}), hooks=Mine())
+    with pytest.raises(BudgetExceeded):
+        await Runner.run(looping_agent(tools, ScriptedModel()), "find it", hooks=hooks)
+    assert seen == ["llm_start", "tool_end", "llm_start", "tool_end"]
+
+
+async def test_attribution_reaches_every_cost_event(make_warden, sink, tools) -> None:
+    hooks = BudgetRunHooks(
+        make_warden(limits={"max_iterations": 1}), user="u1", workspace="acme", thread="t-9"
+    )
+    with pytest.raises(BudgetExceeded):
+        await Runner.run(looping_agent(tools, ScriptedModel()), "find it", hooks=hooks)
+    events = sink.cost_events
+    assert events and all(
+        (e.user, e.workspace, e.thread, e.agent) == ("u1", "acme", "t-9", "researcher")
+        for e in events
+    )
