@@ -295,6 +295,9 @@ class Policy(_Frozen):
     lease_seconds: float = Field(300.0, gt=0, description="Lifetime of an unreleased reservation.")
     record_content: bool = Field(False, description="Put prompt and response text in events.")
     budget_hints: bool = Field(False, description="Tell the model what remains past warn level.")
+    compress_ratio: float = Field(
+        0.5, gt=0, le=1, description="Under pressure, keep this share of the prompt's tokens."
+    )
 
     @field_validator("timezone")
     @classmethod

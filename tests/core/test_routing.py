@@ -17,7 +17,7 @@ from budgetwarden.routing import (
 ROUTING = Routing(
     tiers=["gpt-4o-mini", "gpt-4o", "o1"],
     task_classes={"extraction": 0, "analysis": "gpt-4o", "planning": 2},
-    fallbacks={"gpt-4o": ["azure/gpt-4o", "claude-3-5-sonnet-20241022"]},
+    fallbacks={"gpt-4o": ["azure/gpt-4o", "claude-sonnet-4-5"]},
     max_escalations=1,
 )
 
@@ -79,8 +79,8 @@ def test_outages_walk_the_fallback_chain_then_return_to_the_tier(outage) -> None
     first = choose(ROUTING, state, requested_model=None)
     assert (first.model, first.reason) == ("azure/gpt-4o", f"fallback: {outage} from gpt-4o")
     state = after_outcome(ROUTING, state, outcome=outage, model=first.model)
-    assert choose(ROUTING, state, requested_model=None).model == "claude-3-5-sonnet-20241022"
-    state = after_outcome(ROUTING, state, outcome=outage, model="claude-3-5-sonnet-20241022")
+    assert choose(ROUTING, state, requested_model=None).model == "claude-sonnet-4-5"
+    state = after_outcome(ROUTING, state, outcome=outage, model="claude-sonnet-4-5")
     assert fallback_exhausted(ROUTING, state)
     assert choose(ROUTING, state, requested_model=None).model == "gpt-4o"
     state = after_outcome(ROUTING, state, outcome="ok", model="gpt-4o")

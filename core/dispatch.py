@@ -1,0 +1,236 @@
+"""Make a guarded model call through LiteLLM: route, compress, call, record, retry.
+
+For people (and adapters) who let budgetwarden make the call itself::
+
+    with warden.run(user="u1", task_class="extraction") as run:
+        response = complete(run, messages, expect_json=True)
+
+Each attempt is one ``before_llm_call`` / ``after_llm_call`` pair: the run's routing picks
+the model (a fallback after an outage, one tier up after invalid JSON or a failed validator,
+one tier down under budget pressure), the real usage and cost are recorded, and outages or
+failed validations are retried up to ``attempts`` times. LiteLLM is imported on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .compress import compress_messages
+from .run import Run, Step
+from .usage import Usage
+
+__all__ = ["acomplete", "classify_error", "complete", "usage_from_litellm"]
+
+Validator = Callable[[Any], bool]
+
+
+class _Invalid(Exception):
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+def usage_from_litellm(usage: Any) -> Usage | None:
+    """A ``Usage`` from a LiteLLM/OpenAI usage object (or dict); None when there is none."""
+    if usage is None:
+        return None
+    get = usage.get if isinstance(usage, dict) else lambda k, d=None: getattr(usage, k, d)
+    prompt_details = get("prompt_tokens_details") or {}
+    output_details = get("completion_tokens_details") or {}
+
+    def detail(obj: Any, key: str) -> int:
+        value = obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+        return int(value or 0)
+
+    return Usage(
+        input_tokens=int(get("prompt_tokens") or 0),
+        output_tokens=int(get("completion_tokens") or 0),
+        cache_read_tokens=detail(prompt_details, "cached_tokens"),
+        cache_write_tokens=int(get("cache_creation_input_tokens") or 0),
+        reasoning_tokens=detail(output_details, "reasoning_tokens"),
+    )
+
+
+def classify_error(exc: BaseException) -> str | None:
+    """The outcome name of a provider error (timeout, rate_limited, provider_error), or None."""
+    name = type(exc).__name__
+    if "RateLimit" in name:
+        return "rate_limited"
+    if "Timeout" in name:
+        return "timeout"
+    status = getattr(exc, "status_code", None)
+    if name in (
+        "APIConnectionError",
+        "ServiceUnavailableError",
+        "InternalServerError",
+        "BadGatewayError",
+        "APIError",
+        "MockException",
+    ) or (isinstance(status, int) and status >= 500):
+        return "provider_error"
+    return None
+
+
+def _prepare(run: Run, step: Step, messages: Sequence[Any]) -> list[Any]:
+    out = list(messages)
+    if step.compress:
+        target = max(int(step.input_tokens * run.policy.compress_ratio), 1)
+        out = compress_messages(out, target)
+    if step.hint:
+        out.insert(0, {"role": "system", "content": step.hint})
+    return out
+
+
+def _check(response: Any, expect_json: bool, validate: Validator | None) -> None:
+    text = _text_of(response)
+    if expect_json:
+        try:
+            json.loads(text or "")
+        except ValueError:
+            raise _Invalid("invalid_json") from None
+    if validate is not None and not validate(response):
+        raise _Invalid("validation_failed")
+
+
+def _text_of(response: Any) -> str | None:
+    try:
+        content = response.choices[0].message.content
+    except (AttributeError, IndexError, KeyError):
+        return None
+    return content if isinstance(content, str) else None
+
+
+def _call_kwargs(step: Step, messages: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {**kwargs, "model": step.model, "messages": messages, "max_tokens": step.max_tokens}
+
+
+def complete(
+    run: Run,
+    messages: Sequence[Any],
+    *,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    attempts: int = 3,
+    expect_json: bool = False,
+    validate: Validator | None = None,
+    router: Any = None,
+    **litellm_kwargs: Any,
+) -> Any:
+    """Call a model through LiteLLM (or a ``litellm.Router``) under the run's caps and routing.
+
+    Returns the LiteLLM response of the first attempt that succeeds (and validates). Raises
+    ``BudgetExceeded`` when a cap refuses an attempt, or the last provider error / the last
+    invalid response's ``ValueError`` when ``attempts`` are used up.
+    """
+    import litellm
+
+    call = router.completion if router is not None else litellm.completion
+    last: BaseException | None = None
+    for _ in range(attempts):
+        step = run.before_llm_call(
+            model, messages, max_tokens=max_tokens, tools=litellm_kwargs.get("tools")
+        )
+        started = time.perf_counter()
+        try:
+            response = call(**_call_kwargs(step, _prepare(run, step, messages), litellm_kwargs))
+        except Exception as exc:
+            last = _record_failure(run, step, exc, time.perf_counter() - started)
+            continue
+        latency = time.perf_counter() - started
+        try:
+            _check(response, expect_json, validate)
+        except _Invalid as bad:
+            _record(run, step, response, latency, bad.outcome)
+            last = ValueError(f"model response failed: {bad.outcome}")
+            continue
+        _record(run, step, response, latency, "ok")
+        return response
+    assert last is not None
+    raise last
+
+
+async def acomplete(
+    run: Run,
+    messages: Sequence[Any],
+    *,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    attempts: int = 3,
+    expect_json: bool = False,
+    validate: Validator | None = None,
+    router: Any = None,
+    **litellm_kwargs: Any,
+) -> Any:
+    """Async twin of ``complete`` (``litellm.acompletion`` / ``Router.acompletion``)."""
+    import litellm
+
+    call = router.acompletion if router is not None else litellm.acompletion
+    last: BaseException | None = None
+    for _ in range(attempts):
+        step = await run.abefore_llm_call(
+            model, messages, max_tokens=max_tokens, tools=litellm_kwargs.get("tools")
+        )
+        started = time.perf_counter()
+        try:
+            response = await call(
+                **_call_kwargs(step, _prepare(run, step, messages), litellm_kwargs)
+            )
+        except Exception as exc:
+            last = await _arecord_failure(run, step, exc, time.perf_counter() - started)
+            continue
+        latency = time.perf_counter() - started
+        try:
+            _check(response, expect_json, validate)
+        except _Invalid as bad:
+            await _arecord(run, step, response, latency, bad.outcome)
+            last = ValueError(f"model response failed: {bad.outcome}")
+            continue
+        await _arecord(run, step, response, latency, "ok")
+        return response
+    assert last is not None
+    raise last
+
+
+def _result(step: Step, response: Any) -> tuple[Usage, str | None, str | None]:
+    usage = usage_from_litellm(getattr(response, "usage", None))
+    if usage is None:
+        usage = Usage(input_tokens=step.input_tokens, estimated=True)
+    model = getattr(response, "model", None) or step.model
+    if model and step.model and step.model.endswith(model) and "/" in step.model:
+        model = step.model  # LiteLLM strips the provider prefix: price the routed name
+    return usage, model, _text_of(response)
+
+
+def _record(run: Run, step: Step, response: Any, latency: float, outcome: str) -> None:
+    usage, model, text = _result(step, response)
+    run.after_llm_call(
+        step, usage, model=model, latency_s=latency, outcome=outcome, output_text=text
+    )
+
+
+async def _arecord(run: Run, step: Step, response: Any, latency: float, outcome: str) -> None:
+    usage, model, text = _result(step, response)
+    await run.aafter_llm_call(
+        step, usage, model=model, latency_s=latency, outcome=outcome, output_text=text
+    )
+
+
+def _record_failure(run: Run, step: Step, exc: Exception, latency: float) -> Exception:
+    outcome = classify_error(exc)
+    if outcome is None:
+        run.release(step)
+        raise exc
+    run.after_llm_call(step, Usage(), latency_s=latency, outcome=outcome)
+    return exc
+
+
+async def _arecord_failure(run: Run, step: Step, exc: Exception, latency: float) -> Exception:
+    outcome = classify_error(exc)
+    if outcome is None:
+        await run.arelease(step)
+        raise exc
+    await run.aafter_llm_call(step, Usage(), latency_s=latency, outcome=outcome)
+    return exc

@@ -1,0 +1,43 @@
+"""The budgetwarden command, through typer's runner."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from budgetwarden.cli import app
+from budgetwarden.demo import core_rows
+
+runner = CliRunner()
+
+
+def test_demo_guarded_agent_stops_at_its_cap_and_costs_far_less() -> None:
+    unguarded, guarded = core_rows()
+    assert unguarded["stop"] == "completed" and unguarded["model_calls"] == 30
+    assert guarded["stop"] in ("max_cost_usd", "max_iterations")
+    assert guarded["cost_usd"] <= 0.05
+    assert unguarded["cost_usd"] > 5 * guarded["cost_usd"]
+    # context is re-sent every step: input grows faster than linearly
+    assert unguarded["input_tokens"] / unguarded["model_calls"] > 2 * (
+        guarded["input_tokens"] / guarded["model_calls"]
+    )
+
+
+def test_demo_command_prints_the_table() -> None:
+    result = runner.invoke(app, ["demo"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "research agent, no guard" in result.output
+    assert "max_cost_usd" in result.output
+
+
+def test_price_command_shows_per_million_prices() -> None:
+    result = runner.invoke(
+        app, ["price", "gpt-4o", "--input-tokens", "1000000", "--output-tokens", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "$2.5000 / M input tokens" in result.output
+
+
+def test_price_command_explains_an_unknown_model() -> None:
+    result = runner.invoke(app, ["price", "no-such-model-x"])
+    assert result.exit_code == 1
+    assert "no-such-model-x" in result.output

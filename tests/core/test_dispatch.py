@@ -1,0 +1,158 @@
+"""The LiteLLM dispatch helper on LiteLLM's own mock_response: routing, fallback, escalation."""
+
+from __future__ import annotations
+
+import pytest
+
+from budgetwarden import Budget, BudgetExceeded, Limits, Policy, PriceBook, Routing, Usage
+from budgetwarden.dispatch import acomplete, classify_error, complete, usage_from_litellm
+
+from .helpers import make_warden
+
+litellm = pytest.importorskip("litellm")
+ROUTING = Routing(
+    tiers=["gpt-4o-mini", "gpt-4o"],
+    task_classes={"extraction": 0},
+    fallbacks={"gpt-4o-mini": ["claude-haiku-4-5"]},
+)
+MESSAGES = [{"role": "user", "content": "Extract the date from: 'due 2026-12-01'"}]
+
+
+def reply(text: str, model: str = "gpt-4o-mini", prompt: int = 30, completion: int = 8) -> dict:
+    return {
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+class Scripted:
+    """A stand-in for litellm.completion that hands each call to litellm with the next
+    scripted mock_response, remembering which model each call asked for."""
+
+    def __init__(self, *responses: object) -> None:
+        self.responses = list(responses)
+        self.models: list[str] = []
+
+    def completion(self, **kwargs: object) -> object:
+        self.models.append(str(kwargs["model"]))
+        return litellm.completion(**kwargs, mock_response=self.responses.pop(0))
+
+    async def acompletion(self, **kwargs: object) -> object:
+        self.models.append(str(kwargs["model"]))
+        return await litellm.acompletion(**kwargs, mock_response=self.responses.pop(0))
+
+
+def test_rate_limit_moves_the_next_attempt_to_the_fallback_model() -> None:
+    warden, sink, _ = make_warden(Policy(routing=ROUTING))
+    script = Scripted("litellm.RateLimitError", reply('{"date": "2026-12-01"}'))
+    with warden.run(task_class="extraction") as run:
+        response = complete(run, MESSAGES, router=script)
+    assert response.choices[0].message.content == '{"date": "2026-12-01"}'
+    assert script.models == ["gpt-4o-mini", "claude-haiku-4-5"]
+    first, second = sink.cost_events
+    assert (first.outcome, first.route_reason) == ("rate_limited", "task_class=extraction")
+    assert second.route_reason == "fallback: rate_limited from gpt-4o-mini"
+    assert run.report.iterations == 2
+
+
+def test_invalid_json_escalates_one_tier_and_records_the_real_cost() -> None:
+    warden, sink, _ = make_warden(Policy(routing=ROUTING))
+    script = Scripted(reply("not json"), reply('{"ok": 1}', model="gpt-4o"))
+    with warden.run(task_class="extraction") as run:
+        complete(run, MESSAGES, router=script, expect_json=True)
+    assert script.models == ["gpt-4o-mini", "gpt-4o"]
+    first, second = sink.cost_events
+    assert (first.outcome, first.validation) == ("invalid_json", "failed")
+    assert second.route_reason == "escalate: invalid_json"
+    expected = PriceBook().cost("gpt-4o", Usage(input_tokens=30, output_tokens=8))
+    assert second.cost_usd == pytest.approx(expected)
+
+
+def test_validator_failure_escalates_and_exhausted_attempts_raise() -> None:
+    warden, _, _ = make_warden(Policy(routing=ROUTING))
+    script = Scripted(reply("a"), reply("b"))
+    with pytest.raises(ValueError, match="validation_failed"):
+        with warden.run(task_class="extraction") as run:
+            complete(run, MESSAGES, router=script, validate=lambda r: False, attempts=2)
+    assert script.models == ["gpt-4o-mini", "gpt-4o"]
+
+
+def test_direct_litellm_call_with_mock_response_is_priced_like_litellm() -> None:
+    warden, sink, _ = make_warden(Policy())
+    with warden.run() as run:
+        response = complete(run, MESSAGES, model="gpt-4o-mini", mock_response=reply("hi"))
+    event = sink.cost_events[0]
+    assert event.input_tokens == response.usage.prompt_tokens == 30
+    prompt, completion = litellm.cost_per_token(
+        model="gpt-4o-mini", prompt_tokens=30, completion_tokens=8
+    )
+    assert event.cost_usd == pytest.approx(prompt + completion)
+
+
+def test_cap_refuses_the_call_before_litellm_is_reached() -> None:
+    warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=1), on_exceeded="raise"))
+    script = Scripted(reply("a"), reply("b"))
+    with pytest.raises(BudgetExceeded), warden.run() as run:
+        complete(run, MESSAGES, model="gpt-4o-mini", router=script)
+        complete(run, MESSAGES, model="gpt-4o-mini", router=script)
+    assert len(script.models) == 1
+
+
+def test_budget_pressure_compresses_the_context_sent() -> None:
+    policy = Policy(
+        budgets=[Budget(scope="user", window="day", max_requests=10)],
+        thresholds={"alerts": [0.5], "warn": 0.5, "degrade": 0.5},
+    )
+    warden, _, _ = make_warden(policy)
+    sent: list[int] = []
+
+    class Counting(Scripted):
+        def completion(self, **kwargs: object) -> object:
+            sent.append(len(kwargs["messages"]))  # type: ignore[arg-type]
+            return super().completion(**kwargs)
+
+    history = [{"role": "system", "content": "sys"}] + [
+        {"role": "user" if i % 2 else "assistant", "content": "x" * 400} for i in range(10)
+    ]
+    script = Counting(*[reply("ok") for _ in range(8)])
+    with warden.run(user="u1") as run:
+        for _ in range(7):
+            complete(run, history, model="gpt-4o-mini", router=script)
+    assert sent[0] == 11
+    assert sent[-1] < 11 and sent[-1] >= 2  # system prompt + newest turns
+
+
+async def test_async_dispatch_follows_the_same_rules() -> None:
+    warden, sink, _ = make_warden(Policy(routing=ROUTING))
+    script = Scripted("litellm.RateLimitError", reply("fine"))
+    async with warden.run(task_class="extraction") as run:
+        await acomplete(run, MESSAGES, router=script)
+    assert script.models == ["gpt-4o-mini", "claude-haiku-4-5"]
+    assert [e.outcome for e in sink.cost_events] == ["rate_limited", "ok"]
+
+
+def test_usage_conversion_reads_cache_and_reasoning_details() -> None:
+    usage = usage_from_litellm(
+        {
+            "prompt_tokens": 100,
+            "completion_tokens": 50,
+            "prompt_tokens_details": {"cached_tokens": 60},
+            "completion_tokens_details": {"reasoning_tokens": 20},
+            "cache_creation_input_tokens": 10,
+        }
+    )
+    assert usage == Usage(
+        input_tokens=100,
+        output_tokens=50,
+        cache_read_tokens=60,
+        cache_write_tokens=10,
+        reasoning_tokens=20,
+    )
+    assert classify_error(litellm.RateLimitError("x", "openai", "m")) == "rate_limited"
+    assert classify_error(litellm.Timeout("x", "m", "openai")) == "timeout"
+    assert classify_error(ValueError("x")) is None
