@@ -44,7 +44,8 @@ class RoutedLLM(BaseLLM):
     ``model``: the caller's model (routing starts at its tier when it is one), or leave it
     out to let the policy's routing pick (task class, else the cheapest tier). ``factory``
     builds the LLM for a model name (default: ``crewai.LLM`` through LiteLLM, with
-    ``options``). Outside a guarded kickoff it calls ``model``.
+    ``options``; ``max_tokens`` and the other ``BaseLLM`` fields among them also set this
+    LLM's own, which the reservation reads). Outside a guarded kickoff it calls ``model``.
     """
 
     llm_factory: Callable[[str], BaseLLM] | None = Field(default=None, exclude=True)
@@ -55,7 +56,9 @@ class RoutedLLM(BaseLLM):
     def __init__(
         self, model: str | None = None, *, factory: LLMFactory | None = None, **options: Any
     ) -> None:
-        super().__init__(model=model or ROUTED, llm_factory=factory, llm_options=options)
+        own = {name: value for name, value in options.items() if name in BaseLLM.model_fields}
+        own.pop("model", None)
+        super().__init__(model=model or ROUTED, llm_factory=factory, llm_options=options, **own)
 
     @property
     def requested_model(self) -> str | None:
