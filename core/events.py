@@ -15,7 +15,6 @@ import threading
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
@@ -133,6 +132,8 @@ class Sink(Protocol):
 
 
 def _default_renderer() -> Any:
+    import structlog
+
     if sys.stderr.isatty():
         return structlog.dev.ConsoleRenderer(colors=False)
     return structlog.processors.JSONRenderer(default=str)
@@ -146,6 +147,8 @@ class StructlogSink:
     """
 
     def __init__(self, logger_name: str = "budgetwarden") -> None:
+        import structlog  # imported here: it is slow to import and only needed once
+
         self._stdlib = logging.getLogger(logger_name)
         self._log = structlog.wrap_logger(
             self._stdlib,

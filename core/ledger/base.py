@@ -9,7 +9,6 @@ the async twins to ledgers whose I/O is local.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -165,6 +164,8 @@ class SyncLedger:
     ) -> ReserveOutcome:
         """Async twin of ``reserve``."""
         if self.offload:
+            import asyncio
+
             return await asyncio.to_thread(
                 self.reserve,
                 reservation_id,
@@ -180,12 +181,16 @@ class SyncLedger:
     ) -> tuple[BucketState, ...]:
         """Async twin of ``commit``."""
         if self.offload:
+            import asyncio
+
             return await asyncio.to_thread(self.commit, reservation_id, charges, now=now)
         return self.commit(reservation_id, charges, now=now)
 
     async def arelease(self, reservation_id: str, *, now: float) -> None:
         """Async twin of ``release``."""
         if self.offload:
+            import asyncio
+
             await asyncio.to_thread(self.release, reservation_id, now=now)
         else:
             self.release(reservation_id, now=now)
