@@ -9,7 +9,6 @@ LiteLLM model by default, so any provider's model can be a tier.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,9 @@ from agents.retry import ModelRetryAdvice, ModelRetryAdviceRequest
 from agents.tool import Tool
 
 from budgetwarden import BudgetError
+from budgetwarden.dispatch import classify_error
+
+from ._translate import compress_input
 
 if TYPE_CHECKING:
     from ._hooks import BudgetRunHooks, LlmCall
@@ -43,14 +45,19 @@ def litellm_model(name: str) -> Model:
 
 
 def outcome_of(exc: BaseException) -> str:
-    """The core's outcome name for a failed model call: timeout, rate_limited or provider_error."""
-    name = type(exc).__name__.lower()
-    status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError) or "timeout" in name:
-        return "timeout"
-    if status == 429 or "ratelimit" in name:
-        return "rate_limited"
-    return "provider_error"
+    """The core's outcome for a failed model call (an unknown error counts as provider_error)."""
+    return classify_error(exc) or "provider_error"
+
+
+def _compressed(
+    call: LlmCall | None, input: str | list[TResponseInputItem], server_side: bool
+) -> str | list[TResponseInputItem]:
+    """The input to send: shrunk when the step asks for it (not when the server keeps it)."""
+    if call is None or not call.step.compress or server_side or not isinstance(input, list):
+        return input
+    ratio = call.state.run.policy.compress_ratio
+    target = max(int(call.step.input_tokens * ratio), 1)
+    return compress_input(call.system_prompt, input, target)
 
 
 class RoutedModel(Model):
@@ -107,7 +114,7 @@ class RoutedModel(Model):
             try:
                 return await model.get_response(
                     system_instructions,
-                    input,
+                    _compressed(call, input, bool(previous_response_id or conversation_id)),
                     self._settings(model_settings, call),
                     tools,
                     output_schema,
@@ -149,7 +156,7 @@ class RoutedModel(Model):
             try:
                 async for event in model.stream_response(
                     system_instructions,
-                    input,
+                    _compressed(call, input, bool(previous_response_id or conversation_id)),
                     self._settings(model_settings, call),
                     tools,
                     output_schema,

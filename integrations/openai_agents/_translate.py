@@ -16,10 +16,12 @@ from agents.usage import Usage as AgentsUsage
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage
 
 from budgetwarden import Usage
+from budgetwarden.compress import compress_messages
 
 __all__ = [
     "estimate_messages",
     "agent_tool_names",
+    "compress_input",
     "model_name",
     "response_outcome",
     "response_text",
@@ -161,3 +163,34 @@ def response_outcome(response: ModelResponse, agent: Agent[Any]) -> str:
         if not _valid_json(item.arguments) or (known is not None and item.name not in known):
             return "tool_call_error"
     return "ok"
+
+
+def _compress_role(item: Any, previous: Any) -> str:
+    """A role for the core's compression, so one model response stays with its tool outputs."""
+    kind = _item_field(item, "type")
+    role = _item_field(item, "role")
+    if role in ("system", "developer"):
+        return "system"
+    if isinstance(kind, str) and kind.endswith("_output"):
+        return "tool"  # a tool's result stays with the call that asked for it
+    previous_kind = _item_field(previous, "type") if previous is not None else None
+    previous_role = _item_field(previous, "role") if previous is not None else None
+    same_response = previous_kind in ("reasoning", "function_call") or previous_role == "assistant"
+    if isinstance(kind, str) and kind.endswith("_call") and same_response:
+        return "tool"  # parallel calls, or calls after the text of the same response
+    return str(role or "assistant")
+
+
+def compress_input(system_prompt: str | None, input_items: list[Any], max_tokens: int) -> list[Any]:
+    """The newest input items that fit ``max_tokens`` (the core decides which), never orphaning
+    a tool call from its output."""
+    proxies: list[dict[str, Any]] = []
+    if system_prompt:
+        proxies.append({"role": "system", "content": system_prompt, "item": None})
+    previous = None
+    for item in input_items:
+        text = _item_text(item)
+        proxies.append({"role": _compress_role(item, previous), "content": text, "item": item})
+        previous = item
+    kept = compress_messages(proxies, max_tokens)
+    return [proxy["item"] for proxy in kept if proxy["item"] is not None]

@@ -139,3 +139,33 @@ async def test_an_agent_with_a_model_instance_can_be_wrapped_to_route(make_warde
     result = await Runner.run(agent, "hi", hooks=hooks)
     assert result.final_output == "done"  # routed to the strong tier, not the wrapped model
     assert (own.calls, models[STRONG].calls) == (0, 1)
+
+
+async def test_pressure_compresses_the_routed_calls_input(make_warden, tools) -> None:
+    models = scripted(usage=(1000, 100, 0, 0))
+    models[STRONG].turns = [[tool_call("search", {"q": "a"})], [tool_call("search", {"q": "b"})]]
+    second = 2 * PriceBook().cost(STRONG, Usage(input_tokens=1000, output_tokens=100))
+    warden = make_warden(limits={"max_cost_usd": second / 0.92}, routing=TIERS)
+    hooks = BudgetRunHooks(warden, task_class="hard")
+    agent = Agent(name="analyst", tools=[tools.search], model_settings=ModelSettings(max_tokens=50))
+    with pytest.raises(BudgetExceeded):
+        await Runner.run(agent, "analyse", hooks=hooks, run_config=routed(hooks, models))
+    assert models[STRONG].calls == 2 and len(models[STRONG].inputs[1]) == 3
+    sent = models[CHEAP].inputs[0]  # the full transcript had 5 items
+    kinds = [item.get("type") or item.get("role") for item in sent]
+    assert len(sent) < 5
+    assert kinds[-2:] == ["function_call", "function_call_output"]
+
+
+def test_compression_never_separates_a_tool_call_from_its_output() -> None:
+    from budgetwarden.integrations.openai_agents._translate import compress_input
+
+    items: list[Any] = [
+        {"role": "user", "content": "question " * 50},
+        {"type": "function_call", "call_id": "1", "name": "search", "arguments": "{}"},
+        {"type": "function_call", "call_id": "2", "name": "search", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "1", "output": "long " * 40},
+        {"type": "function_call_output", "call_id": "2", "output": "long " * 40},
+    ]
+    kept = compress_input("Be brief.", items, max_tokens=60)
+    assert kept == items[1:]  # both calls with both outputs; the old question went first
