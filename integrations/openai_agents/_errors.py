@@ -37,11 +37,12 @@ class _RunDataMixin:
         return data.last_agent if data is not None else None
 
 
-class AgentsBudgetExceeded(_RunDataMixin, BudgetExceeded, AgentsException):
+# ``type: ignore``: mypy sees budgetwarden as Any where the editable install hides it.
+class AgentsBudgetExceeded(_RunDataMixin, BudgetExceeded, AgentsException):  # type: ignore[misc]
     """``BudgetExceeded`` that the Agents SDK passes through unwrapped, with the run's items."""
 
 
-class AgentsToolDenied(_RunDataMixin, ToolDenied, AgentsException):
+class AgentsToolDenied(_RunDataMixin, ToolDenied, AgentsException):  # type: ignore[misc]
     """``ToolDenied`` that the Agents SDK passes through unwrapped, with the run's items."""
 
 
@@ -55,7 +56,9 @@ def for_agents(exc: BudgetError, partial: Any = None) -> BudgetError:
     """The same refusal as a class the SDK does not wrap; ``partial`` attached if it has one."""
     new: BudgetError
     if isinstance(exc, BudgetExceeded) and not isinstance(exc, AgentsException):
-        new = AgentsBudgetExceeded(
+        new = AgentsBudgetExceeded.__new__(AgentsBudgetExceeded)
+        BudgetExceeded.__init__(
+            new,
             exc.cap,
             exc.limit,
             exc.used,
@@ -66,7 +69,8 @@ def for_agents(exc: BudgetError, partial: Any = None) -> BudgetError:
             run_id=getattr(exc, "run_id", None),
         )
     elif isinstance(exc, ToolDenied) and not isinstance(exc, AgentsException):
-        new = AgentsToolDenied(exc.tool, exc.reason, exc.report)
+        new = AgentsToolDenied.__new__(AgentsToolDenied)
+        ToolDenied.__init__(new, exc.tool, exc.reason, exc.report)
     else:
         if isinstance(exc, BudgetExceeded) and exc.partial is None:
             exc.partial = partial

@@ -45,7 +45,7 @@ class GuardedResult:
     def cap(self) -> str | None:
         """The cap that stopped the run (``"max_tool_calls"``, ``"budget:user=u1/8h"``...)."""
         if isinstance(self.stopped, BudgetExceeded):
-            return self.stopped.cap
+            return str(self.stopped.cap)
         return "tool_denied" if self.stopped is not None else None
 
 
