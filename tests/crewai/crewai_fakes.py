@@ -32,6 +32,7 @@ class ScriptedLLM(BaseLLM):
     finish_after: int | None = None
     _calls: int = PrivateAttr(default=0)
     _started: list[float] = PrivateAttr(default_factory=list)
+    _seen: list[list[dict[str, Any]]] = PrivateAttr(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, model: str = "gpt-4o-mini", **fields: Any) -> None:
@@ -41,6 +42,11 @@ class ScriptedLLM(BaseLLM):
     def calls(self) -> int:
         """How many calls reached this model."""
         return self._calls
+
+    @property
+    def seen(self) -> list[list[dict[str, Any]]]:
+        """The messages each call received."""
+        return list(self._seen)
 
     @property
     def started(self) -> list[float]:
@@ -71,6 +77,7 @@ class ScriptedLLM(BaseLLM):
             with self._lock:
                 self._calls += 1
                 self._started.append(time.time())
+                self._seen.append([dict(m) for m in msgs])
                 number = self._calls
             if self.delay:
                 time.sleep(self.delay)
