@@ -245,3 +245,19 @@ async def test_attribution_reaches_every_cost_event(make_warden, sink, tools) ->
         (e.user, e.workspace, e.thread, e.agent) == ("u1", "acme", "t-9", "researcher")
         for e in events
     )
+
+
+async def test_an_agent_used_as_a_tool_spends_from_its_callers_run(make_warden, tools) -> None:
+    hooks = BudgetRunHooks(make_warden(limits={"max_iterations": 4}))
+    inner_model = ScriptedModel(loop_tool=None, final_text="short summary")
+    inner = Agent(name="summarizer", model=inner_model)
+    summarize = inner.as_tool("summarize", "Summarize a text.", hooks=hooks)
+    outer_model = ScriptedModel(
+        [[tool_call("summarize", {"input": f"text {n}"})] for n in range(3)]
+    )
+    outer = Agent(name="editor", model=outer_model, tools=[summarize])
+    with pytest.raises(BudgetExceeded) as info:
+        await Runner.run(outer, "edit", hooks=hooks)
+    assert (outer_model.calls, inner_model.calls) == (2, 2)
+    report = info.value.report
+    assert report is not None and report.iterations == 4 and report.tool_calls == 2
