@@ -45,6 +45,9 @@ class AgentsBudgetExceeded(_RunDataMixin, BudgetExceeded, AgentsException):  # t
 class AgentsToolDenied(_RunDataMixin, ToolDenied, AgentsException):  # type: ignore[misc]
     """``ToolDenied`` that the Agents SDK passes through unwrapped, with the run's items."""
 
+    partial: Any = None
+    """The model's last text before the denied call, as on ``BudgetExceeded``."""
+
 
 def _copy_extras(source: BaseException, target: BaseException) -> None:
     for name, value in vars(source).items():
@@ -71,12 +74,10 @@ def for_agents(exc: BudgetError, partial: Any = None) -> BudgetError:
     elif isinstance(exc, ToolDenied) and not isinstance(exc, AgentsException):
         new = AgentsToolDenied.__new__(AgentsToolDenied)
         ToolDenied.__init__(new, exc.tool, exc.reason, exc.report)
+        new.partial = partial
     else:
         if isinstance(exc, BudgetExceeded) and exc.partial is None:
             exc.partial = partial
         return exc
-    _copy_extras(exc, new)
-    if not isinstance(new, AgentsException):  # pragma: no cover - by construction
-        raise TypeError(new)
-    new.run_data = None
+    _copy_extras(exc, new)  # AgentsException.__init__ ran through the MRO: run_data is None
     return new

@@ -94,3 +94,11 @@ async def test_route_true_sends_calls_to_the_chosen_tier(make_warden, tools) -> 
     )
     assert result.output == "done"
     assert (models["gpt-4o-mini"].calls, models["gpt-4o"].calls) == (0, 1)
+
+
+async def test_a_denied_tool_keeps_the_models_last_text(make_warden, tools) -> None:
+    turns: list[Any] = [[message("Let me search."), tool_call("search", {"q": "a"})]]
+    warden = make_warden(tools={"deny": ["search"]})
+    result = await run_guarded(agent_with(tools, ScriptedModel(turns)), "find", warden)
+    assert result.output == "Let me search."
+    assert result.stopped is not None and result.stopped.run_data is not None

@@ -169,3 +169,18 @@ def test_compression_never_separates_a_tool_call_from_its_output() -> None:
     ]
     kept = compress_input("Be brief.", items, max_tokens=60)
     assert kept == items[1:]  # both calls with both outputs; the old question went first
+
+
+async def test_an_sdk_retry_is_reserved_again_and_counted(make_warden, tools) -> None:
+    from agents.retry import ModelRetrySettings, RetryDecision
+
+    models = scripted(loop_tool=None)
+    models[CHEAP].turns = [RateLimitError("slow down")]
+    hooks = BudgetRunHooks(make_warden(routing=TIERS))
+    retry = ModelRetrySettings(max_retries=2, policy=lambda _: RetryDecision(retry=True, delay=0))
+    agent = Agent(name="analyst", tools=[tools.search], model_settings=ModelSettings(retry=retry))
+    result = await Runner.run(agent, "hi", hooks=hooks, run_config=routed(hooks, models))
+    assert result.final_output == "done" and models[CHEAP].calls == 2
+    report = hooks.report
+    assert report is not None
+    assert (report.iterations, report.retries, report.errors) == (2, 1, 1)
