@@ -9,12 +9,13 @@ model call at a time, so its next hook is the moment its previous call can be co
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from crewai.events.types.llm_events import LLMCallCompletedEvent, LLMCallFailedEvent
 from crewai.hooks.dispatch import HookAborted, InterceptionPoint, register_scoped, scoped_hooks
@@ -46,9 +47,28 @@ HOOK_SOURCE = "budgetwarden"
 class BudgetAbort(HookAborted):
     """The ``HookAborted`` budgetwarden raises to stop a kickoff; carries the refusal."""
 
-    def __init__(self, error: BudgetError) -> None:
+    def __init__(self, error: Exception) -> None:
         super().__init__(str(error), source=HOOK_SOURCE)
         self.error = error
+
+
+Hook = TypeVar("Hook", bound=Callable[..., Any])
+
+
+def _fail_closed(hook: Hook) -> Hook:
+    """Make a failure inside budgetwarden stop the kickoff (CrewAI would swallow it and let
+    the crew run on unmetered); the kickoff re-raises it."""
+
+    @functools.wraps(hook)
+    def guarded(self: CrewRunState, ctx: Any) -> Any:
+        try:
+            return hook(self, ctx)
+        except HookAborted:
+            raise
+        except Exception as error:
+            raise self.abort(error) from error
+
+    return cast(Hook, guarded)
 
 
 class CrewRunState:
@@ -57,7 +77,7 @@ class CrewRunState:
     def __init__(self, run: Run) -> None:
         self.run = run
         self.stopped: BudgetExceeded | None = None
-        self.failure: BudgetError | None = None
+        self.failure: Exception | None = None
         self.last_text: str | None = None
         self._lock = threading.RLock()
         self._calls: dict[int, ModelCall] = {}
@@ -81,6 +101,7 @@ class CrewRunState:
             active_state.reset(token)
 
     # ------------------------------------------------------------------ model calls
+    @_fail_closed
     def before_model_call(self, ctx: LLMCallHookContext) -> None:
         """PRE_MODEL_CALL: reserve the call, or abort the kickoff before the model runs."""
         lane = lane_of(ctx.agent)
@@ -104,13 +125,14 @@ class CrewRunState:
             raise
         except BudgetError as error:
             current_call.set(None)
-            raise self._abort(error) from None
+            raise self.abort(error) from None
         call = ModelCall(self, step, lane)
         trackers.bind(call, llm)
         with self._lock:
             self._calls[id(call)] = call
         return call
 
+    @_fail_closed
     def after_model_call(self, ctx: LLMCallHookContext) -> None:
         """POST_MODEL_CALL (text answers only): commit the call that just answered."""
         call = current_call.get()
@@ -175,6 +197,7 @@ class CrewRunState:
             return list(self._calls.values())
 
     # ------------------------------------------------------------------ tool calls
+    @_fail_closed
     def before_tool_call(self, ctx: ToolCallHookContext) -> None:
         """PRE_TOOL_CALL: count the tool call, or skip it (and stop the run on a cap)."""
         key = id(ctx.tool_input)
@@ -190,9 +213,10 @@ class CrewRunState:
             raise
         except BudgetError as error:
             self._refused_tools[key] = _stop_notice(error)
-            raise self._abort(error) from None
+            raise self.abort(error) from None
         self._tools[key] = (step, ctx.tool_input, time.perf_counter())
 
+    @_fail_closed
     def after_tool_call(self, ctx: ToolCallHookContext) -> str | None:
         """POST_TOOL_CALL: record the tool call; say why a refused one did not run."""
         key = id(ctx.tool_input)
@@ -230,9 +254,11 @@ class CrewRunState:
     def _abort_if_stopped(self) -> None:
         if self.stopped is not None:
             raise BudgetAbort(self.stopped)
+        if self.failure is not None:
+            raise BudgetAbort(self.failure)
 
-    def _abort(self, error: BudgetError) -> BudgetAbort:
-        """Remember the first refusal that ends the kickoff and build the abort for it."""
+    def abort(self, error: Exception) -> BudgetAbort:
+        """Remember the first refusal (or failure) that ends the kickoff; build its abort."""
         with self._lock:
             if isinstance(error, BudgetExceeded):
                 if self.stopped is None:

@@ -153,7 +153,7 @@ class _Kickoff:
         state.settle_all()
         if state.failure is not None:
             state.run.finish(error=state.failure)
-            raise state.failure
+            raise state.failure from None
         if state.stopped is not None:
             state.run.finish(error=state.stopped)
             crew_output = output if isinstance(output, CrewOutput) else None
@@ -170,9 +170,9 @@ class _Kickoff:
         ours = isinstance(error, BudgetAbort) or (
             isinstance(error, HookAborted) and state.stopped is not None
         )
-        if state.failure is not None and ours:
+        if state.failure is not None:
             state.run.finish(error=state.failure)
-            raise state.failure.with_traceback(None) from None
+            raise state.failure from None
         if not ours or state.stopped is None:
             state.run.finish(error=error)
             raise error

@@ -1,0 +1,48 @@
+"""Failures that are not caps: the kickoff raises them, and no call runs unmetered."""
+
+from __future__ import annotations
+
+import pytest
+from crewai_fakes import ScriptedLLM, SearchTool, make_crew
+
+from budgetwarden import Limits, ModelDenied, Policy, Run, Warden
+from budgetwarden.integrations.crewai import guard_crew
+
+
+def test_an_unpriced_model_under_a_deny_policy_is_never_called() -> None:
+    llm = ScriptedLLM(model="nobody-prices-this-model")
+    crew = make_crew([llm], tools=[SearchTool()])
+    warden = Warden(Policy(unknown_model="deny"))
+
+    with pytest.raises(ModelDenied, match="add a price"):
+        guard_crew(crew, warden).kickoff()
+
+    assert llm.calls == 0
+
+
+def test_an_error_inside_budgetwarden_stops_the_crew_instead_of_running_unmetered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_commit(self: Run, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("ledger went away")
+
+    monkeypatch.setattr(Run, "after_llm_call", broken_commit)
+    llm = ScriptedLLM()
+    crew = make_crew([llm], tools=[SearchTool()])
+
+    with pytest.raises(RuntimeError, match="ledger went away"):
+        guard_crew(crew, Warden(Policy(limits=Limits(max_iterations=5)))).kickoff()
+
+    assert llm.calls == 1  # the first call could not be committed: nothing after it ran
+
+
+def test_an_error_of_the_crew_itself_propagates_unchanged() -> None:
+    class Broken(ScriptedLLM):
+        def call(self, *args: object, **kwargs: object) -> str:
+            raise ConnectionError("provider is down")
+
+    crew = make_crew([Broken()], tools=[SearchTool()])
+    crew.agents[0].max_retry_limit = 0
+
+    with pytest.raises(ConnectionError, match="provider is down"):
+        guard_crew(crew, Warden(Policy())).kickoff()
