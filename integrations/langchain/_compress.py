@@ -22,9 +22,11 @@ def _turns(messages: Sequence[BaseMessage]) -> list[list[BaseMessage]]:
     return turns
 
 
-def _is_anchor(turn: list[BaseMessage], index: int) -> bool:
-    first = turn[0]
-    return isinstance(first, SystemMessage) or (index == 0 and isinstance(first, HumanMessage))
+def _anchors(turns: list[list[BaseMessage]]) -> set[int]:
+    """System messages and the opening human message (the task) are always kept."""
+    anchors = {i for i, turn in enumerate(turns) if isinstance(turn[0], SystemMessage)}
+    task = next((i for i, turn in enumerate(turns) if isinstance(turn[0], HumanMessage)), None)
+    return anchors if task is None else {*anchors, task}
 
 
 def compress_messages(messages: Sequence[BaseMessage], budget_tokens: int) -> list[BaseMessage]:
@@ -34,9 +36,8 @@ def compress_messages(messages: Sequence[BaseMessage], budget_tokens: int) -> li
     latest turn is always kept, even when it alone is over the budget.
     """
     turns = _turns(messages)
-    anchors = [i for i, turn in enumerate(turns) if _is_anchor(turn, i)]
-    left = budget_tokens - sum(estimate_message_tokens(turns[i]) for i in anchors)
-    kept: set[int] = set(anchors)
+    kept = _anchors(turns)
+    left = budget_tokens - sum(estimate_message_tokens(turns[i]) for i in kept)
     for index in range(len(turns) - 1, -1, -1):
         if index in kept:
             continue

@@ -108,12 +108,21 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             invocation = self._invocations.pop(run_id, None) if root == run_id else None
         if invocation is not None:
             invocation.run.finish(error=error)
+            if isinstance(error, BudgetError):
+                error.report = invocation.run.report
 
-    def _refuse(self, invocation: _Invocation, exc: BudgetError) -> BudgetError:
-        """Attach the transcript so far to a refusal before it propagates out of invoke."""
+    def _refuse(self, invocation: _Invocation, run_id: UUID, exc: BudgetError) -> BudgetError:
+        """Attach the transcript so far to a refusal; a refused root run ends here."""
+        exc.partial = list(invocation.transcript)  # type: ignore[attr-defined]
         if exc.report is None:
             exc.report = invocation.run.report
-        exc.partial = list(invocation.transcript)  # type: ignore[attr-defined]
+        with self._lock:
+            is_root = self._roots.get(run_id) == run_id
+        if is_root:
+            self._leave(run_id, exc)
+        else:
+            with self._lock:
+                self._roots.pop(run_id, None)
         return exc
 
     # ---- chains: the root opens and finishes the budgetwarden Run ---------------------
@@ -137,6 +146,27 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Finish the budgetwarden Run, with the error, when the root chain fails."""
+        self._leave(run_id, error)
+
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any],
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Map a retriever run to its root, so model calls inside it count for that run."""
+        self._enter(run_id, parent_run_id, metadata)
+
+    def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget a finished retriever run."""
+        self._leave(run_id)
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget a failed retriever run."""
         self._leave(run_id, error)
 
     # ---- model calls -------------------------------------------------------------------
@@ -192,8 +222,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 tools=tool_names((params or {}).get("tools")),
             )
         except BudgetError as exc:
-            self._leave_child(run_id)
-            raise self._refuse(invocation, exc) from None
+            raise self._refuse(invocation, run_id, exc) from None
         invocation.llm_steps[run_id] = (step, time.perf_counter())
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
@@ -246,8 +275,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 name, inputs if inputs is not None else input_str, call_id=call_id
             )
         except BudgetError as exc:
-            self._leave_child(run_id)
-            raise self._refuse(invocation, exc) from None
+            raise self._refuse(invocation, run_id, exc) from None
         invocation.tool_steps[run_id] = (tool_step, time.perf_counter(), call_id)
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -274,16 +302,6 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 tool_step, ok=False, latency_s=time.perf_counter() - started, error=repr(error)
             )
         self._leave(run_id, error)
-
-    def _leave_child(self, run_id: UUID) -> None:
-        """Drop a refused call's mapping; a refused root has nothing to finish but the Run."""
-        with self._lock:
-            is_root = self._roots.get(run_id) == run_id
-        if is_root:
-            self._leave(run_id)
-        else:
-            with self._lock:
-                self._roots.pop(run_id, None)
 
 
 def _thread_from(metadata: Mapping[str, Any] | None) -> str | None:

@@ -303,3 +303,28 @@ def test_a_nested_agent_called_from_a_tool_spends_from_the_same_run() -> None:
     assert (outer_model.calls, inner_model.calls) == (1, 3)
     assert caught.value.report.iterations == 4
     assert len({e.run_id for e in sink.cost_events}) == 1
+
+
+def test_a_refused_direct_model_call_never_runs_and_finishes_its_run() -> None:
+    model = ScriptedChatModel(answer_after=0)
+    warden, _ = make_warden(Policy(limits=Limits(max_iterations=0)))
+    with pytest.raises(BudgetExceeded) as caught:
+        model.invoke("hi", config={"callbacks": [BudgetCallbackHandler(warden)]})
+    assert model.calls == 0
+    assert caught.value.report.stop_reason == "max_iterations"
+    assert [m.text for m in caught.value.partial] == ["hi"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_handler_forgets_every_invocation_it_finished(mode: str, search: CountedTool) -> None:
+    warden, _ = make_warden(Policy(limits=Limits(max_iterations=2)))
+    handler = BudgetCallbackHandler(warden)
+    done = ScriptedChatModel(answer_after=1)
+    invoke(agent_graph(done, [search.tool]), inputs(), mode, callbacks=[handler])
+    with pytest.raises(BudgetExceeded):
+        invoke(agent_graph(ScriptedChatModel(), [search.tool]), inputs(), mode, callbacks=[handler])
+    with pytest.raises(RuntimeError):
+        failing = ScriptedChatModel(fail_calls=frozenset({1}))
+        invoke(agent_graph(failing, [search.tool]), inputs(), mode, callbacks=[handler])
+    assert handler._invocations == {}
+    assert handler._roots == {}

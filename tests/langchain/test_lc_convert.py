@@ -1,0 +1,97 @@
+"""The LangChain adapter's small translations: context compression, usage, outcomes, plain LLMs."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.language_models.fake import FakeListLLM
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.outputs import Generation, LLMResult
+from lc_fakes import make_warden
+
+from budgetwarden import BudgetExceeded, Limits, Policy
+from budgetwarden.integrations.langchain import BudgetCallbackHandler
+from budgetwarden.integrations.langchain._compress import compress_messages
+from budgetwarden.integrations.langchain._convert import (
+    outcome_of_error,
+    tool_names,
+    usage_from_result,
+)
+
+
+def conversation(turns: int) -> list[AIMessage | HumanMessage | SystemMessage | ToolMessage]:
+    messages: list[AIMessage | HumanMessage | SystemMessage | ToolMessage] = [
+        SystemMessage("You are a researcher."),
+        HumanMessage("Find the answer."),
+    ]
+    for turn in range(turns):
+        calls = [
+            {"name": "search", "args": {"query": f"q{turn}.{i}"}, "id": f"c{turn}.{i}"}
+            for i in range(2)
+        ]
+        messages.append(AIMessage("", tool_calls=calls))
+        messages.extend(ToolMessage("x" * 200, tool_call_id=c["id"]) for c in calls)
+    return messages
+
+
+def test_compression_keeps_the_task_and_latest_turns_whole() -> None:
+    messages = conversation(6)
+    kept = compress_messages(messages, budget_tokens=300)
+    assert kept[:2] == messages[:2]
+    assert kept[-3:] == messages[-3:]
+    assert len(kept) < len(messages)
+    asked = {c["id"] for m in kept if isinstance(m, AIMessage) for c in m.tool_calls}
+    answered = [m.tool_call_id for m in kept if isinstance(m, ToolMessage)]
+    assert sorted(answered) == sorted(asked), "no call without its answer and vice versa"
+
+
+def test_compression_within_budget_changes_nothing() -> None:
+    messages = conversation(2)
+    assert compress_messages(messages, budget_tokens=10_000) == messages
+
+
+def test_compression_keeps_the_latest_turn_even_over_budget() -> None:
+    messages = conversation(3)
+    kept = compress_messages(messages, budget_tokens=1)
+    assert kept == [*messages[:2], *messages[-3:]]
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (TimeoutError("slow"), "timeout"),
+        (type("APITimeoutError", (Exception,), {})(), "timeout"),
+        (type("RateLimitError", (Exception,), {})(), "rate_limited"),
+        (type("APIStatusError", (Exception,), {"status_code": 429})(), "rate_limited"),
+        (RuntimeError("500 from provider"), "provider_error"),
+    ],
+)
+def test_model_errors_are_classified_for_routing(error: Exception, outcome: str) -> None:
+    assert outcome_of_error(error) == outcome
+
+
+def test_legacy_token_usage_is_read_from_llm_output() -> None:
+    result = LLMResult(
+        generations=[[Generation(text="hi")]],
+        llm_output={"token_usage": {"prompt_tokens": 12, "completion_tokens": 3}},
+    )
+    usage = usage_from_result(result)
+    assert usage is not None
+    assert (usage.input_tokens, usage.output_tokens) == (12, 3)
+
+
+def test_tool_names_from_openai_dicts_and_tools() -> None:
+    tools = [{"type": "function", "function": {"name": "search"}}, {"name": "calc"}]
+    assert tool_names(tools) == ["search", "calc"]
+    assert tool_names([]) is None
+
+
+def test_a_plain_text_llm_chain_is_governed_through_on_llm_start() -> None:
+    llm = FakeListLLM(responses=["first answer", "second answer"])
+    warden, sink = make_warden(Policy(limits=Limits(max_iterations=1)))
+    with pytest.raises(BudgetExceeded) as caught:
+        (llm | llm).invoke("question", config={"callbacks": [BudgetCallbackHandler(warden)]})
+    assert llm.i == 1, "the second LLM call never ran"
+    assert caught.value.cap == "max_iterations"
+    (event,) = sink.cost_events
+    assert event.estimated
+    assert [m.text for m in caught.value.partial] == ["first answer"]
