@@ -172,7 +172,9 @@ class BudgetRunHooks(RunHooks[Any]):
                 await state.run.aafter_llm_call(
                     call.step,
                     usage_of(response.usage),
-                    model=call.dispatched_model,
+                    # Without the routed provider the agent's own model answered, whatever
+                    # the step chose: price the model that ran.
+                    model=call.dispatched_model or model_name(agent.model),
                     latency_s=time.monotonic() - call.started,
                     outcome=response_outcome(response, agent),
                     output_text=response_text(response, include_tool_calls=True),

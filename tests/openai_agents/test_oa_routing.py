@@ -184,3 +184,14 @@ async def test_an_sdk_retry_is_reserved_again_and_counted(make_warden, tools) ->
     report = hooks.report
     assert report is not None
     assert (report.iterations, report.retries, report.errors) == (2, 1, 1)
+
+
+async def test_without_the_provider_the_model_that_ran_is_priced(make_warden, sink, tools) -> None:
+    own = ScriptedModel(model=CHEAP, loop_tool=None)
+    hooks = BudgetRunHooks(make_warden(routing=TIERS), task_class="hard")  # would pick STRONG
+    await Runner.run(Agent(name="analyst", model=own), "hi", hooks=hooks)
+    [event] = [e for e in sink.cost_events if e.kind == "llm"]
+    assert event.model == CHEAP and own.calls == 1
+    assert event.cost_usd == pytest.approx(
+        PriceBook().cost(CHEAP, Usage(input_tokens=100, output_tokens=20))
+    )
