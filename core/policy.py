@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .alerts import AlertRules
 from .pricing import ModelPrice
 
 __all__ = [
@@ -297,6 +298,9 @@ class Policy(_Frozen):
     budget_hints: bool = Field(False, description="Tell the model what remains past warn level.")
     compress_ratio: float = Field(
         0.5, gt=0, le=1, description="Under pressure, keep this share of the prompt's tokens."
+    )
+    alerts: AlertRules | None = Field(
+        None, description="Anomaly and monthly-envelope alert rules (budgetwarden alerts)."
     )
 
     @field_validator("timezone")
