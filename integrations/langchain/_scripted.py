@@ -16,6 +16,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
+from budgetwarden.usage import estimate_message_tokens
+
 __all__ = ["ScriptedChatModel"]
 
 _ANSWER_AFTER = re.compile(r"answer after (\d+)")
@@ -27,6 +29,7 @@ class ScriptedChatModel(BaseChatModel):
     The turn is the number of AI messages already in the conversation plus one, so one
     instance can serve concurrent conversations. A human message containing
     ``"answer after N"`` makes turn N+1 answer in text (as does ``answer_after``).
+    ``input_tokens=None`` reports the prompt's estimated size, so usage grows with context.
     """
 
     model_name: str = "gpt-4o-mini"
@@ -34,8 +37,9 @@ class ScriptedChatModel(BaseChatModel):
     parallel: int = 1
     answer_after: int | None = None
     repeat_args: bool = False
-    input_tokens: int = 100
+    input_tokens: int | None = 100
     output_tokens: int = 20
+    max_tokens: int | None = None
     report_usage: bool = True
     fail_calls: frozenset[int] = frozenset()
     calls: int = 0
@@ -47,7 +51,7 @@ class ScriptedChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name}
+        return {"model_name": self.model_name, "max_tokens": self.max_tokens}
 
     def bind_tools(
         self,
@@ -89,10 +93,13 @@ class ScriptedChatModel(BaseChatModel):
         else:
             message = AIMessage(content="", tool_calls=self._tool_calls(turn))
         if self.report_usage:
+            prompt = self.input_tokens
+            if prompt is None:
+                prompt = estimate_message_tokens(messages)
             message.usage_metadata = {
-                "input_tokens": self.input_tokens,
+                "input_tokens": prompt,
                 "output_tokens": self.output_tokens,
-                "total_tokens": self.input_tokens + self.output_tokens,
+                "total_tokens": prompt + self.output_tokens,
             }
         message.response_metadata = {"model_name": self.model_name}
         return ChatResult(generations=[ChatGeneration(message=message)])
