@@ -150,3 +150,73 @@ def tool_refusal(
         if spent + price > limits.max_cost_usd:
             return Refusal("max_cost_usd", limits.max_cost_usd, round(spent, 9), price)
     return None
+
+
+def final_cap(
+    limits: Limits,
+    counters: Counters,
+    *,
+    input_tokens: int,
+    max_output_tokens: int,
+    worst_cost: float,
+) -> str | None:
+    """The cap that leaves no room for another call like this one (already counted), or None.
+
+    Used by ``Limits.final_answer``: that call is made the run's last, final-answer call.
+    """
+    c = limits
+    if c.max_iterations is not None and counters.iterations >= c.max_iterations:
+        return "max_iterations"
+    if (
+        c.max_cost_usd is not None
+        and c.max_cost_usd - counters.cost_usd - counters.reserved_usd < worst_cost
+    ):
+        return "max_cost_usd"
+    if (
+        c.max_input_tokens is not None
+        and c.max_input_tokens - counters.input_tokens - counters.reserved_input_tokens
+        < input_tokens
+    ):
+        return "max_input_tokens"
+    if (
+        c.max_output_tokens is not None
+        and c.max_output_tokens - counters.output_tokens - counters.reserved_output_tokens
+        < max_output_tokens
+    ):
+        return "max_output_tokens"
+    return None
+
+
+def usage_ratio(limits: Limits, counters: Counters) -> float:
+    """The highest share of a run cap (calls, dollars, tokens) used or held so far."""
+    ratios = [0.0]
+    if limits.max_iterations:
+        ratios.append(counters.iterations / limits.max_iterations)
+    if limits.max_cost_usd:
+        ratios.append((counters.cost_usd + counters.reserved_usd) / limits.max_cost_usd)
+    if limits.max_input_tokens:
+        ratios.append(counters.input_tokens / limits.max_input_tokens)
+    if limits.max_output_tokens:
+        ratios.append(counters.output_tokens / limits.max_output_tokens)
+    return max(ratios)
+
+
+def hint_text(left: dict[str, float]) -> str | None:
+    """A short note for the model on what its run has left, e.g. "2 model calls and $0.03
+    left: finish now" (only this run's own figures, never another tenant's)."""
+    parts = []
+    if "model_calls" in left:
+        calls = int(left["model_calls"])
+        parts.append(f"{calls} model call{'s' if calls != 1 else ''}")
+    if "tool_calls" in left:
+        tools = int(left["tool_calls"])
+        parts.append(f"{tools} tool call{'s' if tools != 1 else ''}")
+    if "cost_usd" in left:
+        parts.append(f"${left['cost_usd']:.2f}")
+    for name in ("input_tokens", "output_tokens"):
+        if name in left:
+            parts.append(f"{int(left[name])} {name.replace('_', ' ')}")
+    if not parts:
+        return None
+    joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"Budget note: {joined} left for this task: finish now."

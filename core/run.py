@@ -4,81 +4,76 @@ Adapters call ``before_llm_call`` / ``after_llm_call`` / ``before_tool_call`` /
 ``after_tool_call`` (or their ``a``-prefixed async twins) around each call. The ``before``
 methods refuse a call that must not happen by raising ``BudgetExceeded`` or ``ToolDenied``;
 the decisions themselves are pure functions (``checks``, ``routing``); this module holds the
-state, and the ledger I/O sits at the edges (``_reserve`` / ``_commit``), so sync and async
-share one implementation of the rules.
+state, and the ledger I/O (and any wait or approval) sits at the edges of small loops, so
+sync and async share one implementation of the rules.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from . import routing as routes
 from .buckets import BucketRef, llm_amount, matching_buckets, usage_tokens
-from .checks import Counters, Refusal, llm_refusal, tool_refusal, tool_rule_refusal, tool_signature
+from .checks import (
+    Counters,
+    Refusal,
+    final_cap,
+    hint_text,
+    llm_refusal,
+    tool_refusal,
+    tool_rule_refusal,
+    tool_signature,
+    usage_ratio,
+)
 from .errors import BudgetError, BudgetExceeded, ToolDenied
-from .events import BudgetAlert, CostEvent
+from .events import CostEvent, Notice
+from .grants import Grant, LimitReached, extend_limits, grantable
 from .ledger.base import BucketState, Charge, ReserveOutcome
+from .pause import PauseHandle
 from .policy import Limits
 from .report import RunReport
+from .run_events import bucket_crossings, cap_crossings, llm_event, tool_event
+from .steps import FINAL_ANSWER_INSTRUCTION, Plan, Step, ToolStep
 from .usage import Usage, estimate_message_tokens, estimate_tokens
 
 if TYPE_CHECKING:
     from .warden import Warden
 
-__all__ = ["Run", "Step", "ToolStep"]
+__all__ = ["FINAL_ANSWER_INSTRUCTION", "Run", "Step", "ToolStep"]
 
 _ids = itertools.count(1)
+Request = tuple[str | None, int, int, int]  # model, input tokens, max output tokens, tools
+_SPEND_CAPS = ("max_cost_usd",)
 
 
 @dataclass(slots=True)
-class Step:
-    """A model call that may happen now: which model, how much was reserved, what to do."""
+class _Attempt:
+    """Where one ``before_llm_call`` stands: its plans, the one tried, what it waited."""
 
-    id: str
-    model: str | None
-    requested_model: str | None
-    tier: int | None
-    route_reason: str
-    compress: bool
-    max_tokens: int
-    input_tokens: int
-    reserved_usd: float
-    started_at: float
-    retry: bool = False
-    final: bool = False
-    hint: str | None = None
-    buckets: tuple[BucketRef, ...] = ()
-    done: bool = False
+    plans: list[Plan]
+    index: int = 0
+    waited: float = 0.0
+    asked: set[str] = field(default_factory=set)
+
+    @property
+    def plan(self) -> Plan:
+        return self.plans[self.index]
 
 
-@dataclass(slots=True)
-class ToolStep:
-    """A tool call that may happen now."""
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """What to do after a refusal: try the next plan, wait, ask for a grant, or give up."""
 
-    id: str
-    name: str
-    call_id: str | None
-    signature: str
-    price_usd: float
-    started_at: float
-    buckets: tuple[BucketRef, ...] = ()
-    done: bool = False
-
-
-@dataclass(slots=True)
-class _Plan:
-    id: str
-    choice: routes.RouteChoice
-    worst_cost: float
-    refs: tuple[BucketRef, ...]
-    retry: bool
-    charges: list[Charge]
+    kind: str  # "next" | "wait" | "ask" | "refuse"
+    seconds: float = 0.0
+    question: LimitReached | None = None
 
 
 class Run:
@@ -106,11 +101,13 @@ class Run:
         self.stop_reason: str | None = None
         self.success: bool | None = None
         self.children: list[Run] = []
+        self.final_cap: str | None = None
         self._lock = threading.RLock()
         self._route = routes.RouteState()
         self._routed = False
         self._ratios: dict[str, float] = {}
         self._alerted: set[tuple[str, float]] = set()
+        self._extras: dict[str, float] = {}
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
         self._watch = self._cancel_targets()
@@ -151,22 +148,31 @@ class Run:
         input_tokens: int | None = None,
         tools: Sequence[Any] | None = None,
     ) -> Step:
-        """Reserve the worst case of the next model call, or refuse it with BudgetExceeded."""
+        """Reserve the worst case of the next model call, or refuse it with BudgetExceeded.
+
+        A budget with ``when_exhausted="wait"`` holds the call (sleeping) until its window
+        frees it; ``Warden(on_limit=...)`` may grant more before a refusal.
+        """
         request = self._llm_request(model, messages, max_tokens, input_tokens, tools)
-        refusal: Refusal | None = None
-        for plan in self._llm_plans(*request):
+        attempt = _Attempt(self._llm_plans(request))
+        while True:
+            plan = attempt.plan
             refusal = self._claim(plan, request)
-            if refusal is not None:
-                if refusal.cap == "max_cost_usd":
-                    continue  # a cheaper tier may still fit
-                break
-            outcome = self.warden._reserve(plan.charges, plan.id, self._watch)
-            if outcome.ok:
-                return self._hold_llm(plan, outcome, request)
-            refusal = self._unclaim(plan, request, outcome)
-            if outcome.cancelled is not None:
-                break
-        raise self._refuse(self._first(refusal))
+            if refusal is None:
+                outcome = self.warden._reserve(plan.charges, plan.id, self._watch)
+                if outcome.ok:
+                    return self._hold_llm(plan, outcome, request)
+                refusal = self._unclaim(plan, request, outcome)
+            move = self._next_move(attempt, refusal)
+            if move.kind == "wait":
+                self.warden._sleep(move.seconds)
+            elif move.kind == "ask" and move.question is not None:
+                if not self._apply_grant(self.warden._ask(move.question), refusal):
+                    raise self._refuse(refusal)
+            elif move.kind == "refuse":
+                raise self._refuse(refusal)
+            if move.kind != "next":
+                attempt.plans, attempt.index = self._llm_plans(request), 0
 
     async def abefore_llm_call(
         self,
@@ -177,22 +183,27 @@ class Run:
         input_tokens: int | None = None,
         tools: Sequence[Any] | None = None,
     ) -> Step:
-        """Async twin of ``before_llm_call``."""
+        """Async twin of ``before_llm_call`` (waits await; they never block the loop)."""
         request = self._llm_request(model, messages, max_tokens, input_tokens, tools)
-        refusal: Refusal | None = None
-        for plan in self._llm_plans(*request):
+        attempt = _Attempt(self._llm_plans(request))
+        while True:
+            plan = attempt.plan
             refusal = self._claim(plan, request)
-            if refusal is not None:
-                if refusal.cap == "max_cost_usd":
-                    continue  # a cheaper tier may still fit
-                break
-            outcome = await self.warden._areserve(plan.charges, plan.id, self._watch)
-            if outcome.ok:
-                return self._hold_llm(plan, outcome, request)
-            refusal = self._unclaim(plan, request, outcome)
-            if outcome.cancelled is not None:
-                break
-        raise self._refuse(self._first(refusal))
+            if refusal is None:
+                outcome = await self.warden._areserve(plan.charges, plan.id, self._watch)
+                if outcome.ok:
+                    return self._hold_llm(plan, outcome, request)
+                refusal = self._unclaim(plan, request, outcome)
+            move = self._next_move(attempt, refusal)
+            if move.kind == "wait":
+                await self.warden._asleep(move.seconds)
+            elif move.kind == "ask" and move.question is not None:
+                if not self._apply_grant(await self.warden._aask(move.question), refusal):
+                    raise self._refuse(refusal)
+            elif move.kind == "refuse":
+                raise self._refuse(refusal)
+            if move.kind != "next":
+                attempt.plans, attempt.index = self._llm_plans(request), 0
 
     def after_llm_call(
         self,
@@ -205,7 +216,11 @@ class Run:
         output_text: str | None = None,
         prompt_text: str | None = None,
     ) -> CostEvent:
-        """Commit the real cost of a model call, release the rest, and emit its CostEvent."""
+        """Commit the real cost of a model call, release the rest, and emit its CostEvent.
+
+        ``model`` is the real model when only known after the call (it is priced with that);
+        without ``usage`` the output is estimated from ``output_text`` and marked estimated.
+        """
         usage, real_model, cost = self._price_result(step, usage, model, output_text)
         charges = self._llm_commit_charges(step, usage, cost)
         states = self.warden._commit(step.id, charges)
@@ -247,17 +262,40 @@ class Run:
         self, name: str, args: Any = None, *, call_id: str | None = None
     ) -> ToolStep:
         """Check a tool call against the tool rules and caps; reserve its price if it has one."""
-        step = self._plan_tool(name, args, call_id)
-        outcome = self.warden._reserve(self._tool_charges(step), step.id, self._watch)
-        return self._settle_tool(step, outcome)
+        asked: set[str] = set()
+        while True:
+            step = self._plan_tool(name, args, call_id)
+            if isinstance(step, ToolStep):
+                outcome = self.warden._reserve(self._tool_charges(step), step.id, self._watch)
+                if outcome.ok:
+                    return step
+                refusal = self._unplan_tool(step, outcome)
+            else:
+                refusal = step
+            question = self._question(refusal, asked)
+            if question is None or not self._apply_grant(self.warden._ask(question), refusal):
+                raise self._refuse(refusal)
 
     async def abefore_tool_call(
         self, name: str, args: Any = None, *, call_id: str | None = None
     ) -> ToolStep:
         """Async twin of ``before_tool_call``."""
-        step = self._plan_tool(name, args, call_id)
-        outcome = await self.warden._areserve(self._tool_charges(step), step.id, self._watch)
-        return self._settle_tool(step, outcome)
+        asked: set[str] = set()
+        while True:
+            step = self._plan_tool(name, args, call_id)
+            if isinstance(step, ToolStep):
+                charges = self._tool_charges(step)
+                outcome = await self.warden._areserve(charges, step.id, self._watch)
+                if outcome.ok:
+                    return step
+                refusal = self._unplan_tool(step, outcome)
+            else:
+                refusal = step
+            question = self._question(refusal, asked)
+            if question is None or not self._apply_grant(
+                await self.warden._aask(question), refusal
+            ):
+                raise self._refuse(refusal)
 
     def after_tool_call(
         self,
@@ -297,6 +335,20 @@ class Run:
         """Async twin of ``finish``."""
         for step in self._end(stop_reason, error):
             await self.warden._arelease(step.id)
+
+    def pause_handle(self, framework: str, state: dict[str, Any] | None = None) -> PauseHandle:
+        """A resumable handle for this run, stopped by ``self.stopped`` (see ``PauseHandle``)."""
+        stopped = self.stopped
+        return PauseHandle(
+            run_id=self.id,
+            framework=framework,
+            cap=stopped.cap if stopped else (self.stop_reason or "paused"),
+            resets_at=stopped.resets_at if stopped else None,
+            created_at=self.warden.clock(),
+            attribution=dict(self.attribution),
+            report=self.report,
+            state=state or {},
+        )
 
     @property
     def report(self) -> RunReport:
@@ -372,28 +424,24 @@ class Run:
         max_tokens: int | None,
         input_tokens: int | None,
         tools: Sequence[Any] | None,
-    ) -> tuple[str | None, int, int, int]:
+    ) -> Request:
         estimate = input_tokens if input_tokens is not None else estimate_message_tokens(messages)
         out = max_tokens if max_tokens is not None else self.policy.default_max_output_tokens
         return model, estimate, out, len(tools or ())
 
     def _buckets(self, now: float) -> tuple[BucketRef, ...]:
-        policy = self.policy
-        if not policy.budgets:
+        if not self.policy.budgets:
             return ()
         return tuple(
             matching_buckets(
-                policy.budgets,
+                self.policy.budgets,
                 self.attribution,
-                run_id=self._root().id,
+                run_id=self._chain()[-1].id,
                 now=now,
-                timezone=policy.timezone,
+                timezone=self.policy.timezone,
                 namespace=self.warden.namespace,
             )
         )
-
-    def _root(self) -> Run:
-        return self._chain()[-1]
 
     def _pressure(self) -> str | None:
         degrade = self.policy.thresholds.degrade
@@ -402,11 +450,9 @@ class Run:
                 return f"{label} at {ratio:.0%}"
         return None
 
-    def _llm_plans(
-        self, model: str | None, est_in: int, max_out: int, tool_count: int
-    ) -> list[_Plan]:
+    def _llm_plans(self, request: Request) -> list[Plan]:
         """Plans to try in order: the routed model, then one tier down when routing allows."""
-        now = self.warden.clock()
+        model, est_in, max_out, tool_count = request
         with self._lock:
             routing = self.policy.routing
             if routing is not None and not self._routed:
@@ -420,18 +466,37 @@ class Run:
                 )
                 self._routed = True
             choices = self._route_choices(model)
-        refs = self._buckets(now)
+        refs = self._buckets(self.warden.clock())
         retry = self.counters.last_llm_failed
-        stop = self.policy.thresholds.stop
         plans = []
         for choice in choices:
             pricing_model = self.warden._pricing_model(choice.model, self)
             worst = self.warden.prices.worst_case_cost(pricing_model, est_in, max_out)
-            charges = [ref.charge(llm_amount(ref, worst, est_in + max_out), stop) for ref in refs]
-            plans.append(_Plan(self._next_id(), choice, worst, refs, retry, charges))
+            charges = [self._charge(ref, llm_amount(ref, worst, est_in + max_out)) for ref in refs]
+            plans.append(Plan(self._next_id(), choice, worst, refs, retry, charges))
         return plans
 
-    def _claim(self, plan: _Plan, request: tuple[str | None, int, int, int]) -> Refusal | None:
+    def _charge(self, ref: BucketRef, amount: float) -> Charge:
+        """A reservation against a bucket, within the stop level plus any grant to this run."""
+        charge = ref.charge(amount, self.policy.thresholds.stop)
+        extra = self._extras.get(ref.label)
+        return replace(charge, limit=charge.limit + extra) if extra else charge
+
+    def _route_choices(self, model: str | None) -> list[routes.RouteChoice]:
+        routing = self.policy.routing
+        if routing is None:
+            return [routes.RouteChoice(model, None, "caller model (no routing policy)")]
+        first = routes.choose(
+            routing, self._route, requested_model=model, pressure=self._pressure()
+        )
+        choices = [first]
+        if routing.skip_unaffordable and not first.downgraded and first.tier is not None:
+            lower = routes.choose(routing, self._route, requested_model=model, step_down=1)
+            if lower.model != first.model:
+                choices.append(lower)
+        return choices
+
+    def _claim(self, plan: Plan, request: Request) -> Refusal | None:
         """Check the run's own caps (and its parents') and count the call, atomically."""
         _, est_in, max_out, _ = request
         now = self.warden.clock()
@@ -447,38 +512,121 @@ class Run:
                 )
                 if refusal is not None:
                     return refusal
-            self._count_llm(plan, est_in, max_out, +1)
+            self._count_llm(plan.worst_cost, plan.retry, est_in, max_out, +1)
             return None
 
-    def _count_llm(self, plan: _Plan | Step, est_in: int, max_out: int, sign: int) -> None:
-        worst = plan.worst_cost if isinstance(plan, _Plan) else plan.reserved_usd
+    def _count_llm(self, worst: float, retry: bool, est_in: int, max_out: int, sign: int) -> None:
         for run in self._chain():
             c = run.counters
             c.iterations += sign
             c.reserved_usd = max(c.reserved_usd + sign * worst, 0.0)
             c.reserved_input_tokens = max(c.reserved_input_tokens + sign * est_in, 0)
             c.reserved_output_tokens = max(c.reserved_output_tokens + sign * max_out, 0)
-            if plan.retry:
+            if retry:
                 c.retries += sign
 
-    def _unclaim(
-        self, plan: _Plan, request: tuple[str | None, int, int, int], outcome: ReserveOutcome
-    ) -> Refusal:
+    def _unclaim(self, plan: Plan, request: Request, outcome: ReserveOutcome) -> Refusal:
         _, est_in, max_out, _ = request
         with self._lock:
-            self._count_llm(plan, est_in, max_out, -1)
+            self._count_llm(plan.worst_cost, plan.retry, est_in, max_out, -1)
         return self._ledger_refusal(outcome)
 
-    def _first(self, refusal: Refusal | None) -> Refusal:
-        assert refusal is not None, "a routing policy produced no model to try"
-        return refusal
+    def _next_move(self, attempt: _Attempt, refusal: Refusal) -> _Move:
+        """After a refusal: a cheaper plan, a wait for the window, a grant, or the end."""
+        spend = refusal.cap in _SPEND_CAPS or (
+            refusal.cap.startswith("budget:") and self._budget_of(refusal.cap) == "cost"
+        )
+        if spend and attempt.index + 1 < len(attempt.plans):
+            attempt.index += 1
+            return _Move("next")
+        seconds = self._throttle_seconds(refusal, attempt.waited)
+        if seconds is not None:
+            attempt.waited += seconds
+            self._emit_wait(refusal, seconds)
+            return _Move("wait", seconds=seconds)
+        question = self._question(refusal, attempt.asked)
+        return _Move("ask", question=question) if question else _Move("refuse")
 
-    def _hold_llm(
-        self, plan: _Plan, outcome: ReserveOutcome, request: tuple[str | None, int, int, int]
-    ) -> Step:
+    def _budget_of(self, label: str) -> str | None:
+        ref = self._ref_of(label)
+        return ref.budget.metric if ref else None
+
+    def _ref_of(self, label: str) -> BucketRef | None:
+        return next((r for r in self._buckets(self.warden.clock()) if r.label == label), None)
+
+    def _throttle_seconds(self, refusal: Refusal, waited: float) -> float | None:
+        """How long to hold a call refused by a ``when_exhausted="wait"`` budget, or None."""
+        ref = self._ref_of(refusal.cap) if refusal.cap.startswith("budget:") else None
+        if ref is None or ref.budget.when_exhausted != "wait" or ref.window.resets_at is None:
+            return None
+        span = ref.window.end - ref.window.start
+        jitter = random.uniform(0.0, min(0.1 * span, 0.5))  # spread the herd at the edge
+        seconds = max(ref.window.end - self.warden.clock(), 0.0) + jitter
+        if waited + seconds > ref.budget.max_wait_seconds:
+            return None
+        return seconds
+
+    def _emit_wait(self, refusal: Refusal, seconds: float) -> None:
+        self.warden._emit_all(
+            [
+                Notice(
+                    **self._event_fields(),
+                    code="wait",
+                    level="info",
+                    message=f"{refusal.cap} is exhausted: waiting {seconds:.2f}s for its window",
+                    data={"cap": refusal.cap, "seconds": seconds},
+                )
+            ]
+        )
+
+    def _question(self, refusal: Refusal, asked: set[str]) -> LimitReached | None:
+        """The question for ``on_limit``, once per cap per call, when a grant could help."""
+        if self.warden.on_limit is None or not grantable(refusal.cap) or refusal.cap in asked:
+            return None
+        asked.add(refusal.cap)
+        return LimitReached(
+            cap=refusal.cap,
+            limit=refusal.limit,
+            used=refusal.used,
+            requested=refusal.requested,
+            run_id=self.id,
+            report=self.report,
+            resets_at=self._resets_at(refusal.cap),
+        )
+
+    def _apply_grant(self, grant: Grant | None, refusal: Refusal) -> bool:
+        """Extend the refused cap by a grant (and say so in an event); False if none."""
+        if grant is None:
+            return False
+        with self._lock:
+            if refusal.cap.startswith("budget:"):
+                self._extras[refusal.cap] = self._extras.get(refusal.cap, 0.0) + grant.extra
+            else:
+                for run in self._chain():
+                    run.limits = extend_limits(run.limits, refusal.cap, grant.extra)
+        self.warden._emit_all(
+            [
+                Notice(
+                    **self._event_fields(),
+                    code="grant",
+                    level="warning",
+                    message=f"{grant.by} granted {grant.extra:g} more of {refusal.cap}",
+                    data={
+                        "cap": refusal.cap,
+                        "extra": grant.extra,
+                        "by": grant.by,
+                        "note": grant.note,
+                    },
+                )
+            ]
+        )
+        return True
+
+    def _hold_llm(self, plan: Plan, outcome: ReserveOutcome, request: Request) -> Step:
         model, est_in, max_out, _ = request
         with self._lock:
             self._update_ratios(outcome.states, plan.refs)
+            final = self._final_cap(plan, outcome, est_in, max_out)
             step = Step(
                 id=plan.id,
                 model=plan.choice.model,
@@ -491,23 +639,49 @@ class Run:
                 reserved_usd=plan.worst_cost,
                 started_at=self.warden.clock(),
                 retry=plan.retry,
+                final=final is not None,
+                final_cap=final,
+                hint=self._hint(),
                 buckets=plan.refs,
             )
+            if final is not None:
+                self.final_cap = final
             self._pending[step.id] = step
             return step
 
-    def _route_choices(self, model: str | None) -> list[routes.RouteChoice]:
-        routing = self.policy.routing
-        if routing is None:
-            return [routes.RouteChoice(model, None, "caller model (no routing policy)")]
-        pressure = self._pressure()
-        first = routes.choose(routing, self._route, requested_model=model, pressure=pressure)
-        choices = [first]
-        if routing.skip_unaffordable and not first.downgraded and first.tier is not None:
-            lower = routes.choose(routing, self._route, requested_model=model, step_down=1)
-            if lower.model != first.model:
-                choices.append(lower)
-        return choices
+    def _final_cap(
+        self, plan: Plan, outcome: ReserveOutcome, est_in: int, max_out: int
+    ) -> str | None:
+        """The cap this call is the last call of, when ``Limits.final_answer`` is on."""
+        chain = self._chain()
+        if not any(run.limits.final_answer for run in chain):
+            return None
+        for run in chain:
+            cap = final_cap(
+                run.limits,
+                run.counters,
+                input_tokens=est_in,
+                max_output_tokens=max_out,
+                worst_cost=plan.worst_cost,
+            )
+            if cap is not None:
+                return cap
+        labels = {ref.key: ref.label for ref in plan.refs}
+        for state, charge in zip(outcome.states, plan.charges, strict=False):
+            if (
+                charge.amount > 0
+                and charge.limit - state.committed - state.reserved < charge.amount
+            ):
+                return labels.get(state.key, state.key)
+        return None
+
+    def _hint(self) -> str | None:
+        """A note on what is left, past the warn level, when the policy enables hints."""
+        if not self.policy.budget_hints:
+            return None
+        if usage_ratio(self.limits, self.counters) < self.policy.thresholds.warn:
+            return None
+        return hint_text(self.remaining())
 
     def _ledger_refusal(self, outcome: ReserveOutcome) -> Refusal:
         if outcome.cancelled is not None:
@@ -517,21 +691,17 @@ class Run:
         return Refusal(
             self._label_of(state.key),
             state.limit,
-            round(state.committed, 9),
+            round(state.committed + state.reserved, 9),
             round(outcome.refused_amount, 9),
         )
 
     def _label_of(self, key: str) -> str:
-        for ref in self._buckets(self.warden.clock()):
-            if ref.key == key:
-                return ref.label
-        return key
+        ref = next((r for r in self._buckets(self.warden.clock()) if r.key == key), None)
+        return ref.label if ref else key
 
     def _resets_at(self, cap: str) -> float | None:
-        for ref in self._buckets(self.warden.clock()):
-            if ref.label == cap:
-                return ref.window.resets_at
-        return None
+        ref = self._ref_of(cap) if cap.startswith("budget:") else None
+        return ref.window.resets_at if ref else None
 
     def _refuse(self, refusal: Refusal) -> BudgetError:
         """Record a refusal and build the exception that says so."""
@@ -542,7 +712,7 @@ class Run:
             refusal.limit,
             refusal.used,
             None,
-            resets_at=self._resets_at(refusal.cap) if refusal.cap.startswith("budget:") else None,
+            resets_at=self._resets_at(refusal.cap),
             requested=refusal.requested,
             run_id=self.id,
         )
@@ -582,21 +752,16 @@ class Run:
         prompt_text: str | None,
     ) -> CostEvent:
         failed = outcome != "ok"
-        overshoot = max(cost - step.reserved_usd, 0.0)
         with self._lock:
-            self._pending.pop(step.id, None)
-            step.done = True
+            self._drop_hold(step)
             for run in self._chain():
                 c = run.counters
-                c.reserved_usd = max(c.reserved_usd - step.reserved_usd, 0.0)
-                c.reserved_input_tokens = max(c.reserved_input_tokens - step.input_tokens, 0)
-                c.reserved_output_tokens = max(c.reserved_output_tokens - step.max_tokens, 0)
                 c.input_tokens += usage.input_tokens
                 c.output_tokens += usage.output_tokens
                 c.cache_read_tokens += usage.cache_read_tokens
                 c.cache_write_tokens += usage.cache_write_tokens
                 c.cost_usd += cost
-                c.overshoot_usd += overshoot
+                c.overshoot_usd += max(cost - step.reserved_usd, 0.0)
                 c.last_llm_failed = failed
                 c.errors += int(failed)
                 c.consecutive_errors = c.consecutive_errors + 1 if failed else 0
@@ -606,40 +771,32 @@ class Run:
                 self._route = routes.after_outcome(
                     self.policy.routing, self._route, outcome=outcome, model=step.model
                 )
-            self._update_ratios(states, step.buckets)
-            alerts = self._crossings(states, step.buckets)
-            ratios = dict(self._ratios)
-        event = CostEvent.model_construct(
-            None,
-            **self._event_fields(),
-            kind="llm",
-            provider=_provider_of(model),
-            model=model,
-            tier=step.tier,
-            route=f"tier {step.tier}: {step.model}" if step.tier is not None else step.model,
-            route_reason=step.route_reason,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            estimated=usage.estimated,
-            cost_usd=cost,
-            reserved_usd=step.reserved_usd,
-            overshoot_usd=overshoot,
-            latency_s=latency_s,
-            retries=self.counters.retries,
-            retry=step.retry,
-            outcome=outcome,
-            validation=_validation_of(outcome),
-            status="error" if failed else "ok",
-            budget_ratios=ratios,
-            success=None,
-            prompt=prompt_text if self.policy.record_content else None,
-            response=output_text if self.policy.record_content else None,
-        )
+            alerts = self._after_commit(states, step.buckets)
+            record = self.policy.record_content
+            event = llm_event(
+                self._event_fields(),
+                step,
+                usage,
+                model,
+                cost,
+                latency_s=latency_s,
+                outcome=outcome,
+                retries=self.counters.retries,
+                ratios=dict(self._ratios),
+                prompt=prompt_text if record else None,
+                response=output_text if record else None,
+            )
         self.warden._emit_all([*alerts, event])
         return event
+
+    def _after_commit(self, states: Sequence[BucketState], refs: Sequence[BucketRef]) -> list[Any]:
+        """Update pressure ratios and return the alerts this commit crossed."""
+        self._update_ratios(states, refs)
+        base, thresholds = self._event_fields(), self.policy.thresholds
+        alerts = cap_crossings(base, thresholds, self._spend_caps(), self._alerted)
+        return alerts + bucket_crossings(
+            base, thresholds, states, refs, self.warden._first_crossing
+        )
 
     def _event_fields(self) -> dict[str, Any]:
         return {"ts": self.warden.clock(), **self._event_base}
@@ -665,59 +822,9 @@ class Run:
             caps.append(("max_output_tokens", c.output_tokens, lim.max_output_tokens))
         return caps
 
-    def _crossings(
-        self, states: Sequence[BucketState], refs: Sequence[BucketRef]
-    ) -> list[BudgetAlert]:
-        """Alerts for every level this commit crossed, once per cap, level and window."""
-        thresholds = self.policy.thresholds
-        levels = sorted({*thresholds.alerts, thresholds.warn, thresholds.degrade, thresholds.stop})
-        alerts: list[BudgetAlert] = []
-        for cap, used, limit in self._spend_caps():
-            for level in levels:
-                if used >= level * limit and (cap, level) not in self._alerted:
-                    self._alerted.add((cap, level))
-                    alerts.append(self._alert(cap, level, used, limit, None))
-        by_key = {ref.key: ref for ref in refs}
-        for state in states:
-            ref = by_key.get(state.key)
-            if ref is None or ref.limit <= 0:
-                continue
-            for level in levels:
-                if state.committed >= level * ref.limit and self.warden._first_crossing(ref, level):
-                    alerts.append(
-                        self._alert(
-                            ref.label, level, state.committed, ref.limit, ref.window.resets_at
-                        )
-                    )
-        return alerts
-
-    def _alert(
-        self, cap: str, level: float, used: float, limit: float, resets_at: float | None
-    ) -> BudgetAlert:
-        t = self.policy.thresholds
-        action: Literal["alert", "warn", "degrade", "stop"] = (
-            "stop"
-            if level >= t.stop
-            else "degrade"
-            if level >= t.degrade
-            else "warn"
-            if level >= t.warn
-            else "alert"
-        )
-        return BudgetAlert.model_construct(
-            None,
-            **self._event_fields(),
-            cap=cap,
-            level=level,
-            action=action,
-            ratio=used / limit,
-            used=used,
-            limit=limit,
-            resets_at=resets_at,
-        )
-
     # ------------------------------------------------------------------ tool internals
-    def _plan_tool(self, name: str, args: Any, call_id: str | None) -> ToolStep:
+    def _plan_tool(self, name: str, args: Any, call_id: str | None) -> ToolStep | Refusal:
+        """A counted ToolStep, or the cap that refuses it; tool rules raise ToolDenied."""
         rules = self.policy.tools
         rule = tool_rule_refusal(rules, name)
         if rule is not None:
@@ -741,7 +848,7 @@ class Run:
                     price=price,
                 )
                 if refusal is not None:
-                    raise self._refuse(refusal)
+                    return refusal
             step = ToolStep(
                 self._next_id(),
                 name,
@@ -767,15 +874,15 @@ class Run:
                 c.last_tool_signature = step.signature
 
     def _tool_charges(self, step: ToolStep) -> list[Charge]:
-        return [ref.charge(step.price_usd) for ref in step.buckets if ref.budget.metric == "cost"]
+        return [
+            self._charge(ref, step.price_usd) for ref in step.buckets if ref.budget.metric == "cost"
+        ]
 
-    def _settle_tool(self, step: ToolStep, outcome: ReserveOutcome) -> ToolStep:
-        if outcome.ok:
-            return step
+    def _unplan_tool(self, step: ToolStep, outcome: ReserveOutcome) -> Refusal:
         with self._lock:
             self._pending.pop(step.id, None)
             self._count_tool(step, -1)
-        raise self._refuse(self._ledger_refusal(outcome))
+        return self._ledger_refusal(outcome)
 
     def _tool_step(self, step: ToolStep | str) -> ToolStep:
         if isinstance(step, ToolStep):
@@ -793,29 +900,16 @@ class Run:
         self, step: ToolStep, ok: bool, latency_s: float | None, states: tuple[BucketState, ...]
     ) -> CostEvent:
         with self._lock:
-            self._pending.pop(step.id, None)
-            step.done = True
+            self._drop_hold(step)
             for run in self._chain():
                 c = run.counters
-                c.reserved_usd = max(c.reserved_usd - step.price_usd, 0.0)
                 c.cost_usd += step.price_usd
                 c.errors += int(not ok)
                 c.consecutive_errors = 0 if ok else c.consecutive_errors + 1
-            self._update_ratios(states, step.buckets)
-            alerts = self._crossings(states, step.buckets) if step.price_usd else []
-            ratios = dict(self._ratios)
-        event = CostEvent.model_construct(
-            None,
-            **self._event_fields(),
-            kind="tool",
-            tool=step.name,
-            cost_usd=step.price_usd,
-            reserved_usd=step.price_usd,
-            latency_s=latency_s,
-            outcome="ok" if ok else "error",
-            status="ok" if ok else "error",
-            budget_ratios=ratios,
-        )
+            alerts = self._after_commit(states, step.buckets) if step.price_usd else []
+            event = tool_event(
+                self._event_fields(), step, ok=ok, latency_s=latency_s, ratios=dict(self._ratios)
+            )
         self.warden._emit_all([*alerts, event])
         return event
 
@@ -827,31 +921,33 @@ class Run:
             step.done = True
             if isinstance(step, ToolStep):
                 self._count_tool(step, -1)
-                return True
-            self._count_llm(step, step.input_tokens, step.max_tokens, -1)
+            else:
+                self._count_llm(
+                    step.reserved_usd, step.retry, step.input_tokens, step.max_tokens, -1
+                )
             return True
 
     def _end(self, stop_reason: str | None, error: BaseException | None) -> list[Step | ToolStep]:
         with self._lock:
             if self.finished_at is None:
                 self.finished_at = self.warden.clock()
-            if stop_reason is None:
-                if isinstance(error, BudgetExceeded):
-                    stop_reason = error.cap
-                elif error is not None and not isinstance(error, BudgetError):
-                    stop_reason = "error"
-                elif self.stopped is not None:
-                    stop_reason = self.stopped.cap
-                else:
-                    stop_reason = "completed"
-            self.stop_reason = stop_reason
+            self.stop_reason = stop_reason or self._stop_reason_for(error)
             leftovers = [s for s in self._pending.values() if not s.done]
-            for step in leftovers:
-                self._unhold_locked_for_end(step)
+            for step in leftovers:  # calls that never reported back: free what they hold
+                self._drop_hold(step)
             return leftovers
 
-    def _unhold_locked_for_end(self, step: Step | ToolStep) -> None:
-        # A call still pending at the end never reported back: free what it holds.
+    def _stop_reason_for(self, error: BaseException | None) -> str:
+        if isinstance(error, BudgetExceeded):
+            return error.cap
+        if error is not None and not isinstance(error, BudgetError):
+            return "error"
+        if self.stopped is not None:
+            return self.stopped.cap
+        return self.final_cap or "completed"
+
+    def _drop_hold(self, step: Step | ToolStep) -> None:
+        """Forget a call's reservation (it was committed, or will never be)."""
         self._pending.pop(step.id, None)
         step.done = True
         for run in self._chain():
@@ -862,29 +958,3 @@ class Run:
                 c.reserved_usd = max(c.reserved_usd - step.reserved_usd, 0.0)
                 c.reserved_input_tokens = max(c.reserved_input_tokens - step.input_tokens, 0)
                 c.reserved_output_tokens = max(c.reserved_output_tokens - step.max_tokens, 0)
-
-
-def _provider_of(model: str | None) -> str | None:
-    if not model:
-        return None
-    if "/" in model:
-        return model.split("/", 1)[0]
-    for prefix, provider in (
-        ("gpt", "openai"),
-        ("o1", "openai"),
-        ("o3", "openai"),
-        ("o4", "openai"),
-        ("claude", "anthropic"),
-        ("gemini", "gemini"),
-        ("mistral", "mistral"),
-        ("command", "cohere"),
-    ):
-        if model.startswith(prefix):
-            return provider
-    return None
-
-
-def _validation_of(outcome: str) -> str | None:
-    if outcome in ("invalid_json", "validation_failed"):
-        return "failed"
-    return None

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .buckets import BucketRef, bucket_key
 from .errors import BudgetExceeded, LedgerUnavailable, ModelDenied
 from .events import BudgetAlert, Event, Notice, Sink, StructlogSink
+from .grants import Grant, LimitReached, OnLimit
 from .ledger import Ledger, open_ledger
 from .ledger.base import BucketState, Charge, ReserveOutcome
 from .ledger.memory import MemoryLedger
@@ -36,8 +40,13 @@ class Warden:
     ``Warden(policy, ledger="memory://")`` — ``ledger`` may be ``sqlite:///spend.db`` or
     ``redis://127.0.0.1:6379/0`` to share budgets across processes and hosts; ``clock`` (epoch
     seconds) is how tests move time; ``sinks`` receive every event beside structlog;
-    ``approve`` decides tools that need approval (denied when absent).
+    ``approve`` decides tools that need approval (denied when absent); ``on_limit`` is
+    asked (sync or async) when a cap or budget is reached and may return a ``Grant``;
+    ``sleep`` / ``asleep`` are how throttled calls wait (tests pass their clock's).
     """
+
+    #: While the ledger is unreachable, how often (seconds) to try it again and reconcile.
+    ledger_retry_seconds: float = 5.0
 
     def __init__(
         self,
@@ -51,6 +60,9 @@ class Warden:
         complexity: Complexity | None = None,
         namespace: str = "default",
         log_events: bool = True,
+        on_limit: OnLimit | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        asleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.policy = _as_policy(policy)
         self.clock = clock
@@ -60,8 +72,14 @@ class Warden:
         self.approve = approve
         self.complexity = complexity
         self.sinks: list[Sink] = ([StructlogSink()] if log_events else []) + list(sinks)
-        self._fallback_ledger: MemoryLedger | None = None
+        self._fallback_ledger: _LocalLedger | None = None
+        self._failover_lock = threading.Lock()
+        self._next_probe = 0.0
         self._warned_models: set[str] = set()
+        self._marked: set[str] = set()
+        self.on_limit = on_limit
+        self._sleep = sleep
+        self._asleep_fn = asleep
 
     # ------------------------------------------------------------------ public API
     def run(
@@ -154,6 +172,7 @@ class Warden:
 
     def close(self) -> None:
         """Close the ledger and any sink that can be closed."""
+        self._last_reconcile()
         self.ledger.close()
         for sink in self.sinks:
             closer = getattr(sink, "close", None)
@@ -195,7 +214,37 @@ class Warden:
 
     def _first_crossing(self, ref: BucketRef, level: float) -> bool:
         mark = f"alert|{ref.key}|{level}"
+        if mark in self._marked:  # known crossed: no ledger round trip
+            return False
+        self._marked.add(mark)
         return self._ledger_call(lambda lg: lg.mark_once(mark, expires_at=ref.window.end))
+
+    async def _asleep(self, seconds: float) -> None:
+        if self._asleep_fn is not None:
+            await self._asleep_fn(seconds)
+        elif self._sleep is not time.sleep:
+            self._sleep(seconds)  # an injected (test) clock's sleep
+        else:
+            import asyncio
+
+            await asyncio.sleep(seconds)
+
+    def _ask(self, question: LimitReached) -> Grant | None:
+        if self.on_limit is None:
+            return None
+        answer = self.on_limit(question)
+        if inspect.isawaitable(answer):
+            _close(answer)
+            raise TypeError("an async on_limit callback needs the async API (ainvoke, arun)")
+        return answer
+
+    async def _aask(self, question: LimitReached) -> Grant | None:
+        if self.on_limit is None:
+            return None
+        answer = self.on_limit(question)
+        if inspect.isawaitable(answer):
+            return await answer
+        return answer
 
     def _reserve(self, charges: Sequence[Charge], rid: str, watch: Sequence[str]) -> ReserveOutcome:
         if not charges and not watch:
@@ -203,7 +252,8 @@ class Warden:
         now = self.clock()
         lease = now + self.policy.lease_seconds
         return self._ledger_call(
-            lambda lg: lg.reserve(rid, charges, now=now, lease_until=lease, watch=watch)
+            lambda lg: lg.reserve(rid, charges, now=now, lease_until=lease, watch=watch),
+            _unavailable(charges),
         )
 
     async def _areserve(
@@ -213,14 +263,16 @@ class Warden:
             return ReserveOutcome(ok=True)
         now = self.clock()
         lease = now + self.policy.lease_seconds
+        ledger = self._active()
+        if self._refusing():
+            return _unavailable(charges)
         try:
-            return await self._active().areserve(
-                rid, charges, now=now, lease_until=lease, watch=watch
-            )
+            return await ledger.areserve(rid, charges, now=now, lease_until=lease, watch=watch)
         except LedgerUnavailable as exc:
             self._fail_over(exc)
             return self._ledger_call(
-                lambda lg: lg.reserve(rid, charges, now=now, lease_until=lease, watch=watch)
+                lambda lg: lg.reserve(rid, charges, now=now, lease_until=lease, watch=watch),
+                _unavailable(charges),
             )
 
     def _commit(self, rid: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
@@ -280,19 +332,49 @@ class Warden:
 
     # ------------------------------------------------------------------ ledger faults
     def _active(self) -> Ledger:
+        """The real ledger, or the local one while the real one is down (tried again now and
+        then: see ``_try_recover``)."""
+        local = self._fallback_ledger
+        if local is not None and time.monotonic() >= self._next_probe:
+            self._try_recover(local)
         return self._fallback_ledger or self.ledger
 
-    def _ledger_call(self, op: Callable[[Ledger], _T]) -> _T:
+    def _refusing(self) -> bool:
+        """True while the ledger is down and the policy fails closed: reservations are refused."""
+        return self._fallback_ledger is not None and not self._fails_open()
+
+    def _fails_open(self) -> bool:
+        hard = any(b.hard for b in self.policy.budgets)
+        return self.policy.ledger_failure == "open" or not hard
+
+    def _ledger_call(self, op: Callable[[Ledger], _T], refused: _T | None = None) -> _T:
+        """``op`` on the active ledger; on a fault, fail over and run it locally, unless it is
+        a reservation (``refused`` given) and the policy fails closed: then ``refused``."""
+        ledger = self._active()
+        if refused is not None and self._refusing():
+            return refused
         try:
-            return op(self._active())
+            return op(ledger)
         except LedgerUnavailable as exc:
             self._fail_over(exc)
+            if refused is not None and self._refusing():
+                return refused
             return op(self._active())
 
     def _fail_over(self, exc: LedgerUnavailable) -> None:
-        """Switch to a local memory ledger (fail open), or refuse the call (fail closed)."""
-        hard = any(b.hard for b in self.policy.budgets)
-        open_ = self.policy.ledger_failure == "open" or not hard
+        """Count on a local memory ledger until the real one answers again.
+
+        Fail open: calls reserve and commit locally. Fail closed (the default with hard
+        budgets): reservations are refused (cap ``ledger_unavailable``), but calls that already
+        happened still commit, locally. The local spend goes into the real ledger once it is
+        back; committed spend is never dropped.
+        """
+        with self._failover_lock:
+            if self._fallback_ledger is not None:
+                return
+            self._fallback_ledger = _LocalLedger()
+            self._next_probe = time.monotonic() + self.ledger_retry_seconds
+        open_ = self._fails_open()
         self._emit_all(
             [
                 Notice(
@@ -300,15 +382,59 @@ class Warden:
                     code="ledger_unavailable",
                     level="error",
                     message=f"ledger {self.ledger.uri} unavailable ({exc.cause}); "
-                    + ("counting locally" if open_ else "refusing calls"),
+                    + (
+                        "counting locally"
+                        if open_
+                        else "refusing new calls, counting finished ones locally"
+                    ),
                     data={"uri": self.ledger.uri, "mode": "open" if open_ else "closed"},
                 )
             ]
         )
-        if not open_:
-            raise BudgetExceeded("ledger_unavailable", 0, 0) from exc
-        if self._fallback_ledger is None:
-            self._fallback_ledger = MemoryLedger("memory://fallback")
+
+    def _try_recover(self, local: _LocalLedger) -> None:
+        """If the real ledger answers, commit the local spend into it and switch back to it."""
+        with self._failover_lock:
+            if self._fallback_ledger is not local or time.monotonic() < self._next_probe:
+                return
+            self._next_probe = time.monotonic() + self.ledger_retry_seconds
+            try:
+                owed = local.hand_over(self.ledger, self.clock())
+            except LedgerUnavailable:
+                return
+            self._fallback_ledger = None
+        self._emit_all(
+            [
+                Notice(
+                    ts=self.clock(),
+                    code="ledger_recovered",
+                    message=f"ledger {self.ledger.uri} is back; committed the spend counted "
+                    f"locally meanwhile into it ({len(owed)} buckets)",
+                    data={"uri": self.ledger.uri, "reconciled": owed},
+                )
+            ]
+        )
+
+    def _last_reconcile(self) -> None:
+        """On close, a last try to hand local spend over; say so if it has to be dropped."""
+        local = self._fallback_ledger
+        if local is None:
+            return
+        self._next_probe = 0.0
+        self._try_recover(local)
+        if self._fallback_ledger is not None and local.owed:
+            self._emit_all(
+                [
+                    Notice(
+                        ts=self.clock(),
+                        code="ledger_unreconciled",
+                        level="error",
+                        message=f"ledger {self.ledger.uri} still unavailable at close: spend "
+                        "counted locally was not recorded in it",
+                        data={"uri": self.ledger.uri, "unreconciled": local.owed},
+                    )
+                ]
+            )
 
     # ------------------------------------------------------------------ queries
     def _states(self, scope: str, value: str | None, window: str | None) -> list[BucketState]:
@@ -325,6 +451,69 @@ class Warden:
             limit = budget.limit_for(val)
             states.append(self._ledger_call(_state_reader(key, now, limit)))
         return states
+
+
+class _LocalLedger(MemoryLedger):
+    """Where a warden counts while its ledger is unreachable: remembers what was committed in
+    it, per bucket, to hand that over to the real ledger once it is back."""
+
+    def __init__(self) -> None:
+        super().__init__("memory://fallback")
+        self._owed: dict[str, Charge] = {}
+        self._committed_ids: set[str] = set()
+        self._handover = threading.Lock()
+        self._successor: Ledger | None = None
+
+    @property
+    def owed(self) -> dict[str, float]:
+        """Spend committed here and not yet in the real ledger, per bucket key."""
+        with self._handover:
+            return {key: charge.amount for key, charge in self._owed.items()}
+
+    def commit(
+        self, reservation_id: str, charges: Sequence[Charge], *, now: float
+    ) -> tuple[BucketState, ...]:
+        """Commit locally and remember it (or, once handed over, commit into the real ledger)."""
+        with self._handover:
+            if self._successor is not None:
+                return self._successor.commit(reservation_id, charges, now=now)
+            for charge in charges:
+                before = self._owed.get(charge.key)
+                amount = charge.amount + (before.amount if before else 0.0)
+                self._owed[charge.key] = replace(charge, amount=amount)
+            self._committed_ids.add(reservation_id)
+            return super().commit(reservation_id, charges, now=now)
+
+    def hand_over(self, ledger: Ledger, now: float) -> dict[str, float]:
+        """Commit everything owed into ``ledger`` in one operation; later commits go there."""
+        with self._handover:
+            owed = list(self._owed.values())
+            if owed:
+                ledger.commit(f"reconcile-{uuid.uuid4().hex}", owed, now=now)
+            else:
+                ledger.state("reconcile-probe", now=now)
+            self._successor = ledger
+            self._owed = {}
+            ids = list(self._committed_ids)
+        for rid in ids:  # reservations made there before the fault: free them now
+            try:
+                ledger.release(rid, now=now)
+            except LedgerUnavailable:
+                break  # their leases free them
+        return {charge.key: charge.amount for charge in owed}
+
+
+def _unavailable(charges: Sequence[Charge]) -> ReserveOutcome:
+    """A reservation refused because the ledger is down and the policy fails closed."""
+    state = BucketState("ledger_unavailable", 0.0, 0.0, 0.0)
+    amount = max((c.amount for c in charges), default=0.0)
+    return ReserveOutcome(ok=False, states=(state,), refused=state, refused_amount=amount)
+
+
+def _close(awaitable: object) -> None:
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
 
 
 def _state_reader(key: str, now: float, limit: float) -> Callable[[Ledger], BucketState]:

@@ -1,0 +1,71 @@
+"""The steps a run hands to adapters: a model call or a tool call that may happen now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .buckets import BucketRef
+from .ledger.base import Charge
+from .routing import RouteChoice
+
+__all__ = ["FINAL_ANSWER_INSTRUCTION", "Plan", "Step", "ToolStep"]
+
+#: The one-line instruction for the last model call a cap allows (``Limits.final_answer``).
+FINAL_ANSWER_INSTRUCTION = (
+    "Budget limit reached: this is your last model call. Do not call any tool; answer now "
+    "with your best final answer from what you already know, and say what is unfinished."
+)
+
+
+@dataclass(slots=True)
+class Step:
+    """A model call that may happen now: which model, how much was reserved, what to do.
+
+    ``model`` is the model to call (routing may have changed it); ``compress`` asks for a
+    shorter context; ``final`` marks the last call a cap allows (make it without tools and
+    with ``FINAL_ANSWER_INSTRUCTION``; ``final_cap`` names the cap); ``hint`` is a note to
+    add to the model's input when the policy enables budget hints.
+    """
+
+    id: str
+    model: str | None
+    requested_model: str | None
+    tier: int | None
+    route_reason: str
+    compress: bool
+    max_tokens: int
+    input_tokens: int
+    reserved_usd: float
+    started_at: float
+    retry: bool = False
+    final: bool = False
+    final_cap: str | None = None
+    hint: str | None = None
+    buckets: tuple[BucketRef, ...] = ()
+    done: bool = False
+
+
+@dataclass(slots=True)
+class ToolStep:
+    """A tool call that may happen now."""
+
+    id: str
+    name: str
+    call_id: str | None
+    signature: str
+    price_usd: float
+    started_at: float
+    buckets: tuple[BucketRef, ...] = ()
+    done: bool = False
+
+
+@dataclass(slots=True)
+class Plan:
+    """One way to make the next model call: a route, its worst case and its charges."""
+
+    id: str
+    choice: RouteChoice
+    worst_cost: float
+    refs: tuple[BucketRef, ...]
+    retry: bool
+    charges: list[Charge]

@@ -1,0 +1,220 @@
+"""More than a no: final-answer calls, budget hints, grants, throttling waits, pause handles."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from budgetwarden import Budget, BudgetExceeded, Limits, Policy
+from budgetwarden.events import Notice
+from budgetwarden.grants import Grant, LimitReached
+
+from .helpers import FakeClock, make_warden, usage
+
+
+def test_last_call_an_iteration_cap_allows_is_marked_final() -> None:
+    warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=3, final_answer=True)))
+    run = warden.run()
+    finals = []
+    for _ in range(3):
+        step = run.before_llm_call("gpt-4o-mini", max_tokens=10)
+        finals.append((step.final, step.final_cap))
+        run.after_llm_call(step, usage(10, 10))
+    assert finals == [(False, None), (False, None), (True, "max_iterations")]
+    run.finish()
+    assert run.report.partial and run.report.stop_reason == "max_iterations"
+
+
+def test_final_call_keeps_the_money_it_needs_under_a_dollar_cap() -> None:
+    warden, _, _ = make_warden(Policy(limits=Limits(max_cost_usd=0.01, final_answer=True)))
+    run = warden.run()
+    steps = []
+    with pytest.raises(BudgetExceeded):
+        for _ in range(50):
+            step = run.before_llm_call("gpt-4o", input_tokens=500, max_tokens=100)
+            steps.append(step)
+            run.after_llm_call(step, usage(500, 100))
+    assert steps[-1].final and steps[-1].final_cap == "max_cost_usd"
+    assert not any(s.final for s in steps[:-1])
+    assert run.report.cost_usd <= 0.01
+
+
+def test_final_is_off_by_default() -> None:
+    warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=1)))
+    step = warden.run().before_llm_call("gpt-4o-mini")
+    assert not step.final
+
+
+def test_budget_hint_appears_past_the_warn_level_and_not_before() -> None:
+    policy = Policy(limits=Limits(max_iterations=10, max_cost_usd=1.0), budget_hints=True)
+    warden, _, _ = make_warden(policy)
+    run = warden.run()
+    hints = []
+    for _ in range(10):
+        step = run.before_llm_call("gpt-4o-mini", max_tokens=10)
+        hints.append(step.hint)
+        run.after_llm_call(step, usage(10, 10))
+    assert hints[:7] == [None] * 7
+    assert hints[7] is not None and hints[7].startswith("Budget note: 2 model calls and $")
+    assert hints[9] is not None and "0 model calls" in hints[9]
+
+
+def test_hints_are_never_on_by_default() -> None:
+    warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=2)))
+    run = warden.run()
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    assert run.before_llm_call("gpt-4o-mini").hint is None
+
+
+def test_a_grant_extends_a_dollar_cap_exactly_once_and_is_recorded() -> None:
+    asked: list[LimitReached] = []
+
+    def approve_once(question: LimitReached) -> Grant | None:
+        asked.append(question)
+        return Grant(extra=0.05, by="alice", note="ok for this one") if len(asked) == 1 else None
+
+    warden, sink, _ = make_warden(Policy(limits=Limits(max_cost_usd=0.02)), on_limit=approve_once)
+    run = warden.run()
+    with pytest.raises(BudgetExceeded) as info:
+        for _ in range(100):
+            step = run.before_llm_call("gpt-4o", input_tokens=500, max_tokens=100)
+            run.after_llm_call(step, usage(500, 100))
+    assert [q.cap for q in asked] == ["max_cost_usd", "max_cost_usd"]
+    assert asked[0].limit == 0.02
+    assert info.value.limit == pytest.approx(0.07)
+    assert 0.05 < run.report.cost_usd <= 0.07
+    grants = [e for e in sink.events if isinstance(e, Notice) and e.code == "grant"]
+    assert len(grants) == 1 and grants[0].data == {
+        "cap": "max_cost_usd",
+        "extra": 0.05,
+        "by": "alice",
+        "note": "ok for this one",
+    }
+
+
+def test_a_grant_can_extend_calls_and_a_budget() -> None:
+    policy = Policy(
+        limits=Limits(max_tool_calls=1),
+        budgets=[Budget(scope="user", window="day", max_requests=1)],
+    )
+    warden, _, _ = make_warden(policy, on_limit=lambda q: Grant(extra=1, by="bob"))
+    run = warden.run(user="u1")
+    for _ in range(2):
+        run.after_tool_call(run.before_tool_call("search", {"q": 1}))
+        run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    assert run.report.tool_calls == 2 and run.report.iterations == 2
+    assert warden.spent("user", "u1") == 2
+
+
+async def test_async_on_limit_callbacks_are_awaited() -> None:
+    async def grant(question: LimitReached) -> Grant:
+        await asyncio.sleep(0)
+        return Grant(extra=1, by="async")
+
+    warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=1)), on_limit=grant)
+    run = warden.run()
+    for _ in range(3):
+        await run.aafter_llm_call(await run.abefore_llm_call("gpt-4o-mini"), usage())
+    assert run.report.iterations == 3
+    with pytest.raises(TypeError, match="async on_limit"):
+        run.before_llm_call("gpt-4o-mini")
+
+
+def test_wait_mode_holds_the_call_until_the_window_frees_it() -> None:
+    clock = FakeClock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
+    policy = Policy(
+        budgets=[
+            Budget(
+                scope="key", window="1s", max_requests=5, when_exhausted="wait", max_wait_seconds=5
+            )
+        ]
+    )
+    warden, sink, _ = make_warden(policy, clock=clock, sleep=sleep)
+    run = warden.run(key="k1")
+    for _ in range(12):
+        run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    per_second: dict[int, int] = {}
+    calls_at = [e.ts for e in sink.cost_events]
+    for ts in calls_at:
+        per_second[int(ts)] = per_second.get(int(ts), 0) + 1
+    assert max(per_second.values()) == 5
+    assert len(calls_at) == 12 and len(slept) == 2
+    waits = [e for e in sink.events if isinstance(e, Notice) and e.code == "wait"]
+    assert len(waits) == 2 and all(0 < w.data["seconds"] <= 1.1 for w in waits)
+
+
+def test_wait_mode_refuses_once_the_wait_would_pass_its_limit() -> None:
+    clock = FakeClock()
+    policy = Policy(
+        budgets=[
+            Budget(
+                scope="key", window="1m", max_requests=1, when_exhausted="wait", max_wait_seconds=5
+            )
+        ]
+    )
+    warden, _, _ = make_warden(policy, clock=clock, sleep=clock.advance)
+    run = warden.run(key="k1")
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    with pytest.raises(BudgetExceeded) as info:
+        run.before_llm_call("gpt-4o-mini")
+    assert info.value.cap == "budget:key=k1/1m/requests"
+    assert clock.now == FakeClock().now  # refused at once: a 60 s wait is over 5 s
+
+
+def test_refuse_mode_refuses_the_excess_at_once() -> None:
+    clock = FakeClock()
+    policy = Policy(budgets=[Budget(scope="key", window="1s", max_requests=5)])
+    warden, _, _ = make_warden(policy, clock=clock, sleep=clock.advance)
+    run = warden.run(key="k1")
+    for _ in range(5):
+        run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    with pytest.raises(BudgetExceeded):
+        run.before_llm_call("gpt-4o-mini")
+    assert clock.now == FakeClock().now
+
+
+async def test_async_wait_uses_the_async_sleep() -> None:
+    clock = FakeClock()
+    awaited: list[float] = []
+
+    async def asleep(seconds: float) -> None:
+        awaited.append(seconds)
+        clock.advance(seconds)
+
+    policy = Policy(
+        budgets=[
+            Budget(
+                scope="key", window="1s", max_requests=1, when_exhausted="wait", max_wait_seconds=3
+            )
+        ]
+    )
+    warden, _, _ = make_warden(policy, clock=clock, asleep=asleep)
+    run = warden.run(key="k")
+    for _ in range(3):
+        await run.aafter_llm_call(await run.abefore_llm_call("gpt-4o-mini"), usage())
+    assert len(awaited) == 2
+
+
+def test_pause_handle_names_the_cap_its_reset_and_the_work_done() -> None:
+    policy = Policy(
+        budgets=[Budget(scope="user", window="8h", max_requests=2)], on_exceeded="pause"
+    )
+    warden, _, clock = make_warden(policy)
+    run = warden.run(user="u1", thread="t1")
+    for _ in range(2):
+        run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    with pytest.raises(BudgetExceeded):
+        run.before_llm_call("gpt-4o-mini")
+    handle = run.pause_handle("core", {"step": 3})
+    assert handle.cap == "budget:user=u1/8h/requests"
+    assert handle.resets_at == clock.now + 8 * 3600
+    assert handle.report.iterations == 2 and handle.state == {"step": 3}
+    assert handle.attribution["thread"] == "t1"
+    assert type(handle).from_json(handle.to_json()) == handle
