@@ -25,8 +25,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check core integrations
 
+# mypy cannot follow setuptools' editable import hook: give it the package as installed
+# (core/ as budgetwarden, integrations/ as budgetwarden.integrations) through symlinks.
 typecheck: $(STAMP)
-	$(BIN)/mypy core integrations
+	rm -rf build/typecheck && mkdir -p build/typecheck/budgetwarden
+	cp -as "$(CURDIR)/core/." build/typecheck/budgetwarden/
+	ln -s "$(CURDIR)/integrations" build/typecheck/budgetwarden/integrations
+	MYPYPATH=build/typecheck $(BIN)/mypy -p budgetwarden
 
 check: lint typecheck test
 
