@@ -9,6 +9,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import LLMResult
 
+from budgetwarden.dispatch import classify_error, usage_from_litellm
 from budgetwarden.usage import Usage
 
 __all__ = [
@@ -112,14 +113,9 @@ def usage_from_message(message: BaseMessage | None) -> Usage | None:
 
 
 def _legacy_usage(llm_output: Mapping[str, Any] | None) -> Usage | None:
-    token_usage = (llm_output or {}).get("token_usage") or (llm_output or {}).get("usage")
-    if not isinstance(token_usage, Mapping):
-        return None
-    prompt = token_usage.get("prompt_tokens", token_usage.get("input_tokens"))
-    completion = token_usage.get("completion_tokens", token_usage.get("output_tokens"))
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    return Usage(input_tokens=prompt, output_tokens=completion)
+    """OpenAI-shaped ``token_usage`` that older LLM integrations put in ``llm_output``."""
+    token_usage = (llm_output or {}).get("token_usage")
+    return usage_from_litellm(dict(token_usage)) if isinstance(token_usage, Mapping) else None
 
 
 def _messages(result: LLMResult) -> list[BaseMessage]:
@@ -163,16 +159,8 @@ def outcome_of_message(message: BaseMessage | None) -> str:
 
 
 def outcome_of_error(error: BaseException) -> str:
-    """Classify a failed model call by its exception: timeout, rate limit or provider error."""
-    names = " ".join(cls.__name__.lower() for cls in type(error).__mro__)
-    status = getattr(error, "status_code", None) or getattr(
-        getattr(error, "response", None), "status_code", None
-    )
-    if "timeout" in names or isinstance(error, TimeoutError):
-        return "timeout"
-    if "ratelimit" in names or status == 429:
-        return "rate_limited"
-    return "provider_error"
+    """The outcome of a model call that raised: timeout, rate_limited, else provider_error."""
+    return classify_error(error) or "provider_error"
 
 
 def tool_failed(output: Any) -> bool:

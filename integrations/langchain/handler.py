@@ -13,9 +13,10 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import LLMResult
 
-from budgetwarden import BudgetError, Warden
+from budgetwarden import BudgetError, Usage, Warden
 from budgetwarden.run import Run, Step, ToolStep
 
+from ._attribution import Attribution
 from ._convert import (
     max_tokens_of,
     model_from_result,
@@ -65,15 +66,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """Govern every invocation this handler sees, attributed to the given scopes."""
         self._warden = warden
-        self._attribution: dict[str, str | None] = {
-            "agent": agent,
-            "user": user,
-            "workspace": workspace,
-            "workflow": workflow,
-            "task_class": task_class,
-            "key": key,
-        }
-        self._thread = thread
+        self._attribution = Attribution(agent, user, workspace, workflow, task_class, key, thread)
         self._lock = threading.Lock()
         self._invocations: dict[UUID, _Invocation] = {}
         self._roots: dict[UUID, UUID] = {}
@@ -89,8 +82,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             if root is not None:
                 self._roots[run_id] = root
                 return self._invocations[root]
-        thread = self._thread or _thread_from(metadata)
-        invocation = _Invocation(self._warden.run(**self._attribution, thread=thread))
+        invocation = _Invocation(self._attribution.open_run(self._warden, _thread_from(metadata)))
         with self._lock:
             self._roots[run_id] = run_id
             self._invocations[run_id] = invocation
@@ -249,7 +241,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if invocation is not None and (pending := invocation.llm_steps.pop(run_id, None)):
             step, started = pending
             invocation.run.after_llm_call(
-                step, latency_s=time.perf_counter() - started, outcome=outcome_of_error(error)
+                step,
+                Usage(),  # providers do not bill a call that failed
+                latency_s=time.perf_counter() - started,
+                outcome=outcome_of_error(error),
             )
         self._leave(run_id, error)
 

@@ -24,9 +24,10 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from budgetwarden import BudgetError, BudgetExceeded, ToolDenied, Warden
+from budgetwarden import BudgetError, BudgetExceeded, ToolDenied, Usage, Warden
 from budgetwarden.run import Run, Step
 
+from ._attribution import Attribution
 from ._compress import compress_messages
 from ._convert import (
     max_tokens_of,
@@ -92,19 +93,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         ``model_factory`` builds the chat model for a routed model name (default:
         ``langchain-litellm`` when installed, else ``init_chat_model``);
         ``compress_to_tokens`` is the context size kept when the policy asks to compress
-        (default: half the estimated prompt, at least 1,000 tokens).
+        (default: the policy's ``compress_ratio`` of the estimated prompt).
         """
         super().__init__()
         self.warden = warden
-        self._attribution: dict[str, str | None] = {
-            "agent": agent,
-            "user": user,
-            "workspace": workspace,
-            "workflow": workflow,
-            "task_class": task_class,
-            "key": key,
-        }
-        self._thread = thread
+        self._attribution = Attribution(agent, user, workspace, workflow, task_class, key, thread)
         self._models = ModelCache(model_factory)
         self._compress_to = compress_to_tokens
         self._resumed: dict[str, _Invocation] = {}
@@ -113,7 +106,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
     # ---- one Run per invocation ------------------------------------------------------
 
     def _open(self) -> dict[str, Any]:
-        return {_KEY: _Invocation(self.warden.run(**self._attribution, thread=_thread_id()))}
+        return {_KEY: _Invocation(self._attribution.open_run(self.warden, _thread_id()))}
 
     def before_agent(self, state: BudgetState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Open this invocation's budgetwarden Run."""
@@ -141,20 +134,21 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
 
     def _closing(self, state: BudgetState) -> _Invocation | None:
         invocation = state.get(_KEY)
+        if isinstance(invocation, _Invocation):
+            return invocation
         with self._lock:
-            resumed = self._resumed.pop(_thread_id() or "", None)
-        return invocation if isinstance(invocation, _Invocation) else resumed
+            return self._resumed.pop(_thread_id() or "", None)
 
     def _invocation(self, state: Any) -> _Invocation:
         """The invocation's state; one resumed from a checkpoint (no before_agent) gets one."""
         invocation = state.get(_KEY) if isinstance(state, dict) else None
         if isinstance(invocation, _Invocation):
             return invocation
-        thread = _thread_id() or self._thread
+        thread = _thread_id()
         with self._lock:
             found = self._resumed.get(thread or "")
             if found is None:
-                found = _Invocation(self.warden.run(**self._attribution, thread=thread))
+                found = _Invocation(self._attribution.open_run(self.warden, thread))
                 self._resumed[thread or ""] = found
             return found
 
@@ -178,7 +172,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         if step.model and step.model != model_name_of(request.model):
             overrides["model"] = self._models.get(step.model)
         if step.compress:
-            budget = self._compress_to or max(step.input_tokens // 2, 1000)
+            ratio = self.warden.policy.compress_ratio
+            budget = self._compress_to or max(int(step.input_tokens * ratio), 1)
             overrides["messages"] = compress_messages(request.messages, budget)
         return request.override(**overrides) if overrides else request
 
@@ -343,7 +338,8 @@ def _since(started: float) -> float:
 
 
 def _failed(exc: BaseException, started: float) -> dict[str, Any]:
-    return {"latency_s": _since(started), "outcome": outcome_of_error(exc)}
+    """A call that raised used nothing we can see (providers do not bill failed calls)."""
+    return {"usage": Usage(), "latency_s": _since(started), "outcome": outcome_of_error(exc)}
 
 
 def _answered(response: ModelResponse[Any], started: float) -> dict[str, Any]:

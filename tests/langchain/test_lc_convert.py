@@ -61,7 +61,7 @@ def test_compression_keeps_the_latest_turn_even_over_budget() -> None:
         (TimeoutError("slow"), "timeout"),
         (type("APITimeoutError", (Exception,), {})(), "timeout"),
         (type("RateLimitError", (Exception,), {})(), "rate_limited"),
-        (type("APIStatusError", (Exception,), {"status_code": 429})(), "rate_limited"),
+        (type("InternalServerError", (Exception,), {"status_code": 503})(), "provider_error"),
         (RuntimeError("500 from provider"), "provider_error"),
     ],
 )

@@ -7,9 +7,10 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from langchain.agents.middleware import ModelRetryMiddleware
+from langchain.agents.middleware import HumanInTheLoopMiddleware, ModelRetryMiddleware
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
 from lc_fakes import Clock, CountedTool, ScriptedChatModel, agent_graph, inputs, make_warden
 
 from budgetwarden import BudgetExceeded, Limits, Policy, ToolRules
@@ -235,3 +236,25 @@ def test_each_invoke_on_a_thread_is_a_new_run_attributed_to_the_thread(
     assert_graceful_end(second, "max_iterations")
     assert {e.thread for e in sink.cost_events} == {"conv-1"}
     assert len({e.run_id for e in sink.cost_events}) == 2
+
+
+def test_an_agent_resumed_after_an_interrupt_is_still_governed(search: CountedTool) -> None:
+    model = ScriptedChatModel(answer_after=2)
+    warden, sink = make_warden(Policy(limits=Limits(max_iterations=2)))
+    budget = BudgetMiddleware(warden)
+    approval = HumanInTheLoopMiddleware(interrupt_on={"search": True})
+    agent = agent_graph(
+        model, [search.tool], middleware=[budget, approval], checkpointer=InMemorySaver()
+    )
+    config = {"configurable": {"thread_id": "review-1"}}
+    first = agent.invoke(inputs(), config=config)
+    assert "__interrupt__" in first and search.calls == 0
+    resume = Command(resume={"decisions": [{"type": "approve"}]})
+    second = agent.invoke(resume, config=config)
+    assert "__interrupt__" in second and search.calls == 1
+    final = agent.invoke(resume, config=config)
+    # As with LangChain's own run limits, what ran before the interrupt counts apart.
+    assert (model.calls, search.calls) == (3, 2)
+    assert final["messages"][-1].text == "Done after 2 tool turns."
+    assert {e.thread for e in sink.cost_events} == {"review-1"}
+    assert budget._resumed == {}, "the resumed run was finished at the end"

@@ -1,0 +1,34 @@
+"""Who a run is for: the attribution both LangChain adapters open their runs with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from budgetwarden import Run, Warden
+
+__all__ = ["Attribution"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """The scopes a run is attributed to; ``thread`` falls back to the framework's own."""
+
+    agent: str | None = None
+    user: str | None = None
+    workspace: str | None = None
+    workflow: str | None = None
+    task_class: str | None = None
+    key: str | None = None
+    thread: str | None = None
+
+    def open_run(self, warden: Warden, thread: str | None = None) -> Run:
+        """Open a run for these scopes, on the given thread unless one was set explicitly."""
+        return warden.run(
+            agent=self.agent,
+            user=self.user,
+            workspace=self.workspace,
+            workflow=self.workflow,
+            task_class=self.task_class,
+            key=self.key,
+            thread=self.thread or thread,
+        )
