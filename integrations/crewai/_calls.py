@@ -44,7 +44,8 @@ class ModelCall:
     baseline: UsageMetrics | None = None
     shared: bool = False
     consumed: bool = False
-    settled: bool = False
+    claimed: bool = False  # being committed: no longer pending
+    settled: bool = False  # committed: later events are ignored
     returned_at: float | None = None
     event_usage: Usage | None = None
     text: str | None = None

@@ -164,13 +164,15 @@ class CrewRunState:
     def settle(self, call: ModelCall) -> None:
         """Commit ``call`` once: its real (or estimated) usage, model, latency and outcome."""
         with self._lock:
-            if call.settled:
+            if call.claimed:
                 return
-            call.settled = True
+            call.claimed = True
             self._calls.pop(id(call), None)
+        usage = call.measured_usage()  # may wait for the call's events: they still count
+        with self._lock:
+            call.settled = True
             if call.text:
                 self.last_text = call.text
-        usage = call.measured_usage()
         trackers.release(call)
         self.run.after_llm_call(
             call.step,

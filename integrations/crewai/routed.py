@@ -181,7 +181,7 @@ class RoutedLLM(BaseLLM):
         """
         self._invoke_before_llm_call_hooks(chat, from_agent)
         call = current_call.get()
-        if call is None or call.consumed or call.settled or call.state is not state:
+        if call is None or call.consumed or call.claimed or call.state is not state:
             call = state.begin_call(self, chat, lane=lane_of(from_agent))
             current_call.set(call)
         call.consumed = True

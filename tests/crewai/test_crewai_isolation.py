@@ -106,3 +106,18 @@ def test_guarded_crew_exposes_the_crew_it_wraps() -> None:
     assert guarded.tasks is crew.tasks
     assert guarded.attribution["user"] == "u1"
     assert guarded.attribution["agent"] == crew.name
+
+
+async def test_crews_sharing_one_llm_side_by_side_each_commit_only_their_own_usage() -> None:
+    # Overlapping calls on one LLM make its token-tracker delta ambiguous: each call then
+    # takes the usage of its own LLMCallCompletedEvent.
+    llm = ScriptedLLM(delay=0.05, prompt_tokens=100, completion_tokens=20)
+    crews = [guard_crew(make_crew([llm], tools=[SearchTool()]), capped(3)) for _ in range(2)]
+
+    results = await asyncio.gather(*(crew.kickoff_async() for crew in crews))
+
+    assert llm.calls == 6
+    for result in results:
+        assert result.report is not None
+        assert result.report.iterations == 3
+        assert (result.report.input_tokens, result.report.output_tokens) == (300, 60)
