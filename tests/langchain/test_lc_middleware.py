@@ -13,7 +13,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from lc_fakes import Clock, CountedTool, ScriptedChatModel, agent_graph, inputs, make_warden
 
-from budgetwarden import BudgetExceeded, Limits, Policy, ToolRules
+from budgetwarden import Budget, BudgetExceeded, Limits, Policy, ToolRules
 from budgetwarden.integrations.langchain import BudgetMiddleware
 
 MODES = ["sync", "async"]
@@ -258,3 +258,22 @@ def test_an_agent_resumed_after_an_interrupt_is_still_governed(search: CountedTo
     assert final["messages"][-1].text == "Done after 2 tool turns."
     assert {e.thread for e in sink.cost_events} == {"review-1"}
     assert budget._resumed == {}, "the resumed run was finished at the end"
+
+
+def test_a_thread_budget_holds_across_invokes_and_threads_stay_apart() -> None:
+    model = ScriptedChatModel(answer_after=0)
+    budget = Budget(scope="thread", window="total", max_requests=3)
+    warden, _ = make_warden(Policy(budgets=[budget]))
+    agent = agent_graph(
+        model,
+        [CountedTool().tool],
+        middleware=[BudgetMiddleware(warden)],
+        checkpointer=InMemorySaver(),
+    )
+    on_a = {"configurable": {"thread_id": "a"}}
+    answers = [agent.invoke(inputs(f"q{i}"), config=on_a)["messages"][-1] for i in range(4)]
+    assert model.calls == 3
+    stop = answers[-1].response_metadata["budgetwarden"]
+    assert stop["cap"] == "budget:thread=a/total/requests"
+    other = agent.invoke(inputs("q"), config={"configurable": {"thread_id": "b"}})
+    assert other["messages"][-1].text.startswith("Done")
