@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 __all__ = [
     "BucketState",
     "Charge",
+    "ValueStore",
     "Ledger",
     "ReserveOutcome",
     "SyncLedger",
@@ -123,6 +124,23 @@ class Ledger(Protocol):
 
     async def arelease(self, reservation_id: str, *, now: float) -> None:
         """Async twin of ``release``."""
+
+
+@runtime_checkable
+class ValueStore(Protocol):
+    """A ledger that can also keep small named values (pause handles), across processes."""
+
+    def put_value(self, key: str, value: str, *, expires_at: float | None = None) -> None:
+        """Store ``value`` under ``key`` (until ``expires_at``, epoch seconds, if given)."""
+
+    def get_value(self, key: str) -> str | None:
+        """The value stored under ``key``, or None."""
+
+    def delete_value(self, key: str) -> None:
+        """Forget ``key``."""
+
+    def list_values(self, prefix: str) -> list[str]:
+        """Every key that starts with ``prefix``."""
 
 
 class SyncLedger:

@@ -35,6 +35,7 @@ class MemoryLedger(SyncLedger):
         self._reservations: dict[str, list[str]] = {}
         self._marks: dict[str, float] = {}
         self._cancels: dict[str, str] = {}
+        self._values: dict[str, str] = {}
         self._lock = threading.Lock()
         self._ops = 0
 
@@ -122,6 +123,24 @@ class MemoryLedger(SyncLedger):
     def cancelled(self, targets: Sequence[str]) -> str | None:
         """The first cancelled target, or None."""
         return next((t for t in targets if t in self._cancels), None)
+
+    def put_value(self, key: str, value: str, *, expires_at: float | None = None) -> None:
+        """Store a value (this ledger forgets everything when the process ends)."""
+        with self._lock:
+            self._values[key] = value
+
+    def get_value(self, key: str) -> str | None:
+        """The value stored under ``key``, or None."""
+        return self._values.get(key)
+
+    def delete_value(self, key: str) -> None:
+        """Forget ``key``."""
+        with self._lock:
+            self._values.pop(key, None)
+
+    def list_values(self, prefix: str) -> list[str]:
+        """Every key that starts with ``prefix``."""
+        return sorted(k for k in self._values if k.startswith(prefix))
 
     def close(self) -> None:
         """Nothing to release."""

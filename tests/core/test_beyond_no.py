@@ -218,3 +218,41 @@ def test_pause_handle_names_the_cap_its_reset_and_the_work_done() -> None:
     assert handle.report.iterations == 2 and handle.state == {"step": 3}
     assert handle.attribution["thread"] == "t1"
     assert type(handle).from_json(handle.to_json()) == handle
+
+
+def _paused_run(warden, clock):
+    run = warden.run(user="u1")
+    for _ in range(2):
+        run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    with pytest.raises(BudgetExceeded):
+        run.before_llm_call("gpt-4o-mini")
+    return run.pause_handle("core", {"step": 3})
+
+
+def test_nap_and_resume_sleeps_until_the_window_resets() -> None:
+    clock = FakeClock()
+    policy = Policy(
+        budgets=[Budget(scope="user", window="8h", max_requests=2)], on_exceeded="pause"
+    )
+    warden, sink, _ = make_warden(policy, clock=clock, sleep=clock.advance)
+    handle = _paused_run(warden, clock)
+    warden.save_handle(handle)
+    assert [h.id for h in warden.paused()] == [handle.id]
+    assert not warden.ready_to_resume(handle)
+    resumed = warden.nap_and_resume(handle.id, lambda h: h.state["step"])
+    assert resumed == 3
+    assert clock.now >= handle.resets_at
+    assert warden.load_handle(handle.id) is None
+    assert any(isinstance(e, Notice) and e.code == "pause" for e in sink.events)
+
+
+def test_a_raised_budget_makes_a_paused_run_ready_before_the_reset() -> None:
+    clock = FakeClock()
+    tight = Policy(budgets=[Budget(scope="user", window="8h", max_requests=2)])
+    warden, _, _ = make_warden(tight, clock=clock)
+    handle = _paused_run(warden, clock)
+    assert not warden.ready_to_resume(handle)
+    raised = Policy(budgets=[Budget(scope="user", window="8h", max_requests=5)])
+    wider, _, _ = make_warden(raised, clock=clock, ledger=warden.ledger)
+    assert wider.ready_to_resume(handle)
+    assert wider.wait_until_resumable(handle, timeout=0)
