@@ -328,3 +328,14 @@ def test_the_handler_forgets_every_invocation_it_finished(mode: str, search: Cou
         invoke(agent_graph(failing, [search.tool]), inputs(), mode, callbacks=[handler])
     assert handler._invocations == {}
     assert handler._roots == {}
+
+
+def test_a_streamed_agent_stops_mid_stream(model: ScriptedChatModel, search: CountedTool) -> None:
+    warden, _ = make_warden(Policy(limits=Limits(max_iterations=2)))
+    agent = agent_graph(model, [search.tool])
+    chunks = []
+    with pytest.raises(BudgetExceeded):
+        for chunk in agent.stream(inputs(), config={"callbacks": [BudgetCallbackHandler(warden)]}):
+            chunks.append(chunk)
+    assert model.calls == 2
+    assert len(chunks) == 4, "two model steps and two tool steps were streamed first"

@@ -277,3 +277,14 @@ def test_a_thread_budget_holds_across_invokes_and_threads_stay_apart() -> None:
     assert stop["cap"] == "budget:thread=a/total/requests"
     other = agent.invoke(inputs("q"), config={"configurable": {"thread_id": "b"}})
     assert other["messages"][-1].text.startswith("Done")
+
+
+async def test_a_streamed_agent_ends_with_the_explanation(
+    model: ScriptedChatModel, search: CountedTool
+) -> None:
+    agent = governed(model, search, Policy(limits=Limits(max_iterations=2)))
+    steps = [step async for step in agent.astream(inputs(), stream_mode="updates")]
+    last = [step["model"] for step in steps if "model" in step][-1]["messages"][-1]
+    assert isinstance(last, AIMessage) and "max_iterations" in last.text
+    assert "BudgetMiddleware.after_agent" in steps[-1], "the run is finished at the end"
+    assert model.calls == 2
