@@ -79,9 +79,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """The invocation a new LangChain run belongs to; a run without a known parent opens one."""
         with self._lock:
             root = self._roots.get(parent_run_id) if parent_run_id is not None else None
-            if root is not None:
+            found = self._invocations.get(root) if root is not None else None
+            if root is not None and found is not None:
                 self._roots[run_id] = root
-                return self._invocations[root]
+                return found
         invocation = _Invocation(self._attribution.open_run(self._warden, _thread_from(metadata)))
         with self._lock:
             self._roots[run_id] = run_id
