@@ -1,0 +1,98 @@
+"""What is particular to the Redis ledger: one hash tag, keys that expire, scripts, URIs."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import pytest
+
+from budgetwarden.ledger import Charge
+from budgetwarden.ledger.redis import RedisLedger
+
+from .conftest import RedisServer
+
+NOW = 1_000_000.0
+
+
+@pytest.fixture
+def namespace() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def ledger(redis_server: RedisServer, namespace: str) -> RedisLedger:
+    opened = RedisLedger(redis_server.url(namespace=namespace))
+    yield opened
+    opened.close()
+
+
+def test_every_key_shares_one_hash_tag(
+    ledger: RedisLedger, redis_server: RedisServer, namespace: str
+) -> None:
+    charges = [Charge("a|user=u1|0", 1.0, 5.0, NOW + 3600), Charge("{x}", 1.0, 5.0, math.inf)]
+    ledger.reserve("r1", charges, now=NOW, lease_until=NOW + 300, watch=["run=r1"])
+    ledger.mark_once("alert|a|0.5", expires_at=NOW + 3600)
+    ledger.cancel("user=u2")
+    keys = list(redis_server.client().scan_iter(f"*{namespace}*"))
+    assert len(keys) == 7  # 2 buckets, 2 holds hashes, 1 reservation, 1 mark, cancels
+    assert all(key.startswith(f"{{bw:{namespace}}}:") for key in keys)
+
+
+def test_buckets_expire_with_their_window_and_holds_with_their_lease(
+    ledger: RedisLedger, redis_server: RedisServer, namespace: str
+) -> None:
+    client = redis_server.client()
+    tag = f"{{bw:{namespace}}}:"
+    charges = [Charge("hour", 1.0, 5.0, NOW + 3600), Charge("total", 1.0, 5.0, math.inf)]
+    ledger.reserve("r1", charges, now=NOW, lease_until=NOW + 30)
+    margin = 600_000
+    assert 3_600_000 + margin - 5_000 < client.pttl(tag + "b:hour") <= 3_600_000 + margin
+    assert client.pttl(tag + "b:total") == -1  # a window that never ends
+    assert 30_000 + margin - 5_000 < client.pttl(tag + "h:hour") <= 30_000 + margin
+    assert 30_000 + margin - 5_000 < client.pttl(tag + "r:r1") <= 30_000 + margin
+    ledger.commit("r1", charges, now=NOW + 1)
+    assert client.exists(tag + "r:r1", tag + "h:hour", tag + "h:total") == 0  # nothing left over
+
+
+def test_a_hold_whose_lease_passed_is_deleted_by_the_next_script(
+    ledger: RedisLedger, redis_server: RedisServer, namespace: str
+) -> None:
+    ledger.reserve("old", [Charge("k", 1.0, 5.0, math.inf)], now=NOW, lease_until=NOW + 10)
+    ledger.reserve("new", [Charge("k", 1.0, 5.0, math.inf)], now=NOW + 11, lease_until=NOW + 99)
+    holds = redis_server.client().hkeys(f"{{bw:{namespace}}}:h:k")
+    assert holds == ["new"]
+
+
+def test_scripts_are_loaded_again_after_the_server_forgot_them(
+    ledger: RedisLedger, redis_server: RedisServer
+) -> None:
+    charge = Charge("k", 1.0, 5.0, math.inf)
+    ledger.commit("r1", [charge], now=NOW)
+    redis_server.client().script_flush()  # as after a restart or a failover
+    assert ledger.commit("r2", [charge], now=NOW)[0].committed == 2.0
+
+
+def test_namespaces_keep_ledgers_apart(redis_server: RedisServer) -> None:
+    first = RedisLedger(redis_server.url(namespace="team a"))
+    second = RedisLedger(redis_server.url(namespace="team-b"))
+    first.commit("r", [Charge("k", 1.0, 5.0, math.inf)], now=NOW)
+    assert second.state("k", now=NOW).committed == 0.0
+    assert first.state("k", now=NOW).committed == 1.0
+
+
+def test_uri_options_set_namespace_and_timeouts() -> None:
+    ledger = RedisLedger("redis://127.0.0.1:6379/2?namespace=prod&timeout=0.3&connect_timeout=0.1")
+    kwargs = ledger._client.connection_pool.connection_kwargs
+    assert (ledger.namespace, kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (
+        "prod",
+        0.3,
+        0.1,
+    )
+    assert kwargs["db"] == 2
+    assert "namespace" not in kwargs
+
+
+def test_default_timeouts_are_short() -> None:
+    kwargs = RedisLedger("redis://127.0.0.1:6379/0")._client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 1.0 and kwargs["socket_connect_timeout"] == 0.5
