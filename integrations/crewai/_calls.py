@@ -21,6 +21,7 @@ from crewai.llms.base_llm import BaseLLM
 from crewai.types.usage_metrics import UsageMetrics
 
 from budgetwarden import Step, Usage
+from budgetwarden.dispatch import classify_error
 
 if TYPE_CHECKING:
     from ._state import CrewRunState
@@ -108,9 +109,9 @@ def usage_from_event(usage: dict[str, Any] | None) -> Usage | None:
 
 
 def outcome_of_error(error: BaseException | str) -> str:
-    """Map a provider failure to a budgetwarden outcome (routing falls back on outages)."""
+    """Map a provider failure (an exception, or an event's error text) to an outcome."""
     if isinstance(error, BaseException):
-        error = f"{type(error).__name__}: {error}"
+        return classify_error(error) or "provider_error"
     text = error.lower()
     if "timeout" in text or "timed out" in text:
         return "timeout"

@@ -125,3 +125,33 @@ def test_routed_llm_outside_a_guarded_kickoff_calls_its_own_model() -> None:
 def test_routed_llm_without_model_or_routing_says_what_is_missing() -> None:
     with pytest.raises(ValueError, match="Routing tiers"):
         RoutedLLM(factory=Tiers()).call("hello")
+
+
+class APITimeoutError(Exception):
+    """A provider's timeout, as the OpenAI and LiteLLM clients name it."""
+
+
+def test_after_a_timeout_crewai_s_retry_goes_to_the_fallback_model() -> None:
+    class TimesOutOnce(ScriptedLLM):
+        def call(self, *args: Any, **kwargs: Any) -> Any:
+            if not self.started:
+                self._started.append(0.0)
+                raise APITimeoutError("the cheap tier timed out")
+            return super().call(*args, **kwargs)
+
+    tiers = Tiers()
+    tiers.llms[CHEAP] = TimesOutOnce(model=CHEAP, completion_tokens=TOKENS)
+    policy = Policy(
+        limits=Limits(max_iterations=3),
+        routing=Routing(tiers=[CHEAP, STRONG], fallbacks={CHEAP: [STRONG]}),
+        prices=PRICES,
+    )
+    crew = make_crew([routed(tiers)], tools=[SearchTool()])
+
+    result = guard_crew(crew, Warden(policy)).kickoff()
+
+    cheap, strong = tiers.llms[CHEAP], tiers.llms[STRONG]
+    assert (cheap.calls, strong.calls) == (1, 1)  # the timed-out call never answered
+    assert strong.started[0] < cheap.started[1]  # CrewAI's retry went to the fallback first
+    assert result.report is not None
+    assert result.report.errors == 1 and result.report.iterations == 3
