@@ -22,7 +22,7 @@ from crewai.hooks.dispatch import HookAborted, InterceptionPoint, register_scope
 from crewai.hooks.llm_hooks import LLMCallHookContext
 from crewai.hooks.tool_hooks import ToolCallHookContext
 
-from budgetwarden import BudgetError, BudgetExceeded, Run, ToolDenied, ToolStep
+from budgetwarden import BudgetError, BudgetExceeded, Run, ToolDenied, ToolStep, Usage
 from budgetwarden.compress import compress_messages
 from budgetwarden.usage import estimate_message_tokens
 
@@ -169,6 +169,8 @@ class CrewRunState:
             call.claimed = True
             self._calls.pop(id(call), None)
         usage = call.measured_usage()  # may wait for the call's events: they still count
+        if usage is None and call.outcome != "ok":
+            usage = Usage(estimated=True)  # a failed call that reported nothing billed nothing
         with self._lock:
             call.settled = True
             if call.text:

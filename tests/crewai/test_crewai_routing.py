@@ -155,3 +155,4 @@ def test_after_a_timeout_crewai_s_retry_goes_to_the_fallback_model() -> None:
     assert strong.started[0] < cheap.started[1]  # CrewAI's retry went to the fallback first
     assert result.report is not None
     assert result.report.errors == 1 and result.report.iterations == 3
+    assert result.report.input_tokens == 2 * 100  # the failed call is committed at zero
