@@ -33,17 +33,22 @@ def compress_messages(
     max_tokens: int,
     *,
     count: Callable[[M], int] | None = None,
+    keep_task: bool = False,
 ) -> list[M]:
     """Keep leading system messages and the newest turns within ``max_tokens``.
 
     A turn starts at a non-tool message and carries the tool results that follow it, so an
     assistant message with tool calls is kept or dropped together with its tool messages
     (an orphaned tool call or result makes providers reject the request). The newest turn
-    is always kept, even if it alone is over the budget.
+    is always kept, even if it alone is over the budget. With ``keep_task`` the first
+    message after the system prompt (the task, where frameworks keep the system prompt apart)
+    is kept too.
     """
     measure = count or (lambda m: estimate_message_tokens([m]))
     head = 0
     while head < len(messages) and _is_system(messages[head]):
+        head += 1
+    if keep_task and head < len(messages):
         head += 1
     system, rest = list(messages[:head]), list(messages[head:])
     budget = max_tokens - sum(measure(m) for m in system)

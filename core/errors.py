@@ -15,6 +15,8 @@ class BudgetError(Exception):
     """Base of every refusal budgetwarden raises at run time."""
 
     report: RunReport | None = None
+    #: The partial output where an adapter has one (the transcript so far, the last text).
+    partial: Any = None
 
 
 def _figure(value: float) -> str:

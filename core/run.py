@@ -51,6 +51,8 @@ __all__ = ["FINAL_ANSWER_INSTRUCTION", "Run", "Step", "ToolStep"]
 _ids = itertools.count(1)
 Request = tuple[str | None, int, int, int]  # model, input tokens, max output tokens, tools
 _SPEND_CAPS = ("max_cost_usd",)
+#: Ratios this close below a level count as reaching it ($0.3 x 3 of $1.00 is 90%).
+RATIO_TOLERANCE = 1e-9
 
 
 @dataclass(slots=True)
@@ -444,7 +446,7 @@ class Run:
         )
 
     def _pressure(self) -> str | None:
-        degrade = self.policy.thresholds.degrade
+        degrade = self.policy.thresholds.degrade - RATIO_TOLERANCE
         for label, ratio in self._ratios.items():
             if ratio >= degrade:
                 return f"{label} at {ratio:.0%}"
@@ -679,7 +681,8 @@ class Run:
         """A note on what is left, past the warn level, when the policy enables hints."""
         if not self.policy.budget_hints:
             return None
-        if usage_ratio(self.limits, self.counters) < self.policy.thresholds.warn:
+        warn = self.policy.thresholds.warn - RATIO_TOLERANCE
+        if usage_ratio(self.limits, self.counters) < warn:
             return None
         return hint_text(self.remaining())
 

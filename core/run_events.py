@@ -36,6 +36,11 @@ def provider_of(model: str | None) -> str | None:
     return next((p for prefix, p in _PROVIDERS if model.startswith(prefix)), None)
 
 
+def reached(used: float, threshold: float) -> bool:
+    """``used >= threshold``, forgiving float rounding ($0.3 x 3 reaches $0.9)."""
+    return used >= threshold - 1e-9 * max(abs(threshold), 1.0)
+
+
 def alert_levels(thresholds: Thresholds) -> list[float]:
     """Every level that raises a BudgetAlert: the alert levels, warn, degrade and stop."""
     return sorted({*thresholds.alerts, thresholds.warn, thresholds.degrade, thresholds.stop})
@@ -83,7 +88,7 @@ def cap_crossings(
     alerts = []
     for cap, used, limit in caps:
         for level in alert_levels(thresholds):
-            if used >= level * limit and (cap, level) not in seen:
+            if reached(used, level * limit) and (cap, level) not in seen:
                 seen.add((cap, level))
                 alerts.append(make_alert(base, thresholds, cap, level, used, limit, None))
     return alerts
@@ -104,7 +109,7 @@ def bucket_crossings(
         if ref is None or ref.limit <= 0:
             continue
         for level in alert_levels(thresholds):
-            if state.committed >= level * ref.limit and first_time(ref, level):
+            if reached(state.committed, level * ref.limit) and first_time(ref, level):
                 alerts.append(
                     make_alert(
                         base,

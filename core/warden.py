@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from .buckets import BucketRef, bucket_key, matching_buckets
 from .errors import BudgetExceeded, LedgerUnavailable, ModelDenied
-from .events import BudgetAlert, Event, Notice, Sink, StructlogSink
+from .events import Event, Notice, Sink, StructlogSink
 from .grants import Grant, LimitReached, OnLimit
 from .ledger import Ledger, open_ledger
 from .ledger.base import BucketState, Charge, ReserveOutcome, ValueStore
@@ -440,19 +440,23 @@ class Warden:
             self._fail_over(exc)
 
     def _emit_refusal(self, run: Run, exc: BudgetExceeded) -> None:
+        """A refused call is a warning Notice (threshold crossings are BudgetAlerts)."""
+        data = {
+            "cap": exc.cap,
+            "limit": exc.limit,
+            "used": exc.used,
+            "requested": exc.requested,
+            "resets_at": exc.resets_at,
+        }
         self._emit_all(
             [
-                BudgetAlert.model_construct(
-                    None,
+                Notice(
                     ts=self.clock(),
                     **run._event_base,
-                    cap=exc.cap,
-                    level=1.0,
-                    action="stop",
-                    ratio=(exc.used / exc.limit) if exc.limit else 1.0,
-                    used=exc.used,
-                    limit=exc.limit,
-                    resets_at=exc.resets_at,
+                    code="refused",
+                    level="warning",
+                    message=str(exc),
+                    data=data,
                 )
             ]
         )
