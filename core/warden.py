@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .buckets import BucketRef, bucket_key, matching_buckets
 from .errors import BudgetExceeded, LedgerUnavailable, ModelDenied
@@ -24,6 +24,7 @@ from .policy import SCOPES, Limits, Policy
 from .pricing import PriceBook
 from .routing import Complexity
 from .run import Run
+from .run_core import RunCore
 from .windows import window_at
 
 __all__ = ["Approver", "Warden"]
@@ -315,7 +316,7 @@ class Warden:
                 closer()
 
     # ------------------------------------------------------------------ used by Run
-    def _pricing_model(self, model: str | None, run: Run) -> str:
+    def _pricing_model(self, model: str | None, run: RunCore) -> str:
         """The model whose prices apply: the model itself, or the fallback when unpriced."""
         if model is None:
             return self.policy.fallback_model
@@ -339,10 +340,10 @@ class Warden:
             )
         return self.policy.fallback_model
 
-    def _approve(self, tool: str, args: Any, run: Run) -> bool:
+    def _approve(self, tool: str, args: Any, run: RunCore) -> bool:
         if self.approve is None:
             return False
-        answer = self.approve(tool, args, run)
+        answer = self.approve(tool, args, cast(Run, run))
         if inspect.isawaitable(answer):
             raise TypeError("Warden(approve=...) must be a plain function returning bool")
         return bool(answer)
@@ -439,7 +440,7 @@ class Warden:
         except LedgerUnavailable as exc:
             self._fail_over(exc)
 
-    def _emit_refusal(self, run: Run, exc: BudgetExceeded) -> None:
+    def _emit_refusal(self, run: RunCore, exc: BudgetExceeded) -> None:
         """A refused call is a warning Notice (threshold crossings are BudgetAlerts)."""
         data = {
             "cap": exc.cap,

@@ -1,0 +1,728 @@
+"""The machinery behind ``Run``: its state, and the private steps of each decision.
+
+``Run`` (``run.py``) is the public API adapters call; this base class keeps the counters,
+the routing state and the pending reservations, and turns the pure rules (``checks``,
+``routing``) and the ledger's answers into steps, refusals, waits and grants.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from . import routing as routes
+from .buckets import BucketRef, llm_amount, matching_buckets, usage_tokens
+from .checks import (
+    Counters,
+    Refusal,
+    final_cap,
+    hint_text,
+    llm_refusal,
+    tool_refusal,
+    tool_rule_refusal,
+    tool_signature,
+    usage_ratio,
+)
+from .errors import BudgetError, BudgetExceeded, ToolDenied
+from .events import CostEvent, Notice
+from .grants import Grant, LimitReached, extend_limits, grantable
+from .ledger.base import BucketState, Charge, ReserveOutcome
+from .policy import Limits
+from .report import RunReport
+from .run_events import bucket_crossings, cap_crossings, llm_event, tool_event
+from .steps import Plan, Step, ToolStep
+from .usage import Usage, estimate_message_tokens, estimate_tokens
+
+if TYPE_CHECKING:
+    from .warden import Warden
+
+
+__all__ = ["RunCore"]
+
+_ids = itertools.count(1)
+Request = tuple[str | None, int, int, int]  # model, input tokens, max output tokens, tools
+_SPEND_CAPS = ("max_cost_usd",)
+#: Ratios this close below a level count as reaching it ($0.3 x 3 of $1.00 is 90%).
+RATIO_TOLERANCE = 1e-9
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """Where one ``before_llm_call`` stands: its plans, the one tried, what it waited."""
+
+    plans: list[Plan]
+    index: int = 0
+    waited: float = 0.0
+    asked: set[str] = field(default_factory=set)
+
+    @property
+    def plan(self) -> Plan:
+        return self.plans[self.index]
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """What to do after a refusal: try the next plan, wait, ask for a grant, or give up."""
+
+    kind: str  # "next" | "wait" | "ask" | "refuse"
+    seconds: float = 0.0
+    question: LimitReached | None = None
+
+
+class RunCore:
+    """State and private machinery of a run; see ``Run`` for the API."""
+
+    def __init__(
+        self,
+        warden: Warden,
+        *,
+        attribution: dict[str, str | None],
+        parent: RunCore | None = None,
+        run_id: str | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.warden = warden
+        self.policy = warden.policy
+        self.id = run_id or f"run-{uuid.uuid4().hex[:12]}"
+        self.parent = parent
+        self.attribution = attribution
+        self.limits = limits or self.policy.limits
+        self.counters = Counters()
+        self.started_at = warden.clock()
+        self.finished_at: float | None = None
+        self.stopped: BudgetExceeded | None = None
+        self.stop_reason: str | None = None
+        self.success: bool | None = None
+        self.children: list[RunCore] = []
+        self.final_cap: str | None = None
+        self._lock = threading.RLock()
+        self._route = routes.RouteState()
+        self._routed = False
+        self._ratios: dict[str, float] = {}
+        self._alerted: set[tuple[str, float]] = set()
+        self._extras: dict[str, float] = {}
+        self._models: list[str] = []
+        self._pending: dict[str, Step | ToolStep] = {}
+        self._watch = self._cancel_targets()
+        self._event_base = {
+            "run_id": self.id,
+            "parent_run_id": parent.id if parent else None,
+            **{k: v for k, v in attribution.items() if not k.startswith("tag:")},
+        }
+        if parent is not None:
+            parent.children.append(self)
+
+    # ================================================================== internals
+    @property
+    def report(self) -> RunReport:
+        """What the run did so far (children included), and why it stopped."""
+        with self._lock:
+            c = self.counters
+            end = self.finished_at if self.finished_at is not None else self.warden.clock()
+            reason = self.stop_reason or (self.stopped.cap if self.stopped else None)
+            return RunReport(
+                run_id=self.id,
+                parent_run_id=self.parent.id if self.parent else None,
+                agent=self.attribution.get("agent"),
+                iterations=c.iterations,
+                tool_calls=c.tool_calls,
+                tool_calls_by_name=dict(c.tool_calls_by_name),
+                input_tokens=c.input_tokens,
+                output_tokens=c.output_tokens,
+                cache_read_tokens=c.cache_read_tokens,
+                cache_write_tokens=c.cache_write_tokens,
+                cost_usd=round(c.cost_usd, 12),
+                overshoot_usd=round(c.overshoot_usd, 12),
+                retries=c.retries,
+                errors=c.errors,
+                wall_seconds=round(max(end - self.started_at, 0.0), 6),
+                models=list(self._models),
+                stop_reason=reason,
+                partial=reason not in (None, "completed", "error"),
+                success=self.success,
+                children=[child.report for child in self.children],
+            )
+
+    def remaining(self) -> dict[str, float]:
+        """What this run's own caps still allow (calls, tokens, dollars), for hints and people."""
+        with self._lock:
+            c, lim = self.counters, self.limits
+            left: dict[str, float] = {}
+            if lim.max_iterations is not None:
+                left["model_calls"] = max(lim.max_iterations - c.iterations, 0)
+            if lim.max_tool_calls is not None:
+                left["tool_calls"] = max(lim.max_tool_calls - c.tool_calls, 0)
+            if lim.max_cost_usd is not None:
+                left["cost_usd"] = max(lim.max_cost_usd - c.cost_usd - c.reserved_usd, 0.0)
+            if lim.max_input_tokens is not None:
+                left["input_tokens"] = max(lim.max_input_tokens - c.input_tokens, 0)
+            if lim.max_output_tokens is not None:
+                left["output_tokens"] = max(lim.max_output_tokens - c.output_tokens, 0)
+            return left
+
+    def _next_id(self) -> str:
+        return f"{self.id}:{next(_ids)}"
+
+    def _chain(self) -> list[RunCore]:
+        runs: list[RunCore] = []
+        node: RunCore | None = self
+        while node is not None:
+            runs.append(node)
+            node = node.parent
+        return runs
+
+    def _cancel_targets(self) -> tuple[str, ...]:
+        targets = [f"run={run.id}" for run in self._chain()]
+        for scope in ("user", "workspace", "key", "agent", "thread", "workflow"):
+            value = self.attribution.get(scope)
+            if value is not None:
+                targets.append(f"{scope}={value}")
+        return tuple(targets)
+
+    def _llm_request(
+        self,
+        model: str | None,
+        messages: Any,
+        max_tokens: int | None,
+        input_tokens: int | None,
+        tools: Sequence[Any] | None,
+    ) -> Request:
+        estimate = input_tokens if input_tokens is not None else estimate_message_tokens(messages)
+        out = max_tokens if max_tokens is not None else self.policy.default_max_output_tokens
+        return model, estimate, out, len(tools or ())
+
+    def _buckets(self, now: float) -> tuple[BucketRef, ...]:
+        if not self.policy.budgets:
+            return ()
+        return tuple(
+            matching_buckets(
+                self.policy.budgets,
+                self.attribution,
+                run_id=self._chain()[-1].id,
+                now=now,
+                timezone=self.policy.timezone,
+                namespace=self.warden.namespace,
+            )
+        )
+
+    def _pressure(self) -> str | None:
+        degrade = self.policy.thresholds.degrade - RATIO_TOLERANCE
+        for label, ratio in self._ratios.items():
+            if ratio >= degrade:
+                return f"{label} at {ratio:.0%}"
+        return None
+
+    def _llm_plans(self, request: Request) -> list[Plan]:
+        """Plans to try in order: the routed model, then one tier down when routing allows."""
+        model, est_in, max_out, tool_count = request
+        with self._lock:
+            routing = self.policy.routing
+            if routing is not None and not self._routed:
+                self._route = routes.start_state(
+                    routing,
+                    task_class=self.attribution.get("task_class"),
+                    requested_model=model,
+                    prompt_tokens=est_in,
+                    tool_count=tool_count,
+                    complexity=self.warden.complexity,
+                )
+                self._routed = True
+            choices = self._route_choices(model)
+        refs = self._buckets(self.warden.clock())
+        retry = self.counters.last_llm_failed
+        plans = []
+        for choice in choices:
+            pricing_model = self.warden._pricing_model(choice.model, self)
+            worst = self.warden.prices.worst_case_cost(pricing_model, est_in, max_out)
+            charges = [self._charge(ref, llm_amount(ref, worst, est_in + max_out)) for ref in refs]
+            plans.append(Plan(self._next_id(), choice, worst, refs, retry, charges))
+        return plans
+
+    def _charge(self, ref: BucketRef, amount: float) -> Charge:
+        """A reservation against a bucket, within the stop level plus any grant to this run."""
+        charge = ref.charge(amount, self.policy.thresholds.stop)
+        extra = self._extras.get(ref.label)
+        return replace(charge, limit=charge.limit + extra) if extra else charge
+
+    def _route_choices(self, model: str | None) -> list[routes.RouteChoice]:
+        routing = self.policy.routing
+        if routing is None:
+            return [routes.RouteChoice(model, None, "caller model (no routing policy)")]
+        first = routes.choose(
+            routing, self._route, requested_model=model, pressure=self._pressure()
+        )
+        choices = [first]
+        if routing.skip_unaffordable and not first.downgraded and first.tier is not None:
+            lower = routes.choose(routing, self._route, requested_model=model, step_down=1)
+            if lower.model != first.model:
+                choices.append(lower)
+        return choices
+
+    def _claim(self, plan: Plan, request: Request) -> Refusal | None:
+        """Check the run's own caps (and its parents') and count the call, atomically."""
+        _, est_in, max_out, _ = request
+        now = self.warden.clock()
+        with self._lock:
+            for run in self._chain():
+                refusal = llm_refusal(
+                    run.limits,
+                    run.counters,
+                    elapsed=now - run.started_at,
+                    input_tokens=est_in,
+                    max_output_tokens=max_out,
+                    worst_cost=plan.worst_cost,
+                )
+                if refusal is not None:
+                    return refusal
+            self._count_llm(plan.worst_cost, plan.retry, est_in, max_out, +1)
+            return None
+
+    def _count_llm(self, worst: float, retry: bool, est_in: int, max_out: int, sign: int) -> None:
+        for run in self._chain():
+            c = run.counters
+            c.iterations += sign
+            c.reserved_usd = max(c.reserved_usd + sign * worst, 0.0)
+            c.reserved_input_tokens = max(c.reserved_input_tokens + sign * est_in, 0)
+            c.reserved_output_tokens = max(c.reserved_output_tokens + sign * max_out, 0)
+            if retry:
+                c.retries += sign
+
+    def _unclaim(self, plan: Plan, request: Request, outcome: ReserveOutcome) -> Refusal:
+        _, est_in, max_out, _ = request
+        with self._lock:
+            self._count_llm(plan.worst_cost, plan.retry, est_in, max_out, -1)
+        return self._ledger_refusal(outcome)
+
+    def _next_move(self, attempt: _Attempt, refusal: Refusal) -> _Move:
+        """After a refusal: a cheaper plan, a wait for the window, a grant, or the end."""
+        spend = refusal.cap in _SPEND_CAPS or (
+            refusal.cap.startswith("budget:") and self._budget_of(refusal.cap) == "cost"
+        )
+        if spend and attempt.index + 1 < len(attempt.plans):
+            attempt.index += 1
+            return _Move("next")
+        seconds = self._throttle_seconds(refusal, attempt.waited)
+        if seconds is not None:
+            attempt.waited += seconds
+            self._emit_wait(refusal, seconds)
+            return _Move("wait", seconds=seconds)
+        question = self._question(refusal, attempt.asked)
+        return _Move("ask", question=question) if question else _Move("refuse")
+
+    def _budget_of(self, label: str) -> str | None:
+        ref = self._ref_of(label)
+        return ref.budget.metric if ref else None
+
+    def _ref_of(self, label: str) -> BucketRef | None:
+        return next((r for r in self._buckets(self.warden.clock()) if r.label == label), None)
+
+    def _throttle_seconds(self, refusal: Refusal, waited: float) -> float | None:
+        """How long to hold a call refused by a ``when_exhausted="wait"`` budget, or None."""
+        ref = self._ref_of(refusal.cap) if refusal.cap.startswith("budget:") else None
+        if ref is None or ref.budget.when_exhausted != "wait" or ref.window.resets_at is None:
+            return None
+        span = ref.window.end - ref.window.start
+        jitter = random.uniform(0.0, min(0.1 * span, 0.5))  # spread the herd at the edge
+        seconds = max(ref.window.end - self.warden.clock(), 0.0) + jitter
+        if waited + seconds > ref.budget.max_wait_seconds:
+            return None
+        return seconds
+
+    def _emit_wait(self, refusal: Refusal, seconds: float) -> None:
+        self.warden._emit_all(
+            [
+                Notice(
+                    **self._event_fields(),
+                    code="wait",
+                    level="info",
+                    message=f"{refusal.cap} is exhausted: waiting {seconds:.2f}s for its window",
+                    data={"cap": refusal.cap, "seconds": seconds},
+                )
+            ]
+        )
+
+    def _question(self, refusal: Refusal, asked: set[str]) -> LimitReached | None:
+        """The question for ``on_limit``, once per cap per call, when a grant could help."""
+        if self.warden.on_limit is None or not grantable(refusal.cap) or refusal.cap in asked:
+            return None
+        asked.add(refusal.cap)
+        return LimitReached(
+            cap=refusal.cap,
+            limit=refusal.limit,
+            used=refusal.used,
+            requested=refusal.requested,
+            run_id=self.id,
+            report=self.report,
+            resets_at=self._resets_at(refusal.cap),
+        )
+
+    def _apply_grant(self, grant: Grant | None, refusal: Refusal) -> bool:
+        """Extend the refused cap by a grant (and say so in an event); False if none."""
+        if grant is None:
+            return False
+        with self._lock:
+            if refusal.cap.startswith("budget:"):
+                self._extras[refusal.cap] = self._extras.get(refusal.cap, 0.0) + grant.extra
+            else:
+                for run in self._chain():
+                    run.limits = extend_limits(run.limits, refusal.cap, grant.extra)
+        self.warden._emit_all(
+            [
+                Notice(
+                    **self._event_fields(),
+                    code="grant",
+                    level="warning",
+                    message=f"{grant.by} granted {grant.extra:g} more of {refusal.cap}",
+                    data={
+                        "cap": refusal.cap,
+                        "extra": grant.extra,
+                        "by": grant.by,
+                        "note": grant.note,
+                    },
+                )
+            ]
+        )
+        return True
+
+    def _hold_llm(self, plan: Plan, outcome: ReserveOutcome, request: Request) -> Step:
+        model, est_in, max_out, _ = request
+        with self._lock:
+            self._update_ratios(outcome.states, plan.refs)
+            final = self._final_cap(plan, outcome, est_in, max_out)
+            step = Step(
+                id=plan.id,
+                model=plan.choice.model,
+                requested_model=model,
+                tier=plan.choice.tier,
+                route_reason=plan.choice.reason,
+                compress=self._pressure() is not None,
+                max_tokens=max_out,
+                input_tokens=est_in,
+                reserved_usd=plan.worst_cost,
+                started_at=self.warden.clock(),
+                retry=plan.retry,
+                final=final is not None,
+                final_cap=final,
+                hint=self._hint(),
+                buckets=plan.refs,
+            )
+            if final is not None:
+                self.final_cap = final
+            self._pending[step.id] = step
+            return step
+
+    def _final_cap(
+        self, plan: Plan, outcome: ReserveOutcome, est_in: int, max_out: int
+    ) -> str | None:
+        """The cap this call is the last call of, when ``Limits.final_answer`` is on."""
+        chain = self._chain()
+        if not any(run.limits.final_answer for run in chain):
+            return None
+        for run in chain:
+            cap = final_cap(
+                run.limits,
+                run.counters,
+                input_tokens=est_in,
+                max_output_tokens=max_out,
+                worst_cost=plan.worst_cost,
+            )
+            if cap is not None:
+                return cap
+        labels = {ref.key: ref.label for ref in plan.refs}
+        for state, charge in zip(outcome.states, plan.charges, strict=False):
+            if (
+                charge.amount > 0
+                and charge.limit - state.committed - state.reserved < charge.amount
+            ):
+                return labels.get(state.key, state.key)
+        return None
+
+    def _hint(self) -> str | None:
+        """A note on what is left, past the warn level, when the policy enables hints."""
+        if not self.policy.budget_hints:
+            return None
+        warn = self.policy.thresholds.warn - RATIO_TOLERANCE
+        if usage_ratio(self.limits, self.counters) < warn:
+            return None
+        return hint_text(self.remaining())
+
+    def _ledger_refusal(self, outcome: ReserveOutcome) -> Refusal:
+        if outcome.cancelled is not None:
+            return Refusal("cancelled", 0, 0)
+        state = outcome.refused
+        assert state is not None
+        return Refusal(
+            self._label_of(state.key),
+            state.limit,
+            round(state.committed + state.reserved, 9),
+            round(outcome.refused_amount, 9),
+        )
+
+    def _label_of(self, key: str) -> str:
+        ref = next((r for r in self._buckets(self.warden.clock()) if r.key == key), None)
+        return ref.label if ref else key
+
+    def _resets_at(self, cap: str) -> float | None:
+        ref = self._ref_of(cap) if cap.startswith("budget:") else None
+        return ref.window.resets_at if ref else None
+
+    def _refuse(self, refusal: Refusal) -> BudgetError:
+        """Record a refusal and build the exception that says so."""
+        if refusal.tool_denied is not None:
+            return ToolDenied(refusal.cap, refusal.tool_denied, self.report)
+        exc = BudgetExceeded(
+            refusal.cap,
+            refusal.limit,
+            refusal.used,
+            None,
+            resets_at=self._resets_at(refusal.cap),
+            requested=refusal.requested,
+            run_id=self.id,
+        )
+        with self._lock:
+            self.stopped = exc
+        exc.report = self.report
+        self.warden._emit_refusal(self, exc)
+        return exc
+
+    def _price_result(
+        self, step: Step, usage: Usage | None, model: str | None, output_text: str | None
+    ) -> tuple[Usage, str | None, float]:
+        if usage is None:
+            usage = Usage(
+                input_tokens=step.input_tokens,
+                output_tokens=estimate_tokens(output_text or ""),
+                estimated=True,
+            )
+        real_model = model or step.model
+        pricing_model = self.warden._pricing_model(real_model, self)
+        return usage, real_model, self.warden.prices.cost(pricing_model, usage)
+
+    def _llm_commit_charges(self, step: Step, usage: Usage, cost: float) -> list[Charge]:
+        tokens = usage_tokens(usage)
+        return [ref.charge(llm_amount(ref, cost, tokens)) for ref in step.buckets]
+
+    def _record_llm(
+        self,
+        step: Step,
+        usage: Usage,
+        model: str | None,
+        cost: float,
+        states: tuple[BucketState, ...],
+        latency_s: float | None,
+        outcome: str,
+        output_text: str | None,
+        prompt_text: str | None,
+    ) -> CostEvent:
+        failed = outcome != "ok"
+        with self._lock:
+            self._drop_hold(step)
+            for run in self._chain():
+                c = run.counters
+                c.input_tokens += usage.input_tokens
+                c.output_tokens += usage.output_tokens
+                c.cache_read_tokens += usage.cache_read_tokens
+                c.cache_write_tokens += usage.cache_write_tokens
+                c.cost_usd += cost
+                c.overshoot_usd += max(cost - step.reserved_usd, 0.0)
+                c.last_llm_failed = failed
+                c.errors += int(failed)
+                c.consecutive_errors = c.consecutive_errors + 1 if failed else 0
+            if model and model not in self._models:
+                self._models.append(model)
+            if self.policy.routing is not None:
+                self._route = routes.after_outcome(
+                    self.policy.routing, self._route, outcome=outcome, model=step.model
+                )
+            alerts = self._after_commit(states, step.buckets)
+            record = self.policy.record_content
+            event = llm_event(
+                self._event_fields(),
+                step,
+                usage,
+                model,
+                cost,
+                latency_s=latency_s,
+                outcome=outcome,
+                retries=self.counters.retries,
+                ratios=dict(self._ratios),
+                prompt=prompt_text if record else None,
+                response=output_text if record else None,
+            )
+        self.warden._emit_all([*alerts, event])
+        return event
+
+    def _after_commit(self, states: Sequence[BucketState], refs: Sequence[BucketRef]) -> list[Any]:
+        """Update pressure ratios and return the alerts this commit crossed."""
+        self._update_ratios(states, refs)
+        base, thresholds = self._event_fields(), self.policy.thresholds
+        alerts = cap_crossings(base, thresholds, self._spend_caps(), self._alerted)
+        return alerts + bucket_crossings(
+            base, thresholds, states, refs, self.warden._first_crossing
+        )
+
+    def _event_fields(self) -> dict[str, Any]:
+        return {"ts": self.warden.clock(), **self._event_base}
+
+    def _update_ratios(self, states: Sequence[BucketState], refs: Sequence[BucketRef]) -> None:
+        labels = {ref.key: ref for ref in refs}
+        for state in states:
+            ref = labels.get(state.key)
+            if ref is not None and ref.limit > 0:
+                self._ratios[ref.label] = state.committed / ref.limit
+        for run in self._chain():
+            for cap, used, limit in run._spend_caps():
+                self._ratios[f"run:{cap}" if run is self else f"parent:{cap}"] = used / limit
+
+    def _spend_caps(self) -> list[tuple[str, float, float]]:
+        c, lim = self.counters, self.limits
+        caps: list[tuple[str, float, float]] = []
+        if lim.max_cost_usd:
+            caps.append(("max_cost_usd", c.cost_usd, lim.max_cost_usd))
+        if lim.max_input_tokens:
+            caps.append(("max_input_tokens", c.input_tokens, lim.max_input_tokens))
+        if lim.max_output_tokens:
+            caps.append(("max_output_tokens", c.output_tokens, lim.max_output_tokens))
+        return caps
+
+    # ------------------------------------------------------------------ tool internals
+    def _plan_tool(self, name: str, args: Any, call_id: str | None) -> ToolStep | Refusal:
+        """A counted ToolStep, or the cap that refuses it; tool rules raise ToolDenied."""
+        rules = self.policy.tools
+        rule = tool_rule_refusal(rules, name)
+        if rule is not None:
+            raise self._refuse(replace(rule, cap=name))
+        if name in rules.require_approval and not self.warden._approve(name, args, self):
+            raise self._refuse(
+                Refusal(name, 0, 0, tool_denied="it needs approval and none was given")
+            )
+        now = self.warden.clock()
+        signature = tool_signature(name, args)
+        price = rules.price_usd.get(name, 0.0)
+        with self._lock:
+            for run in self._chain():
+                refusal = tool_refusal(
+                    run.limits,
+                    rules,
+                    run.counters,
+                    name=name,
+                    signature=signature,
+                    elapsed=now - run.started_at,
+                    price=price,
+                )
+                if refusal is not None:
+                    return refusal
+            step = ToolStep(
+                self._next_id(),
+                name,
+                call_id,
+                signature,
+                price,
+                now,
+                self._buckets(now) if price > 0 else (),
+            )
+            self._count_tool(step, +1)
+            self._pending[step.id] = step
+        return step
+
+    def _count_tool(self, step: ToolStep, sign: int) -> None:
+        for run in self._chain():
+            c = run.counters
+            c.tool_calls += sign
+            c.tool_calls_by_name[step.name] = c.tool_calls_by_name.get(step.name, 0) + sign
+            c.reserved_usd = max(c.reserved_usd + sign * step.price_usd, 0.0)
+            if sign > 0:
+                same = step.signature == c.last_tool_signature
+                c.tool_streak = c.tool_streak + 1 if same else 1
+                c.last_tool_signature = step.signature
+
+    def _tool_charges(self, step: ToolStep) -> list[Charge]:
+        return [
+            self._charge(ref, step.price_usd) for ref in step.buckets if ref.budget.metric == "cost"
+        ]
+
+    def _unplan_tool(self, step: ToolStep, outcome: ReserveOutcome) -> Refusal:
+        with self._lock:
+            self._pending.pop(step.id, None)
+            self._count_tool(step, -1)
+        return self._ledger_refusal(outcome)
+
+    def _tool_step(self, step: ToolStep | str) -> ToolStep:
+        if isinstance(step, ToolStep):
+            return step
+        with self._lock:
+            for pending in self._pending.values():
+                if isinstance(pending, ToolStep) and pending.name == step:
+                    return pending
+        raise KeyError(
+            f"no pending call of tool {step!r} in run {self.id}: pass the ToolStep "
+            "that before_tool_call returned"
+        )
+
+    def _record_tool(
+        self, step: ToolStep, ok: bool, latency_s: float | None, states: tuple[BucketState, ...]
+    ) -> CostEvent:
+        with self._lock:
+            self._drop_hold(step)
+            for run in self._chain():
+                c = run.counters
+                c.cost_usd += step.price_usd
+                c.errors += int(not ok)
+                c.consecutive_errors = 0 if ok else c.consecutive_errors + 1
+            alerts = self._after_commit(states, step.buckets) if step.price_usd else []
+            event = tool_event(
+                self._event_fields(), step, ok=ok, latency_s=latency_s, ratios=dict(self._ratios)
+            )
+        self.warden._emit_all([*alerts, event])
+        return event
+
+    # ------------------------------------------------------------------ ending
+    def _unhold(self, step: Step | ToolStep) -> bool:
+        with self._lock:
+            if step.done or self._pending.pop(step.id, None) is None:
+                return False
+            step.done = True
+            if isinstance(step, ToolStep):
+                self._count_tool(step, -1)
+            else:
+                self._count_llm(
+                    step.reserved_usd, step.retry, step.input_tokens, step.max_tokens, -1
+                )
+            return True
+
+    def _end(self, stop_reason: str | None, error: BaseException | None) -> list[Step | ToolStep]:
+        with self._lock:
+            if self.finished_at is None:
+                self.finished_at = self.warden.clock()
+            self.stop_reason = stop_reason or self._stop_reason_for(error)
+            leftovers = [s for s in self._pending.values() if not s.done]
+            for step in leftovers:  # calls that never reported back: free what they hold
+                self._drop_hold(step)
+            return leftovers
+
+    def _stop_reason_for(self, error: BaseException | None) -> str:
+        if isinstance(error, BudgetExceeded):
+            return error.cap
+        if error is not None and not isinstance(error, BudgetError):
+            return "error"
+        if self.stopped is not None:
+            return self.stopped.cap
+        return self.final_cap or "completed"
+
+    def _drop_hold(self, step: Step | ToolStep) -> None:
+        """Forget a call's reservation (it was committed, or will never be)."""
+        self._pending.pop(step.id, None)
+        step.done = True
+        for run in self._chain():
+            c = run.counters
+            if isinstance(step, ToolStep):
+                c.reserved_usd = max(c.reserved_usd - step.price_usd, 0.0)
+            else:
+                c.reserved_usd = max(c.reserved_usd - step.reserved_usd, 0.0)
+                c.reserved_input_tokens = max(c.reserved_input_tokens - step.input_tokens, 0)
+                c.reserved_output_tokens = max(c.reserved_output_tokens - step.max_tokens, 0)
