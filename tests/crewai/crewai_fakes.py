@@ -30,6 +30,7 @@ class ScriptedLLM(BaseLLM):
     prompt_tokens: int = 100
     completion_tokens: int = 20
     finish_after: int | None = None
+    tool_args: dict[str, Any] | None = None
     _calls: int = PrivateAttr(default=0)
     _started: list[float] = PrivateAttr(default_factory=list)
     _seen: list[list[dict[str, Any]]] = PrivateAttr(default_factory=list)
@@ -92,7 +93,7 @@ class ScriptedLLM(BaseLLM):
             elif self.native and tools:
                 return [self._tool_call(number)]
             else:
-                args = json.dumps({"query": f"q{number}"})
+                args = json.dumps(self._args_for(number))
                 tool = self._tool_for(number)
                 text = f"Thought: I need more.\nAction: {tool}\nAction Input: {args}"
             self._emit_call_completed_event(
@@ -117,6 +118,9 @@ class ScriptedLLM(BaseLLM):
     ) -> Any:
         return self.call(messages, tools, callbacks, available_functions, from_task, from_agent)
 
+    def _args_for(self, number: int) -> dict[str, Any]:
+        return self.tool_args or {"query": f"q{number}"}
+
     def _tool_for(self, number: int) -> str:
         return self.tool_names[(number - 1) % len(self.tool_names)]
 
@@ -126,7 +130,7 @@ class ScriptedLLM(BaseLLM):
             "type": "function",
             "function": {
                 "name": self._tool_for(number),
-                "arguments": json.dumps({"query": f"q{number}"}),
+                "arguments": json.dumps(self._args_for(number)),
             },
         }
 

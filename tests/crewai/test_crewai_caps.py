@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from crewai import Crew, Process, Task
 from crewai_fakes import ScriptedLLM, SearchTool, lookup_tool, make_crew
 
 from budgetwarden import BudgetExceeded, Limits, ModelPrice, Policy, ToolRules, Warden
@@ -181,3 +182,23 @@ async def test_native_async_kickoff_is_governed_too() -> None:
 
     assert llm.calls == 3
     assert result.cap == "max_iterations"
+
+
+def test_a_hierarchical_crews_manager_and_workers_spend_from_one_run() -> None:
+    manager = ScriptedLLM(
+        tool_names=["Delegate work to coworker"],
+        tool_args={"task": "find facts", "context": "none", "coworker": "researcher 0"},
+    )
+    worker = ScriptedLLM(finish_after=1)  # one search, then its answer to the manager
+    agents = make_crew([worker], tools=[SearchTool()]).agents
+    task = Task(description="research the topic", expected_output="facts")
+    crew = Crew(agents=agents, tasks=[task], process=Process.hierarchical, manager_llm=manager)
+
+    result = guard_crew(crew, warden(limits=Limits(max_iterations=6))).kickoff()
+
+    assert worker.calls == 2
+    assert manager.calls + worker.calls == 6
+    assert result.cap == "max_iterations"
+    assert result.report is not None
+    assert result.report.tool_calls_by_name["search"] == 1
+    assert result.report.tool_calls_by_name["delegate_work_to_coworker"] >= 1

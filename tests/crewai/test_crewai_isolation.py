@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from crewai import Crew
 from crewai.hooks.dispatch import InterceptionPoint, get_scoped_hooks, register_scoped, scoped_hooks
 from crewai_fakes import ScriptedLLM, SearchTool, make_crew
 
-from budgetwarden import Limits, Policy, Warden
+from budgetwarden import Budget, Limits, ModelPrice, Policy, Warden
 from budgetwarden.integrations.crewai import guard_crew
 
 
@@ -121,3 +122,27 @@ async def test_crews_sharing_one_llm_side_by_side_each_commit_only_their_own_usa
         assert result.report is not None
         assert result.report.iterations == 3
         assert (result.report.input_tokens, result.report.output_tokens) == (300, 60)
+
+
+def test_a_user_budget_spans_kickoffs_of_different_crews() -> None:
+    # Each call costs $0.25 (8 output tokens at $1/32); the user may spend $1 per 8 hours.
+    prices = {"scripted-priced": ModelPrice(input_cost_per_token=0.0, output_cost_per_token=1 / 32)}
+    policy = Policy(
+        budgets=[Budget(scope="user", window="8h", max_cost_usd=1.0)],
+        limits=Limits(max_iterations=3),
+        prices=prices,
+    )
+    warden = Warden(policy)
+
+    def crew() -> Crew:
+        llm = ScriptedLLM(model="scripted-priced", completion_tokens=8, max_tokens=8)
+        return make_crew([llm], tools=[SearchTool()])
+
+    first = guard_crew(crew(), warden, user="u1").kickoff()
+    second = guard_crew(crew(), warden, user="u1").kickoff()
+    other = guard_crew(crew(), warden, user="u2").kickoff()
+
+    assert first.cap == "max_iterations"
+    assert second.cap == "budget:user=u1/8h"
+    assert second.report is not None and second.report.iterations == 1
+    assert other.cap == "max_iterations"
