@@ -18,6 +18,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -95,8 +96,9 @@ class SQLiteLedger(SyncLedger):
         self._pid = os.getpid()
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._orphans: list[sqlite3.Connection] = []  # inherited across fork: never touched
+        # Weak: a thread that ends takes its connection with it; close() closes the others.
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._orphans: list[_Connection] = []  # inherited across fork: never touched
         self._next_purge = 0.0
         Path(self._options.path).parent.mkdir(parents=True, exist_ok=True)
         self._connection()  # creates the schema now, so a bad path fails here
@@ -225,7 +227,8 @@ class SQLiteLedger(SyncLedger):
     def close(self) -> None:
         """Close every connection this process opened."""
         with self._lock:
-            connections, self._connections = self._connections, []
+            connections = list(self._connections)
+            self._connections = weakref.WeakSet()
             self._local = threading.local()
         if os.getpid() != self._pid:
             return
@@ -261,33 +264,34 @@ class SQLiteLedger(SyncLedger):
         except sqlite3.OperationalError as exc:
             raise LedgerUnavailable(self.uri, exc) from exc
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> _Connection:
         """This thread's connection, opened on first use (and again after a fork)."""
         if os.getpid() != self._pid:
             self._after_fork()
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        db: _Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = self._open()
             self._local.db = db
             with self._lock:
-                self._connections.append(db)
+                self._connections.add(db)
         return db
 
     def _after_fork(self) -> None:
         """Forget the parent's connections without closing them (they belong to it)."""
         self._orphans.extend(self._connections)
-        self._connections = []
+        self._connections = weakref.WeakSet()
         self._local = threading.local()
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> _Connection:
         try:
             db = sqlite3.connect(
                 self._options.path,
                 timeout=self._options.busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
+                factory=_Connection,
             )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._options.synchronous.upper()}")
@@ -303,6 +307,10 @@ class SQLiteLedger(SyncLedger):
             return
         self._next_purge = tick + _PURGE_EVERY_SECONDS
         _purge(db, now)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced (the C type cannot)."""
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -96,6 +96,22 @@ def test_fail_open_counts_locally_while_redis_is_frozen_and_reconciles_once(
     warden.close()
 
 
+def test_fail_open_counts_locally_while_redis_is_stopped_and_reconciles_on_restart(
+    own_redis: RedisServer,
+) -> None:
+    warden, sink = make_warden(own_redis.url(timeout="0.2"), ledger_failure="open")
+    guarded_call(warden.run(workspace="acme"))
+    own_redis.stop()
+    local = [guarded_call(warden.run(workspace="acme")) for _ in range(3)]
+    assert notices(sink, "ledger_unavailable")[0].data["mode"] == "open"
+    own_redis.start()  # empty: redis-server kept nothing of before the stop
+    wait_for_retry()
+    after = guarded_call(warden.run(workspace="acme"))
+    assert warden.spent("workspace", "acme") == pytest.approx(sum(local) + after)
+    assert len(notices(sink, "ledger_recovered")) == 1
+    warden.close()
+
+
 async def test_async_calls_fail_closed_and_keep_finished_calls(own_redis: RedisServer) -> None:
     warden, sink = make_warden(own_redis.url(timeout="0.2", connect_timeout="0.2"))
     run = warden.run(workspace="acme")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import sqlite3
 import threading
@@ -86,3 +87,17 @@ async def test_async_twins_run_in_a_worker_thread(tmp_path: Path) -> None:
     ledger.reserve = spy  # type: ignore[method-assign]
     await ledger.areserve("r", [Charge("k", 1.0, 2.0, math.inf)], now=1, lease_until=9)
     assert seen and seen[0] != threading.main_thread().name
+
+
+def test_a_finished_thread_takes_its_connection_with_it(tmp_path: Path) -> None:
+    ledger = SQLiteLedger(f"sqlite:///{tmp_path / 'spend.db'}")
+    threads = [
+        threading.Thread(target=ledger.state, args=("k",), kwargs={"now": 1}) for _ in range(5)
+    ]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert len(ledger._connections) == 1  # only the main thread's is still open
+    ledger.close()
+    assert len(ledger._connections) == 0
