@@ -1,8 +1,10 @@
-"""The ``budgetwarden`` command: demo, price, and (with reports) report/dashboard/estimate."""
+"""The ``budgetwarden`` command: demo, price, report, dashboard, estimate, breakeven, alerts."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -68,6 +70,337 @@ def price(model: str, input_tokens: int = 1000, output_tokens: int = 1000) -> No
         f"${unit.output_cost_per_token * 1e6:.4f} / M output tokens"
     )
     console.print(f"{input_tokens} in + {output_tokens} out = ${cost:.6f}")
+
+
+# ====================================================================== reports
+# The reporting commands import their modules when they run (see cli_reports.py).
+EventsOption = Annotated[
+    Path,
+    typer.Option(
+        "--events",
+        envvar="BUDGETWARDEN_EVENTS",
+        help="Event store (.db, SQLiteEventStore) or JSONL file (JSONLSink).",
+    ),
+]
+PolicyOption = Annotated[
+    Path | None,
+    typer.Option("--policy", help="Policy file: its `alerts` rules and time zone."),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(help="Only events from this time: 2026-01-31, 2026-01-31T12:00, 7d, 24h."),
+]
+UntilOption = Annotated[
+    str | None,
+    typer.Option(help="Only events before this time (same forms as --since)."),
+]
+EnvelopeOption = Annotated[
+    float | None,
+    typer.Option("--envelope", help="Monthly envelope in USD (overrides the policy)."),
+]
+RunUsdOption = Annotated[
+    float | None,
+    typer.Option("--run-usd", help="Flag runs that cost more than this (USD)."),
+]
+TzOption = Annotated[
+    str | None,
+    typer.Option("--tz", help="Time zone of days and months (default: the policy's, or UTC)."),
+]
+NowOption = Annotated[
+    str | None,
+    typer.Option("--now", help="The instant the month projection is made at (default: now)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+err_console = Console(stderr=True)
+
+
+def _load_report(
+    events: Path,
+    policy: Path | None,
+    since: str | None,
+    until: str | None,
+    envelope: float | None,
+    run_usd: float | None,
+    tz: str | None,
+    now: str | None,
+) -> Any:
+    from .cli_reports import load_with_progress, now_or, parse_when, settings
+    from .spend_report import build_report
+
+    try:
+        chosen = settings(policy, envelope=envelope, run_usd=run_usd, timezone=tz)
+        wall = now_or(now, chosen.timezone)
+        start = parse_when(since, now=wall, tz=chosen.timezone)
+        end = parse_when(until, now=wall, tz=chosen.timezone)
+        loaded = load_with_progress(events, err_console, since=start, until=end)
+    except (OSError, ValueError) as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    instant = wall if now is not None or end is None else min(end, wall)
+    return build_report(
+        loaded.events,
+        rules=chosen.rules,
+        now=instant,
+        tz=chosen.timezone,
+        skipped=loaded.skipped,
+    )
+
+
+@app.command()
+def report(
+    events: EventsOption = Path("events.db"),
+    by: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Group spend by: agent, workflow, user, workspace, model, task_class, "
+            "day, provider, feature, key, tool (repeat for several)."
+        ),
+    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    policy: PolicyOption = None,
+    envelope: EnvelopeOption = None,
+    run_usd: RunUsdOption = None,
+    tz: TzOption = None,
+    now: NowOption = None,
+    top: Annotated[int, typer.Option(help="Rows per table (days: all).")] = 15,
+    json_out: JsonOption = False,
+) -> None:
+    """Where the money went: spend by agent, model, user, day...; P50/P95; anomalies; budget."""
+    from .analytics import DIMENSIONS
+    from .cli_reports import DEFAULT_BY, render_report, to_json
+
+    chosen = tuple(by or DEFAULT_BY)
+    unknown = [d for d in chosen if d not in DIMENSIONS]
+    if unknown:
+        err_console.print(f"[red]cannot group by {unknown}: use {', '.join(DIMENSIONS)}[/red]")
+        raise typer.Exit(2)
+    result = _load_report(events, policy, since, until, envelope, run_usd, tz, now)
+    if json_out:
+        data = result.model_dump(mode="json")
+        data["by"] = {d: data["by"][d] for d in chosen}
+        typer.echo(to_json(data))
+        return
+    render_report(result, console, chosen, top)
+
+
+@app.command()
+def dashboard(
+    events: EventsOption = Path("events.db"),
+    out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("dashboard.html"),
+    since: SinceOption = None,
+    until: UntilOption = None,
+    policy: PolicyOption = None,
+    envelope: EnvelopeOption = None,
+    run_usd: RunUsdOption = None,
+    tz: TzOption = None,
+    now: NowOption = None,
+    title: Annotated[str, typer.Option(help="Page title.")] = "budgetwarden: where the money went",
+) -> None:
+    """Write one self-contained, offline HTML dashboard (charts, budget, anomalies)."""
+    from .dashboard import write_dashboard
+
+    result = _load_report(events, policy, since, until, envelope, run_usd, tz, now)
+    path = write_dashboard(result, out, title=title)
+    console.print(f"wrote {path} ({path.stat().st_size:,} bytes, {result.events:,} events)")
+
+
+@app.command()
+def estimate(
+    model: Annotated[str | None, typer.Option(help="Model of every step.")] = None,
+    steps_p50: Annotated[float | None, typer.Option(help="Median steps per task.")] = None,
+    steps_p95: Annotated[float | None, typer.Option(help="95th pct steps per task.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Step cap (max_iterations).")] = None,
+    system_tokens: Annotated[
+        int | None, typer.Option(help="System prompt + task input tokens.")
+    ] = None,
+    tool_tokens: Annotated[int | None, typer.Option(help="Tool output tokens per step.")] = None,
+    output_tokens: Annotated[int | None, typer.Option(help="Output tokens per step.")] = None,
+    cache_hit_rate: Annotated[
+        float | None, typer.Option(help="Share of re-sent prompt read from cache.")
+    ] = None,
+    tasks_per_day: Annotated[float, typer.Option(help="Tasks a day, for the month.")] = 0.0,
+    from_events: Annotated[
+        Path | None,
+        typer.Option(help="Fit the shape to recorded runs in this .db or .jsonl file."),
+    ] = None,
+    task_class: Annotated[
+        str | None, typer.Option(help="With --from-events: only this task class.")
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Pre-launch cost model: P50/P95 per task and a month, context re-sent every step."""
+    from .cli_reports import render_estimate, to_json
+    from .estimate import TaskShape
+    from .estimate import estimate as run_estimate
+
+    given = {
+        "model": model,
+        "steps_p50": steps_p50,
+        "steps_p95": steps_p95,
+        "max_steps": max_steps,
+        "system_prompt_tokens": system_tokens,
+        "tool_output_tokens": tool_tokens,
+        "output_tokens": output_tokens,
+        "cache_hit_rate": cache_hit_rate,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    observed = None
+    try:
+        base: dict[str, Any] = {"model": "gpt-4o", "steps_p50": 5.0, "steps_p95": 15.0}
+        if from_events is not None:
+            observed, fitted = _fit(from_events, task_class, model)
+            base = fitted.model_dump()
+        if "steps_p50" in given and "steps_p95" not in given:
+            given["steps_p95"] = max(given["steps_p50"], base["steps_p95"])
+        shape = TaskShape.model_validate({**base, **given})
+        result = run_estimate(shape, tasks_per_day=tasks_per_day)
+    except (OSError, ValueError, LookupError) as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    if json_out:
+        data = result.model_dump(mode="json")
+        if observed is not None:
+            data["observed"] = observed.model_dump(mode="json")
+        typer.echo(to_json(data))
+        return
+    render_estimate(result, console, observed)
+
+
+def _fit(path: Path, task_class: str | None, model: str | None) -> tuple[Any, Any]:
+    """The fitted shape, and the observed per-run figures of the same runs."""
+    from .analytics import run_stats, runs_of
+    from .cli_reports import load_with_progress
+    from .estimate import fit_shape
+
+    loaded = load_with_progress(path, err_console, since=None, until=None)
+    shape = fit_shape(loaded.events, task_class=task_class, model=model)
+    runs = [r for r in runs_of(loaded.events) if task_class in (None, r.task_class)]
+    return run_stats(task_class, [r for r in runs if r.steps > 0]), shape
+
+
+@app.command()
+def breakeven(
+    model: Annotated[str, typer.Option(help="The API model to compare with.")] = "gpt-4o-mini",
+    tokens_per_day: Annotated[float, typer.Option(help="Input + output tokens a day.")] = 10e6,
+    gpu_usd_per_hour: Annotated[float, typer.Option(help="Price of one GPU per hour.")] = 2.0,
+    tokens_per_second: Annotated[
+        float, typer.Option(help="Sustained tokens/s of one GPU on your mix.")
+    ] = 1000.0,
+    utilisation: Annotated[float, typer.Option(help="Share of paid GPU hours serving.")] = 0.5,
+    ops_usd_per_month: Annotated[float, typer.Option(help="Fixed ops cost per month.")] = 0.0,
+    input_share: Annotated[float, typer.Option(help="Share of the tokens that are input.")] = 0.75,
+    input_usd_per_m: Annotated[
+        float | None, typer.Option(help="API input price per M tokens (default: PriceBook).")
+    ] = None,
+    output_usd_per_m: Annotated[
+        float | None, typer.Option(help="API output price per M tokens (default: PriceBook).")
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Self-hosted GPU against an API: cost of each per month and the break-even volume."""
+    from .breakeven import SelfHosted
+    from .breakeven import breakeven as run_breakeven
+    from .cli_reports import render_breakeven, to_json
+    from .pricing import UnknownModelError
+
+    try:
+        hosting = SelfHosted(
+            gpu_usd_per_hour=gpu_usd_per_hour,
+            tokens_per_second=tokens_per_second,
+            utilisation=utilisation,
+            ops_usd_per_month=ops_usd_per_month,
+        )
+        prices_in, prices_out = _api_prices(model, input_usd_per_m, output_usd_per_m)
+        result = run_breakeven(
+            model,
+            tokens_per_day,
+            hosting,
+            input_usd_per_token=prices_in,
+            output_usd_per_token=prices_out,
+            input_share=input_share,
+        )
+    except (ValueError, UnknownModelError) as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    if json_out:
+        typer.echo(to_json(result.model_dump(mode="json")))
+        return
+    render_breakeven(result, console)
+
+
+def _api_prices(
+    model: str, input_per_m: float | None, output_per_m: float | None
+) -> tuple[float, float]:
+    """USD per input and output token: the flags' per-million prices, else PriceBook's."""
+    from .pricing import PriceBook
+
+    if input_per_m is not None and output_per_m is not None:
+        return input_per_m / 1e6, output_per_m / 1e6
+    unit = PriceBook().price(model)
+    return (
+        unit.input_cost_per_token if input_per_m is None else input_per_m / 1e6,
+        unit.output_cost_per_token if output_per_m is None else output_per_m / 1e6,
+    )
+
+
+@app.command()
+def alerts(
+    events: EventsOption = Path("events.db"),
+    policy: PolicyOption = None,
+    envelope: EnvelopeOption = None,
+    run_usd: RunUsdOption = None,
+    tz: TzOption = None,
+    now: NowOption = None,
+    webhook: Annotated[
+        str | None, typer.Option(help="POST each new alert as JSON to this URL.")
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where sent alerts are remembered (default: the .db itself, or "
+            "<events>.alerts.db beside a JSONL file)."
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show what fires; deliver nothing.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Check the alert rules and deliver each new alert once (structlog, webhook)."""
+    from .alerts import AlertEvaluator
+    from .cli_reports import (
+        load_with_progress,
+        now_or,
+        post_json,
+        render_firings,
+        settings,
+        to_json,
+    )
+    from .store import SQLiteEventStore, is_sqlite_file
+
+    try:
+        chosen = settings(policy, envelope=envelope, run_usd=run_usd, timezone=tz)
+        instant = now_or(now, chosen.timezone)
+        loaded = load_with_progress(events, err_console, since=None, until=None)
+        marks_path = state or (events if is_sqlite_file(events) else Path(f"{events}.alerts.db"))
+        marks = None if dry_run else SQLiteEventStore(marks_path)
+    except (OSError, ValueError) as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    evaluator = AlertEvaluator(
+        chosen.rules,
+        callback=post_json(webhook) if webhook else None,
+        marks=marks,
+        timezone=chosen.timezone,
+    )
+    if marks is None:
+        fired = evaluator.check(loaded.events, instant)
+    else:
+        with marks:
+            fired = evaluator.evaluate(loaded.events, instant)
+    if json_out:
+        typer.echo(to_json([f.to_dict() for f in fired]))
+        return
+    render_firings(fired, console, delivered=not dry_run)
 
 
 def main() -> None:

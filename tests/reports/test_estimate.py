@@ -1,0 +1,145 @@
+"""The pre-launch cost model and the self-hosting break-even, against hand arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from budgetwarden import CostEvent, ModelPrice, PriceBook
+from budgetwarden.breakeven import SelfHosted, breakeven
+from budgetwarden.estimate import TaskShape, estimate, fit_shape, step_distribution
+from budgetwarden.events import Event
+
+from .eventsets import at
+
+# $1 / M input, $2 / M output, $0.10 / M cache reads
+BOOK = PriceBook(
+    overrides={
+        "toy": ModelPrice(
+            input_cost_per_token=1e-6,
+            output_cost_per_token=2e-6,
+            cache_read_input_token_cost=1e-7,
+        )
+    }
+)
+SHAPE = {
+    "model": "toy",
+    "system_prompt_tokens": 1000,
+    "tool_output_tokens": 500,
+    "output_tokens": 100,
+}
+
+
+def _cost(n: int) -> float:
+    """Hand formula: n * 1000 in + 600 * n(n-1)/2 re-sent in, n * 100 out."""
+    return (n * 1000 + 600 * n * (n - 1) / 2) * 1e-6 + n * 100 * 2e-6
+
+
+def test_a_fixed_number_of_steps_costs_the_sum_of_growing_prompts() -> None:
+    shape = TaskShape(steps_p50=4, steps_p95=4, **SHAPE)
+    result = estimate(shape, tasks_per_day=100, prices=BOOK)
+    # prompts 1000, 1600, 2200, 2800 = 7600 in; 400 out -> 0.0076 + 0.0008
+    assert (result.steps_p50, result.steps_p95) == (4, 4)
+    assert result.input_tokens_p50 == 7600 and result.output_tokens_p50 == 400
+    assert result.cost_p50 == result.cost_p95 == result.cost_mean == pytest.approx(0.0084)
+    assert result.monthly_usd == pytest.approx(25.2)  # 0.0084 * 100 tasks * 30 days
+
+
+def test_cost_grows_quadratically_with_steps() -> None:
+    result = estimate(TaskShape(steps_p50=4, steps_p95=4, **SHAPE), prices=BOOK)
+    # 5 steps: 0.005 + 0.006 + 0.001; 10 steps: 0.010 + 0.027 + 0.002
+    assert result.cost_by_steps[5] == pytest.approx(0.012)
+    assert result.cost_by_steps[10] == pytest.approx(0.039)
+    assert result.cost_by_steps[10] > 3 * result.cost_by_steps[5]
+
+
+def test_variable_steps_give_p50_and_p95_of_the_log_normal() -> None:
+    shape = TaskShape(steps_p50=4, steps_p95=8, **SHAPE)
+    result = estimate(shape, tasks_per_day=1000, prices=BOOK)
+    # sigma = ln 2 / 1.645; P(N <= 3) = 0.376, P(N <= 4) = 0.610; P(N <= 7) = 0.932, (<= 8) 0.957
+    assert (result.steps_p50, result.steps_p95) == (4, 8)
+    assert result.cost_p50 == pytest.approx(0.0084)
+    assert result.cost_p95 == pytest.approx(0.0264)  # 0.008 + 600e-6 * 28 + 0.0016
+    assert sum(step_distribution(shape).values()) == pytest.approx(1.0)
+
+
+def test_the_mean_agrees_with_a_monte_carlo_of_the_same_model() -> None:
+    shape = TaskShape(steps_p50=6, steps_p95=20, **SHAPE)
+    result = estimate(shape, prices=BOOK)
+    rng = np.random.default_rng(5)
+    sigma = np.log(20 / 6) / 1.6448536
+    steps = np.maximum(np.floor(rng.lognormal(np.log(6), sigma, 400_000) + 0.5), 1)
+    sampled = ((steps * 1000 + 600 * steps * (steps - 1) / 2) * 1e-6 + steps * 100 * 2e-6).mean()
+    assert result.cost_mean == pytest.approx(sampled, rel=0.02)
+    assert result.steps_mean == pytest.approx(steps.mean(), rel=0.01)
+
+
+def test_a_step_cap_bounds_the_tail() -> None:
+    shape = TaskShape(steps_p50=4, steps_p95=8, max_steps=6, **SHAPE)
+    result = estimate(shape, prices=BOOK)
+    assert result.steps_p95 == 6
+    assert result.cost_p95 == pytest.approx(_cost(6)) == pytest.approx(0.0162)
+    assert max(step_distribution(shape)) == 6
+
+
+def test_cached_prompt_tokens_are_priced_as_cache_reads() -> None:
+    shape = TaskShape(steps_p50=2, steps_p95=2, cache_hit_rate=0.5, **SHAPE)
+    # step 1: 1000 in + 100 out = 0.0012; step 2: 1600 in, 800 cached:
+    # 800 * 1e-6 + 800 * 1e-7 + 100 * 2e-6 = 0.00108
+    assert estimate(shape, prices=BOOK).cost_p50 == pytest.approx(0.00228)
+
+
+def _recorded(steps_per_run: list[int]) -> list[Event]:
+    """Runs recorded from a 1200-token system prompt, 300 tool + 100 output tokens a step."""
+    events: list[Event] = []
+    for r, steps in enumerate(steps_per_run):
+        for k in range(1, steps + 1):
+            events.append(
+                CostEvent(
+                    ts=at(1, 3600 * r + k), run_id=f"run{r}", task_class="qa", model="toy",
+                    input_tokens=1200 + (k - 1) * 400, output_tokens=100,
+                    cache_read_tokens=(1200 + (k - 1) * 400) // 4 if k > 1 else 0,
+                )
+            )  # fmt: skip
+    return events
+
+
+def test_fit_recovers_the_shape_of_recorded_runs() -> None:
+    shape = fit_shape(_recorded([2, 3, 3, 4, 10]))
+    assert shape.model == "toy"
+    assert (shape.system_prompt_tokens, shape.tool_output_tokens, shape.output_tokens) == (
+        1200,
+        300,
+        100,
+    )
+    assert shape.steps_p50 == 3
+    assert shape.steps_p95 == pytest.approx(8.8)  # rank 3.8 of [2,3,3,4,10]: 4 + 0.8 * 6
+    assert shape.cache_hit_rate == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="task class 'other'"):
+        fit_shape(_recorded([2]), task_class="other")
+
+
+def test_self_hosting_against_the_api_and_the_break_even_volume() -> None:
+    hosting = SelfHosted(
+        gpu_usd_per_hour=2, tokens_per_second=1000, utilisation=0.5, ops_usd_per_month=560
+    )
+    # blended API price 0.75 * $1/M + 0.25 * $3/M = $1.50 / M tokens
+    low = breakeven("toy", 10e6, hosting, input_usd_per_token=1e-6, output_usd_per_token=3e-6)
+    assert low.api_usd_per_token == pytest.approx(1.5e-6)
+    assert low.api_monthly_usd == pytest.approx(450.0)  # 10M * 30 * 1.5e-6
+    assert low.gpus == 1  # one GPU serves 1000 * 0.5 * 86400 = 43.2M tokens a day
+    assert low.self_hosted_monthly_usd == pytest.approx(2000.0)  # 2 * 720 + 560
+    assert low.cheaper == "api"
+    # 1 GPU: $2000 needs 44.4M/day > 43.2M capacity; 2 GPUs: $3440 / (30 * 1.5e-6) = 76.4M
+    assert low.breakeven_tokens_per_day == pytest.approx(3440 / 4.5e-5)
+    assert low.breakeven_gpus == 2
+    high = breakeven("toy", 80e6, hosting, input_usd_per_token=1e-6, output_usd_per_token=3e-6)
+    assert (high.gpus, high.cheaper) == (2, "self-hosted")
+    assert high.self_hosted_monthly_usd == pytest.approx(3440.0)
+
+
+def test_no_break_even_when_the_api_serves_a_gpus_capacity_for_less() -> None:
+    hosting = SelfHosted(gpu_usd_per_hour=2, tokens_per_second=1000, utilisation=0.5)
+    cheap = breakeven("toy", 1e6, hosting, input_usd_per_token=1e-7, output_usd_per_token=1e-7)
+    # 43.2M tokens * 30 days * $0.10/M = $129.6 a month < $1440 for the GPU
+    assert cheap.breakeven_tokens_per_day is None and cheap.cheaper == "api"
