@@ -60,6 +60,8 @@ class GuardedCrew:
         self.attribution = dict(attribution)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "crew":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.crew, name)
 
     def __repr__(self) -> str:
