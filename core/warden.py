@@ -131,16 +131,33 @@ class Warden:
         ``window`` picks one budget when several share the scope. Dollars, tokens or requests,
         whichever the budget counts.
         """
+        self._one_unit(scope, window)
         return sum(s.committed for s in self._states(scope, value, window))
 
     def remaining(
         self, scope: str, value: str | None = None, window: str | None = None
     ) -> float | None:
-        """What is left (limit - committed - reserved) of the tightest matching budget."""
+        """What is left (limit - committed - reserved) of the tightest matching budget.
+
+        Budgets on one scope may count different units (dollars, tokens, requests): then
+        ``window`` must pick one, or a ``ValueError`` says so.
+        """
+        self._one_unit(scope, window)
         states = list(self._states(scope, value, window))
         if not states:
             return None
         return min(max(s.limit - s.committed - s.reserved, 0.0) for s in states)
+
+    def _one_unit(self, scope: str, window: str | None) -> None:
+        metrics = {
+            b.metric
+            for b in self.policy.budgets
+            if b.scope == scope and (window is None or b.window == window)
+        }
+        if len(metrics) > 1:
+            raise ValueError(
+                f"budgets on scope {scope!r} count {sorted(metrics)}: pass window= to pick one"
+            )
 
     def cancel(self, run_id: str | None = None, *, reason: str = "", **scopes: str) -> list[str]:
         """Stop matching runs from outside, at their next call (across processes sharing the

@@ -103,3 +103,21 @@ def test_child_run_cannot_spend_past_what_its_parent_has_left() -> None:
     assert report.iterations == 3
     assert report.children[0].iterations == 2
     assert report.children[0].parent_run_id == parent.id
+
+
+def test_spent_and_remaining_refuse_to_mix_units() -> None:
+    policy = Policy(
+        budgets=[
+            Budget(scope="user", window="8h", max_cost_usd=5),
+            Budget(scope="user", window="1m", max_requests=30),
+        ]
+    )
+    warden, _, _ = make_warden(policy)
+    run = warden.run(user="u1")
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    with pytest.raises(ValueError, match="pass window="):
+        warden.remaining("user", "u1")
+    with pytest.raises(ValueError, match="pass window="):
+        warden.spent("user", "u1")
+    assert warden.spent("user", "u1", "1m") == 1
+    assert warden.remaining("user", "u1", "1m") == 29
