@@ -300,6 +300,7 @@ def _is_ours(hook: Any) -> bool:
 
 
 def lane_of(agent: Any) -> int:
+    """The lane of an agent's calls (one model call at a time per agent)."""
     return id(agent) if agent is not None else 0
 
 
@@ -325,5 +326,5 @@ def _looks_failed(result: Any) -> bool:
     return isinstance(result, str) and result.startswith(("Error executing tool", "Error:"))
 
 
-def _stop_notice(error: BudgetError) -> str:
+def _stop_notice(error: Exception) -> str:
     return f"Tool call not run: {error}"

@@ -112,7 +112,7 @@ class GuardedCrew:
         self, crew: Crew, inputs: dict[str, Any] | None, options: dict[str, Any]
     ) -> GuardedCrewOutput:
         _refuse_streaming(crew)
-        guard = _Kickoff(crew, self.warden.run(**self.attribution), self.warden)
+        guard = _Kickoff(crew, self._open_run(), self.warden)
         with guard.state.activated():
             try:
                 output = crew.kickoff(inputs=inputs, **options)
@@ -124,13 +124,25 @@ class GuardedCrew:
         self, crew: Crew, inputs: dict[str, Any] | None, options: dict[str, Any]
     ) -> GuardedCrewOutput:
         _refuse_streaming(crew)
-        guard = _Kickoff(crew, self.warden.run(**self.attribution), self.warden)
+        guard = _Kickoff(crew, self._open_run(), self.warden)
         with guard.state.activated():
             try:
                 output = await crew.akickoff(inputs=inputs, **options)
             except BaseException as error:
                 return guard.end_with_error(error)
         return guard.end(output)
+
+    def _open_run(self) -> Run:
+        a = self.attribution
+        return self.warden.run(
+            agent=a["agent"],
+            user=a["user"],
+            workspace=a["workspace"],
+            workflow=a["workflow"],
+            task_class=a["task_class"],
+            key=a["key"],
+            thread=a["thread"],
+        )
 
     @staticmethod
     async def _gather(
