@@ -28,7 +28,8 @@ class ScriptedChatModel(BaseChatModel):
 
     The turn is the number of AI messages already in the conversation plus one, so one
     instance can serve concurrent conversations. A human message containing
-    ``"answer after N"`` makes turn N+1 answer in text (as does ``answer_after``).
+    ``"answer after N"`` makes turn N+1 answer in text (as does ``answer_after``); a call
+    made without tools (a final-answer call) answers in text too.
     ``input_tokens=None`` reports the prompt's estimated size, so usage grows with context.
     """
 
@@ -70,7 +71,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return self._next(messages)
+        return self._next(messages, tools=bool(kwargs.get("tools")))
 
     async def _agenerate(
         self,
@@ -79,9 +80,9 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return self._next(messages)
+        return self._next(messages, tools=bool(kwargs.get("tools")))
 
-    def _next(self, messages: list[BaseMessage]) -> ChatResult:
+    def _next(self, messages: list[BaseMessage], *, tools: bool = True) -> ChatResult:
         self.calls += 1
         self.prompts.append(list(messages))
         if self.calls in self.fail_calls:
@@ -90,6 +91,8 @@ class ScriptedChatModel(BaseChatModel):
         limit = _answer_after(messages, self.answer_after)
         if limit is not None and turn > limit:
             message = AIMessage(content=f"Done after {turn - 1} tool turns.")
+        elif not tools:
+            message = AIMessage(content=f"Best answer so far, after {turn - 1} tool turns.")
         else:
             message = AIMessage(content="", tool_calls=self._tool_calls(turn))
         if self.report_usage:

@@ -106,7 +106,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
     def _refuse(self, invocation: _Invocation, run_id: UUID, exc: BudgetError) -> BudgetError:
         """Attach the transcript so far to a refusal; a refused root run ends here."""
-        exc.partial = list(invocation.transcript)  # type: ignore[attr-defined]
+        exc.partial = list(invocation.transcript)
         if exc.report is None:
             exc.report = invocation.run.report
         with self._lock:

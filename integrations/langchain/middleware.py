@@ -25,10 +25,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from budgetwarden import BudgetError, BudgetExceeded, ToolDenied, Usage, Warden
+from budgetwarden.compress import compress_messages
 from budgetwarden.run import Run, Step
 
 from ._attribution import Attribution
-from ._compress import compress_messages
 from ._convert import (
     max_tokens_of,
     model_from_message,
@@ -174,7 +174,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         if step.compress:
             ratio = self.warden.policy.compress_ratio
             budget = self._compress_to or max(int(step.input_tokens * ratio), 1)
-            overrides["messages"] = compress_messages(request.messages, budget)
+            overrides["messages"] = compress_messages(request.messages, budget, keep_task=True)
         return request.override(**overrides) if overrides else request
 
     def _ended(
@@ -184,7 +184,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         invocation.stopped = exc
         report = invocation.run.report
         if self.warden.policy.on_exceeded == "raise":
-            exc.partial = list(request.messages)  # type: ignore[attr-defined]
+            exc.partial = list(request.messages)
             exc.report = report
             raise exc
         answers = unanswered_tool_messages(request.messages, exc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -9,8 +11,8 @@ from langchain_core.outputs import Generation, LLMResult
 from lc_fakes import make_warden
 
 from budgetwarden import BudgetExceeded, Limits, Policy
+from budgetwarden.compress import compress_messages as compress_turns
 from budgetwarden.integrations.langchain import BudgetCallbackHandler
-from budgetwarden.integrations.langchain._compress import compress_messages
 from budgetwarden.integrations.langchain._convert import (
     outcome_of_error,
     tool_names,
@@ -31,6 +33,11 @@ def conversation(turns: int) -> list[AIMessage | HumanMessage | SystemMessage | 
         messages.append(AIMessage("", tool_calls=calls))
         messages.extend(ToolMessage("x" * 200, tool_call_id=c["id"]) for c in calls)
     return messages
+
+
+def compress_messages(messages: list[Any], budget_tokens: int) -> list[Any]:
+    """How the middleware compresses an agent's messages: the core's, keeping the task."""
+    return compress_turns(messages, budget_tokens, keep_task=True)
 
 
 def test_compression_keeps_the_task_and_latest_turns_whole() -> None:

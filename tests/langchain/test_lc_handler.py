@@ -182,7 +182,7 @@ def test_denied_tool_raises_tool_denied_and_never_runs(model: ScriptedChatModel)
         )
     assert search.calls == 0
     assert caught.value.tool == "search"
-    assert isinstance(caught.value.partial[-1], AIMessage)  # type: ignore[attr-defined]
+    assert isinstance(caught.value.partial[-1], AIMessage)
 
 
 def test_usage_and_model_come_from_the_response(search: CountedTool) -> None:
@@ -214,8 +214,8 @@ def test_missing_usage_is_estimated_and_marked(search: CountedTool) -> None:
 
 def test_cache_and_reasoning_tokens_are_read_from_usage_details() -> None:
     class CachingModel(ScriptedChatModel):
-        def _next(self, messages: Any) -> Any:
-            result = super()._next(messages)
+        def _next(self, messages: Any, **kwargs: Any) -> Any:
+            result = super()._next(messages, **kwargs)
             message = result.generations[0].message
             message.usage_metadata = {
                 "input_tokens": 1000,

@@ -83,8 +83,8 @@ def test_the_callers_model_is_kept_when_routing_picks_it() -> None:
 class SloppyModel(ScriptedChatModel):
     """Its first answer also asks for a tool in a form that cannot be parsed."""
 
-    def _next(self, messages: Any) -> Any:
-        result = super()._next(messages)
+    def _next(self, messages: Any, **kwargs: Any) -> Any:
+        result = super()._next(messages, **kwargs)
         if self.calls == 1:
             message = result.generations[0].message
             message.invalid_tool_calls = [
@@ -109,7 +109,7 @@ def test_a_tool_call_error_escalates_the_next_call_one_tier_up() -> None:
 
 def test_an_outage_falls_back_to_the_next_model_on_retry() -> None:
     class Flaky(ScriptedChatModel):
-        def _next(self, messages: Any) -> Any:
+        def _next(self, messages: Any, **kwargs: Any) -> Any:
             self.calls += 1
             raise RateLimitError("429 slow down")
 
