@@ -3,7 +3,9 @@
 ``Runner.run(agent, "task", hooks=BudgetRunHooks(warden, user="u1"))`` keeps a run (and its
 handoffs) inside the policy: ``run_sync`` and ``run_streamed`` take the hooks the same way.
 ``BudgetModelProvider`` routes each call to the tier the policy chose; ``run_guarded``
-returns the partial result instead of raising when a cap stops the run.
+returns the partial result instead of raising when a cap stops the run (with the model's own
+final answer under ``Limits(final_answer=True)``), and ``resume_openai_agents`` continues a
+run that ``Policy(on_exceeded="pause")`` paused.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ._errors import AgentsBudgetExceeded, AgentsToolDenied
-from ._guarded import GuardedResult, run_guarded, run_guarded_sync
+from ._final import GuardedModel, noting_agent
+from ._guarded import (
+    GuardedResult,
+    resume_openai_agents,
+    resume_openai_agents_sync,
+    run_guarded,
+    run_guarded_sync,
+)
 from ._hooks import BudgetRunHooks
 from ._routing import BudgetModelProvider, RoutedModel
 
@@ -26,8 +35,12 @@ __all__ = [
     "AgentsToolDenied",
     "BudgetModelProvider",
     "BudgetRunHooks",
+    "GuardedModel",
     "GuardedResult",
     "RoutedModel",
+    "noting_agent",
+    "resume_openai_agents",
+    "resume_openai_agents_sync",
     "run_guarded",
     "run_guarded_sync",
 ]

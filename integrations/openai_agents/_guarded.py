@@ -1,7 +1,14 @@
-"""run_guarded: run an agent under the warden and get the partial result instead of an exception."""
+"""run_guarded: run an agent under the warden and get the partial result instead of an exception.
+
+A cap ends the run with what was done (the model's last text, the items, the report); with
+``Limits(final_answer=True)`` the last call a cap allows is made without tools, so the run
+ends with the model's own answer; with ``Policy(on_exceeded="pause")`` a refused run ends
+with a resumable handle that :func:`resume_openai_agents` continues from the same step.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,15 +17,29 @@ from agents.agent import Agent
 from agents.items import MessageOutputItem, RunItem, TResponseInputItem
 from agents.lifecycle import RunHooks
 from agents.result import RunResult
-from agents.run import Runner
+from agents.run import DEFAULT_MAX_TURNS, Runner
 from agents.run_config import RunConfig
+from agents.run_context import RunContextWrapper
+from agents.run_state import RunState
 
 from budgetwarden import BudgetError, BudgetExceeded, RunReport, Warden
+from budgetwarden.pause import PauseHandle
 
+from ._final import GuardedModel, noting_agent
 from ._hooks import BudgetRunHooks
+from ._pause import FRAMEWORK, pause_run
 from ._routing import BudgetModelProvider, ModelFactory
+from ._state import GovernedRun
 
-__all__ = ["GuardedResult", "run_guarded", "run_guarded_sync"]
+__all__ = [
+    "GuardedResult",
+    "resume_openai_agents",
+    "resume_openai_agents_sync",
+    "run_guarded",
+    "run_guarded_sync",
+]
+
+RunInput = str | list[TResponseInputItem] | RunState[Any, Any]
 
 
 @dataclass
@@ -28,25 +49,48 @@ class GuardedResult:
     output: Any
     """The final output; when stopped, the partial output (the model's last text, or None)."""
     report: RunReport | None
-    """The run's report: calls, tokens, cost, stop reason."""
+    """The run's report: calls, tokens, cost, stop reason, child runs."""
     stopped: BudgetError | None = None
     """The refusal that ended the run (a ``BudgetExceeded`` or ``ToolDenied``), else None."""
     result: RunResult | None = None
-    """The SDK's own result when the run completed."""
+    """The SDK's own result when the run completed (also after a final-answer call)."""
     new_items: list[RunItem] = field(default_factory=list)
     """The items the run generated (until it stopped)."""
+    final_cap: str | None = None
+    """The cap whose last allowed call gave the final answer (``Limits.final_answer``)."""
+    handle: PauseHandle | None = None
+    """With ``on_exceeded="pause"``: the saved handle that resumes the run."""
 
     @property
     def partial(self) -> bool:
-        """True when a cap or a tool rule ended the run before its final output."""
-        return self.stopped is not None
+        """True when a cap or a tool rule ended the run before the task was done."""
+        return self.stopped is not None or self.final_cap is not None
+
+    @property
+    def paused(self) -> bool:
+        """True when the run can be resumed (see :func:`resume_openai_agents`)."""
+        return self.handle is not None
 
     @property
     def cap(self) -> str | None:
-        """The cap that stopped the run (``"max_tool_calls"``, ``"budget:user=u1/8h"``...)."""
+        """The cap that ended the run (``"max_tool_calls"``, ``"budget:user=u1/8h"``...)."""
         if isinstance(self.stopped, BudgetExceeded):
             return str(self.stopped.cap)
-        return "tool_denied" if self.stopped is not None else None
+        if self.stopped is not None:
+            return "tool_denied"
+        return self.final_cap
+
+
+@dataclass
+class _Options:
+    """How one guarded run is set up (the keywords of ``run_guarded``)."""
+
+    attribution: dict[str, str | None]
+    route: bool
+    model_factory: ModelFactory | None
+    hooks: RunHooks[Any] | None
+    runner_kwargs: dict[str, Any]
+    run_id: str | None = None
 
 
 def _last_message_text(items: list[RunItem]) -> str | None:
@@ -58,45 +102,127 @@ def _last_message_text(items: list[RunItem]) -> str | None:
     return None
 
 
-def _completed(result: RunResult, hooks: BudgetRunHooks) -> GuardedResult:
+def _completed(result: RunResult, governed: GovernedRun | None) -> GuardedResult:
+    run = governed.run if governed is not None else None
     return GuardedResult(
-        output=result.final_output, report=hooks.report, result=result, new_items=result.new_items
+        output=result.final_output,
+        report=run.report if run is not None else None,
+        result=result,
+        new_items=result.new_items,
+        final_cap=run.final_cap if run is not None else None,
     )
 
 
-def _stopped(exc: BudgetError, hooks: BudgetRunHooks, warden: Warden) -> GuardedResult:
-    if warden.policy.on_exceeded == "raise":
+def _stopped(
+    exc: BudgetError,
+    governed: GovernedRun | None,
+    warden: Warden,
+    agent: Agent[Any],
+    max_turns: int | None,
+) -> GuardedResult:
+    on_exceeded = warden.policy.on_exceeded
+    if on_exceeded == "raise":
         raise exc
     items: list[RunItem] = list(getattr(exc, "new_items", []))
     partial = getattr(exc, "partial", None) or _last_message_text(items)
-    report = getattr(exc, "report", None) or hooks.report
-    return GuardedResult(output=partial, report=report, stopped=exc, new_items=items)
+    report = getattr(exc, "report", None)
+    if governed is not None:
+        report = governed.run.report
+    handle = None
+    if on_exceeded == "pause" and isinstance(exc, BudgetExceeded) and governed is not None:
+        handle = pause_run(warden, governed.run, exc, governed, agent, max_turns)
+        exc.handle = handle  # type: ignore[attr-defined]
+    return GuardedResult(output=partial, report=report, stopped=exc, new_items=items, handle=handle)
+
+
+def _thread_of(runner_kwargs: dict[str, Any], input: RunInput) -> str | None:
+    session = runner_kwargs.get("session")
+    thread = getattr(session, "session_id", None) or runner_kwargs.get("conversation_id")
+    if thread is None and isinstance(input, RunState):
+        thread = input._conversation_id
+    return str(thread) if thread else None
+
+
+def _budget_hooks(warden: Warden, options: _Options) -> BudgetRunHooks:
+    if isinstance(options.hooks, BudgetRunHooks):
+        return options.hooks
+    return BudgetRunHooks(warden, hooks=options.hooks, **options.attribution)
+
+
+def _context_of(input: RunInput, kwargs: dict[str, Any]) -> RunContextWrapper[Any]:
+    """The run context the SDK will use (made here, so this run's state can be found)."""
+    if isinstance(input, RunState) and input._context is not None:
+        return input._context
+    given = kwargs.get("context")
+    wrapper = given if isinstance(given, RunContextWrapper) else RunContextWrapper(context=given)
+    kwargs["context"] = wrapper
+    return wrapper
+
+
+def _max_turns(input: RunInput, kwargs: dict[str, Any]) -> int | None:
+    if isinstance(input, RunState):
+        return input._max_turns
+    turns: int | None = kwargs.get("max_turns", DEFAULT_MAX_TURNS)
+    return turns
 
 
 def _prepare(
-    warden: Warden,
-    attribution: dict[str, Any],
-    runner_kwargs: dict[str, Any],
-    route: bool,
-    model_factory: ModelFactory | None,
-    hooks: RunHooks[Any] | None,
+    warden: Warden, input: RunInput, options: _Options
 ) -> tuple[BudgetRunHooks, dict[str, Any]]:
-    if attribution.get("thread") is None:
-        session = runner_kwargs.get("session")
-        attribution["thread"] = (
-            getattr(session, "session_id", None) or runner_kwargs.get("conversation_id") or None
+    """The hooks and ``Runner.run`` keywords of one guarded run."""
+    kwargs = dict(options.runner_kwargs)
+    if options.attribution.get("thread") is None:
+        options.attribution["thread"] = _thread_of(kwargs, input)
+    hooks = _budget_hooks(warden, options)
+    if options.run_id is not None:
+        hooks.resume_as(options.run_id)
+    config = kwargs.get("run_config") or RunConfig()
+    if options.route:
+        provider = BudgetModelProvider(hooks, model_factory=options.model_factory)
+        config = dataclasses.replace(config, model_provider=provider)
+    if warden.policy.limits.final_answer:
+        config = dataclasses.replace(
+            config,
+            model=GuardedModel(hooks, config.model, config.model_provider),
+            call_model_input_filter=noting_agent(config.call_model_input_filter),
         )
-    budget_hooks = BudgetRunHooks(warden, hooks=hooks, **attribution)
-    if route:
-        config = runner_kwargs.get("run_config") or RunConfig()
-        provider = BudgetModelProvider(budget_hooks, model_factory=model_factory)
-        runner_kwargs["run_config"] = dataclasses.replace(config, model_provider=provider)
-    return budget_hooks, runner_kwargs
+    kwargs["run_config"] = config
+    return hooks, kwargs
+
+
+async def _run_guarded(
+    starting_agent: Agent[Any], input: RunInput, warden: Warden, options: _Options
+) -> GuardedResult:
+    hooks, kwargs = _prepare(warden, input, options)
+    usage = _context_of(input, kwargs).usage
+    try:
+        result = await Runner.run(starting_agent, input, hooks=hooks, **kwargs)
+    except BudgetError as exc:
+        turns = _max_turns(input, kwargs)
+        return _stopped(exc, hooks.governed(usage), warden, starting_agent, turns)
+    finally:
+        await hooks.aclose(usage=usage)
+    return _completed(result, hooks.governed(usage))
+
+
+def _run_guarded_sync(
+    starting_agent: Agent[Any], input: RunInput, warden: Warden, options: _Options
+) -> GuardedResult:
+    hooks, kwargs = _prepare(warden, input, options)
+    usage = _context_of(input, kwargs).usage
+    try:
+        result = Runner.run_sync(starting_agent, input, hooks=hooks, **kwargs)
+    except BudgetError as exc:
+        turns = _max_turns(input, kwargs)
+        return _stopped(exc, hooks.governed(usage), warden, starting_agent, turns)
+    finally:
+        hooks.close(usage=usage)
+    return _completed(result, hooks.governed(usage))
 
 
 async def run_guarded(
     starting_agent: Agent[Any],
-    input: str | list[TResponseInputItem],
+    input: RunInput,
     warden: Warden,
     *,
     agent: str | None = None,
@@ -117,26 +243,23 @@ async def run_guarded(
     Attribution keywords name the run (``thread`` defaults to the session's id or the
     ``conversation_id``); ``route=True`` routes each call through the policy's tiers
     (``model_factory`` builds a tier's Model, default ``LitellmModel``); ``hooks`` are your
-    own run hooks, still called; every other keyword goes to ``Runner.run``. With
-    ``Policy(on_exceeded="raise")`` the refusal is raised instead.
+    own run hooks, still called, or the ``BudgetRunHooks`` to use (the one you gave
+    ``agent.as_tool``, so that agent runs as a child run); every other keyword goes to
+    ``Runner.run``. With ``Limits(final_answer=True)`` the last allowed call is made without
+    tools; with ``Policy(on_exceeded="pause")`` a refusal saves a resumable ``handle``; with
+    ``"raise"`` the refusal is raised instead.
     """
     attribution = {
         "agent": agent, "user": user, "workspace": workspace, "workflow": workflow,
         "task_class": task_class, "key": key, "thread": thread, "feature": feature,
     }  # fmt: skip
-    budget_hooks, kwargs = _prepare(warden, attribution, runner_kwargs, route, model_factory, hooks)
-    try:
-        result = await Runner.run(starting_agent, input, hooks=budget_hooks, **kwargs)
-    except BudgetError as exc:
-        return _stopped(exc, budget_hooks, warden)
-    finally:
-        await budget_hooks.aclose()
-    return _completed(result, budget_hooks)
+    options = _Options(attribution, route, model_factory, hooks, runner_kwargs)
+    return await _run_guarded(starting_agent, input, warden, options)
 
 
 def run_guarded_sync(
     starting_agent: Agent[Any],
-    input: str | list[TResponseInputItem],
+    input: RunInput,
     warden: Warden,
     *,
     agent: str | None = None,
@@ -157,11 +280,56 @@ def run_guarded_sync(
         "agent": agent, "user": user, "workspace": workspace, "workflow": workflow,
         "task_class": task_class, "key": key, "thread": thread, "feature": feature,
     }  # fmt: skip
-    budget_hooks, kwargs = _prepare(warden, attribution, runner_kwargs, route, model_factory, hooks)
-    try:
-        result = Runner.run_sync(starting_agent, input, hooks=budget_hooks, **kwargs)
-    except BudgetError as exc:
-        return _stopped(exc, budget_hooks, warden)
-    finally:
-        budget_hooks.close()
-    return _completed(result, budget_hooks)
+    options = _Options(attribution, route, model_factory, hooks, runner_kwargs)
+    return _run_guarded_sync(starting_agent, input, warden, options)
+
+
+async def _paused_input(
+    handle: PauseHandle, agent: Agent[Any], max_turns: int | None
+) -> RunState[Any, Agent[Any]]:
+    if handle.framework != FRAMEWORK or "run_state" not in handle.state:
+        raise ValueError(f"pause handle {handle.id} is not a paused Agents SDK run")
+    state = await RunState.from_json(agent, handle.state["run_state"])
+    if max_turns is not None:
+        state._max_turns = max_turns
+    return state
+
+
+def _resume_options(handle: PauseHandle, kwargs: dict[str, Any]) -> _Options:
+    attribution = {k: v for k, v in handle.attribution.items() if not k.startswith("tag:")}
+    route = bool(kwargs.pop("route", False))
+    factory = kwargs.pop("model_factory", None)
+    hooks = kwargs.pop("hooks", None)
+    return _Options(attribution, route, factory, hooks, kwargs, run_id=handle.run_id)
+
+
+async def resume_openai_agents(
+    warden: Warden,
+    handle: PauseHandle,
+    agent: Agent[Any],
+    *,
+    max_turns: int | None = None,
+    **kwargs: Any,
+) -> GuardedResult:
+    """Continue a paused run from the step it stopped at, with its whole transcript.
+
+    ``agent`` is the run's starting agent; ``kwargs`` are ``run_guarded``'s (``route``,
+    ``hooks``, ``run_config``...); ``max_turns`` gives the resumed run more turns. With
+    ``warden.anap_and_resume(handle_id, lambda h: resume_openai_agents(warden, h, agent))``
+    it first waits until the budget's window resets or the budget is raised.
+    """
+    state = await _paused_input(handle, agent, max_turns)
+    return await _run_guarded(agent, state, warden, _resume_options(handle, dict(kwargs)))
+
+
+def resume_openai_agents_sync(
+    warden: Warden,
+    handle: PauseHandle,
+    agent: Agent[Any],
+    *,
+    max_turns: int | None = None,
+    **kwargs: Any,
+) -> GuardedResult:
+    """Synchronous twin of :func:`resume_openai_agents` (for ``warden.nap_and_resume``)."""
+    state = asyncio.run(_paused_input(handle, agent, max_turns))
+    return _run_guarded_sync(agent, state, warden, _resume_options(handle, dict(kwargs)))

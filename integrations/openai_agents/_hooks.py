@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from agents.agent import Agent
@@ -13,10 +12,12 @@ from agents.lifecycle import RunHooks
 from agents.run_context import AgentHookContext, RunContextWrapper
 from agents.tool import Tool
 
-from budgetwarden import BudgetError, Run, RunReport, Step, ToolStep, Usage, Warden
+from budgetwarden import BudgetError, Run, RunReport, Step, Usage, Warden
 
 from ._errors import for_agents
+from ._final import add_notes
 from ._routing import outcome_of
+from ._state import GovernedRun, LlmCall, scope_key
 from ._translate import (
     agent_tool_names,
     estimate_messages,
@@ -29,36 +30,7 @@ from ._translate import (
     usage_of,
 )
 
-__all__ = ["BudgetRunHooks", "LlmCall", "RunState"]
-
-
-@dataclass(eq=False)
-class LlmCall:
-    """One model call in flight: its reservation, and what the routed model dispatched."""
-
-    state: RunState
-    step: Step
-    input_items: Any  # the very object the SDK passes on to Model.get_response
-    system_prompt: str | None
-    agent: Agent[Any]
-    started: float = field(default_factory=time.monotonic)
-    dispatched_model: str | None = None
-    settled: bool = False
-    failed_models: set[str] = field(default_factory=set)
-
-
-@dataclass(eq=False)
-class RunState:
-    """What one ``Runner.run`` has done under the warden, across its agents and handoffs."""
-
-    run: Run
-    key: int
-    agent_name: str | None = None
-    llm_calls: dict[int, LlmCall] = field(default_factory=dict)  # by id(run context)
-    tool_steps: dict[str, tuple[ToolStep, float]] = field(default_factory=dict)  # by call id
-    last_text: str | None = None
-    final_output: Any = None
-    finished: bool = False
+__all__ = ["BudgetRunHooks", "LlmCall"]
 
 
 class BudgetRunHooks(RunHooks[Any]):
@@ -69,10 +41,15 @@ class BudgetRunHooks(RunHooks[Any]):
     committed from the response's own usage; every tool call passes the policy's tool caps and
     rules first. A refused call raises :class:`AgentsBudgetExceeded` / :class:`AgentsToolDenied`
     (a ``BudgetExceeded`` / ``ToolDenied``) out of ``Runner.run``, and the call never happens.
+    Past the warn level a budget hint (``Policy(budget_hints=True)``) and, on the last call a
+    cap allows (``Limits(final_answer=True)``), the final-answer instruction are added to that
+    call's input.
 
-    One instance may serve several runs, even at once: runs are told apart by their run
-    context's ``usage`` object (shared by every context copy of one run). ``hooks`` are your
-    own run hooks; each event is forwarded to them after budgetwarden's checks.
+    One instance may serve several runs, even at once. An agent used as a tool
+    (``agent.as_tool(..., hooks=these_hooks)``) runs as a child run of its caller's
+    (``warden.run(parent=...)``): it never spends past what its caller has left, and its
+    spend shows in the caller's report. ``hooks`` are your own run hooks; each event is
+    forwarded to them after budgetwarden's checks.
     """
 
     def __init__(
@@ -101,15 +78,20 @@ class BudgetRunHooks(RunHooks[Any]):
             "feature": feature,
         }
         self._inner = hooks
-        self._states: dict[int, RunState] = {}
+        self._states: dict[int, GovernedRun] = {}  # by scope_key(context)
         self._calls_by_input: dict[int, LlmCall] = {}
-        self._last: RunState | None = None
+        self._last: GovernedRun | None = None
+        self._outermost: dict[int, GovernedRun] = {}  # by id(usage), until the usage is gone
+        self._run_id: str | None = None  # the id the next outermost run takes (a resume)
 
     # ----------------------------------------------------------------- public
 
     @property
     def run(self) -> Run | None:
-        """The budgetwarden ``Run`` of the latest ``Runner.run`` these hooks saw (or None)."""
+        """The budgetwarden ``Run`` of the latest ``Runner.run`` these hooks saw (or None).
+
+        An agent used as a tool runs as a child of it: see ``run.report.children``.
+        """
         return self._last.run if self._last is not None else None
 
     @property
@@ -122,15 +104,24 @@ class BudgetRunHooks(RunHooks[Any]):
         """How many runs these hooks govern that have not finished yet."""
         return len(self._states)
 
-    def close(self, error: BaseException | None = None) -> None:
-        """Finish every run still open (one an exception ended before its final output)."""
-        for state in list(self._states.values()):
+    def governed(self, usage: object) -> GovernedRun | None:
+        """The outermost run of the run context whose ``usage`` this is (finished or not)."""
+        return self._outermost.get(id(usage))
+
+    def resume_as(self, run_id: str) -> None:
+        """Give the next run these hooks open the id of a paused run it continues."""
+        self._run_id = run_id
+
+    def close(self, error: BaseException | None = None, *, usage: object = None) -> None:
+        """Finish every run still open (one an exception ended before its final output), or
+        only those of the run context whose ``usage`` is given."""
+        for state in self._innermost_first(usage):
             self._end(state)
             state.run.finish(_unfinished_reason(error), error=error)
 
-    async def aclose(self, error: BaseException | None = None) -> None:
+    async def aclose(self, error: BaseException | None = None, *, usage: object = None) -> None:
         """Async twin of :meth:`close`."""
-        for state in list(self._states.values()):
+        for state in self._innermost_first(usage):
             self._end(state)
             await state.run.afinish(_unfinished_reason(error), error=error)
 
@@ -138,7 +129,9 @@ class BudgetRunHooks(RunHooks[Any]):
 
     async def on_agent_start(self, context: AgentHookContext[Any], agent: Agent[Any]) -> None:
         """Open the run on its first agent; note which agent runs now."""
-        self._state_for(context, agent).agent_name = agent.name
+        state = self._state_for(context, agent, opening=True)
+        if state is not None:
+            state.agent_name = agent.name
         if self._inner is not None:
             await self._inner.on_agent_start(context, agent)
 
@@ -149,12 +142,14 @@ class BudgetRunHooks(RunHooks[Any]):
         system_prompt: str | None,
         input_items: list[TResponseInputItem],
     ) -> None:
-        """Reserve the model call, or refuse it before the model runs."""
-        state = self._state_for(context, agent)
+        """Reserve the model call, or refuse it before the model runs; add the step's notes."""
+        state = self._governed(context, agent)
         step = await self._reserve(state, agent, system_prompt, input_items)
         call = LlmCall(state, step, input_items, system_prompt, agent)
         state.llm_calls[id(context)] = call
+        state.tool_results.clear()  # a new turn: the last one's tools are done
         self._calls_by_input[id(input_items)] = call
+        add_notes(input_items, step)
         if self._inner is not None:
             await self._inner.on_llm_start(context, agent, system_prompt, input_items)
 
@@ -162,11 +157,12 @@ class BudgetRunHooks(RunHooks[Any]):
         self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
     ) -> None:
         """Commit the call's own usage (``response.usage``, not the run's running total)."""
-        state = self._states.get(id(context.usage))
+        state = self._states.get(scope_key(context))
         call = state.llm_calls.pop(id(context), None) if state is not None else None
         if state is not None and call is not None:
             self._calls_by_input.pop(id(call.input_items), None)
             state.last_text = response_text(response) or state.last_text
+            state.last_response, state.last_agent = response, agent
             if not call.settled:
                 call.settled = True
                 await state.run.aafter_llm_call(
@@ -186,7 +182,7 @@ class BudgetRunHooks(RunHooks[Any]):
         self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool
     ) -> None:
         """Pass the tool call through the policy's tool caps and rules, or refuse it."""
-        state = self._state_for(context, agent)
+        state = self._governed(context, agent)
         call_id = tool_call_id(context)
         try:
             tool_step = await state.run.abefore_tool_call(
@@ -202,12 +198,13 @@ class BudgetRunHooks(RunHooks[Any]):
         self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool, result: object
     ) -> None:
         """Record the tool call's outcome (a failure is the SDK's error message as result)."""
-        state = self._states.get(id(context.usage))
+        state = self._states.get(scope_key(context))
         call_id = tool_call_id(context) or f"{tool.name}#{id(context)}"
         entry = state.tool_steps.pop(call_id, None) if state is not None else None
         if state is not None and entry is not None:
             tool_step, started = entry
             failed = tool_result_failed(result)
+            state.tool_results[call_id] = str(result)
             await state.run.aafter_tool_call(
                 tool_step,
                 ok=not failed,
@@ -221,7 +218,7 @@ class BudgetRunHooks(RunHooks[Any]):
         self, context: RunContextWrapper[Any], from_agent: Agent[Any], to_agent: Agent[Any]
     ) -> None:
         """A handoff keeps the same run: the next agent spends from the same counters."""
-        state = self._states.get(id(context.usage))
+        state = self._states.get(scope_key(context))
         if state is not None:
             state.agent_name = to_agent.name
         if self._inner is not None:
@@ -231,9 +228,8 @@ class BudgetRunHooks(RunHooks[Any]):
         self, context: AgentHookContext[Any], agent: Agent[Any], output: Any
     ) -> None:
         """Finish the run when its last agent produced the final output."""
-        state = self._states.get(id(context.usage))
-        # An agent used as a tool shares its caller's usage: its end is not the run's end.
-        if state is not None and not state.tool_steps:
+        state = self._states.get(scope_key(context))
+        if state is not None:
             state.final_output = output
             self._end(state)
             await state.run.afinish(error=None)
@@ -277,21 +273,46 @@ class BudgetRunHooks(RunHooks[Any]):
 
     # -------------------------------------------------------------- internals
 
-    def _state_for(self, context: RunContextWrapper[Any], agent: Agent[Any]) -> RunState:
-        usage = context.usage
-        key = id(usage)
-        state = self._states.get(key)
-        if state is None:
-            state = RunState(run=self._open_run(agent), key=key)
-            self._states[key] = state
-            weakref.finalize(usage, self._abandon, key)
-        self._last = state
+    def _governed(self, context: RunContextWrapper[Any], agent: Agent[Any]) -> GovernedRun:
+        state = self._state_for(context, agent, opening=False)
+        assert state is not None
         return state
 
-    def _open_run(self, agent: Agent[Any]) -> Run:
+    def _state_for(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], *, opening: bool
+    ) -> GovernedRun | None:
+        """The run a context belongs to, opened on first sight.
+
+        A run nested in another (an agent used as a tool: same usage, new scope) opens at its
+        first model or tool call, whose context names the caller's tool call; at its
+        ``on_agent_start`` it is not known yet whose call it serves.
+        """
+        scope = scope_key(context)
+        state = self._states.get(scope)
+        if state is not None:
+            return state
+        usage_key = id(context.usage)
+        callers = [s for s in self._states.values() if s.usage_key == usage_key]
+        if callers and opening:
+            return None
+        parent = _caller_of(callers, tool_call_id(context)) if callers else None
+        state = GovernedRun(
+            run=self._open_run(agent, parent), scope=scope, usage_key=usage_key, parent=parent
+        )
+        state.agent_name = agent.name
+        self._states[scope] = state
+        if parent is None:
+            weakref.finalize(context.usage, self._abandon, usage_key)
+            self._last = self._outermost[usage_key] = state
+        return state
+
+    def _open_run(self, agent: Agent[Any], parent: GovernedRun | None) -> Run:
         a = self.attribution
+        run_id = None
+        if parent is None:
+            run_id, self._run_id = self._run_id, None
         return self.warden.run(
-            agent=a["agent"] or agent.name,
+            agent=agent.name if parent is not None else (a["agent"] or agent.name),
             user=a["user"],
             workspace=a["workspace"],
             workflow=a["workflow"],
@@ -299,11 +320,13 @@ class BudgetRunHooks(RunHooks[Any]):
             key=a["key"],
             thread=a["thread"],
             feature=a["feature"],
+            parent=parent.run if parent is not None else None,
+            run_id=run_id,
         )
 
     async def _reserve(
         self,
-        state: RunState,
+        state: GovernedRun,
         agent: Agent[Any],
         system_prompt: str | None,
         input_items: str | list[Any],
@@ -327,25 +350,45 @@ class BudgetRunHooks(RunHooks[Any]):
         call.started = time.monotonic()
         call.dispatched_model = None
 
-    async def _refuse(self, state: RunState, exc: BudgetError) -> NoReturn:
+    async def _refuse(self, state: GovernedRun, exc: BudgetError) -> NoReturn:
         refusal = for_agents(exc, partial=state.last_text)
         self._end(state)
         await state.run.afinish(error=refusal)
         refusal.report = state.run.report
         raise refusal from None
 
-    def _end(self, state: RunState) -> None:
-        self._states.pop(state.key, None)
+    def _end(self, state: GovernedRun) -> None:
+        self._states.pop(state.scope, None)
         for call in state.llm_calls.values():
             self._calls_by_input.pop(id(call.input_items), None)
         state.finished = True
 
-    def _abandon(self, key: int) -> None:
+    def _innermost_first(self, usage: object = None) -> list[GovernedRun]:
+        states = [s for s in self._states.values() if usage is None or s.usage_key == id(usage)]
+        return sorted(states, key=_depth, reverse=True)
+
+    def _abandon(self, usage_key: int) -> None:
         """The SDK dropped a run's context without a final output: free what it still holds."""
-        state = self._states.get(key)
-        if state is not None:
-            self._end(state)
-            state.run.finish("error")
+        self._outermost.pop(usage_key, None)
+        for state in self._innermost_first():
+            if state.usage_key == usage_key:
+                self._end(state)
+                state.run.finish("error")
+
+
+def _caller_of(callers: list[GovernedRun], call_id: str | None) -> GovernedRun:
+    """The run whose pending tool call started a nested run (the outermost when unknown)."""
+    for state in callers:
+        if call_id is not None and call_id in state.tool_steps:
+            return state
+    return min(callers, key=_depth)
+
+
+def _depth(state: GovernedRun) -> int:
+    depth, node = 0, state
+    while node.parent is not None:
+        depth, node = depth + 1, node.parent
+    return depth
 
 
 def _unfinished_reason(error: BaseException | None) -> str | None:

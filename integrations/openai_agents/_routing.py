@@ -24,10 +24,12 @@ from agents.tool import Tool
 from budgetwarden import BudgetError
 from budgetwarden.dispatch import classify_error
 
+from ._final import final_arguments, final_response
 from ._translate import compress_input
 
 if TYPE_CHECKING:
-    from ._hooks import BudgetRunHooks, LlmCall
+    from ._hooks import BudgetRunHooks
+    from ._state import LlmCall
 
 __all__ = ["BudgetModelProvider", "RoutedModel", "litellm_model", "outcome_of"]
 
@@ -104,15 +106,19 @@ class RoutedModel(Model):
         conversation_id: str | None = None,
         prompt: Any | None = None,
     ) -> ModelResponse:
-        """Dispatch to the chosen model; on an outage, move along the routing's fallbacks."""
+        """Dispatch to the chosen model; on an outage, move along the routing's fallbacks.
+
+        The last call a cap allows goes without tools, and keeps only its text.
+        """
         call = await self.hooks.begin_dispatch(input)
+        tools, handoffs, model_settings = final_arguments(call, tools, handoffs, model_settings)
         for _ in range(_MAX_FALLBACK_HOPS + 1):
             name, model = self._model_for(call.step.model if call is not None else None)
             self._last = model
             if call is not None:
                 call.dispatched_model = name
             try:
-                return await model.get_response(
+                response = await model.get_response(
                     system_instructions,
                     _compressed(call, input, bool(previous_response_id or conversation_id)),
                     self._settings(model_settings, call),
@@ -129,6 +135,8 @@ class RoutedModel(Model):
             except Exception as exc:
                 if call is None or not await self.hooks.fail_dispatch(call, exc, retry=True):
                     raise
+            else:
+                return final_response(call, response)
         raise RuntimeError("unreachable: fallback hops exhausted")  # pragma: no cover
 
     async def stream_response(
@@ -147,6 +155,7 @@ class RoutedModel(Model):
     ) -> AsyncIterator[Any]:
         """Stream from the chosen model; fall back only while nothing has been streamed yet."""
         call = await self.hooks.begin_dispatch(input)
+        tools, handoffs, model_settings = final_arguments(call, tools, handoffs, model_settings)
         for _ in range(_MAX_FALLBACK_HOPS + 1):
             name, model = self._model_for(call.step.model if call is not None else None)
             self._last = model

@@ -71,8 +71,9 @@ def agents_usage(
 class ScriptedModel(Model):
     """Plays its scripted turns, then calls ``loop_tool`` forever (or answers ``final_text``).
 
-    Each turn reports ``usage``; ``calls`` counts the model calls that really happened and
-    ``inputs`` keeps what each one was sent.
+    Offered no tool, it answers ``final_text`` instead of looping (as a real model must).
+    Each turn reports ``usage``; ``calls`` counts the model calls that really happened,
+    ``inputs`` keeps what each one was sent and ``tools`` the tool names it was offered.
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class ScriptedModel(Model):
         self.calls = 0
         self.inputs: list[list[TResponseInputItem]] = []
         self.instructions: list[str | None] = []
+        self.tools: list[list[str]] = []
 
     def _next_output(self) -> list[TResponseOutputItem]:
         index = self.calls
@@ -104,14 +106,20 @@ class ScriptedModel(Model):
             if isinstance(turn, BaseException):
                 raise turn
             return turn(index) if callable(turn) else turn
-        if self.loop_tool is None:
+        if self.loop_tool is None or not self.tools[-1]:
             return [message(self.final_text)]
         args = {"q": "same"} if self.same_args else {"q": f"query {index}"}
         return [tool_call(self.loop_tool, args)]
 
     def _record(
-        self, system_instructions: str | None, input: str | list[Any], settings: ModelSettings
+        self,
+        system_instructions: str | None,
+        input: str | list[Any],
+        settings: ModelSettings,
+        tools: list[Tool],
+        handoffs: list[Handoff],
     ) -> None:
+        self.tools.append([tool.name for tool in tools] + [h.tool_name for h in handoffs])
         self.settings.append(settings)
         self.instructions.append(system_instructions)
         self.inputs.append(list(input) if isinstance(input, list) else [input])
@@ -130,7 +138,7 @@ class ScriptedModel(Model):
         conversation_id: str | None = None,
         prompt: Any | None = None,
     ) -> ModelResponse:
-        self._record(system_instructions, input, model_settings)
+        self._record(system_instructions, input, model_settings, tools, handoffs)
         output = self._next_output()
         return ModelResponse(output=output, usage=agents_usage(*self.usage), response_id=None)
 
@@ -148,7 +156,7 @@ class ScriptedModel(Model):
         conversation_id: str | None = None,
         prompt: Any | None = None,
     ) -> AsyncIterator[Any]:
-        self._record(system_instructions, input, model_settings)
+        self._record(system_instructions, input, model_settings, tools, handoffs)
         output = self._next_output()
         for index, item in enumerate(output):
             yield ResponseOutputItemDoneEvent(
