@@ -107,7 +107,8 @@ def _row(name: str, report: RunReport | None, stop: str) -> dict[str, Any]:
 def _kickoff(name: str, limits: Limits) -> dict[str, Any]:
     warden = Warden(Policy(limits=limits), log_events=False)
     result = guard_crew(_crew(), warden, workflow="demo").kickoff()
-    return _row(name, result.report, result.cap or "completed (CrewAI max_iter=10)")
+    # This crew never finishes by itself: without a cap, CrewAI's max_iter ends it.
+    return _row(name, result.report, result.cap or "CrewAI max_iter")
 
 
 @contextlib.contextmanager
@@ -127,7 +128,7 @@ def run_demo() -> list[dict[str, Any]]:
     """Rows for the demo table: the same looping crew without caps, then guarded."""
     with _quiet():
         return [
-            _kickoff("CrewAI crew, no caps", Limits()),
+            _kickoff("CrewAI crew, no caps (max_iter=10)", Limits()),
             _kickoff("CrewAI crew, guard_crew ($0.02)", Limits(max_cost_usd=0.02)),
             _kickoff("CrewAI crew, guard_crew (4 tool calls)", Limits(max_tool_calls=4)),
         ]
