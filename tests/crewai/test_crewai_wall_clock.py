@@ -24,8 +24,10 @@ def test_wall_clock_cap_stops_a_slow_crew_within_one_call_of_the_deadline() -> N
     elapsed = time.time() - began
 
     assert result.stopped and result.cap == "max_wall_seconds"
-    assert all(start - began < DEADLINE for start in llm.started)
-    assert elapsed < DEADLINE + CALL_SECONDS + 0.25
+    # No call started after the deadline (give or take the few ms between the run's check
+    # and the model's clock), and the crew stopped within one call of it.
+    assert all(start - began < DEADLINE + 0.05 for start in llm.started)
+    assert elapsed < DEADLINE + CALL_SECONDS + 0.5
     assert llm.calls == len(llm.started) >= 3
 
 
