@@ -26,6 +26,7 @@ Definitions every report, the dashboard and the alert rules share:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -170,13 +171,39 @@ def total_spend(events: Iterable[Event]) -> float:
 
 def day_of(ts: float, tz: str | ZoneInfo = "UTC") -> str:
     """The ISO calendar date of epoch seconds ``ts`` in time zone ``tz``."""
-    zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
-    return datetime.fromtimestamp(ts, zone).date().isoformat()
+    return _day_of_block(int(ts // _BLOCK), str(tz))
 
 
-def _value(event: CostEvent, dimension: str, zone: ZoneInfo) -> str | None:
+#: UTC offsets are whole multiples of 15 minutes, so no local midnight falls strictly inside
+#: a 15-minute block of epoch time: one date per block, computed once.
+_BLOCK = 900
+
+
+@functools.lru_cache(maxsize=65536)
+def _day_of_block(block: int, tz: str) -> str:
+    return datetime.fromtimestamp(block * _BLOCK, ZoneInfo(tz)).date().isoformat()
+
+
+@dataclass(slots=True)
+class _Acc:
+    costs: list[float] = field(default_factory=list)
+    runs: set[str] = field(default_factory=set)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    def add(self, event: CostEvent) -> None:
+        self.costs.append(event.cost_usd)
+        if event.run_id is not None:
+            self.runs.add(event.run_id)
+        self.input_tokens += event.input_tokens
+        self.output_tokens += event.output_tokens
+        self.cache_read_tokens += event.cache_read_tokens
+
+
+def _value(event: CostEvent, dimension: str, tz: str) -> str | None:
     if dimension == "day":
-        return day_of(event.ts, zone)
+        return day_of(event.ts, tz)
     if dimension == "model" and event.kind == "tool":
         return f"tool:{event.tool}"
     value = getattr(event, dimension)
@@ -191,28 +218,28 @@ def spend_by(events: Iterable[Event], dimension: str, *, tz: str = "UTC") -> lis
     """
     if dimension not in DIMENSIONS:
         raise ValueError(f"cannot group by {dimension!r}: use one of {', '.join(DIMENSIONS)}")
-    zone = ZoneInfo(tz)
-    groups: dict[str | None, list[CostEvent]] = defaultdict(list)
+    ZoneInfo(tz)  # an unknown zone fails here, with its name
+    groups: dict[str | None, _Acc] = defaultdict(_Acc)
     for event in cost_events(events):
-        groups[_value(event, dimension, zone)].append(event)
-    total = math.fsum(e.cost_usd for group in groups.values() for e in group)
-    rows = [_spend_row(key, group, total) for key, group in groups.items()]
+        groups[_value(event, dimension, tz)].add(event)
+    total = math.fsum(c for acc in groups.values() for c in acc.costs)
+    rows = [_spend_row(key, acc, total) for key, acc in groups.items()]
     if dimension == "day":
         return sorted(rows, key=lambda r: r.key or "")
     return sorted(rows, key=lambda r: (-r.cost_usd, r.key is None, r.key or ""))
 
 
-def _spend_row(key: str | None, group: Sequence[CostEvent], total: float) -> SpendRow:
-    cost = math.fsum(e.cost_usd for e in group)
+def _spend_row(key: str | None, acc: _Acc, total: float) -> SpendRow:
+    cost = math.fsum(acc.costs)
     return SpendRow(
         key=key,
         cost_usd=cost,
         share=cost / total if total > 0 else 0.0,
-        calls=len(group),
-        runs=len({e.run_id for e in group if e.run_id is not None}),
-        input_tokens=sum(e.input_tokens for e in group),
-        output_tokens=sum(e.output_tokens for e in group),
-        cache_read_tokens=sum(e.cache_read_tokens for e in group),
+        calls=len(acc.costs),
+        runs=len(acc.runs),
+        input_tokens=acc.input_tokens,
+        output_tokens=acc.output_tokens,
+        cache_read_tokens=acc.cache_read_tokens,
     )
 
 
@@ -224,10 +251,10 @@ def daily_spend(
     end: date | None = None,
 ) -> dict[str, float]:
     """Spend per calendar day, every day from the first to the last (or ``start``..``end``)."""
-    zone = ZoneInfo(tz)
+    ZoneInfo(tz)
     spend: dict[str, float] = defaultdict(float)
     for event in cost_events(events):
-        spend[day_of(event.ts, zone)] += event.cost_usd
+        spend[day_of(event.ts, tz)] += event.cost_usd
     if not spend and (start is None or end is None):
         return {}
     first = start or date.fromisoformat(min(spend))

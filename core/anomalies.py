@@ -80,6 +80,19 @@ class BudgetStatus(BaseModel):
     projected_ratio: float | None
     status: Literal["ok", "at_risk", "over", "no_envelope"]
 
+    @property
+    def status_text(self) -> str:
+        """The status in words."""
+        return _STATUS_TEXT[self.status]
+
+
+_STATUS_TEXT = {
+    "ok": "on track",
+    "at_risk": "projected over the envelope",
+    "over": "over the envelope",
+    "no_envelope": "no envelope set",
+}
+
 
 def day_spikes(daily: Mapping[str, float], sigma: float = 2.0) -> list[Anomaly]:
     """Days above ``mean + sigma * pstdev`` of the daily series (at least 3 days)."""

@@ -123,6 +123,7 @@ def _load_report(
     run_usd: float | None,
     tz: str | None,
     now: str | None,
+    dimensions: tuple[str, ...],
 ) -> Any:
     from .cli_reports import load_with_progress, now_or, parse_when, settings
     from .spend_report import build_report
@@ -142,6 +143,7 @@ def _load_report(
         rules=chosen.rules,
         now=instant,
         tz=chosen.timezone,
+        dimensions=dimensions,
         skipped=loaded.skipped,
     )
 
@@ -175,11 +177,9 @@ def report(
     if unknown:
         err_console.print(f"[red]cannot group by {unknown}: use {', '.join(DIMENSIONS)}[/red]")
         raise typer.Exit(2)
-    result = _load_report(events, policy, since, until, envelope, run_usd, tz, now)
+    result = _load_report(events, policy, since, until, envelope, run_usd, tz, now, chosen)
     if json_out:
-        data = result.model_dump(mode="json")
-        data["by"] = {d: data["by"][d] for d in chosen}
-        typer.echo(to_json(data))
+        typer.echo(to_json(result.model_dump(mode="json")))
         return
     render_report(result, console, chosen, top)
 
@@ -200,7 +200,9 @@ def dashboard(
     """Write one self-contained, offline HTML dashboard (charts, budget, anomalies)."""
     from .dashboard import write_dashboard
 
-    result = _load_report(events, policy, since, until, envelope, run_usd, tz, now)
+    result = _load_report(
+        events, policy, since, until, envelope, run_usd, tz, now, ("agent", "model")
+    )
     path = write_dashboard(result, out, title=title)
     console.print(f"wrote {path} ({path.stat().st_size:,} bytes, {result.events:,} events)")
 

@@ -183,9 +183,15 @@ def render_report(report: SpendReport, console: Console, by: Sequence[str], top:
         if rows and not (len(rows) == 1 and rows[0].key is None):
             console.print(_spend_table(dimension, rows, top))
     console.print(_task_class_table(report))
-    console.print(_success_table(report))
+    if any(s.known for s in report.success):
+        console.print(_success_table(report))
+    else:
+        console.print("Success rate: no run in these events recorded its outcome.")
     console.print(_cache_table(report))
-    console.print(_anomaly_table(report))
+    if report.anomalies:
+        console.print(_anomaly_table(report))
+    else:
+        console.print("Anomalies: none.")
 
 
 def _budget_line(report: SpendReport) -> str:
@@ -195,7 +201,7 @@ def _budget_line(report: SpendReport) -> str:
     return (
         f"Budget {b.month}: ${b.spent_usd:,.2f}{envelope}{ratio} after {b.days_elapsed:.1f} of "
         f"{b.days_in_month} days; month-end projection ${b.projected_usd:,.2f} "
-        f"[bold]{b.status.replace('_', ' ')}[/bold]"
+        f"[bold]{b.status_text}[/bold]"
     )
 
 

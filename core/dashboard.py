@@ -38,12 +38,6 @@ _JSON_ESCAPES = {
     "\u2028": "\\u2028",
     "\u2029": "\\u2029",
 }
-_STATUS_TEXT = {
-    "ok": "on track",
-    "at_risk": "projected over the envelope",
-    "over": "over the envelope",
-    "no_envelope": "no envelope set",
-}
 
 
 def script_json(data: Any) -> str:
@@ -159,7 +153,7 @@ def render_dashboard(
         "CARDS": _cards(report),
         "MONTH": _esc(report.budget.month),
         "STATUS": _esc(status),
-        "STATUS_TEXT": _esc(_STATUS_TEXT[status]),
+        "STATUS_TEXT": _esc(report.budget.status_text),
         "BUDGET_TEXT": _esc(_budget_text(report)),
         "ANOMALIES": _anomalies(report),
         "TASK_CLASSES": _task_classes(report),

@@ -91,7 +91,7 @@ def test_report_prints_tables_for_people(store: Path) -> None:
     out = result.output
     assert "$21.0000 spent over 17 calls in 12 runs" in out
     assert "Spend by agent" in out and "researcher" in out and "15.0000" in out
-    assert "month-end projection $65.10" in out and "at risk" in out
+    assert "month-end projection $65.10 projected over the envelope" in out
     assert "Per run, by task class" in out and "7.4000" in out
     assert "Prompt cache by model" in out and "42.2%" in out
     assert "Anomalies (5)" in out  # run_usd defaults to $1: R5 ($2) and R11 ($9)
