@@ -69,13 +69,13 @@ def llm_refusal(
     if refusal is not None:
         return refusal
     if limits.max_iterations is not None and counters.iterations >= limits.max_iterations:
-        return Refusal("max_iterations", limits.max_iterations, counters.iterations, 1)
+        return Refusal("max_iterations", limits.max_iterations, counters.iterations)
     if (
         limits.max_retries is not None
         and counters.last_llm_failed
         and counters.retries >= limits.max_retries
     ):
-        return Refusal("max_retries", limits.max_retries, counters.retries, 1)
+        return Refusal("max_retries", limits.max_retries, counters.retries)
     return _spend_refusal(limits, counters, input_tokens, max_output_tokens, worst_cost)
 
 
@@ -133,18 +133,18 @@ def tool_refusal(
     if refusal is not None:
         return refusal
     if limits.max_tool_calls is not None and counters.tool_calls >= limits.max_tool_calls:
-        return Refusal("max_tool_calls", limits.max_tool_calls, counters.tool_calls, 1)
+        return Refusal("max_tool_calls", limits.max_tool_calls, counters.tool_calls)
     per_tool = rules.max_calls.get(name)
     used = counters.tool_calls_by_name.get(name, 0)
     if per_tool is not None and used >= per_tool:
-        return Refusal(f"max_tool_calls[{name}]", per_tool, used, 1)
+        return Refusal(f"max_tool_calls[{name}]", per_tool, used)
     repeat = limits.max_repeated_tool_calls
     if (
         repeat is not None
         and signature == counters.last_tool_signature
         and counters.tool_streak >= repeat
     ):
-        return Refusal("max_repeated_tool_calls", repeat, counters.tool_streak, 1)
+        return Refusal("max_repeated_tool_calls", repeat, counters.tool_streak)
     if price > 0 and limits.max_cost_usd is not None:
         spent = counters.cost_usd + counters.reserved_usd
         if spent + price > limits.max_cost_usd:
