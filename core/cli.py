@@ -209,9 +209,13 @@ def dashboard(
 
 @app.command()
 def estimate(
-    model: Annotated[str | None, typer.Option(help="Model of every step.")] = None,
-    steps_p50: Annotated[float | None, typer.Option(help="Median steps per task.")] = None,
-    steps_p95: Annotated[float | None, typer.Option(help="95th pct steps per task.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model of every step (default gpt-4o).")] = None,
+    steps_p50: Annotated[
+        float | None, typer.Option(help="Median steps per task (default 5).")
+    ] = None,
+    steps_p95: Annotated[
+        float | None, typer.Option(help="95th pct steps per task (default 15).")
+    ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Step cap (max_iterations).")] = None,
     system_tokens: Annotated[
         int | None, typer.Option(help="System prompt + task input tokens.")
