@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,7 +36,7 @@ class MemoryLedger(SyncLedger):
         self._reservations: dict[str, list[str]] = {}
         self._marks: dict[str, float] = {}
         self._cancels: dict[str, str] = {}
-        self._values: dict[str, str] = {}
+        self._values: dict[str, tuple[str, float]] = {}  # key -> (value, expires_at)
         self._lock = threading.Lock()
         self._ops = 0
 
@@ -125,13 +126,16 @@ class MemoryLedger(SyncLedger):
         return next((t for t in targets if t in self._cancels), None)
 
     def put_value(self, key: str, value: str, *, expires_at: float | None = None) -> None:
-        """Store a value (this ledger forgets everything when the process ends)."""
+        """Store a value until ``expires_at`` (and at most until the process ends)."""
         with self._lock:
-            self._values[key] = value
+            self._values[key] = (value, math.inf if expires_at is None else expires_at)
 
     def get_value(self, key: str) -> str | None:
-        """The value stored under ``key``, or None."""
-        return self._values.get(key)
+        """The value stored under ``key``, or None (also once it expired)."""
+        found = self._values.get(key)
+        if found is None or found[1] <= time.time():
+            return None
+        return found[0]
 
     def delete_value(self, key: str) -> None:
         """Forget ``key``."""
@@ -140,7 +144,10 @@ class MemoryLedger(SyncLedger):
 
     def list_values(self, prefix: str) -> list[str]:
         """Every key that starts with ``prefix``."""
-        return sorted(k for k in self._values if k.startswith(prefix))
+        now = time.time()
+        return sorted(
+            k for k, (_, until) in self._values.items() if k.startswith(prefix) and until > now
+        )
 
     def close(self) -> None:
         """Nothing to release."""
