@@ -218,6 +218,11 @@ class AlertEvaluator:
         return True
 
 
+def usd(value: float) -> str:
+    """Dollars for messages: cents from $1 up, four decimals below ($0.0420)."""
+    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+
+
 def _envelope_firings(
     status: BudgetStatus, rules: AlertRules, now: float, resets_at: float
 ) -> list[Firing]:
@@ -230,8 +235,8 @@ def _envelope_firings(
             continue
         action: Literal["alert", "warn"] = "alert" if level < 0.8 else "warn"
         message = (
-            f"month {status.month} spent ${status.spent_usd:.2f}, {level:.0%} or more of the "
-            f"${envelope:.2f} envelope (projected ${status.projected_usd:.2f})"
+            f"month {status.month} spent {usd(status.spent_usd)}, {level:.0%} or more of the "
+            f"{usd(envelope)} envelope (projected {usd(status.projected_usd)})"
         )
         event = BudgetAlert(
             ts=now,
@@ -253,8 +258,8 @@ def _envelope_firings(
 
 def _projection_firing(status: BudgetStatus, envelope: float, now: float) -> Firing:
     message = (
-        f"month {status.month} is projected to spend ${status.projected_usd:.2f}, above the "
-        f"${envelope:.2f} envelope (${status.spent_usd:.2f} after {status.days_elapsed:.1f} days)"
+        f"month {status.month} is projected to spend {usd(status.projected_usd)}, above the "
+        f"{usd(envelope)} envelope ({usd(status.spent_usd)} after {status.days_elapsed:.1f} days)"
     )
     data = status.model_dump(mode="json")
     event = Notice(ts=now, code="envelope.projected_over", message=message, data=data)

@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from .alerts import AlertRules
+from .alerts import AlertRules, usd
 from .analytics import RunSummary, cost_events, runs_of, total_spend
 from .events import Event
 
@@ -48,6 +48,7 @@ __all__ = [
     "heavy_users",
     "month_bounds",
 ]
+
 
 AnomalyKind = Literal["day_spike", "heavy_user", "expensive_run", "daily_surge"]
 
@@ -107,7 +108,7 @@ def day_spikes(daily: Mapping[str, float], sigma: float = 2.0) -> list[Anomaly]:
             subject=day,
             value_usd=spend,
             threshold_usd=threshold,
-            message=f"{day} spent ${spend:.2f}, above mean + {sigma:g} sigma (${threshold:.2f})",
+            message=f"{day} spent {usd(spend)}, above mean + {sigma:g} sigma ({usd(threshold)})",
             key=f"day_spike|{day}",
         )
         for day, spend in daily.items()
@@ -130,7 +131,7 @@ def heavy_users(events: Iterable[Event], share: float = 0.10, period: str = "") 
             subject=user,
             value_usd=cost,
             threshold_usd=threshold,
-            message=f"user {user} spent ${cost:.2f}, {cost / total:.0%} of ${total:.2f} "
+            message=f"user {user} spent {usd(cost)}, {cost / total:.0%} of {usd(total)} "
             f"(above {share:.0%})",
             key=f"heavy_user|{period}|{user}",
         )
@@ -149,7 +150,7 @@ def expensive_runs(runs: Sequence[RunSummary], max_usd: float) -> list[Anomaly]:
             value_usd=run.cost_usd,
             threshold_usd=max_usd,
             message=f"run {run.run_id} ({run.attribution.get('agent') or 'no agent'}) cost "
-            f"${run.cost_usd:.2f}, above ${max_usd:.2f}",
+            f"{usd(run.cost_usd)}, above {usd(max_usd)}",
             key=f"expensive_run|{run.run_id}",
         )
         for run in runs
@@ -172,8 +173,8 @@ def daily_surges(daily: Mapping[str, float], factor: float = 2.0, days: int = 7)
                     subject=day,
                     value_usd=spend,
                     threshold_usd=factor * trailing,
-                    message=f"{day} spent ${spend:.2f}, {spend / trailing:.1f}x its trailing "
-                    f"{days}-day average (${trailing:.2f})",
+                    message=f"{day} spent {usd(spend)}, {spend / trailing:.1f}x its trailing "
+                    f"{days}-day average ({usd(trailing)})",
                     key=f"daily_surge|{day}",
                 )
             )

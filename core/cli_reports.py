@@ -138,10 +138,13 @@ def _label(value: str | None) -> str:
     return "(none)" if value is None else value
 
 
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+def _table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], *, text: int = 1
+) -> Table:
+    """A table whose first ``text`` columns are left-aligned text, the rest right-aligned."""
     table = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i == 0 else "right", overflow="fold")
+        table.add_column(column, justify="left" if i < text else "right", overflow="fold")
     for row in rows:
         table.add_row(*row)
     return table
@@ -249,7 +252,7 @@ def _cache_table(report: SpendReport) -> Table:
 
 def _anomaly_table(report: SpendReport) -> Table:
     rows = [[a.kind.replace("_", " "), a.subject, a.message] for a in report.anomalies]
-    return _table(f"Anomalies ({len(rows)})", ["kind", "about", "what"], rows)
+    return _table(f"Anomalies ({len(rows)})", ["kind", "about", "what"], rows, text=3)
 
 
 # ====================================================================== estimate, breakeven
@@ -275,7 +278,7 @@ def render_estimate(result: Estimate, console: Console, observed: Any | None = N
         rows.append(["observed P95", f"{observed.steps_p95:g}", "", _usd(observed.cost_p95)])
     console.print(_table("Cost of one task", ["", "steps", "input tokens", "USD"], rows))
     growth = [[f"{n}", _usd(cost)] for n, cost in sorted(result.cost_by_steps.items())]
-    console.print(_table("Context re-sent every step: cost by steps", ["steps", "USD"], growth))
+    console.print(_table("Cost by steps (context re-sent)", ["steps", "USD"], growth))
     if result.tasks_per_day:
         console.print(
             f"{result.tasks_per_day:,.0f} tasks a day: [bold]${result.monthly_usd:,.2f}[/bold] "
@@ -315,7 +318,7 @@ def render_firings(firings: Sequence[Firing], console: Console, *, delivered: bo
     """Print the alerts that fired."""
     verb = "delivered" if delivered else "firing (dry run: nothing delivered)"
     rows = [[f.kind.replace("_", " "), f.key, f.message] for f in firings]
-    console.print(_table(f"{len(rows)} alert(s) {verb}", ["kind", "key", "what"], rows))
+    console.print(_table(f"{len(rows)} alert(s) {verb}", ["kind", "key", "what"], rows, text=3))
 
 
 def post_json(url: str, timeout: float = 10.0) -> Callable[[Firing], None]:
