@@ -37,12 +37,11 @@ class _RunDataMixin:
         return data.last_agent if data is not None else None
 
 
-# ``type: ignore``: mypy sees budgetwarden as Any where the editable install hides it.
-class AgentsBudgetExceeded(_RunDataMixin, BudgetExceeded, AgentsException):  # type: ignore[misc]
+class AgentsBudgetExceeded(_RunDataMixin, BudgetExceeded, AgentsException):
     """``BudgetExceeded`` that the Agents SDK passes through unwrapped, with the run's items."""
 
 
-class AgentsToolDenied(_RunDataMixin, ToolDenied, AgentsException):  # type: ignore[misc]
+class AgentsToolDenied(_RunDataMixin, ToolDenied, AgentsException):
     """``ToolDenied`` that the Agents SDK passes through unwrapped, with the run's items."""
 
     partial: Any = None
