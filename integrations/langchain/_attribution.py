@@ -21,8 +21,11 @@ class Attribution:
     key: str | None = None
     thread: str | None = None
 
-    def open_run(self, warden: Warden, thread: str | None = None) -> Run:
-        """Open a run for these scopes, on the given thread unless one was set explicitly."""
+    def open_run(
+        self, warden: Warden, thread: str | None = None, *, parent: Run | None = None
+    ) -> Run:
+        """Open a run for these scopes (a child of ``parent`` when given), on the given
+        thread unless one was set explicitly; a child inherits what it does not set."""
         return warden.run(
             agent=self.agent,
             user=self.user,
@@ -31,4 +34,5 @@ class Attribution:
             task_class=self.task_class,
             key=self.key,
             thread=self.thread or thread,
+            parent=parent,
         )

@@ -82,12 +82,14 @@ def _handler() -> dict[str, Any]:
 
 
 def _middleware() -> dict[str, Any]:
-    """The middleware ends the agent with a final message naming the cap."""
-    warden = Warden(Policy(limits=Limits(max_tool_calls=4)), log_events=False)
+    """The middleware makes the last call it allows without tools: the model answers."""
+    policy = Policy(limits=Limits(max_iterations=5, final_answer=True))
+    warden = Warden(policy, log_events=False)
     result = _agent([BudgetMiddleware(warden, workflow="demo")]).invoke(TASK)
     stop = result["messages"][-1].response_metadata["budgetwarden"]
     report = RunReport.model_validate(stop["report"])
-    return _row("LangChain agent, BudgetMiddleware (4 tool calls)", report, stop["cap"])
+    name = "LangChain agent, BudgetMiddleware (5 model calls, final answer)"
+    return _row(name, report, f"{stop['cap']}, answered")
 
 
 def run_demo() -> list[dict[str, Any]]:

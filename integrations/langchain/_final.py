@@ -1,15 +1,24 @@
-"""The honest ending of a stopped agent: a final AI message and answers to pending calls."""
+"""The honest ending of a stopped agent: final AI messages, answers to pending calls, notes."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 
 from budgetwarden import BudgetError, BudgetExceeded, RunReport
 
-__all__ = ["final_message", "refusal_tool_message", "unanswered_tool_messages"]
+__all__ = [
+    "final_answer_message",
+    "final_message",
+    "refusal_tool_message",
+    "tool_limit_message",
+    "unanswered_tool_messages",
+    "with_note",
+]
+
+_TOOL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call", "server_tool_use"})
 
 
 def _stop_metadata(exc: BudgetError, report: RunReport) -> dict[str, Any]:
@@ -21,7 +30,12 @@ def _stop_metadata(exc: BudgetError, report: RunReport) -> dict[str, Any]:
             "used": exc.used,
             "resets_at": exc.resets_at,
         }
-    return {**figures, "partial": True, "report": report.model_dump(mode="json")}
+    return {**figures, "partial": True, "report": _dump(report)}
+
+
+def _dump(report: RunReport) -> dict[str, Any]:
+    dumped: dict[str, Any] = report.model_dump(mode="json")
+    return dumped
 
 
 def final_message(exc: BudgetError, report: RunReport) -> AIMessage:
@@ -30,12 +44,60 @@ def final_message(exc: BudgetError, report: RunReport) -> AIMessage:
     return AIMessage(content=text, response_metadata={"budgetwarden": _stop_metadata(exc, report)})
 
 
+def final_answer_message(message: AIMessage | None, cap: str, report: RunReport) -> AIMessage:
+    """The model's own answer from the last call ``cap`` allowed: no tool calls, marked partial.
+
+    ``response_metadata["budgetwarden"]`` names the cap; a model that gave no text (only tool
+    calls) is replaced by an explanation, so the run still ends with an answer.
+    """
+    base = message or AIMessage(content="")
+    content = _without_tool_blocks(base.content)
+    if not _has_text(content):
+        content = f"budgetwarden: the last call {cap} allowed gave no answer. Done so far: "
+        content += f"{report.summary()}."
+    stop = {"cap": cap, "partial": True, "final_answer": True}
+    metadata = {**base.response_metadata, "budgetwarden": {**stop, "report": _dump(report)}}
+    return base.model_copy(
+        update={
+            "content": content,
+            "tool_calls": [],
+            "invalid_tool_calls": [],
+            "response_metadata": metadata,
+        }
+    )
+
+
+def _without_tool_blocks(content: str | list[Any]) -> str | list[Any]:
+    if isinstance(content, str):
+        return content
+    return [b for b in content if not (isinstance(b, dict) and b.get("type") in _TOOL_BLOCKS)]
+
+
+def _has_text(content: str | list[Any]) -> bool:
+    if isinstance(content, str):
+        return bool(content.strip())
+    return any(isinstance(b, str) or (isinstance(b, dict) and b.get("text")) for b in content)
+
+
 def refusal_tool_message(exc: BudgetError, call: dict[str, Any]) -> ToolMessage:
     """The answer to a tool call that was refused: an error the model (and people) can read."""
     return ToolMessage(
         content=f"Not run: {exc}",
         tool_call_id=call.get("id") or "",
         name=call.get("name"),
+        status="error",
+    )
+
+
+def tool_limit_message(exc: BudgetExceeded, call: dict[str, Any]) -> ToolMessage:
+    """The answer to a call past a tool-call cap, telling the model to stop asking for it."""
+    name = call.get("name") or "tool"
+    what = f"'{name}'" if exc.cap.startswith("max_tool_calls[") else f"'{name}' or any tool"
+    return ToolMessage(
+        content=f"tool call limit reached: do not call {what} again "
+        f"({exc.cap}: {exc.used:g} of {exc.limit:g} used).",
+        tool_call_id=call.get("id") or "",
+        name=name,
         status="error",
     )
 
@@ -55,3 +117,13 @@ def unanswered_tool_messages(
                 if (call.get("id") or "") not in answered
             ]
     return []
+
+
+def with_note(system: SystemMessage | None, note: str) -> SystemMessage:
+    """The system message with a budget note appended (a new one if there was none)."""
+    if system is None:
+        return SystemMessage(content=note)
+    content = system.content
+    if isinstance(content, str):
+        return system.model_copy(update={"content": f"{content}\n\n{note}" if content else note})
+    return system.model_copy(update={"content": [*content, {"type": "text", "text": note}]})

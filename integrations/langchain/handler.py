@@ -13,7 +13,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import LLMResult
 
-from budgetwarden import BudgetError, Usage, Warden
+from budgetwarden import BudgetError, BudgetExceeded, Usage, Warden
 from budgetwarden.run import Run, Step, ToolStep
 
 from ._attribution import Attribution
@@ -36,6 +36,7 @@ class _Invocation:
     """One governed invocation: its budgetwarden Run and the transcript seen so far."""
 
     run: Run
+    thread: str | None = None
     transcript: list[BaseMessage] = field(default_factory=list)
     llm_steps: dict[UUID, tuple[Step, float]] = field(default_factory=dict)
     tool_steps: dict[UUID, tuple[ToolStep, float, str | None]] = field(default_factory=dict)
@@ -70,24 +71,50 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._lock = threading.Lock()
         self._invocations: dict[UUID, _Invocation] = {}
         self._roots: dict[UUID, UUID] = {}
+        self._tool_runs: set[UUID] = set()
 
     # ---- run bookkeeping -------------------------------------------------------------
 
     def _enter(
-        self, run_id: UUID, parent_run_id: UUID | None, metadata: Mapping[str, Any] | None
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        metadata: Mapping[str, Any] | None,
+        *,
+        kind: str = "call",
     ) -> _Invocation:
-        """The invocation a new LangChain run belongs to; a run without a known parent opens one."""
+        """The invocation a new LangChain run belongs to. A run without a known parent opens
+        one; a chain started inside a tool opens a child of its caller's run."""
         with self._lock:
             root = self._roots.get(parent_run_id) if parent_run_id is not None else None
             found = self._invocations.get(root) if root is not None else None
-            if root is not None and found is not None:
+            if kind == "tool":
+                self._tool_runs.add(run_id)
+            nested = kind == "chain" and parent_run_id in self._tool_runs
+            if root is not None and found is not None and not nested:
                 self._roots[run_id] = root
                 return found
-        invocation = _Invocation(self._attribution.open_run(self._warden, _thread_from(metadata)))
-        with self._lock:
+            invocation = self._open(metadata, found)
             self._roots[run_id] = run_id
             self._invocations[run_id] = invocation
-        return invocation
+            return invocation
+
+    def _open(self, metadata: Mapping[str, Any] | None, caller: _Invocation | None) -> _Invocation:
+        """A new invocation: a child of ``caller``'s run while that run is still going."""
+        parent = caller.run if caller is not None and caller.run.finished_at is None else None
+        thread = _thread_from(metadata)
+        return _Invocation(self._attribution.open_run(self._warden, thread, parent=parent), thread)
+
+    def _adopt_subgraph(self, graph_run: UUID, metadata: Mapping[str, Any] | None) -> None:
+        """A node of a graph nested in another graph's step starts: that graph (a subgraph
+        node) becomes a child run of its caller's, before any of its calls is made."""
+        with self._lock:
+            root = self._roots.get(graph_run)
+            caller = self._invocations.get(root) if root is not None else None
+            if root is None or root == graph_run or caller is None:
+                return
+            self._roots[graph_run] = graph_run
+            self._invocations[graph_run] = self._open(metadata, caller)
 
     def _lookup(self, run_id: UUID) -> _Invocation | None:
         with self._lock:
@@ -97,18 +124,24 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     def _leave(self, run_id: UUID, error: BaseException | None = None) -> None:
         """Forget a finished LangChain run; finish the budgetwarden Run at its root."""
         with self._lock:
+            self._tool_runs.discard(run_id)
             root = self._roots.pop(run_id, None)
             invocation = self._invocations.pop(run_id, None) if root == run_id else None
         if invocation is not None:
             invocation.run.finish(error=error)
             if isinstance(error, BudgetError):
                 error.report = invocation.run.report
+                if invocation.run.parent is None:
+                    error.partial = list(invocation.transcript)
 
     def _refuse(self, invocation: _Invocation, run_id: UUID, exc: BudgetError) -> BudgetError:
-        """Attach the transcript so far to a refusal; a refused root run ends here."""
+        """Attach the transcript so far to a refusal (and a pause handle under
+        ``on_exceeded="pause"``); a refused root run ends here."""
         exc.partial = list(invocation.transcript)
         if exc.report is None:
             exc.report = invocation.run.report
+        if isinstance(exc, BudgetExceeded):
+            self._save_pause(invocation, exc)
         with self._lock:
             is_root = self._roots.get(run_id) == run_id
         if is_root:
@@ -116,7 +149,18 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         else:
             with self._lock:
                 self._roots.pop(run_id, None)
+                self._tool_runs.discard(run_id)
         return exc
+
+    def _save_pause(self, invocation: _Invocation, exc: BudgetExceeded) -> None:
+        """Under ``on_exceeded="pause"`` on a LangGraph thread: keep a handle to go on from
+        the step that raised (``resume_langgraph`` invokes the thread again with ``None``)."""
+        if self._warden.policy.on_exceeded != "pause" or invocation.thread is None:
+            return
+        state = {"thread_id": invocation.thread, "resume": "retry"}
+        handle = invocation.run.pause_handle("langgraph", state=state)
+        self._warden.save_handle(handle)
+        setattr(exc, "handle", handle)  # noqa: B010 - BudgetError declares no handle yet
 
     # ---- chains: the root opens and finishes the budgetwarden Run ---------------------
 
@@ -127,11 +171,15 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         *,
         run_id: UUID,
         parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Open a budgetwarden Run at the root chain; map child chains to it."""
-        self._enter(run_id, parent_run_id, metadata)
+        """Open a budgetwarden Run at the root chain (a child run for a nested graph); map
+        other chains to their run."""
+        if parent_run_id is not None and _nested_node(tags, metadata):
+            self._adopt_subgraph(parent_run_id, metadata)
+        self._enter(run_id, parent_run_id, metadata, kind="chain")
 
     def on_chain_end(self, outputs: dict[str, Any] | Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Finish the budgetwarden Run when the root chain ends."""
@@ -263,7 +311,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Check the caps before a tool runs; raise ``BudgetExceeded`` or ``ToolDenied``."""
-        invocation = self._enter(run_id, parent_run_id, metadata)
+        invocation = self._enter(run_id, parent_run_id, metadata, kind="tool")
         name = str((serialized or {}).get("name") or kwargs.get("name") or "tool")
         call_id = kwargs.get("tool_call_id")
         try:
@@ -304,6 +352,14 @@ def _thread_from(metadata: Mapping[str, Any] | None) -> str | None:
     """LangGraph copies ``configurable.thread_id`` into the callback metadata."""
     thread = (metadata or {}).get("thread_id")
     return str(thread) if thread is not None else None
+
+
+def _nested_node(tags: Sequence[str] | None, metadata: Mapping[str, Any] | None) -> bool:
+    """True for a node of a LangGraph graph that runs inside another graph's step: its
+    checkpoint namespace nests (``"sub:<task>|model:<task>"``)."""
+    namespace = (metadata or {}).get("langgraph_checkpoint_ns")
+    is_node = any(tag.startswith("graph:step:") for tag in tags or ())
+    return is_node and isinstance(namespace, str) and "|" in namespace
 
 
 def _first_message(response: LLMResult) -> BaseMessage | None:

@@ -1,11 +1,11 @@
-"""BudgetMiddleware: govern a LangChain 1.x ``create_agent`` agent, route and compress."""
+"""BudgetMiddleware: govern a LangChain 1.x ``create_agent`` agent: caps, routing, endings."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, NotRequired
 
 from langchain.agents.middleware import (
@@ -20,13 +20,14 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.config import get_config
+from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
-from langgraph.types import Command
+from langgraph.types import Command, interrupt
 
 from budgetwarden import BudgetError, BudgetExceeded, ToolDenied, Usage, Warden
 from budgetwarden.compress import compress_messages
-from budgetwarden.run import Run, Step
+from budgetwarden.run import FINAL_ANSWER_INSTRUCTION, Run, Step, ToolStep
 
 from ._attribution import Attribution
 from ._convert import (
@@ -39,21 +40,32 @@ from ._convert import (
     tool_names,
     usage_from_message,
 )
-from ._final import final_message, refusal_tool_message, unanswered_tool_messages
+from ._final import (
+    final_answer_message,
+    final_message,
+    refusal_tool_message,
+    tool_limit_message,
+    unanswered_tool_messages,
+    with_note,
+)
 from ._models import ModelCache, ModelFactory
+from ._nesting import calling_tool, parent_run
+from ._pause import pause_payload
 
 __all__ = ["BudgetMiddleware", "BudgetState"]
 
 _KEY = "budgetwarden"
 ToolResult = ToolMessage | Command[Any]
+ModelResult = ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]
 
 
 @dataclass
 class _Invocation:
-    """One agent invocation: its budgetwarden Run and the refusal that ended it, if any."""
+    """One agent invocation: its Run, the refusal that ends it, the tool caps it was told of."""
 
     run: Run
     stopped: BudgetError | None = None
+    told: dict[str, int] = field(default_factory=dict)
 
 
 class BudgetState(AgentState[Any]):
@@ -65,11 +77,13 @@ class BudgetState(AgentState[Any]):
 class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
     """Enforce a warden's caps on a ``create_agent`` agent; end it with an honest answer.
 
-    Each invocation opens one budgetwarden Run. Every model call is checked (and routed to
-    the policy's tier, with its context compressed when the policy asks) and every tool
-    call is checked before it runs. A refused call ends the agent with a final AI message
-    naming the cap, the figures and what was done, or raises ``BudgetExceeded`` when the
-    policy says ``on_exceeded="raise"``.
+    Each invocation opens one budgetwarden Run (a child of the calling agent's run when the
+    agent runs inside a governed agent's tool). Every model call is checked, routed,
+    compressed, given the policy's budget hint, and made without tools when it is the last
+    one a cap allows (``Limits(final_answer=True)``). A call past a tool-call cap is answered
+    with an error telling the model to stop; any other refusal ends the agent with a final
+    AI message naming the cap, raises (``on_exceeded="raise"``) or pauses it with a LangGraph
+    ``interrupt`` (``on_exceeded="pause"``, resumed by ``resume_langgraph``).
     """
 
     state_schema = BudgetState
@@ -105,18 +119,19 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
 
     # ---- one Run per invocation ------------------------------------------------------
 
-    def _open(self) -> dict[str, Any]:
-        return {_KEY: _Invocation(self._attribution.open_run(self.warden, _thread_id()))}
+    def _new_invocation(self, thread: str | None) -> _Invocation:
+        run = self._attribution.open_run(self.warden, thread, parent=parent_run())
+        return _Invocation(run)
 
     def before_agent(self, state: BudgetState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Open this invocation's budgetwarden Run."""
-        return self._open()
+        return {_KEY: self._new_invocation(_thread_id())}
 
     async def abefore_agent(
         self, state: BudgetState, runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
         """Open this invocation's budgetwarden Run."""
-        return self._open()
+        return {_KEY: self._new_invocation(_thread_id())}
 
     def after_agent(self, state: BudgetState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Finish this invocation's budgetwarden Run."""
@@ -148,9 +163,15 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         with self._lock:
             found = self._resumed.get(thread or "")
             if found is None:
-                found = _Invocation(self._attribution.open_run(self.warden, thread))
-                self._resumed[thread or ""] = found
+                found = self._resumed[thread or ""] = self._new_invocation(thread)
             return found
+
+    def _forget(self, invocation: _Invocation) -> None:
+        """A paused invocation is over: its resumption opens a new run."""
+        with self._lock:
+            for thread, found in list(self._resumed.items()):
+                if found is invocation:
+                    del self._resumed[thread]
 
     # ---- model calls ---------------------------------------------------------------------
 
@@ -166,8 +187,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             "tools": tool_names(request.tools),
         }
 
-    def _routed(self, request: ModelRequest[Any], step: Step) -> ModelRequest[Any]:
-        """The request as the step says: the routed model, the compressed context."""
+    def _prepared(self, request: ModelRequest[Any], step: Step) -> ModelRequest[Any]:
+        """The request as the step says: routed model, compressed context, budget notes, and
+        no tools for the final-answer call."""
         overrides: dict[str, Any] = {}
         if step.model and step.model != model_name_of(request.model):
             overrides["model"] = self._models.get(step.model)
@@ -175,6 +197,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             ratio = self.warden.policy.compress_ratio
             budget = self._compress_to or max(int(step.input_tokens * ratio), 1)
             overrides["messages"] = compress_messages(request.messages, budget, keep_task=True)
+        notes = [note for note in (step.hint, _final_note(step)) if note]
+        if notes:
+            overrides["system_message"] = with_note(request.system_message, "\n".join(notes))
+        if step.final:
+            overrides["tools"] = []
         return request.override(**overrides) if overrides else request
 
     def _ended(
@@ -188,70 +215,169 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             exc.report = report
             raise exc
         answers = unanswered_tool_messages(request.messages, exc)
-        return ExtendedModelResponse(
-            model_response=ModelResponse(result=[*answers, final_message(exc, report)]),
-            command=Command(update={"jump_to": "end"}),
-        )
+        return _end_with([*answers, final_message(exc, report)])
+
+    def _final_answer(
+        self, invocation: _Invocation, step: Step, response: ModelResponse[Any]
+    ) -> ExtendedModelResponse[Any]:
+        """End the agent with the model's own answer from the last call a cap allowed."""
+        if response.structured_response is not None:
+            return ExtendedModelResponse(model_response=response, command=_END)
+        message = _last_ai(response)
+        cap = step.final_cap or "final_answer"
+        return _end_with([final_answer_message(message, cap, invocation.run.report)])
+
+    def _can_pause(self) -> bool:
+        """Pausing needs the policy's say-so and a LangGraph thread (a checkpointer's state)."""
+        return self.warden.policy.on_exceeded == "pause" and _thread_id() is not None
+
+    def _interrupt(self, invocation: _Invocation, exc: BudgetExceeded) -> BudgetExceeded | None:
+        """Pause the graph with ``interrupt`` (the checkpointer keeps its state). Returns the
+        exception to finish the run with once it is paused; None when LangGraph replays an
+        interrupt that was already answered (the call is then tried again)."""
+        handle = invocation.run.pause_handle("langgraph", state=_pause_state())
+        try:
+            interrupt(pause_payload(handle, exc))
+        except GraphInterrupt:
+            self.warden.save_handle(handle)
+            self._forget(invocation)
+            raise
+        return None
+
+    def _admit(self, invocation: _Invocation, request: ModelRequest[Any]) -> Step:
+        """Reserve the call; a refusal raises, or pauses the agent under ``"pause"``."""
+        while True:
+            try:
+                return invocation.run.before_llm_call(**self._llm_args(request))
+            except BudgetExceeded as exc:
+                if not self._can_pause():
+                    raise
+                self._pause(invocation, exc)
+
+    async def _aadmit(self, invocation: _Invocation, request: ModelRequest[Any]) -> Step:
+        """Async twin of ``_admit`` (throttling waits and ``on_limit`` grants are awaited)."""
+        while True:
+            try:
+                return await invocation.run.abefore_llm_call(**self._llm_args(request))
+            except BudgetExceeded as exc:
+                if not self._can_pause():
+                    raise
+                await self._apause(invocation, exc)
+
+    def _pause(self, invocation: _Invocation, exc: BudgetExceeded) -> None:
+        try:
+            self._interrupt(invocation, exc)
+        except GraphInterrupt:
+            invocation.run.finish(error=exc)
+            raise
+
+    async def _apause(self, invocation: _Invocation, exc: BudgetExceeded) -> None:
+        try:
+            self._interrupt(invocation, exc)
+        except GraphInterrupt:
+            await invocation.run.afinish(error=exc)
+            raise
 
     def wrap_model_call(
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
-    ) -> ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]:
-        """Check, route and compress a model call; end the agent when it is refused."""
+    ) -> ModelResult:
+        """Check, route and annotate a model call; end the agent when it is refused."""
         invocation = self._invocation(request.state)
         if invocation.stopped is not None:
             return self._ended(invocation, request, invocation.stopped)
         try:
-            step = invocation.run.before_llm_call(**self._llm_args(request))
+            step = self._admit(invocation, request)
         except BudgetExceeded as exc:
             self._finish_if_raising(invocation, exc)
             return self._ended(invocation, request, exc)
         started = time.perf_counter()
         try:
-            response = handler(self._routed(request, step))
+            response = handler(self._prepared(request, step))
         except Exception as exc:
             invocation.run.after_llm_call(step, **_failed(exc, started))
             raise
         invocation.run.after_llm_call(step, **_answered(response, started))
-        return response
+        return self._final_answer(invocation, step, response) if step.final else response
 
     async def awrap_model_call(
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
-    ) -> ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]:
-        """Check, route and compress a model call; end the agent when it is refused."""
+    ) -> ModelResult:
+        """Check, route and annotate a model call; end the agent when it is refused."""
         invocation = self._invocation(request.state)
         if invocation.stopped is not None:
             return self._ended(invocation, request, invocation.stopped)
         try:
-            step = await invocation.run.abefore_llm_call(**self._llm_args(request))
+            step = await self._aadmit(invocation, request)
         except BudgetExceeded as exc:
             await self._afinish_if_raising(invocation, exc)
             return self._ended(invocation, request, exc)
         started = time.perf_counter()
         try:
-            response = await handler(self._routed(request, step))
+            response = await handler(self._prepared(request, step))
         except Exception as exc:
             await invocation.run.aafter_llm_call(step, **_failed(exc, started))
             raise
         await invocation.run.aafter_llm_call(step, **_answered(response, started))
-        return response
+        return self._final_answer(invocation, step, response) if step.final else response
 
     # ---- tool calls ----------------------------------------------------------------------
 
-    def _tool_refused(
+    def _tells(self, invocation: _Invocation, exc: BudgetExceeded) -> bool:
+        """True for a tool-call cap the model hears of in this turn: it is told and goes on.
+
+        A model that asks for a capped tool again in a later turn ends the run instead.
+        """
+        if not (exc.cap == "max_tool_calls" or exc.cap.startswith("max_tool_calls[")):
+            return False
+        turn: int = invocation.run.report.iterations
+        return invocation.told.setdefault(exc.cap, turn) == turn
+
+    def _admit_tool(self, invocation: _Invocation, request: ToolCallRequest) -> ToolStep:
+        call = request.tool_call
+        while True:
+            try:
+                return invocation.run.before_tool_call(
+                    call["name"], call["args"], call_id=call["id"]
+                )
+            except BudgetExceeded as exc:
+                if self._tells(invocation, exc) or not self._can_pause():
+                    raise
+                self._pause(invocation, exc)
+
+    async def _aadmit_tool(self, invocation: _Invocation, request: ToolCallRequest) -> ToolStep:
+        call = request.tool_call
+        while True:
+            try:
+                return await invocation.run.abefore_tool_call(
+                    call["name"], call["args"], call_id=call["id"]
+                )
+            except BudgetExceeded as exc:
+                if self._tells(invocation, exc) or not self._can_pause():
+                    raise
+                await self._apause(invocation, exc)
+
+    def _tool_answer(
         self, invocation: _Invocation, request: ToolCallRequest, exc: BudgetError
-    ) -> ToolMessage:
-        """A refused tool call gets an error answer; a cap (not a denial) ends the agent."""
+    ) -> ToolMessage | None:
+        """The error answer to a refused tool call; None when the policy says raise.
+
+        A denial and a tool-call cap let the agent go on; any other cap ends it at its next
+        model call (every other pending tool call is answered meanwhile).
+        """
+        call = dict(request.tool_call)
+        if isinstance(exc, BudgetExceeded) and self._tells(invocation, exc):
+            return tool_limit_message(exc, call)
         if isinstance(exc, BudgetExceeded):
             invocation.stopped = exc
             if self.warden.policy.on_exceeded == "raise":
                 exc.partial = list(request.state.get("messages", []))
                 exc.report = invocation.run.report
-                raise exc
-        return refusal_tool_message(exc, dict(request.tool_call))
+                return None
+        return refusal_tool_message(exc, call)
 
     def wrap_tool_call(
         self,
@@ -260,17 +386,19 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
     ) -> ToolResult:
         """Check a tool call before it runs; record how it went."""
         invocation = self._invocation(request.state)
-        call = request.tool_call
         if invocation.stopped is not None:
-            return refusal_tool_message(invocation.stopped, dict(call))
+            return refusal_tool_message(invocation.stopped, dict(request.tool_call))
         try:
-            step = invocation.run.before_tool_call(call["name"], call["args"], call_id=call["id"])
+            step = self._admit_tool(invocation, request)
         except (BudgetExceeded, ToolDenied) as exc:
-            self._finish_if_raising(invocation, exc)
-            return self._tool_refused(invocation, request, exc)
+            if (answer := self._tool_answer(invocation, request, exc)) is None:
+                invocation.run.finish(error=exc)
+                raise
+            return answer
         started = time.perf_counter()
         try:
-            result = handler(request)
+            with calling_tool(invocation.run):
+                result = handler(request)
         except Exception as exc:
             invocation.run.after_tool_call(step, ok=False, latency_s=_since(started), error=exc)
             raise
@@ -284,19 +412,19 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
     ) -> ToolResult:
         """Check a tool call before it runs; record how it went."""
         invocation = self._invocation(request.state)
-        call = request.tool_call
         if invocation.stopped is not None:
-            return refusal_tool_message(invocation.stopped, dict(call))
+            return refusal_tool_message(invocation.stopped, dict(request.tool_call))
         try:
-            step = await invocation.run.abefore_tool_call(
-                call["name"], call["args"], call_id=call["id"]
-            )
+            step = await self._aadmit_tool(invocation, request)
         except (BudgetExceeded, ToolDenied) as exc:
-            await self._afinish_if_raising(invocation, exc)
-            return self._tool_refused(invocation, request, exc)
+            if (answer := self._tool_answer(invocation, request, exc)) is None:
+                await invocation.run.afinish(error=exc)
+                raise
+            return answer
         started = time.perf_counter()
         try:
-            result = await handler(request)
+            with calling_tool(invocation.run):
+                result = await handler(request)
         except Exception as exc:
             await invocation.run.aafter_tool_call(
                 step, ok=False, latency_s=_since(started), error=exc
@@ -318,6 +446,18 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             await invocation.run.afinish(error=exc)
 
 
+_END: Command[Any] = Command(update={"jump_to": "end"})
+
+
+def _end_with(messages: list[Any]) -> ExtendedModelResponse[Any]:
+    """A model-node result that adds ``messages`` and ends the agent."""
+    return ExtendedModelResponse(model_response=ModelResponse(result=messages), command=_END)
+
+
+def _final_note(step: Step) -> str | None:
+    return FINAL_ANSWER_INSTRUCTION if step.final else None
+
+
 def _thread_id() -> str | None:
     """LangGraph's ``configurable.thread_id`` of the running invocation, if any."""
     try:
@@ -325,6 +465,16 @@ def _thread_id() -> str | None:
     except RuntimeError:
         return None
     return str(thread) if thread is not None else None
+
+
+def _pause_state() -> dict[str, Any]:
+    """What ``resume_langgraph`` needs: the thread (the checkpointer holds the rest)."""
+    configurable = get_config().get("configurable", {})
+    return {
+        "thread_id": _thread_id(),
+        "checkpoint_ns": configurable.get("checkpoint_ns", ""),
+        "resume": "interrupt",
+    }
 
 
 def _model_limits(model: BaseChatModel) -> dict[str, Any]:
@@ -337,13 +487,17 @@ def _since(started: float) -> float:
     return time.perf_counter() - started
 
 
+def _last_ai(response: ModelResponse[Any]) -> AIMessage | None:
+    return next((m for m in reversed(response.result) if isinstance(m, AIMessage)), None)
+
+
 def _failed(exc: BaseException, started: float) -> dict[str, Any]:
     """A call that raised used nothing we can see (providers do not bill failed calls)."""
     return {"usage": Usage(), "latency_s": _since(started), "outcome": outcome_of_error(exc)}
 
 
 def _answered(response: ModelResponse[Any], started: float) -> dict[str, Any]:
-    message = next((m for m in reversed(response.result) if isinstance(m, AIMessage)), None)
+    message = _last_ai(response)
     return {
         "usage": usage_from_message(message),
         "model": model_from_message(message),

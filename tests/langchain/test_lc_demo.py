@@ -11,6 +11,6 @@ def test_demo_rows_show_the_looping_agent_stopped_by_each_adapter() -> None:
     assert unguarded["model_calls"] == 10
     assert handler["stop"] == "max_cost_usd"
     assert 0 < handler["cost_usd"] <= 0.02 < unguarded["cost_usd"]
-    assert middleware["stop"] == "max_tool_calls"
+    assert middleware["stop"] == "max_iterations, answered"
     assert middleware["tool_calls"] == 4
     assert middleware["model_calls"] == 5

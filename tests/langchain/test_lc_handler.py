@@ -10,6 +10,7 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import StructuredTool
+from langgraph.graph import END, START, MessagesState, StateGraph
 from lc_fakes import (
     Clock,
     CountedTool,
@@ -283,7 +284,7 @@ def test_thread_id_from_langgraph_config_attributes_the_run(
     assert {(e.thread, e.user) for e in sink.cost_events} == {("conv-7", "u1")}
 
 
-def test_a_nested_agent_called_from_a_tool_spends_from_the_same_run() -> None:
+def test_a_nested_agent_called_from_a_tool_is_a_child_run_within_the_callers_remainder() -> None:
     inner_model = ScriptedChatModel(model_name="gpt-4o-mini")
     inner_search = CountedTool()
     inner = create_agent(inner_model, [inner_search.tool])
@@ -301,8 +302,29 @@ def test_a_nested_agent_called_from_a_tool_spends_from_the_same_run() -> None:
         )
     # outer call 1 -> research -> inner calls 2, 3, 4 -> inner call 5 refused, out of invoke.
     assert (outer_model.calls, inner_model.calls) == (1, 3)
-    assert caught.value.report.iterations == 4
-    assert len({e.run_id for e in sink.cost_events}) == 1
+    report = caught.value.report
+    assert report.iterations == 4 and report.parent_run_id is None
+    (child,) = report.children
+    assert (child.iterations, child.tool_calls, child.parent_run_id) == (3, 3, report.run_id)
+    assert child.stop_reason == "max_iterations"
+    assert {e.parent_run_id for e in sink.cost_events if e.run_id == child.run_id} == {
+        report.run_id
+    }
+    assert isinstance(caught.value.partial[0], HumanMessage), "the caller's transcript"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_subgraph_node_is_a_child_run(mode: str, model: ScriptedChatModel) -> None:
+    inner = create_agent(model, [CountedTool().tool])
+    graph = StateGraph(MessagesState)
+    graph.add_node("research", inner)
+    graph.add_edge(START, "research")
+    graph.add_edge("research", END)
+    warden, _ = make_warden(Policy(limits=Limits(max_iterations=3)))
+    exc = refused(graph.compile(), inputs(), mode, BudgetCallbackHandler(warden))
+    assert model.calls == 3
+    (child,) = exc.report.children
+    assert (exc.report.iterations, child.iterations) == (3, 3)
 
 
 def test_a_refused_direct_model_call_never_runs_and_finishes_its_run() -> None:

@@ -73,29 +73,46 @@ def test_max_iterations_ends_the_agent_with_an_explanation(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_max_tool_calls_answers_the_refused_call_and_ends(
+def test_a_model_told_of_the_tool_cap_that_asks_again_is_ended(
     mode: str, model: ScriptedChatModel, search: CountedTool
 ) -> None:
     agent = governed(model, search, Policy(limits=Limits(max_tool_calls=2)))
     result = run_agent(agent, mode)
-    assert (model.calls, search.calls) == (3, 2)
+    assert (model.calls, search.calls) == (4, 2)
     assert_graceful_end(result, "max_tool_calls")
-    refused = result["messages"][-2]
-    assert isinstance(refused, ToolMessage)
-    assert refused.status == "error"
+    told, refused = [m for m in result["messages"] if isinstance(m, ToolMessage)][-2:]
+    assert told.status == refused.status == "error"
+    assert told.text.startswith("tool call limit reached: do not call 'search' or any tool again")
     assert refused.text.startswith("Not run:")
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_parallel_calls_past_a_per_tool_cap_leave_no_orphan(mode: str) -> None:
+def test_parallel_calls_past_a_tool_cap_are_told_and_the_model_continues(mode: str) -> None:
+    model = ScriptedChatModel(parallel=3, answer_after=1)
+    search = CountedTool()
+    agent = governed(model, search, Policy(tools=ToolRules(max_calls={"search": 1})))
+    result = run_agent(agent, mode)
+    assert (model.calls, search.calls) == (2, 1)
+    assert result["messages"][-1].text == "Done after 1 tool turns."
+    answers = sorted(
+        (m for m in result["messages"] if isinstance(m, ToolMessage)), key=lambda m: m.status
+    )
+    assert [m.status for m in answers] == ["error", "error", "success"]
+    told = "tool call limit reached: do not call 'search' again"
+    assert all(m.text.startswith(told) for m in answers[:2])
+    assert orphan_tool_calls(result["messages"]) == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_parallel_calls_asked_again_end_the_run_and_leave_no_orphan(mode: str) -> None:
     model = ScriptedChatModel(parallel=3)
     search = CountedTool()
     agent = governed(model, search, Policy(tools=ToolRules(max_calls={"search": 1})))
     result = run_agent(agent, mode)
-    assert (model.calls, search.calls) == (1, 1)
+    assert (model.calls, search.calls) == (2, 1)
     assert_graceful_end(result, "max_tool_calls[search]")
-    statuses = sorted(m.status for m in result["messages"] if isinstance(m, ToolMessage))
-    assert statuses == ["error", "error", "success"]
+    statuses = [m.status for m in result["messages"] if isinstance(m, ToolMessage)]
+    assert sorted(statuses) == ["error"] * 5 + ["success"]
 
 
 def test_max_cost_usd_ends_gracefully_within_the_limit(search: CountedTool) -> None:
@@ -175,12 +192,15 @@ def test_raise_mode_raises_with_the_transcript_and_report(
     assert isinstance(exc.partial[-1], ToolMessage)
 
 
-def test_raise_mode_refuses_a_tool_before_it_runs(model: ScriptedChatModel) -> None:
+def test_raise_mode_raises_when_the_model_asks_past_a_tool_cap_again(
+    model: ScriptedChatModel,
+) -> None:
     search = CountedTool()
     policy = Policy(limits=Limits(max_tool_calls=1), on_exceeded="raise")
     with pytest.raises(BudgetExceeded) as caught:
         run_agent(governed(model, search, policy), "sync")
-    assert (model.calls, search.calls) == (2, 1)
+    # Told once of the cap (an error answer), the model asks again: that call raises.
+    assert (model.calls, search.calls) == (3, 1)
     assert caught.value.cap == "max_tool_calls"
 
 

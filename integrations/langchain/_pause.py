@@ -1,0 +1,85 @@
+"""Pause a LangGraph agent at a budget and resume it later, from its checkpointer's state."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.pregel import Pregel
+from langgraph.types import Command, StateSnapshot
+
+from budgetwarden import BudgetExceeded
+from budgetwarden.pause import PauseHandle
+
+__all__ = ["aresume_langgraph", "handle_id", "pause_payload", "resume_langgraph"]
+
+Agent = Pregel[Any, Any, Any, Any]
+_MARK = "budgetwarden"
+
+
+def handle_id(thread: str, namespace: str, index: int) -> str:
+    """The same id each time LangGraph replays the same interrupt of the same task."""
+    digest = hashlib.sha256(f"{thread}|{namespace}|{index}".encode()).hexdigest()[:16]
+    return f"pause-{digest}"
+
+
+def pause_payload(handle: PauseHandle, exc: BudgetExceeded) -> dict[str, Any]:
+    """What ``interrupt`` shows the caller (in ``result["__interrupt__"]``): the handle and why."""
+    return {
+        _MARK: "pause",
+        "handle": handle.id,
+        "cap": handle.cap,
+        "resets_at": handle.resets_at,
+        "message": str(exc),
+    }
+
+
+def _pauses(snapshot: StateSnapshot) -> dict[str, Any]:
+    """The thread's pending budgetwarden interrupts, answered with their own handle ids."""
+    return {
+        pending.id: pending.value["handle"]
+        for pending in snapshot.interrupts
+        if isinstance(pending.value, Mapping) and pending.value.get(_MARK) == "pause"
+    }
+
+
+def _resume_input(snapshot: StateSnapshot) -> Command[Any] | None:
+    """``Command(resume=...)`` for paused interrupts; None re-runs a step that raised."""
+    pauses = _pauses(snapshot)
+    return Command(resume=pauses) if pauses else None
+
+
+def _config(handle: PauseHandle, config: RunnableConfig | None) -> RunnableConfig:
+    given: dict[str, Any] = dict(config or {})
+    configurable = dict(given.get("configurable") or {})
+    if configurable.get("thread_id") is None:
+        configurable["thread_id"] = handle.state.get("thread_id")
+    if configurable["thread_id"] is None:
+        raise ValueError(
+            f"pause handle {handle.id} names no LangGraph thread: pass "
+            "config={'configurable': {'thread_id': ...}} (pausing needs a checkpointer)"
+        )
+    given["configurable"] = configurable
+    return cast(RunnableConfig, given)
+
+
+def resume_langgraph(
+    agent: Agent, handle: PauseHandle, *, config: RunnableConfig | None = None
+) -> Any:
+    """Go on with an agent paused by budgetwarden, from the step it stopped at.
+
+    The agent's checkpointer holds its state; ``config`` adds to (or names) the thread.
+    Use it with ``warden.nap_and_resume(handle_id, partial(resume_langgraph, agent))``.
+    """
+    resolved = _config(handle, config)
+    return agent.invoke(_resume_input(agent.get_state(resolved)), resolved)
+
+
+async def aresume_langgraph(
+    agent: Agent, handle: PauseHandle, *, config: RunnableConfig | None = None
+) -> Any:
+    """Async twin of ``resume_langgraph`` (for ``warden.anap_and_resume``)."""
+    resolved = _config(handle, config)
+    return await agent.ainvoke(_resume_input(await agent.aget_state(resolved)), resolved)
