@@ -17,7 +17,11 @@ from agents.models.interface import Model, ModelTracing
 from agents.run_config import RunConfig
 from agents.tool import Tool
 from agents.usage import Usage as AgentsUsage
-from openai.types.responses import ResponseFunctionToolCall
+from openai.types.responses import (
+    ResponseFunctionToolCall,
+    ResponseOutputMessage,
+    ResponseOutputText,
+)
 
 from budgetwarden import BudgetExceeded, Limits, Policy, RunReport, Warden
 
@@ -61,13 +65,6 @@ class _LoopingModel(Model):
     ) -> ModelResponse:
         n = next(self._ids)
         text = "".join(m["content"] for m in estimate_messages(system_instructions, input))
-        call = ResponseFunctionToolCall(
-            type="function_call",
-            id=f"fc_{n}",
-            call_id=f"call_{n}",
-            name="web_search",
-            arguments=json.dumps({"q": f"why agents overspend, part {n}"}),
-        )
         prompt_tokens = len(text) // 4 + 20
         usage = AgentsUsage(
             requests=1,
@@ -75,10 +72,30 @@ class _LoopingModel(Model):
             output_tokens=40,
             total_tokens=prompt_tokens + 40,
         )
+        if not tools:  # the final-answer call: no tool to call, so it answers
+            return ModelResponse(output=[_answer(n)], usage=usage, response_id=None)
+        call = ResponseFunctionToolCall(
+            type="function_call",
+            id=f"fc_{n}",
+            call_id=f"call_{n}",
+            name="web_search",
+            arguments=json.dumps({"q": f"why agents overspend, part {n}"}),
+        )
         return ModelResponse(output=[call], usage=usage, response_id=None)
 
     def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         raise NotImplementedError("the demo model does not stream")
+
+
+def _answer(n: int) -> ResponseOutputMessage:
+    text = "They loop, retry and re-send their context; caps and budgets stop that."
+    return ResponseOutputMessage(
+        id=f"msg_{n}",
+        type="message",
+        role="assistant",
+        status="completed",
+        content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
+    )
 
 
 def _agent() -> Agent[Any]:
@@ -137,6 +154,20 @@ def _guarded() -> dict[str, Any]:
     return _row("Agents SDK agent, run_guarded ($0.02)", result.report, result.cap or "completed")
 
 
+def _final_answer() -> dict[str, Any]:
+    warden = Warden(Policy(limits=Limits(max_iterations=4, final_answer=True)), log_events=False)
+    result = run_guarded_sync(
+        _agent(),
+        "Why do agents overspend?",
+        warden,
+        workflow="demo",
+        run_config=RunConfig(tracing_disabled=True),
+    )
+    stop = f"{result.cap}: answered" if result.final_cap else (result.cap or "completed")
+    return _row("Agents SDK agent, run_guarded final answer (4 calls)", result.report, stop)
+
+
 def run_demo() -> list[dict[str, Any]]:
-    """Rows for the demo table: the same looping agent unguarded, under hooks, guarded."""
-    return [_unguarded(), _hooked(), _guarded()]
+    """Rows for the demo table: the same looping agent unguarded, under hooks, guarded, and
+    guarded with a final-answer call."""
+    return [_unguarded(), _hooked(), _guarded(), _final_answer()]
