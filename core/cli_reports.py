@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -90,7 +90,17 @@ def settings(
         update["run_usd"] = run_usd
     if update:
         rules = AlertRules.model_validate({**rules.model_dump(), **update})
-    return Settings(rules, timezone or tz)
+    return Settings(rules, _known_zone(timezone or tz))
+
+
+def _known_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {name!r}: use an IANA name such as 'UTC' or 'Europe/Paris'"
+        ) from exc
+    return name
 
 
 def _month_budget(policy: Any) -> float | None:

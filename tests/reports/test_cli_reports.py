@@ -121,6 +121,8 @@ def test_report_explains_bad_input(store: Path, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no event file" in missing.output
     bad_since = runner.invoke(app, ["report", "--events", str(store), "--since", "last week"])
     assert bad_since.exit_code == 2 and "7d, 24h, 30m" in bad_since.output
+    bad_tz = runner.invoke(app, ["report", "--events", str(store), "--tz", "Mars/Olympus"])
+    assert bad_tz.exit_code == 2 and "unknown time zone 'Mars/Olympus'" in bad_tz.output
 
 
 def test_dashboard_command_writes_one_html_file(store: Path, tmp_path: Path) -> None:
