@@ -3,7 +3,8 @@
 ``BudgetCallbackHandler`` governs any Runnable (legacy agents, LangGraph graphs,
 ``create_agent``) through its callbacks and raises ``BudgetExceeded`` out of ``invoke``.
 ``BudgetMiddleware`` governs a LangChain 1.x ``create_agent`` agent, routes and compresses
-its model calls, and ends it with an honest final message when a cap is reached.
+its model calls, and ends it with an honest final message when a cap is reached (or pauses
+it, resumed later by ``resume_langgraph``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "budgetwarden.integrations.langchain needs langchain: pip install 'budgetwarden[langchain]'"
     ) from exc
 
+from ._pause import aresume_langgraph, resume_langgraph
 from .handler import BudgetCallbackHandler
 from .middleware import BudgetMiddleware, BudgetState
 
-__all__ = ["BudgetCallbackHandler", "BudgetMiddleware", "BudgetState"]
+__all__ = [
+    "BudgetCallbackHandler",
+    "BudgetMiddleware",
+    "BudgetState",
+    "aresume_langgraph",
+    "resume_langgraph",
+]

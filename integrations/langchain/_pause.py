@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -13,16 +12,10 @@ from langgraph.types import Command, StateSnapshot
 from budgetwarden import BudgetExceeded
 from budgetwarden.pause import PauseHandle
 
-__all__ = ["aresume_langgraph", "handle_id", "pause_payload", "resume_langgraph"]
+__all__ = ["aresume_langgraph", "pause_payload", "resume_langgraph"]
 
 Agent = Pregel[Any, Any, Any, Any]
 _MARK = "budgetwarden"
-
-
-def handle_id(thread: str, namespace: str, index: int) -> str:
-    """The same id each time LangGraph replays the same interrupt of the same task."""
-    digest = hashlib.sha256(f"{thread}|{namespace}|{index}".encode()).hexdigest()[:16]
-    return f"pause-{digest}"
 
 
 def pause_payload(handle: PauseHandle, exc: BudgetExceeded) -> dict[str, Any]:

@@ -45,6 +45,7 @@ class ScriptedChatModel(BaseChatModel):
     fail_calls: frozenset[int] = frozenset()
     calls: int = 0
     prompts: list[list[BaseMessage]] = Field(default_factory=list)
+    offered: list[list[str]] = Field(default_factory=list)
 
     @property
     def _llm_type(self) -> str:
@@ -71,7 +72,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return self._next(messages, tools=bool(kwargs.get("tools")))
+        return self._next(messages, tools=self._offer(kwargs.get("tools")))
 
     async def _agenerate(
         self,
@@ -80,7 +81,12 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return self._next(messages, tools=bool(kwargs.get("tools")))
+        return self._next(messages, tools=self._offer(kwargs.get("tools")))
+
+    def _offer(self, tools: list[dict[str, Any]] | None) -> bool:
+        """Record the names of the tools this call offers; True when there are some."""
+        self.offered.append([tool["function"]["name"] for tool in tools or ()])
+        return bool(tools)
 
     def _next(self, messages: list[BaseMessage], *, tools: bool = True) -> ChatResult:
         self.calls += 1
