@@ -27,7 +27,7 @@ from budgetwarden.pause import PauseHandle
 
 from ._final import GuardedModel, noting_agent
 from ._hooks import BudgetRunHooks
-from ._pause import FRAMEWORK, pause_run
+from ._pause import FRAMEWORK
 from ._routing import BudgetModelProvider, ModelFactory
 from ._state import GovernedRun
 
@@ -115,12 +115,12 @@ def _completed(result: RunResult, governed: GovernedRun | None) -> GuardedResult
 
 def _stopped(
     exc: BudgetError,
+    hooks: BudgetRunHooks,
     governed: GovernedRun | None,
-    warden: Warden,
     agent: Agent[Any],
     max_turns: int | None,
 ) -> GuardedResult:
-    on_exceeded = warden.policy.on_exceeded
+    on_exceeded = hooks.warden.policy.on_exceeded
     if on_exceeded == "raise":
         raise exc
     items: list[RunItem] = list(getattr(exc, "new_items", []))
@@ -129,9 +129,8 @@ def _stopped(
     if governed is not None:
         report = governed.run.report
     handle = None
-    if on_exceeded == "pause" and isinstance(exc, BudgetExceeded) and governed is not None:
-        handle = pause_run(warden, governed.run, exc, governed, agent, max_turns)
-        exc.handle = handle  # type: ignore[attr-defined]
+    if on_exceeded == "pause" and isinstance(exc, BudgetExceeded):
+        handle = hooks.pause(exc, agent, max_turns=max_turns)
     return GuardedResult(output=partial, report=report, stopped=exc, new_items=items, handle=handle)
 
 
@@ -199,7 +198,7 @@ async def _run_guarded(
         result = await Runner.run(starting_agent, input, hooks=hooks, **kwargs)
     except BudgetError as exc:
         turns = _max_turns(input, kwargs)
-        return _stopped(exc, hooks.governed(usage), warden, starting_agent, turns)
+        return _stopped(exc, hooks, hooks.governed(usage), starting_agent, turns)
     finally:
         await hooks.aclose(usage=usage)
     return _completed(result, hooks.governed(usage))
@@ -214,7 +213,7 @@ def _run_guarded_sync(
         result = Runner.run_sync(starting_agent, input, hooks=hooks, **kwargs)
     except BudgetError as exc:
         turns = _max_turns(input, kwargs)
-        return _stopped(exc, hooks.governed(usage), warden, starting_agent, turns)
+        return _stopped(exc, hooks, hooks.governed(usage), starting_agent, turns)
     finally:
         hooks.close(usage=usage)
     return _completed(result, hooks.governed(usage))

@@ -9,13 +9,16 @@ from typing import Any, NoReturn
 from agents.agent import Agent
 from agents.items import ModelResponse, TResponseInputItem
 from agents.lifecycle import RunHooks
+from agents.run import DEFAULT_MAX_TURNS
 from agents.run_context import AgentHookContext, RunContextWrapper
 from agents.tool import Tool
 
-from budgetwarden import BudgetError, Run, RunReport, Step, Usage, Warden
+from budgetwarden import BudgetError, BudgetExceeded, Run, RunReport, Step, Usage, Warden
+from budgetwarden.pause import PauseHandle
 
 from ._errors import for_agents
 from ._final import add_notes
+from ._pause import pause_run
 from ._routing import outcome_of
 from ._state import GovernedRun, LlmCall, scope_key
 from ._translate import (
@@ -107,6 +110,30 @@ class BudgetRunHooks(RunHooks[Any]):
     def governed(self, usage: object) -> GovernedRun | None:
         """The outermost run of the run context whose ``usage`` this is (finished or not)."""
         return self._outermost.get(id(usage))
+
+    def pause(
+        self,
+        exc: BudgetExceeded,
+        starting_agent: Agent[Any],
+        *,
+        max_turns: int | None = DEFAULT_MAX_TURNS,
+    ) -> PauseHandle | None:
+        """Save a resumable handle for the run ``exc`` stopped, and set it as ``exc.handle``.
+
+        For ``Runner.run`` / ``run_streamed`` callers (``run_guarded`` does it by itself under
+        ``Policy(on_exceeded="pause")``): ``starting_agent`` and ``max_turns`` are the run's.
+        ``resume_openai_agents(warden, handle, starting_agent)`` continues it. None when the
+        run cannot be resumed (the SDK attached no run data to ``exc``).
+        """
+        state = next(
+            (s for s in self._outermost.values() if s.run.id == getattr(exc, "run_id", None)),
+            self._last,
+        )
+        if state is None:
+            return None
+        handle = pause_run(self.warden, state.run, exc, state, starting_agent, max_turns)
+        exc.handle = handle  # type: ignore[attr-defined]
+        return handle
 
     def resume_as(self, run_id: str) -> None:
         """Give the next run these hooks open the id of a paused run it continues."""

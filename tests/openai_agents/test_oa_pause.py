@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agents import Agent
+import pytest
+from agents import Agent, Runner
 from oa_scripted import ScriptedModel, message, tool_call
 
-from budgetwarden import ListSink, Policy, Warden
+from budgetwarden import BudgetExceeded, ListSink, Policy, Warden
 from budgetwarden.events import Notice
 from budgetwarden.integrations.openai_agents import (
+    BudgetRunHooks,
     resume_openai_agents,
     resume_openai_agents_sync,
     run_guarded,
@@ -167,3 +169,20 @@ async def test_the_handle_survives_a_new_process_on_a_sqlite_ledger(tmp_path, to
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["ready"] and out["output"] == "resumed elsewhere" and out["calls"] == 1
     assert out["input"] == ["user"] + ["function_call", "function_call_output"] * 3
+
+
+async def test_plain_hooks_pause_a_streamed_run_that_resumes_later(tools) -> None:
+    clock, ledger = Clock(), MemoryLedger("memory://shared")
+    warden = warden_on(ledger, clock)
+    hooks = BudgetRunHooks(warden, user="u1")
+    model = four_turns()
+    streamed = Runner.run_streamed(checker(tools, model), "check", hooks=hooks)
+    with pytest.raises(BudgetExceeded) as info:
+        async for _ in streamed.stream_events():
+            pass
+    handle = hooks.pause(info.value, checker(tools, model))
+    assert handle is not None and info.value.handle is handle  # type: ignore[attr-defined]
+    assert warden.load_handle(handle.id) == handle and model.calls == 3
+    clock.advance(EIGHT_HOURS)
+    resumed = await resume_openai_agents(warden, handle, checker(tools, model))
+    assert resumed.output == "all three checked" and model.calls == 4
