@@ -6,16 +6,32 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_config
+from langgraph.errors import GraphInterrupt
 from langgraph.pregel import Pregel
-from langgraph.types import Command, StateSnapshot
+from langgraph.types import Command, StateSnapshot, interrupt
 
-from budgetwarden import BudgetExceeded
+from budgetwarden import BudgetExceeded, Run, Warden
 from budgetwarden.pause import PauseHandle
 
-__all__ = ["aresume_langgraph", "pause_payload", "resume_langgraph"]
+__all__ = ["aresume_langgraph", "pause_here", "resume_langgraph"]
 
 Agent = Pregel[Any, Any, Any, Any]
 _MARK = "budgetwarden"
+
+
+def pause_here(warden: Warden, run: Run, exc: BudgetExceeded, thread: str) -> None:
+    """Pause the graph with ``interrupt`` (its checkpointer keeps the state) and keep the
+    handle in the warden's ledger; the caller then finishes the run. Returns only when
+    LangGraph replays an interrupt that was already answered: the call is tried again."""
+    namespace = get_config().get("configurable", {}).get("checkpoint_ns", "")
+    state = {"thread_id": thread, "checkpoint_ns": namespace, "resume": "interrupt"}
+    handle = run.pause_handle("langgraph", state=state)
+    try:
+        interrupt(pause_payload(handle, exc))
+    except GraphInterrupt:
+        warden.save_handle(handle)
+        raise
 
 
 def pause_payload(handle: PauseHandle, exc: BudgetExceeded) -> dict[str, Any]:

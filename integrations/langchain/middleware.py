@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Annotated, Any, NotRequired
 
 from langchain.agents.middleware import (
@@ -19,15 +17,14 @@ from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.channels.untracked_value import UntrackedValue
-from langgraph.config import get_config
 from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
-from langgraph.types import Command, interrupt
+from langgraph.types import Command
 
 from budgetwarden import BudgetError, BudgetExceeded, ToolDenied, Usage, Warden
 from budgetwarden.compress import compress_messages
-from budgetwarden.run import FINAL_ANSWER_INSTRUCTION, Run, Step, ToolStep
+from budgetwarden.run import FINAL_ANSWER_INSTRUCTION, Step, ToolStep
 
 from ._attribution import Attribution
 from ._convert import (
@@ -48,9 +45,10 @@ from ._final import (
     unanswered_tool_messages,
     with_note,
 )
+from ._invocations import Invocation, Invocations, thread_id
 from ._models import ModelCache, ModelFactory
-from ._nesting import calling_tool, parent_run
-from ._pause import pause_payload
+from ._nesting import calling_tool
+from ._pause import pause_here
 
 __all__ = ["BudgetMiddleware", "BudgetState"]
 
@@ -59,19 +57,10 @@ ToolResult = ToolMessage | Command[Any]
 ModelResult = ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]
 
 
-@dataclass
-class _Invocation:
-    """One agent invocation: its Run, the refusal that ends it, the tool caps it was told of."""
-
-    run: Run
-    stopped: BudgetError | None = None
-    told: dict[str, int] = field(default_factory=dict)
-
-
 class BudgetState(AgentState[Any]):
     """Agent state with the invocation's budgetwarden Run (private, never checkpointed)."""
 
-    budgetwarden: NotRequired[Annotated[_Invocation, UntrackedValue, PrivateStateAttr]]
+    budgetwarden: NotRequired[Annotated[Invocation, UntrackedValue, PrivateStateAttr]]
 
 
 class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
@@ -111,31 +100,26 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         """
         super().__init__()
         self.warden = warden
-        self._attribution = Attribution(agent, user, workspace, workflow, task_class, key, thread)
+        attribution = Attribution(agent, user, workspace, workflow, task_class, key, thread)
+        self._invocations = Invocations(warden, attribution)
         self._models = ModelCache(model_factory)
         self._compress_to = compress_to_tokens
-        self._resumed: dict[str, _Invocation] = {}
-        self._lock = threading.Lock()
 
     # ---- one Run per invocation ------------------------------------------------------
 
-    def _new_invocation(self, thread: str | None) -> _Invocation:
-        run = self._attribution.open_run(self.warden, thread, parent=parent_run())
-        return _Invocation(run)
-
     def before_agent(self, state: BudgetState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Open this invocation's budgetwarden Run."""
-        return {_KEY: self._new_invocation(_thread_id())}
+        return {_KEY: self._invocations.open()}
 
     async def abefore_agent(
         self, state: BudgetState, runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
         """Open this invocation's budgetwarden Run."""
-        return {_KEY: self._new_invocation(_thread_id())}
+        return {_KEY: self._invocations.open()}
 
     def after_agent(self, state: BudgetState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Finish this invocation's budgetwarden Run."""
-        if (invocation := self._closing(state)) is not None:
+        if (invocation := self._invocations.closing(state, _KEY)) is not None:
             invocation.run.finish()
         return None
 
@@ -143,35 +127,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         self, state: BudgetState, runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
         """Finish this invocation's budgetwarden Run."""
-        if (invocation := self._closing(state)) is not None:
+        if (invocation := self._invocations.closing(state, _KEY)) is not None:
             await invocation.run.afinish()
         return None
-
-    def _closing(self, state: BudgetState) -> _Invocation | None:
-        invocation = state.get(_KEY)
-        if isinstance(invocation, _Invocation):
-            return invocation
-        with self._lock:
-            return self._resumed.pop(_thread_id() or "", None)
-
-    def _invocation(self, state: Any) -> _Invocation:
-        """The invocation's state; one resumed from a checkpoint (no before_agent) gets one."""
-        invocation = state.get(_KEY) if isinstance(state, dict) else None
-        if isinstance(invocation, _Invocation):
-            return invocation
-        thread = _thread_id()
-        with self._lock:
-            found = self._resumed.get(thread or "")
-            if found is None:
-                found = self._resumed[thread or ""] = self._new_invocation(thread)
-            return found
-
-    def _forget(self, invocation: _Invocation) -> None:
-        """A paused invocation is over: its resumption opens a new run."""
-        with self._lock:
-            for thread, found in list(self._resumed.items()):
-                if found is invocation:
-                    del self._resumed[thread]
 
     # ---- model calls ---------------------------------------------------------------------
 
@@ -205,7 +163,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         return request.override(**overrides) if overrides else request
 
     def _ended(
-        self, invocation: _Invocation, request: ModelRequest[Any], exc: BudgetError
+        self, invocation: Invocation, request: ModelRequest[Any], exc: BudgetError
     ) -> ExtendedModelResponse[Any]:
         """End the agent: answer pending tool calls, then a final message; or raise."""
         invocation.stopped = exc
@@ -218,7 +176,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         return _end_with([*answers, final_message(exc, report)])
 
     def _final_answer(
-        self, invocation: _Invocation, step: Step, response: ModelResponse[Any]
+        self, invocation: Invocation, step: Step, response: ModelResponse[Any]
     ) -> ExtendedModelResponse[Any]:
         """End the agent with the model's own answer from the last call a cap allowed."""
         if response.structured_response is not None:
@@ -229,22 +187,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
 
     def _can_pause(self) -> bool:
         """Pausing needs the policy's say-so and a LangGraph thread (a checkpointer's state)."""
-        return self.warden.policy.on_exceeded == "pause" and _thread_id() is not None
+        return self.warden.policy.on_exceeded == "pause" and thread_id() is not None
 
-    def _interrupt(self, invocation: _Invocation, exc: BudgetExceeded) -> BudgetExceeded | None:
-        """Pause the graph with ``interrupt`` (the checkpointer keeps its state). Returns the
-        exception to finish the run with once it is paused; None when LangGraph replays an
-        interrupt that was already answered (the call is then tried again)."""
-        handle = invocation.run.pause_handle("langgraph", state=_pause_state())
-        try:
-            interrupt(pause_payload(handle, exc))
-        except GraphInterrupt:
-            self.warden.save_handle(handle)
-            self._forget(invocation)
-            raise
-        return None
-
-    def _admit(self, invocation: _Invocation, request: ModelRequest[Any]) -> Step:
+    def _admit(self, invocation: Invocation, request: ModelRequest[Any]) -> Step:
         """Reserve the call; a refusal raises, or pauses the agent under ``"pause"``."""
         while True:
             try:
@@ -254,7 +199,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
                     raise
                 self._pause(invocation, exc)
 
-    async def _aadmit(self, invocation: _Invocation, request: ModelRequest[Any]) -> Step:
+    async def _aadmit(self, invocation: Invocation, request: ModelRequest[Any]) -> Step:
         """Async twin of ``_admit`` (throttling waits and ``on_limit`` grants are awaited)."""
         while True:
             try:
@@ -264,17 +209,19 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
                     raise
                 await self._apause(invocation, exc)
 
-    def _pause(self, invocation: _Invocation, exc: BudgetExceeded) -> None:
+    def _pause(self, invocation: Invocation, exc: BudgetExceeded) -> None:
         try:
-            self._interrupt(invocation, exc)
+            pause_here(self.warden, invocation.run, exc, thread_id() or "")
         except GraphInterrupt:
+            self._invocations.forget(invocation)
             invocation.run.finish(error=exc)
             raise
 
-    async def _apause(self, invocation: _Invocation, exc: BudgetExceeded) -> None:
+    async def _apause(self, invocation: Invocation, exc: BudgetExceeded) -> None:
         try:
-            self._interrupt(invocation, exc)
+            pause_here(self.warden, invocation.run, exc, thread_id() or "")
         except GraphInterrupt:
+            self._invocations.forget(invocation)
             await invocation.run.afinish(error=exc)
             raise
 
@@ -284,7 +231,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> ModelResult:
         """Check, route and annotate a model call; end the agent when it is refused."""
-        invocation = self._invocation(request.state)
+        invocation = self._invocations.of(request.state, _KEY)
         if invocation.stopped is not None:
             return self._ended(invocation, request, invocation.stopped)
         try:
@@ -307,7 +254,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResult:
         """Check, route and annotate a model call; end the agent when it is refused."""
-        invocation = self._invocation(request.state)
+        invocation = self._invocations.of(request.state, _KEY)
         if invocation.stopped is not None:
             return self._ended(invocation, request, invocation.stopped)
         try:
@@ -326,17 +273,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
 
     # ---- tool calls ----------------------------------------------------------------------
 
-    def _tells(self, invocation: _Invocation, exc: BudgetExceeded) -> bool:
-        """True for a tool-call cap the model hears of in this turn: it is told and goes on.
-
-        A model that asks for a capped tool again in a later turn ends the run instead.
-        """
-        if not (exc.cap == "max_tool_calls" or exc.cap.startswith("max_tool_calls[")):
-            return False
-        turn: int = invocation.run.report.iterations
-        return invocation.told.setdefault(exc.cap, turn) == turn
-
-    def _admit_tool(self, invocation: _Invocation, request: ToolCallRequest) -> ToolStep:
+    def _admit_tool(self, invocation: Invocation, request: ToolCallRequest) -> ToolStep:
         call = request.tool_call
         while True:
             try:
@@ -344,11 +281,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
                     call["name"], call["args"], call_id=call["id"]
                 )
             except BudgetExceeded as exc:
-                if self._tells(invocation, exc) or not self._can_pause():
+                if invocation.tells(exc) or not self._can_pause():
                     raise
                 self._pause(invocation, exc)
 
-    async def _aadmit_tool(self, invocation: _Invocation, request: ToolCallRequest) -> ToolStep:
+    async def _aadmit_tool(self, invocation: Invocation, request: ToolCallRequest) -> ToolStep:
         call = request.tool_call
         while True:
             try:
@@ -356,12 +293,12 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
                     call["name"], call["args"], call_id=call["id"]
                 )
             except BudgetExceeded as exc:
-                if self._tells(invocation, exc) or not self._can_pause():
+                if invocation.tells(exc) or not self._can_pause():
                     raise
                 await self._apause(invocation, exc)
 
     def _tool_answer(
-        self, invocation: _Invocation, request: ToolCallRequest, exc: BudgetError
+        self, invocation: Invocation, request: ToolCallRequest, exc: BudgetError
     ) -> ToolMessage | None:
         """The error answer to a refused tool call; None when the policy says raise.
 
@@ -369,7 +306,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         model call (every other pending tool call is answered meanwhile).
         """
         call = dict(request.tool_call)
-        if isinstance(exc, BudgetExceeded) and self._tells(invocation, exc):
+        if isinstance(exc, BudgetExceeded) and invocation.tells(exc):
             return tool_limit_message(exc, call)
         if isinstance(exc, BudgetExceeded):
             invocation.stopped = exc
@@ -385,7 +322,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         handler: Callable[[ToolCallRequest], ToolResult],
     ) -> ToolResult:
         """Check a tool call before it runs; record how it went."""
-        invocation = self._invocation(request.state)
+        invocation = self._invocations.of(request.state, _KEY)
         if invocation.stopped is not None:
             return refusal_tool_message(invocation.stopped, dict(request.tool_call))
         try:
@@ -411,7 +348,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         handler: Callable[[ToolCallRequest], Awaitable[ToolResult]],
     ) -> ToolResult:
         """Check a tool call before it runs; record how it went."""
-        invocation = self._invocation(request.state)
+        invocation = self._invocations.of(request.state, _KEY)
         if invocation.stopped is not None:
             return refusal_tool_message(invocation.stopped, dict(request.tool_call))
         try:
@@ -437,11 +374,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
 
     # ---- raising ends the run here: after_agent will not run -----------------------------
 
-    def _finish_if_raising(self, invocation: _Invocation, exc: BudgetError) -> None:
+    def _finish_if_raising(self, invocation: Invocation, exc: BudgetError) -> None:
         if isinstance(exc, BudgetExceeded) and self.warden.policy.on_exceeded == "raise":
             invocation.run.finish(error=exc)
 
-    async def _afinish_if_raising(self, invocation: _Invocation, exc: BudgetError) -> None:
+    async def _afinish_if_raising(self, invocation: Invocation, exc: BudgetError) -> None:
         if isinstance(exc, BudgetExceeded) and self.warden.policy.on_exceeded == "raise":
             await invocation.run.afinish(error=exc)
 
@@ -456,25 +393,6 @@ def _end_with(messages: list[Any]) -> ExtendedModelResponse[Any]:
 
 def _final_note(step: Step) -> str | None:
     return FINAL_ANSWER_INSTRUCTION if step.final else None
-
-
-def _thread_id() -> str | None:
-    """LangGraph's ``configurable.thread_id`` of the running invocation, if any."""
-    try:
-        thread = get_config().get("configurable", {}).get("thread_id")
-    except RuntimeError:
-        return None
-    return str(thread) if thread is not None else None
-
-
-def _pause_state() -> dict[str, Any]:
-    """What ``resume_langgraph`` needs: the thread (the checkpointer holds the rest)."""
-    configurable = get_config().get("configurable", {})
-    return {
-        "thread_id": _thread_id(),
-        "checkpoint_ns": configurable.get("checkpoint_ns", ""),
-        "resume": "interrupt",
-    }
 
 
 def _model_limits(model: BaseChatModel) -> dict[str, Any]:

@@ -277,7 +277,7 @@ def test_an_agent_resumed_after_an_interrupt_is_still_governed(search: CountedTo
     assert (model.calls, search.calls) == (3, 2)
     assert final["messages"][-1].text == "Done after 2 tool turns."
     assert {e.thread for e in sink.cost_events} == {"review-1"}
-    assert budget._resumed == {}, "the resumed run was finished at the end"
+    assert budget._invocations.resumed == {}, "the resumed run was finished at the end"
 
 
 def test_a_thread_budget_holds_across_invokes_and_threads_stay_apart() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from functools import partial
@@ -207,10 +208,7 @@ def test_a_grant_of_five_cents_lets_the_run_go_exactly_that_far(mode: str) -> No
     policy = Policy(limits=Limits(max_cost_usd=0.02), prices=prices)
     warden, sink = make_warden(policy, on_limit=on_limit)
     agent = agent_graph(model, [CountedTool().tool], middleware=[BudgetMiddleware(warden)])
-    if mode == "sync":
-        result = agent.invoke(inputs())
-    else:
-        result = asyncio.run(agent.ainvoke(inputs()))
+    result = agent.invoke(inputs()) if mode == "sync" else asyncio.run(agent.ainvoke(inputs()))
     assert model.calls == 7
     stop = result["messages"][-1].response_metadata["budgetwarden"]
     assert stop["cap"] == "max_cost_usd" and stop["limit"] == pytest.approx(0.07)
@@ -251,4 +249,4 @@ async def test_a_one_second_wait_budget_holds_calls_without_blocking_the_event_l
     assert result["messages"][-1].text == "Done after 2 tool turns."
     waits = [e for e in sink.events if isinstance(e, Notice) and e.code == "wait"]
     assert waits and all(0 < w.data["seconds"] <= 1.2 for w in waits)
-    assert max(b - a for a, b in zip(beats, beats[1:], strict=False)) < 0.3, "the loop ran on"
+    assert max(b - a for a, b in itertools.pairwise(beats)) < 0.3, "the loop ran on"

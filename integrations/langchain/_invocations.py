@@ -1,0 +1,94 @@
+"""The middleware's runs: one per agent invocation, kept in the agent's private state."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph.config import get_config
+
+from budgetwarden import BudgetError, BudgetExceeded, Run, Warden
+
+from ._attribution import Attribution
+from ._nesting import parent_run
+
+__all__ = ["Invocation", "Invocations", "thread_id"]
+
+
+@dataclass
+class Invocation:
+    """One agent invocation: its Run, the refusal that ends it, the tool caps it was told of."""
+
+    run: Run
+    stopped: BudgetError | None = None
+    told: dict[str, int] = field(default_factory=dict)
+
+    def tells(self, exc: BudgetExceeded) -> bool:
+        """True for a tool-call cap the model hears of in this turn: it is told and goes on.
+
+        A model that asks for a capped tool again in a later turn ends the run instead.
+        """
+        if not (exc.cap == "max_tool_calls" or exc.cap.startswith("max_tool_calls[")):
+            return False
+        turn: int = self.run.report.iterations
+        return self.told.setdefault(exc.cap, turn) == turn
+
+
+class Invocations:
+    """Opens each invocation's run (a child of the calling agent's run inside a governed
+    tool) and finds it again: in the agent's state, or by thread for a resumed agent."""
+
+    def __init__(self, warden: Warden, attribution: Attribution) -> None:
+        self._warden = warden
+        self._attribution = attribution
+        self._resumed: dict[str, Invocation] = {}
+        self._lock = threading.Lock()
+
+    def open(self, thread: str | None = None) -> Invocation:
+        """A new invocation on the running LangGraph thread."""
+        thread = thread or thread_id()
+        return Invocation(self._attribution.open_run(self._warden, thread, parent=parent_run()))
+
+    def of(self, state: Any, key: str) -> Invocation:
+        """The invocation in ``state[key]``; an agent resumed from a checkpoint (which does
+        not run ``before_agent`` again) gets one per thread."""
+        invocation = state.get(key) if isinstance(state, dict) else None
+        if isinstance(invocation, Invocation):
+            return invocation
+        thread = thread_id()
+        with self._lock:
+            found = self._resumed.get(thread or "")
+            if found is None:
+                found = self._resumed[thread or ""] = self.open(thread)
+            return found
+
+    def closing(self, state: Any, key: str) -> Invocation | None:
+        """The invocation that ends now (and is forgotten)."""
+        invocation = state.get(key) if isinstance(state, dict) else None
+        if isinstance(invocation, Invocation):
+            return invocation
+        with self._lock:
+            return self._resumed.pop(thread_id() or "", None)
+
+    def forget(self, invocation: Invocation) -> None:
+        """A paused invocation is over: its resumption opens a new run."""
+        with self._lock:
+            for thread, found in list(self._resumed.items()):
+                if found is invocation:
+                    del self._resumed[thread]
+
+    @property
+    def resumed(self) -> dict[str, Invocation]:
+        """Invocations resumed from a checkpoint and not finished yet, by thread."""
+        with self._lock:
+            return dict(self._resumed)
+
+
+def thread_id() -> str | None:
+    """LangGraph's ``configurable.thread_id`` of the running invocation, if any."""
+    try:
+        thread = get_config().get("configurable", {}).get("thread_id")
+    except RuntimeError:
+        return None
+    return str(thread) if thread is not None else None
