@@ -6,9 +6,7 @@ import inspect
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -611,13 +609,13 @@ class Warden:
 
 
 class _LocalLedger(MemoryLedger):
-    """Where a warden counts while its ledger is unreachable: remembers what was committed in
-    it, per bucket, to hand that over to the real ledger once it is back."""
+    """Where a warden counts while its ledger is unreachable: remembers every commit made
+    in it, to replay them into the real ledger once it is back."""
 
     def __init__(self) -> None:
         super().__init__("memory://fallback")
-        self._owed: dict[str, Charge] = {}
-        self._committed_ids: set[str] = set()
+        self._commits: list[tuple[str, list[Charge]]] = []
+        self._replayed: list[tuple[str, list[Charge]]] = []
         self._handover = threading.Lock()
         self._successor: Ledger | None = None
 
@@ -625,7 +623,7 @@ class _LocalLedger(MemoryLedger):
     def owed(self) -> dict[str, float]:
         """Spend committed here and not yet in the real ledger, per bucket key."""
         with self._handover:
-            return {key: charge.amount for key, charge in self._owed.items()}
+            return _per_bucket(self._commits)
 
     def commit(
         self, reservation_id: str, charges: Sequence[Charge], *, now: float
@@ -634,30 +632,31 @@ class _LocalLedger(MemoryLedger):
         with self._handover:
             if self._successor is not None:
                 return self._successor.commit(reservation_id, charges, now=now)
-            for charge in charges:
-                before = self._owed.get(charge.key)
-                amount = charge.amount + (before.amount if before else 0.0)
-                self._owed[charge.key] = replace(charge, amount=amount)
-            self._committed_ids.add(reservation_id)
+            self._commits.append((reservation_id, list(charges)))
             return super().commit(reservation_id, charges, now=now)
 
     def hand_over(self, ledger: Ledger, now: float) -> dict[str, float]:
-        """Commit everything owed into ``ledger`` in one operation; later commits go there."""
+        """Replay every local commit into ``ledger`` under its own reservation id (so one the
+        ledger already applied before it timed out is not counted twice); later commits go
+        there. A fault midway leaves the rest to replay at the next try."""
         with self._handover:
-            owed = list(self._owed.values())
-            if owed:
-                ledger.commit(f"reconcile-{uuid.uuid4().hex}", owed, now=now)
-            else:
-                ledger.state("reconcile-probe", now=now)
+            ledger.state("reconcile-probe", now=now)
+            while self._commits:
+                rid, charges = self._commits[0]
+                ledger.commit(rid, charges, now=now)  # also frees a hold made there before
+                self._commits.pop(0)
+                self._replayed.append((rid, charges))
             self._successor = ledger
-            self._owed = {}
-            ids = list(self._committed_ids)
-        for rid in ids:  # reservations made there before the fault: free them now
-            try:
-                ledger.release(rid, now=now)
-            except LedgerUnavailable:
-                break  # their leases free them
-        return {charge.key: charge.amount for charge in owed}
+            replayed, self._replayed = self._replayed, []
+        return _per_bucket(replayed)
+
+
+def _per_bucket(commits: Sequence[tuple[str, Sequence[Charge]]]) -> dict[str, float]:
+    owed: dict[str, float] = {}
+    for _, charges in commits:
+        for charge in charges:
+            owed[charge.key] = owed.get(charge.key, 0.0) + charge.amount
+    return owed
 
 
 def _unavailable(charges: Sequence[Charge]) -> ReserveOutcome:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "COMMIT_MEMORY_SECONDS",
     "BucketState",
     "Charge",
     "ValueStore",
@@ -21,6 +22,10 @@ __all__ = [
     "ReserveOutcome",
     "SyncLedger",
 ]
+
+
+#: How long a ledger remembers a committed reservation id, so a repeat adds nothing.
+COMMIT_MEMORY_SECONDS = 2 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +88,11 @@ class Ledger(Protocol):
     def commit(
         self, reservation_id: str, charges: Sequence[Charge], *, now: float
     ) -> tuple[BucketState, ...]:
-        """Drop the reservation and add the real amounts (all of them, even past the limit)."""
+        """Drop the reservation and add the real amounts (all of them, even past the limit).
+
+        Idempotent per reservation id (for ``COMMIT_MEMORY_SECONDS``): a commit retried after
+        a timeout, or replayed when a fail-open warden reconciles, is never counted twice.
+        """
 
     def release(self, reservation_id: str, *, now: float) -> None:
         """Drop the reservation; nothing is spent."""

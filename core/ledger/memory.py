@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .base import BucketState, Charge, ReserveOutcome, SyncLedger
+from .base import COMMIT_MEMORY_SECONDS, BucketState, Charge, ReserveOutcome, SyncLedger
 
 __all__ = ["MemoryLedger"]
 
@@ -35,6 +35,7 @@ class MemoryLedger(SyncLedger):
         self._buckets: dict[str, _Bucket] = {}
         self._reservations: dict[str, list[str]] = {}
         self._marks: dict[str, float] = {}
+        self._done: dict[str, float] = {}  # committed reservation id -> until
         self._cancels: dict[str, str] = {}
         self._values: dict[str, tuple[str, float]] = {}  # key -> (value, expires_at)
         self._lock = threading.Lock()
@@ -78,13 +79,15 @@ class MemoryLedger(SyncLedger):
     def commit(
         self, reservation_id: str, charges: Sequence[Charge], *, now: float
     ) -> tuple[BucketState, ...]:
-        """Drop the reservation and add the real amounts."""
+        """Drop the reservation and add the real amounts, once per reservation id."""
         with self._lock:
             self._drop(reservation_id)
+            first = reservation_id not in self._done
+            self._done[reservation_id] = now + COMMIT_MEMORY_SECONDS
             states = []
             for charge in charges:
                 bucket = self._bucket(charge, now)
-                bucket.committed += charge.amount
+                bucket.committed += charge.amount if first else 0.0
                 states.append(
                     BucketState(charge.key, bucket.committed, bucket.reserved(now), charge.limit)
                 )
@@ -173,3 +176,5 @@ class MemoryLedger(SyncLedger):
             del self._buckets[key]
         for key in [k for k, until in self._marks.items() if until <= now]:
             del self._marks[key]
+        for rid in [r for r, until in self._done.items() if until <= now]:
+            del self._done[rid]

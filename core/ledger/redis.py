@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..errors import LedgerUnavailable
-from .base import BucketState, Charge, ReserveOutcome
+from .base import COMMIT_MEMORY_SECONDS, BucketState, Charge, ReserveOutcome
 
 __all__ = ["RedisLedger"]
 
@@ -119,22 +119,27 @@ return out
 """
 )
 
-# KEYS: record, then (bucket, holds) per charge.
-# ARGV: rid, now, then per charge: amount, expires_at, bucket ttl ms.
+# KEYS: record, done marker, then (bucket, holds) per charge.
+# ARGV: rid, now, done marker ttl ms, then per charge: amount, expires_at, bucket ttl ms.
+# A reservation id commits once: a retry after a timeout (or a replay) adds nothing.
 _COMMIT = (
     _LUA_HELPERS
     + """
 local now = tonumber(ARGV[2])
+local first = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3])
 drop(KEYS[1], ARGV[1])
 local out = {}
-for i = 1, (#KEYS - 1) / 2 do
-  local a = 2 + (i - 1) * 3
-  local bucket = KEYS[2 * i]
-  local c = tonumber(redis.call('HGET', bucket, 'c') or '0') + tonumber(ARGV[a + 1])
-  redis.call('HSET', bucket, 'c', fmt(c))
-  touch(bucket, ARGV[a + 2], tonumber(ARGV[a + 3]))
+for i = 1, (#KEYS - 2) / 2 do
+  local a = 3 + (i - 1) * 3
+  local bucket = KEYS[2 * i + 1]
+  local c = tonumber(redis.call('HGET', bucket, 'c') or '0')
+  if first then
+    c = c + tonumber(ARGV[a + 1])
+    redis.call('HSET', bucket, 'c', fmt(c))
+    touch(bucket, ARGV[a + 2], tonumber(ARGV[a + 3]))
+  end
   out[#out + 1] = fmt(c)
-  out[#out + 1] = fmt(live(KEYS[2 * i + 1], now, true))
+  out[#out + 1] = fmt(live(KEYS[2 * i + 2], now, true))
 end
 return out
 """
@@ -435,8 +440,8 @@ class RedisLedger:
     def _commit_call(
         self, rid: str, charges: Sequence[Charge], now: float
     ) -> tuple[list[str], list[str]]:
-        keys = [self._record(rid)]
-        args = [rid, _num(now)]
+        keys = [self._record(rid), self._prefix + "d:" + rid]
+        args = [rid, _num(now), str(int(COMMIT_MEMORY_SECONDS * 1000))]
         for charge in charges:
             keys += self._bucket_keys(charge.key)
             args += [

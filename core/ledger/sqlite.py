@@ -21,12 +21,12 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import LedgerUnavailable
-from .base import BucketState, Charge, ReserveOutcome, SyncLedger
+from .base import COMMIT_MEMORY_SECONDS, BucketState, Charge, ReserveOutcome, SyncLedger
 
 __all__ = ["SQLiteLedger"]
 
@@ -47,6 +47,7 @@ CREATE INDEX IF NOT EXISTS holds_by_key ON holds (key, lease_until);
 CREATE INDEX IF NOT EXISTS holds_by_lease ON holds (lease_until);
 CREATE TABLE IF NOT EXISTS marks (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS cancels (target TEXT PRIMARY KEY, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commits (rid TEXT PRIMARY KEY, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS vals (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
 """
 _PURGE_EVERY_SECONDS = 60.0
@@ -141,12 +142,20 @@ class SQLiteLedger(SyncLedger):
     def commit(
         self, reservation_id: str, charges: Sequence[Charge], *, now: float
     ) -> tuple[BucketState, ...]:
-        """Drop the reservation and add the real amounts, in one transaction."""
+        """Drop the reservation and add the real amounts, once per reservation id, in one
+        transaction."""
         with self._write(now) as db:
             db.execute("DELETE FROM holds WHERE rid = ?", (reservation_id,))
+            first = (
+                db.execute(
+                    "INSERT INTO commits (rid, until) VALUES (?, ?) ON CONFLICT (rid) DO NOTHING",
+                    (reservation_id, now + COMMIT_MEMORY_SECONDS),
+                ).rowcount
+                == 1
+            )
             states = []
             for charge in charges:
-                _add(db, charge)
+                _add(db, charge if first else replace(charge, amount=0.0))
                 states.append(_bucket_state(db, charge.key, charge.limit, now))
             return tuple(states)
 
@@ -369,4 +378,5 @@ def _purge(db: sqlite3.Connection, now: float) -> None:
         (now,),
     )
     db.execute("DELETE FROM marks WHERE expires_at <= ?", (now,))
+    db.execute("DELETE FROM commits WHERE until <= ?", (now,))
     db.execute("DELETE FROM vals WHERE expires_at <= ?", (time.time(),))  # values: real time

@@ -197,3 +197,14 @@ def test_an_expired_value_is_gone(ledger: Ledger) -> None:
     ledger.put_value("v|new", "y", expires_at=time.time() + 60)
     assert ledger.get_value("v|old") is None
     assert ledger.list_values("v|") == ["v|new"]
+
+
+def test_a_commit_repeated_with_the_same_reservation_id_counts_once(ledger: Ledger) -> None:
+    charge = Charge("dup|k", 0.25, 1.0, time.time() + 3600)
+    now = time.time()
+    first = ledger.commit("rid-dup", [charge], now=now)
+    again = ledger.commit("rid-dup", [charge], now=now)  # a retry after a timeout
+    assert first[0].committed == again[0].committed == 0.25
+    assert ledger.state("dup|k", now=now).committed == 0.25
+    ledger.commit("rid-other", [charge], now=now)
+    assert ledger.state("dup|k", now=now).committed == 0.5

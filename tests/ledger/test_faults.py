@@ -185,3 +185,21 @@ def test_a_locked_sqlite_file_fails_closed_then_reconciles(tmp_path: Path) -> No
     assert warden.spent("workspace", "acme") == pytest.approx(kept + after)
     blocker.close()
     warden.close()
+
+
+def test_a_commit_that_timed_out_but_ran_is_not_counted_twice(own_redis: RedisServer) -> None:
+    uri = own_redis.url(timeout="0.2", connect_timeout="0.2")
+    warden, sink = make_warden(uri, ledger_failure="open")
+    first = guarded_call(warden.run(workspace="acme"))  # scripts loaded on the server
+    run = warden.run(workspace="acme")
+    in_flight = run.before_llm_call(MODEL, input_tokens=100, max_tokens=100)
+    own_redis.freeze()  # the commit below times out, but Redis runs it once thawed
+    cost = run.after_llm_call(in_flight, Usage(input_tokens=100, output_tokens=80)).cost_usd
+    assert notices(sink, "ledger_unavailable")
+    own_redis.thaw()
+    wait_for_retry()
+    after = guarded_call(warden.run(workspace="acme"))  # recovers: replays the local commit
+    assert len(notices(sink, "ledger_recovered")) == 1
+    other, _ = make_warden(uri)
+    assert other.spent("workspace", "acme") == pytest.approx(first + cost + after)
+    warden.close()

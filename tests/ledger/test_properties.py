@@ -47,13 +47,15 @@ class Model:
     issued: list[str] = field(default_factory=list)
     commits: dict[int, float] = field(default_factory=lambda: dict.fromkeys(KEYS, 0.0))
     within_reservations: bool = True
+    done: set[str] = field(default_factory=set)
+    stray: str = "never-reserved"
 
     def open_keys(self, wanted: list[tuple[int, float]]) -> list[tuple[int, float]]:
         """Charges on windows that have not ended (the warden never charges an ended one)."""
         return [(k, a) for k, a in wanted if ENDS[k] > self.now]
 
     def pick(self, index: int) -> str:
-        return self.issued[index % len(self.issued)] if self.issued else "never-reserved"
+        return self.issued[index % len(self.issued)] if self.issued else self.stray
 
     def committed_within(
         self, rid: str, wanted: list[tuple[int, float]]
@@ -88,6 +90,7 @@ def normal(result: Any, prefix: str) -> Any:
 def run_sequence(ledger: Ledger, prefix: str, sequence: list[tuple[Any, ...]]) -> list[Any]:
     """Apply the sequence to one ledger, checking the invariants after every step."""
     model = Model()
+    model.stray = f"{prefix}never-reserved"
     out: list[Any] = []
 
     def as_charges(wanted: list[tuple[int, float]]) -> list[Charge]:
@@ -113,8 +116,10 @@ def run_sequence(ledger: Ledger, prefix: str, sequence: list[tuple[Any, ...]]) -
                 model.within_reservations = False
             states = ledger.commit(rid, as_charges(wanted), now=model.now)
             model.grants.pop(rid, None)
-            for k, a in wanted:
-                model.commits[k] += a
+            if rid not in model.done:  # a reservation id commits once: a repeat adds nothing
+                model.done.add(rid)
+                for k, a in wanted:
+                    model.commits[k] += a
             out.append(normal(states, prefix))
         elif kind == "release":
             rid = model.pick(op[1])

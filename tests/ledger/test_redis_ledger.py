@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 import uuid
 
 import pytest
 
-from budgetwarden.ledger import Charge
+from budgetwarden.errors import LedgerUnavailable
+from budgetwarden.ledger import Charge, open_ledger
 from budgetwarden.ledger.redis import RedisLedger
 
 from .conftest import RedisServer
@@ -96,3 +98,17 @@ def test_uri_options_set_namespace_and_timeouts() -> None:
 def test_default_timeouts_are_short() -> None:
     kwargs = RedisLedger("redis://127.0.0.1:6379/0")._client.connection_pool.connection_kwargs
     assert kwargs["socket_timeout"] == 1.0 and kwargs["socket_connect_timeout"] == 0.5
+
+
+def test_a_commit_retried_after_a_timeout_is_counted_once(own_redis: RedisServer) -> None:
+    ledger = open_ledger(own_redis.url(timeout="0.2", connect_timeout="0.2"))
+    now = time.time()
+    charge = Charge("k", 1.0, 10.0, now + 3600)
+    ledger.commit("rid-0", [charge], now=now)  # connected, script loaded
+    own_redis.freeze()  # the reply never comes, but Redis runs the script once thawed
+    with pytest.raises(LedgerUnavailable):
+        ledger.commit("rid-1", [charge], now=now)
+    own_redis.thaw()
+    time.sleep(0.3)
+    ledger.commit("rid-1", [charge], now=now)  # the caller's retry (or a fail-open replay)
+    assert ledger.state("k", now=now).committed == 2.0  # rid-0 and rid-1, each once
