@@ -46,9 +46,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     """Enforce a warden's caps and budgets on any Runnable, raising ``BudgetExceeded``.
 
     Pass it in ``config={"callbacks": [handler]}``. Each root run (one ``invoke``) gets its
-    own budgetwarden Run, so one handler serves concurrent and nested invocations. A refused
-    model or tool call raises out of ``invoke`` before the call, with the transcript so far
-    as ``exc.partial`` and the run report as ``exc.report``. It works for ``ainvoke`` too.
+    own budgetwarden Run, so one handler serves concurrent invocations; a graph invoked from
+    a tool, or a subgraph node, gets a child run of its caller's. A refused model or tool
+    call raises out of ``invoke`` before the call, with the transcript so far as
+    ``exc.partial`` and the run report as ``exc.report`` (and, under ``on_exceeded="pause"``
+    on a LangGraph thread, a saved pause handle as ``exc.handle``). It works for ``ainvoke``
+    too.
     """
 
     raise_error = True

@@ -350,6 +350,7 @@ def test_the_handler_forgets_every_invocation_it_finished(mode: str, search: Cou
         invoke(agent_graph(failing, [search.tool]), inputs(), mode, callbacks=[handler])
     assert handler._invocations == {}
     assert handler._roots == {}
+    assert handler._tool_runs == set()
 
 
 def test_a_streamed_agent_stops_mid_stream(model: ScriptedChatModel, search: CountedTool) -> None:
