@@ -4,6 +4,9 @@
 from budgetwarden.integrations.crewai import guard_crew
 result = guard_crew(crew, warden, user="u1").kickoff()
 ```
+
+With ``Policy(on_exceeded="pause")`` a stopped kickoff saves a handle (``result.handle``) that
+``resume_crewai(warden, handle, crew)`` continues after the tasks it had finished.
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     ) from error
 
 from ._output import GuardedCrewOutput
-from .guard import GuardedCrew, guard_crew
+from .guard import GuardedCrew, aresume_crewai, guard_crew, resume_crewai
 from .routed import RoutedLLM, litellm_factory
 
-__all__ = ["GuardedCrew", "GuardedCrewOutput", "RoutedLLM", "guard_crew", "litellm_factory"]
+__all__ = [
+    "GuardedCrew",
+    "GuardedCrewOutput",
+    "RoutedLLM",
+    "aresume_crewai",
+    "guard_crew",
+    "litellm_factory",
+    "resume_crewai",
+]

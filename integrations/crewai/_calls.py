@@ -20,10 +20,11 @@ from crewai.events.types.llm_events import LLMCallCompletedEvent, LLMCallFailedE
 from crewai.llms.base_llm import BaseLLM
 from crewai.types.usage_metrics import UsageMetrics
 
-from budgetwarden import Step, Usage
+from budgetwarden import Run, Step, Usage
 from budgetwarden.dispatch import classify_error
 
 if TYPE_CHECKING:
+    from ._notes import CallNotes
     from ._state import CrewRunState
 
 #: How long settling a call may wait for CrewAI's event bus to deliver the call's events.
@@ -38,8 +39,10 @@ class ModelCall:
     """A reserved model call of one kickoff, from its pre-call hook until it is committed."""
 
     state: CrewRunState
+    run: Run
     step: Step
     lane: int
+    notes: CallNotes | None = None
     started: float = field(default_factory=time.perf_counter)
     llm: BaseLLM | None = None
     baseline: UsageMetrics | None = None

@@ -11,14 +11,18 @@ from crewai.types.usage_metrics import UsageMetrics
 from pydantic import ConfigDict, Field
 
 from budgetwarden import BudgetExceeded, RunReport
+from budgetwarden.pause import PauseHandle
 
 
 class GuardedCrewOutput(CrewOutput):
     """A ``CrewOutput`` that also says what the run spent and, if a cap stopped it, which.
 
-    When ``stopped`` is True, ``raw`` starts with one line naming the cap and its figures,
-    followed by the partial result (the last finished task's output and the agent's last
-    message); ``tasks_output`` holds the tasks finished before the stop.
+    When a refusal stopped the kickoff, ``raw`` starts with one line naming the cap and its
+    figures, followed by the partial result (the last finished task's output and the agent's
+    last message); ``tasks_output`` holds the tasks finished before the stop. When the last
+    call a cap allowed gave the answer (``Limits(final_answer=True)``), ``raw`` is the
+    model's own answer, ``stopped`` is True and ``cap`` names the cap. Under
+    ``Policy(on_exceeded="pause")`` ``handle`` is the saved handle that resumes the kickoff.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -30,12 +34,28 @@ class GuardedCrewOutput(CrewOutput):
         default=None, exclude=True, description="The refusal that stopped the run, if any."
     )
     partial_text: str = Field(default="", description="The partial result, without the notice.")
+    handle: PauseHandle | None = Field(
+        default=None, description="The saved pause handle (on_exceeded='pause'), if any."
+    )
+
+    @property
+    def paused(self) -> bool:
+        """True when the kickoff can be resumed (see ``resume_crewai``)."""
+        return self.handle is not None
 
 
 def completed_output(output: CrewOutput, report: RunReport) -> GuardedCrewOutput:
     """The crew's own output, carrying the run report."""
     fields = {name: getattr(output, name) for name in CrewOutput.model_fields}
     return GuardedCrewOutput(**fields, report=report)
+
+
+def final_output(output: CrewOutput, report: RunReport, cap: str) -> GuardedCrewOutput:
+    """The crew's output when its last allowed call gave the answer: partial, naming the cap."""
+    fields = {name: getattr(output, name) for name in CrewOutput.model_fields}
+    return GuardedCrewOutput(
+        **fields, stopped=True, cap=cap, report=report, partial_text=output.raw
+    )
 
 
 def stopped_output(
@@ -66,13 +86,14 @@ def stopped_output(
     )
 
 
-def finished_tasks(crew: Crew, before: dict[int, Any]) -> list[TaskOutput]:
-    """The task outputs this kickoff produced (outputs left by an earlier kickoff excluded)."""
-    outputs: list[TaskOutput] = []
-    for task in crew.tasks:
+def finished_by_index(crew: Crew, before: dict[int, Any]) -> dict[int, TaskOutput]:
+    """The task outputs this kickoff produced (outputs left by an earlier kickoff excluded),
+    by each task's index in the crew."""
+    outputs: dict[int, TaskOutput] = {}
+    for index, task in enumerate(crew.tasks):
         output = task.output
         if output is not None and output is not before.get(id(task)):
-            outputs.append(output)
+            outputs[index] = output
     return outputs
 
 

@@ -5,6 +5,7 @@ Every hook translates one CrewAI callback into one ``Run`` call. A refusal is tu
 the kickoff; before a tool call CrewAI only skips the tool, so the run is marked stopped and
 the next model call aborts. Calls are grouped in lanes (one per agent): a lane makes one
 model call at a time, so its next hook is the moment its previous call can be committed.
+In a hierarchical crew each worker agent spends from a child run of the kickoff's run.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar, cast
@@ -34,10 +35,17 @@ from ._calls import (
     trackers,
     usage_from_event,
 )
+from ._notes import add_notes, final_response, remove_notes
+from ._transcript import ResumePoint, agent_role, plain_messages
 
 #: The guarded kickoff the current context belongs to (None outside guarded kickoffs).
 active_state: ContextVar[CrewRunState | None] = ContextVar(
     "budgetwarden_crewai_state", default=None
+)
+
+#: The run of the agent calling a tool now (a guarded crew kicked off in the tool nests in it).
+_tool_run: ContextVar[tuple[CrewRunState, Run] | None] = ContextVar(
+    "budgetwarden_crewai_tool_run", default=None
 )
 
 #: Names the aborting hook in CrewAI's messages and telemetry.
@@ -74,15 +82,55 @@ def _fail_closed(hook: Hook) -> Hook:
 class CrewRunState:
     """One guarded kickoff: the run, the hooks registered for it, and its pending calls."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(
+        self,
+        run: Run,
+        *,
+        workers: Iterable[Any] = (),
+        resume: ResumePoint | None = None,
+    ) -> None:
         self.run = run
         self.stopped: BudgetExceeded | None = None
         self.failure: Exception | None = None
         self.last_text: str | None = None
+        self.transcripts: dict[str, list[dict[str, Any]]] = {}
+        self.resume = resume
         self._lock = threading.RLock()
         self._calls: dict[int, ModelCall] = {}
-        self._tools: dict[int, tuple[ToolStep, dict[str, Any], float]] = {}
+        self._tools: dict[int, tuple[Run, ToolStep, float]] = {}
         self._refused_tools: dict[int, str] = {}
+        self._workers = {id(agent) for agent in workers}
+        self._children: dict[int, Run] = {}
+
+    # ------------------------------------------------------------------ runs
+    def run_for(self, agent: Any) -> Run:
+        """The run an agent spends from: a worker's child run, else the kickoff's run."""
+        if agent is None or id(agent) not in self._workers:
+            return self.run
+        with self._lock:
+            child = self._children.get(id(agent))
+            if child is None:
+                child = self.run.warden.run(agent=agent_role(agent), parent=self.run)
+                self._children[id(agent)] = child
+            return child
+
+    @property
+    def children(self) -> list[Run]:
+        """The workers' child runs opened so far."""
+        with self._lock:
+            return list(self._children.values())
+
+    def final_cap(self) -> str | None:
+        """The cap whose last allowed call was made (``Limits.final_answer``), if any."""
+        caps = [self.run.final_cap, *(child.final_cap for child in self.children)]
+        return next((cap for cap in caps if cap), None)
+
+    def finish(self, stop_reason: str | None = None, *, error: BaseException | None = None) -> None:
+        """Finish the workers' child runs, then the kickoff's run."""
+        own = None if isinstance(error, BudgetError) else error
+        for child in self.children:
+            child.finish(error=own)
+        self.run.finish(stop_reason, error=error)
 
     # ------------------------------------------------------------------ activation
     @contextmanager
@@ -106,18 +154,36 @@ class CrewRunState:
         """PRE_MODEL_CALL: reserve the call, or abort the kickoff before the model runs."""
         lane = lane_of(ctx.agent)
         self._settle_answered(lane)
-        call = self.begin_call(ctx.llm, ctx.messages, lane=lane, tools=_tool_names(ctx))
+        if self.resume is not None:
+            self.resume.restore(ctx.executor, ctx.agent, ctx.messages)
+        run = self.run_for(ctx.agent)
+        try:
+            call = self.begin_call(
+                ctx.llm, ctx.messages, lane=lane, tools=_tool_names(ctx), run=run
+            )
+        except BudgetAbort:
+            self._keep_transcript(ctx)
+            raise
         current_call.set(call)
         if call.step.compress:
             self._compress(ctx.messages, call.step.input_tokens)
+        with self._lock:
+            call.notes = add_notes(ctx.messages, call.step, ctx.executor, ctx.llm)
 
     def begin_call(
-        self, llm: Any, messages: Any, *, lane: int, tools: Sequence[str] | None = None
+        self,
+        llm: Any,
+        messages: Any,
+        *,
+        lane: int,
+        tools: Sequence[str] | None = None,
+        run: Run | None = None,
     ) -> ModelCall:
         """Reserve one model call for ``llm`` (raises ``BudgetAbort`` when refused)."""
+        run = run or self.run
         try:
             self._abort_if_stopped()
-            step = self.run.before_llm_call(
+            step = run.before_llm_call(
                 _requested_model(llm), messages, max_tokens=_max_tokens(llm), tools=tools
             )
         except BudgetAbort:
@@ -126,20 +192,28 @@ class CrewRunState:
         except BudgetError as error:
             current_call.set(None)
             raise self.abort(error) from None
-        call = ModelCall(self, step, lane)
+        call = ModelCall(self, run, step, lane)
         trackers.bind(call, llm)
         with self._lock:
             self._calls[id(call)] = call
         return call
 
+    def _keep_transcript(self, ctx: LLMCallHookContext) -> None:
+        """Keep the refused call's messages (a paused task goes on from them)."""
+        role = agent_role(ctx.agent)
+        if ctx.executor is not None and role is not None:
+            self.transcripts[role] = plain_messages(ctx.messages)
+
     @_fail_closed
-    def after_model_call(self, ctx: LLMCallHookContext) -> None:
-        """POST_MODEL_CALL (text answers only): commit the call that just answered."""
+    def after_model_call(self, ctx: LLMCallHookContext) -> str | None:
+        """POST_MODEL_CALL (text answers only): commit the call that just answered; the
+        answer of a final-answer call is made the task's final answer."""
         call = current_call.get()
         if call is None or call.state is not self:
-            return
+            return None
         call.returned(text=ctx.response)
         self.settle(call)
+        return final_response(call.step, ctx.executor, ctx.response)
 
     def record_completed(self, call: ModelCall, event: LLMCallCompletedEvent) -> None:
         """An ``LLMCallCompletedEvent`` emitted inside ``call`` (from a bus worker thread)."""
@@ -168,6 +242,7 @@ class CrewRunState:
                 return
             call.claimed = True
             self._calls.pop(id(call), None)
+            remove_notes(call.notes)
         usage = call.measured_usage()  # may wait for the call's events: they still count
         if usage is None and call.outcome != "ok":
             usage = Usage(estimated=True)  # a failed call that reported nothing billed nothing
@@ -176,7 +251,7 @@ class CrewRunState:
             if call.text:
                 self.last_text = call.text
         trackers.release(call)
-        self.run.after_llm_call(
+        call.run.after_llm_call(
             call.step,
             usage,
             model=call.model,
@@ -206,9 +281,10 @@ class CrewRunState:
         """PRE_TOOL_CALL: count the tool call, or skip it (and stop the run on a cap)."""
         key = id(ctx.tool_input)
         self._settle_answered(lane_of(ctx.agent))
+        run = self.run_for(ctx.agent)
         try:
             self._abort_if_stopped()
-            step = self.run.before_tool_call(ctx.tool_name, dict(ctx.tool_input))
+            step = run.before_tool_call(ctx.tool_name, dict(ctx.tool_input))
         except ToolDenied as denied:
             self._refused_tools[key] = f"Tool call refused: {denied}"
             raise HookAborted(str(denied), source=HOOK_SOURCE) from None
@@ -218,7 +294,8 @@ class CrewRunState:
         except BudgetError as error:
             self._refused_tools[key] = _stop_notice(error)
             raise self.abort(error) from None
-        self._tools[key] = (step, ctx.tool_input, time.perf_counter())
+        self._tools[key] = (run, step, time.perf_counter())
+        _tool_run.set((self, run))
 
     @_fail_closed
     def after_tool_call(self, ctx: ToolCallHookContext) -> str | None:
@@ -230,9 +307,9 @@ class CrewRunState:
         entry = self._tools.pop(key, None)
         if entry is None:
             return None
-        step, _, started = entry
+        run, step, started = entry
         ok = not _looks_failed(ctx.tool_result)
-        self.run.after_tool_call(step, ok=ok, latency_s=time.perf_counter() - started)
+        run.after_tool_call(step, ok=ok, latency_s=time.perf_counter() - started)
         return None
 
     def _compress(self, messages: list[Any], input_tokens: int) -> None:
@@ -270,6 +347,18 @@ class CrewRunState:
             elif self.failure is None:
                 self.failure = error
         return BudgetAbort(error)
+
+
+def calling_run(warden: Any) -> Run | None:
+    """The run a guarded crew kicked off now nests in: the run of the agent whose tool is
+    running in this context (a kickoff of ``warden``'s only), else None."""
+    state = active_state.get()
+    if state is None or state.run.warden is not warden:
+        return None
+    entry = _tool_run.get()
+    if entry is not None and entry[0] is state:
+        return entry[1]
+    return state.run
 
 
 def _turns(messages: list[Any]) -> list[list[Any]]:

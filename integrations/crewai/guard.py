@@ -1,25 +1,33 @@
-"""``guard_crew``: a crew whose every kickoff is one budgetwarden run."""
+"""``guard_crew``: a crew whose every kickoff is one budgetwarden run; ``resume_crewai``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from crewai import Crew
+from crewai import Crew, Process
 from crewai.crews.crew_output import CrewOutput
 from crewai.hooks.dispatch import HookAborted
 
 from budgetwarden import BudgetExceeded, Run, Warden
+from budgetwarden.pause import PauseHandle
 
 from ._output import (
     GuardedCrewOutput,
     completed_output,
-    finished_tasks,
+    final_output,
+    finished_by_index,
     stopped_output,
     task_outputs_now,
 )
-from ._state import BudgetAbort, CrewRunState
+from ._pause import FRAMEWORK, paused_state, restore_tasks, starting_after_finished_tasks
+from ._state import BudgetAbort, CrewRunState, calling_run
+from ._transcript import ResumePoint
+
+#: The attribution keywords of ``guard_crew`` (and of a paused kickoff's handle).
+ATTRIBUTES = ("agent", "user", "workspace", "workflow", "task_class", "key", "thread")
 
 
 def guard_crew(
@@ -36,8 +44,11 @@ def guard_crew(
 ) -> GuardedCrew:
     """Wrap ``crew`` so that each kickoff is a budgetwarden run with this attribution.
 
-    ``agent`` defaults to the crew's name. The hooks are scoped to the wrapper's own kickoffs:
-    other crews, guarded or not, are untouched.
+    ``agent`` defaults to the crew's name. ``thread`` (a conversation, for
+    ``Budget(scope="thread")``) defaults to the CrewAI Flow's state id when the crew is
+    kicked off inside a Flow. A guarded crew kicked off inside a tool of another guarded
+    crew (same warden) runs as a child run of it. The hooks are scoped to the wrapper's own
+    kickoffs: other crews, guarded or not, are untouched.
     """
     attribution = {
         "agent": agent if agent is not None else (crew.name or None),
@@ -109,11 +120,15 @@ class GuardedCrew:
 
     # ------------------------------------------------------------------ internals
     def _kickoff(
-        self, crew: Crew, inputs: dict[str, Any] | None, options: dict[str, Any]
+        self,
+        crew: Crew,
+        inputs: dict[str, Any] | None,
+        options: dict[str, Any],
+        handle: PauseHandle | None = None,
     ) -> GuardedCrewOutput:
         _refuse_streaming(crew)
-        guard = _Kickoff(crew, self._open_run(), self.warden)
-        with guard.state.activated():
+        guard = self._start(crew, inputs, handle)
+        with guard.state.activated(), guard.resuming():
             try:
                 output = crew.kickoff(inputs=inputs, **options)
             except BaseException as error:
@@ -121,19 +136,36 @@ class GuardedCrew:
         return guard.end(output)
 
     async def _akickoff(
-        self, crew: Crew, inputs: dict[str, Any] | None, options: dict[str, Any]
+        self,
+        crew: Crew,
+        inputs: dict[str, Any] | None,
+        options: dict[str, Any],
+        handle: PauseHandle | None = None,
     ) -> GuardedCrewOutput:
         _refuse_streaming(crew)
-        guard = _Kickoff(crew, self._open_run(), self.warden)
-        with guard.state.activated():
+        guard = self._start(crew, inputs, handle)
+        with guard.state.activated(), guard.resuming():
             try:
                 output = await crew.akickoff(inputs=inputs, **options)
             except BaseException as error:
                 return guard.end_with_error(error)
         return guard.end(output)
 
-    def _open_run(self) -> Run:
+    def _start(
+        self, crew: Crew, inputs: dict[str, Any] | None, handle: PauseHandle | None
+    ) -> _Kickoff:
+        before = task_outputs_now(crew)
+        if handle is not None:
+            restore_tasks(crew, handle.state)  # a crew that does not match fails before its run
+        run = self._open_run(run_id=handle.run_id if handle is not None else None)
+        return _Kickoff(crew, run, self.warden, inputs, handle, before)
+
+    def _open_run(self, run_id: str | None = None) -> Run:
         a = self.attribution
+        parent = calling_run(self.warden)
+        thread = a["thread"]
+        if thread is None and parent is None:
+            thread = _flow_thread()
         return self.warden.run(
             agent=a["agent"],
             user=a["user"],
@@ -141,7 +173,9 @@ class GuardedCrew:
             workflow=a["workflow"],
             task_class=a["task_class"],
             key=a["key"],
-            thread=a["thread"],
+            thread=thread,
+            parent=parent,
+            run_id=run_id,
         )
 
     @staticmethod
@@ -153,28 +187,49 @@ class GuardedCrew:
 
 
 class _Kickoff:
-    """One kickoff of a guarded crew: its state, and how it ends."""
+    """One kickoff of a guarded crew: its state, and how it ends (or pauses)."""
 
-    def __init__(self, crew: Crew, run: Run, warden: Warden) -> None:
+    def __init__(
+        self,
+        crew: Crew,
+        run: Run,
+        warden: Warden,
+        inputs: dict[str, Any] | None,
+        handle: PauseHandle | None,
+        before: dict[int, Any],
+    ) -> None:
         self.crew = crew
         self.warden = warden
-        self.state = CrewRunState(run)
-        self.before = task_outputs_now(crew)
+        self.inputs = inputs
+        self.handle = handle
+        workers = crew.agents if crew.process == Process.hierarchical else ()
+        resume = ResumePoint.from_state(handle.state) if handle is not None else None
+        self.state = CrewRunState(run, workers=workers, resume=resume)
+        self.before = before
+
+    def resuming(self) -> contextlib.AbstractContextManager[None]:
+        """Skip the tasks a paused kickoff had finished (nothing to skip otherwise)."""
+        if self.handle is None:
+            return contextlib.nullcontext()
+        return starting_after_finished_tasks(self.crew)
 
     def end(self, output: Any) -> GuardedCrewOutput:
         """The kickoff returned: finish the run and return the output with its report."""
         state = self.state
         state.settle_all()
         if state.failure is not None:
-            state.run.finish(error=state.failure)
+            state.finish(error=state.failure)
             raise state.failure from None
         if state.stopped is not None:
-            state.run.finish(error=state.stopped)
+            state.finish(error=state.stopped)
             crew_output = output if isinstance(output, CrewOutput) else None
             return self._stopped(state.stopped, crew_output)
-        state.run.finish()
+        final_cap = state.final_cap()
+        state.finish(final_cap)
         if not isinstance(output, CrewOutput):
             raise TypeError(f"guard_crew expected a CrewOutput from kickoff, got {output!r}")
+        if final_cap is not None:
+            return final_output(output, state.run.report, final_cap)
         return completed_output(output, state.run.report)
 
     def end_with_error(self, error: BaseException) -> GuardedCrewOutput:
@@ -185,29 +240,105 @@ class _Kickoff:
             isinstance(error, HookAborted) and state.stopped is not None
         )
         if state.failure is not None:
-            state.run.finish(error=state.failure)
+            state.finish(error=state.failure)
             raise state.failure from None
         if not ours or state.stopped is None:
-            state.run.finish(error=error)
+            state.finish(error=error)
             raise error
-        state.run.finish(error=state.stopped)
+        state.finish(error=state.stopped)
         return self._stopped(state.stopped, None)
 
     def _stopped(self, error: BudgetExceeded, output: CrewOutput | None) -> GuardedCrewOutput:
         report = self.state.run.report
         error.report = report
+        finished = finished_by_index(self.crew, self.before)
         result = stopped_output(
             self.crew,
             error,
             report,
-            finished=finished_tasks(self.crew, self.before),
+            finished=list(finished.values()),
             last_text=self.state.last_text,
             output=output,
         )
         error.partial = result
-        if self.warden.policy.on_exceeded == "raise":
+        policy = self.warden.policy.on_exceeded
+        if policy == "pause":
+            result.handle = self._pause(finished)
+            error.handle = result.handle  # type: ignore[attr-defined]
+        if policy == "raise":
             raise error.with_traceback(None) from None
         return result
+
+    def _pause(self, finished: dict[int, Any]) -> PauseHandle:
+        """Save a handle that resumes this kickoff after its finished tasks."""
+        state = paused_state(self.crew, self.inputs, finished, self.state.transcripts)
+        handle = self.state.run.pause_handle(FRAMEWORK, state)
+        self.warden.save_handle(handle)
+        return handle
+
+
+def resume_crewai(
+    warden: Warden,
+    handle: PauseHandle | str,
+    crew: Crew,
+    *,
+    inputs: dict[str, Any] | None = None,
+) -> GuardedCrewOutput:
+    """Go on with a kickoff ``Policy(on_exceeded="pause")`` paused, where it stopped.
+
+    ``crew`` is the crew that paused, or one built the same way (e.g. in a new process). The
+    tasks it had finished keep their outputs and are not run again; the stopped task goes on
+    from its agent's transcript with the refused call. ``inputs`` default to the paused
+    kickoff's. With ``warden.nap_and_resume(handle_id, lambda h: resume_crewai(warden, h,
+    crew))`` it first waits until the budget's window resets or the budget is raised.
+    """
+    found = _handle(warden, handle)
+    guarded = _resumed(crew, warden, found)
+    return guarded._kickoff(crew, _inputs(found, inputs), {}, found)
+
+
+async def aresume_crewai(
+    warden: Warden,
+    handle: PauseHandle | str,
+    crew: Crew,
+    *,
+    inputs: dict[str, Any] | None = None,
+) -> GuardedCrewOutput:
+    """Async twin of :func:`resume_crewai` (CrewAI's native ``akickoff``)."""
+    found = _handle(warden, handle)
+    guarded = _resumed(crew, warden, found)
+    return await guarded._akickoff(crew, _inputs(found, inputs), {}, found)
+
+
+def _handle(warden: Warden, handle: PauseHandle | str) -> PauseHandle:
+    found = warden.load_handle(handle) if isinstance(handle, str) else handle
+    if found is None:
+        raise KeyError(f"no pause handle {handle!r} in ledger {warden.ledger.uri}")
+    if found.framework != FRAMEWORK:
+        raise ValueError(f"handle {found.id} paused a {found.framework} run, not a CrewAI crew")
+    return found
+
+
+def _resumed(crew: Crew, warden: Warden, handle: PauseHandle) -> GuardedCrew:
+    return GuardedCrew(crew, warden, {name: handle.attribution.get(name) for name in ATTRIBUTES})
+
+
+def _inputs(handle: PauseHandle, inputs: dict[str, Any] | None) -> dict[str, Any] | None:
+    if inputs is not None:
+        return inputs
+    saved = handle.state.get("inputs")
+    return dict(saved) if isinstance(saved, dict) else None
+
+
+def _flow_thread() -> str | None:
+    """The state id of the CrewAI Flow this kickoff runs in (kept by ``@persist`` across
+    runs), or None outside a Flow (an agent executor is a Flow too: not that one)."""
+    from crewai.flow.flow_context import current_flow_id, current_flow_name
+
+    flow_id = current_flow_id.get()
+    if not flow_id or current_flow_name.get() == "AgentExecutor":
+        return None
+    return flow_id
 
 
 def _refuse_streaming(crew: Crew) -> None:

@@ -87,7 +87,7 @@ class RoutedLLM(BaseLLM):
     ) -> Any:
         """Call the model the run chose for this call, and commit the call."""
         options = {
-            "tools": tools,
+            "tools": tools or None,  # none at all for a final-answer call (emptied list)
             "callbacks": callbacks,
             "available_functions": available_functions,
             "from_task": from_task,
@@ -121,7 +121,7 @@ class RoutedLLM(BaseLLM):
     ) -> Any:
         """Async twin of ``call``."""
         options = {
-            "tools": tools,
+            "tools": tools or None,  # none at all for a final-answer call (emptied list)
             "callbacks": callbacks,
             "available_functions": available_functions,
             "from_task": from_task,
@@ -182,7 +182,8 @@ class RoutedLLM(BaseLLM):
         self._invoke_before_llm_call_hooks(chat, from_agent)
         call = current_call.get()
         if call is None or call.consumed or call.claimed or call.state is not state:
-            call = state.begin_call(self, chat, lane=lane_of(from_agent))
+            lane = lane_of(from_agent)
+            call = state.begin_call(self, chat, lane=lane, run=state.run_for(from_agent))
             current_call.set(call)
         call.consumed = True
         return call

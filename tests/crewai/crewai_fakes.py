@@ -13,6 +13,8 @@ from crewai.llms.base_llm import BaseLLM, llm_call_context
 from crewai.tools import BaseTool
 from pydantic import PrivateAttr
 
+from budgetwarden.steps import FINAL_ANSWER_INSTRUCTION
+
 
 class ScriptedLLM(BaseLLM):
     """A CrewAI LLM that never finishes: every answer asks for a tool, like a looping agent.
@@ -20,7 +22,9 @@ class ScriptedLLM(BaseLLM):
     It behaves like CrewAI's own providers: it emits the LLM call events with usage, tracks
     usage in its token tracker and dispatches the model-call hooks for calls made outside an
     agent executor. ``native=True`` answers with native tool calls instead of ReAct text;
-    ``delay`` makes every call slow.
+    ``delay`` makes every call slow. Asked for a final answer (budgetwarden's instruction in
+    its messages) it gives one: "best answer N", in CrewAI's ReAct format unless ``native``
+    or ``final_plain``.
     """
 
     model: str = "gpt-4o-mini"
@@ -31,7 +35,9 @@ class ScriptedLLM(BaseLLM):
     completion_tokens: int = 20
     finish_after: int | None = None
     tool_args: dict[str, Any] | None = None
+    final_plain: bool = False
     _calls: int = PrivateAttr(default=0)
+    _tools: list[Any] = PrivateAttr(default_factory=list)
     _started: list[float] = PrivateAttr(default_factory=list)
     _seen: list[list[dict[str, Any]]] = PrivateAttr(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -48,6 +54,11 @@ class ScriptedLLM(BaseLLM):
     def seen(self) -> list[list[dict[str, Any]]]:
         """The messages each call received."""
         return list(self._seen)
+
+    @property
+    def tools_seen(self) -> list[Any]:
+        """The tools each call was offered (None or a list of schemas)."""
+        return list(self._tools)
 
     @property
     def started(self) -> list[float]:
@@ -79,6 +90,7 @@ class ScriptedLLM(BaseLLM):
                 self._calls += 1
                 self._started.append(time.time())
                 self._seen.append([dict(m) for m in msgs])
+                self._tools.append(list(tools) if tools is not None else None)
                 number = self._calls
             if self.delay:
                 time.sleep(self.delay)
@@ -88,7 +100,9 @@ class ScriptedLLM(BaseLLM):
                 "total_tokens": self.prompt_tokens + self.completion_tokens,
             }
             self._track_token_usage_internal(usage)
-            if self.finish_after is not None and number > self.finish_after:
+            if _asks_final(msgs):
+                text = self._final_text(number)
+            elif self.finish_after is not None and number > self.finish_after:
                 text = f"Thought: done\nFinal Answer: answer {number} from {self.model}"
             elif self.native and tools:
                 return [self._tool_call(number)]
@@ -118,6 +132,12 @@ class ScriptedLLM(BaseLLM):
     ) -> Any:
         return self.call(messages, tools, callbacks, available_functions, from_task, from_agent)
 
+    def _final_text(self, number: int) -> str:
+        answer = f"best answer {number} from {self.model}"
+        if self.native or self.final_plain:
+            return answer
+        return f"Thought: I must answer now.\nFinal Answer: {answer}"
+
     def _args_for(self, number: int) -> dict[str, Any]:
         return self.tool_args or {"query": f"q{number}"}
 
@@ -133,6 +153,15 @@ class ScriptedLLM(BaseLLM):
                 "arguments": json.dumps(self._args_for(number)),
             },
         }
+
+
+def _asks_final(messages: list[dict[str, Any]]) -> bool:
+    return any(FINAL_ANSWER_INSTRUCTION in str(m.get("content")) for m in messages)
+
+
+def notes_in(messages: list[dict[str, Any]]) -> list[str]:
+    """The system notes budgetwarden added after the conversation's first message."""
+    return [str(m["content"]) for m in messages[1:] if m.get("role") == "system"]
 
 
 class SearchTool(BaseTool):
