@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -103,7 +104,7 @@ def langchain_middleware(ctx: Context, guards: dict[str, Warden]) -> dict[str, A
         graph = _lc.agent(STEPS, [BudgetMiddleware(warden, user="u1")])
         variants[f"budgetwarden/{ledger}"] = _lc.invoker(graph, STEPS)
         ours[ledger] = f"budgetwarden/{ledger}"
-    times = interleave(variants, rounds=ctx.scale(40, 3), warmup=ctx.scale(3, 1))
+    times = interleave(variants, rounds=ctx.scale(100, 3), warmup=ctx.scale(3, 1))
     out = summarize(times, "noop", ours)
     out["noop_vs_bare_pct"] = _extra(times, "noop", "bare")
     out["ModelCallLimitMiddleware_vs_bare_pct"] = _extra(times, "ModelCallLimitMiddleware", "bare")
@@ -130,7 +131,7 @@ def langchain_handler(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]
         handler = BudgetCallbackHandler(warden, user="u1")
         variants[f"budgetwarden/{ledger}"] = _lc.invoker(graph, STEPS, [handler])
         ours[ledger] = f"budgetwarden/{ledger}"
-    times = interleave(variants, rounds=ctx.scale(40, 3), warmup=ctx.scale(3, 1))
+    times = interleave(variants, rounds=ctx.scale(100, 3), warmup=ctx.scale(3, 1))
     out = summarize(times, "noop", ours)
     out["noop_vs_bare_pct"] = _extra(times, "noop", "bare")
     out["budgetwarden_memory_vs_bare_pct"] = _extra(times, "budgetwarden/memory", "bare")
@@ -158,7 +159,7 @@ def openai_agents(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]:
 
             variants[f"budgetwarden/{ledger}"] = _oa.invoker(loop, STEPS, hooks)
             ours[ledger] = f"budgetwarden/{ledger}"
-        times = interleave(variants, rounds=ctx.scale(40, 3), warmup=ctx.scale(3, 1))
+        times = interleave(variants, rounds=ctx.scale(100, 3), warmup=ctx.scale(3, 1))
     finally:
         loop.close()
     out = summarize(times, "noop", ours)
@@ -198,7 +199,7 @@ def crewai(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]:
         ours[ledger] = f"budgetwarden/{ledger}"
     times = interleave(
         dict(kickoffs.items()),
-        rounds=ctx.scale(25, 2),
+        rounds=ctx.scale(60, 2),
         warmup=ctx.scale(2, 1),
         setup={name: k.setup for name, k in kickoffs.items()},
     )
@@ -234,6 +235,9 @@ def run(ctx: Context) -> dict[str, Any]:
             data["sections"][name] = section(ctx, guards)
         except ImportError as exc:
             data["sections"][name] = {"skipped": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:  # one broken adapter must not lose the others' figures
+            traceback.print_exc()
+            data["sections"][name] = {"skipped": f"crashed: {type(exc).__name__}: {exc}"}
         print(f"[benchmarks]   adapters/{name}: {time.perf_counter() - t0:.1f} s", flush=True)
     for warden in guards.values():
         warden.close()

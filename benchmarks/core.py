@@ -97,7 +97,20 @@ def hot_path(ctx: Context) -> dict[str, Any]:
         name: verdict(v["pair_us"]["median"], PAIR_TARGET_US) for name, v in out["policies"].items()
     }
     out["run_open_finish_us"] = stats(_run_lifecycle(ctx), 2)
+    out["tool_pair_us"] = stats(_tool_pairs(ctx), 2)
     return out
+
+
+def _tool_pairs(ctx: Context) -> list[float]:
+    """before_tool_call + after_tool_call (an unpriced tool) under the production policy."""
+    run = Warden(policies()["run caps + 2 budgets"]).run(user="u1", agent="bench")
+    counter = itertools.count()
+
+    def tool_pair() -> None:
+        step = run.before_tool_call("search", {"q": f"query {next(counter)}"})
+        run.after_tool_call(step, latency_s=0.1)
+
+    return timed_batches(tool_pair, batch=500, batches=ctx.scale(20, 3))
 
 
 def _run_lifecycle(ctx: Context) -> list[float]:
@@ -374,12 +387,17 @@ def estimate(ctx: Context) -> dict[str, Any]:
 def run(ctx: Context) -> dict[str, Any]:
     """Every core figure; writes results/core.json."""
     started = time.perf_counter()
-    data = {
-        "hot_path": hot_path(ctx),
-        "breakdown_us": breakdown(ctx),
-        "profile": profile(ctx),
-        "pricing": pricing(ctx),
-        "estimate": estimate(ctx),
+    data: dict[str, Any] = {}
+    sections: dict[str, Callable[[Context], dict[str, Any]]] = {
+        "hot_path": hot_path,
+        "breakdown_us": breakdown,
+        "profile": profile,
+        "pricing": pricing,
+        "estimate": estimate,
     }
+    for name, section in sections.items():
+        t0 = time.perf_counter()
+        data[name] = section(ctx)
+        print(f"[benchmarks]   core/{name}: {time.perf_counter() - t0:.1f} s", flush=True)
     write_result(ctx, "core", data, started)
     return data

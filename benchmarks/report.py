@@ -136,7 +136,13 @@ def _core(r: Result) -> str:
         f"(batches of {hot['batch']}; median and interquartile range over batches); messages of "
         f"{hot['messages_chars']:,} characters. Target ≤ {hot['target_us']:g} µs.\n",
         _table(["policy", "µs per pair", "verdict"], rows),
-        f"Opening and finishing a run: {_spread(hot['run_open_finish_us'], ' µs')}.\n",
+        f"Opening and finishing a run: {_spread(hot['run_open_finish_us'], ' µs')}. "
+        + (
+            f"A tool call (`before_tool_call` + `after_tool_call`, unpriced tool, same policy): "
+            f"{_spread(hot['tool_pair_us'], ' µs')}.\n"
+            if "tool_pair_us" in hot
+            else "\n"
+        ),
         "What the pieces of a pair cost alone (µs per call):\n",
         _table(["piece", "µs"], [[k, _spread(v)] for k, v in r["breakdown_us"].items()]),
         f"cProfile of {r['profile']['pairs']:,} pairs (run caps + 2 budgets), by own time:\n",
@@ -268,4 +274,208 @@ def _adapters(r: Result) -> str:
 SECTIONS: list[tuple[str, Callable[[Result], str]]] = [
     ("core", _core),
     ("adapters", _adapters),
+]
+
+
+def _ledgers(r: Result) -> str:
+    out = [
+        "## Ledger throughput and latency\n",
+        f"Guarded calls (`before_llm_call` + `after_llm_call`: one reserve and one commit on a "
+        f"user budget and a global request budget) from N processes sharing one budget, "
+        f"{r['seconds_per_measure']:g} s each after a barrier. Redis `PING` from as many "
+        "processes, in the same run, is the floor: a guarded call is at least two round "
+        "trips.\n",
+    ]
+    out += [f"> {note}\n" for note in r.get("notes", [])]
+    rows = []
+    for row in r["rows"]:
+        if "skipped" in row:
+            rows.append([row["ledger"], "-", row["skipped"], "", "", ""])
+            continue
+        rows.append(
+            [
+                row["ledger"],
+                row["processes"],
+                f"{row['calls_per_s']:,.0f}",
+                f"{row['p50_us']:,.0f}",
+                f"{row['p99_us']:,.0f}",
+                f"{row['max_us']:,.0f}",
+            ]
+        )
+    out.append(_table(["ledger", "processes", "calls/s (all)", "p50 µs", "p99 µs", "max µs"], rows))
+    return "\n".join(out)
+
+
+def _imports(r: Result) -> str:
+    rows = [
+        [
+            name,
+            ", ".join(c.get("framework_imported_first", [])) or "-",
+            _spread(c["ms"], " ms"),
+            f"{c['rss_mb']:g}",
+            c.get("python_alloc_mb", ""),
+            ", ".join(c.get("heavy_modules_it_loaded", []) or []) or "-",
+        ]
+        for name, c in r["cases"].items()
+    ]
+    top = ", ".join(f"`{x['module']}` {x['self_ms']:.1f} ms" for x in r["importtime_top"][:6])
+    return "\n".join(
+        [
+            "## Import time and memory\n",
+            "Fresh interpreters; the framework is imported first (untimed), then each statement "
+            "in turn, so each row is the cost beyond everything above it (median of runs; RSS "
+            "growth in MB; Python allocations from a tracemalloc run where measured).\n",
+            _table(
+                [
+                    "what",
+                    "imported first",
+                    "ms",
+                    "RSS MB",
+                    "Python alloc MB",
+                    "heavy modules it loaded",
+                ],
+                rows,
+            ),
+            f"`import budgetwarden` imports no framework and not LiteLLM: "
+            f"{r['budgetwarden_imports_no_framework']}. Most own time (`-X importtime`): {top}.\n",
+        ]
+    )
+
+
+def _containment(r: Result) -> str:
+    out = [
+        "## Containment: runaway loops on LiteLLM `mock_response`\n",
+        "Each agent is replayed unguarded for N steps, then under one cap at a time (set at "
+        "30% of the unguarded run's figure). Every call goes through `dispatch.complete` to "
+        "`litellm.completion` with a mock response whose usage is `litellm.token_counter` of the "
+        'real prompt and reply; "LiteLLM $" prices the calls that really reached LiteLLM '
+        "with `litellm.cost_per_token`, independently of budgetwarden. Overspend beyond each "
+        "cap must be 0.\n",
+    ]
+    for kind, s in r["scenarios"].items():
+        u = s["unguarded"]
+        out.append(f"### {kind} ({s['model']}, N = {s['steps']})\n")
+        out.append(
+            f"Unguarded: {u['calls']} calls, ${u['cost_usd']:.4f} "
+            f"(LiteLLM ${u['litellm_cost_usd']:.4f}), "
+            f"{u['input_tokens']:,} input tokens, {u['wall_s']:g} s.\n"
+        )
+        rows = [
+            [
+                g["cap"],
+                f"{g['limit']:g} {g['unit']}",
+                f"{g['used']:g}",
+                f"**{g['overspend']:g}**",
+                g["calls"],
+                f"${g['cost_usd']:.4f}",
+                f"${g['litellm_cost_usd']:.4f}",
+                f"{g['saved_pct']:g}%",
+                g["stop"],
+                f"{g['wall_s']:g} s",
+                f"{g['refusal_us']:g}" if g["refusal_us"] is not None else "-",
+            ]
+            for g in s["guarded"]
+        ]
+        out.append(
+            _table(
+                [
+                    "cap",
+                    "limit",
+                    "used",
+                    "overspend",
+                    "calls",
+                    "spend",
+                    "LiteLLM $",
+                    "saved",
+                    "stopped by",
+                    "time to stop",
+                    "refusal µs",
+                ],
+                rows,
+            )
+        )
+    sh = r["shared_budget_threads"]
+    out.append(
+        f"**Shared budget, {sh['runs']} runaway agents in threads at once** (N = "
+        f"{sh['steps_each']} each, ${sh['unguarded_total_usd']:.4f} unguarded together): user "
+        f"budget ${sh['budget_usd']:g}, spent ${sh['spent_usd']:g} (LiteLLM "
+        f"${sh['litellm_cost_usd']:g}), overspend **${sh['overspend_usd']:g}**; stopped by "
+        f"{', '.join(sorted(set(sh['stops'])))}.\n"
+    )
+    out.append(f"Verdict (overspend 0 everywhere): {_mark(r['verdict'])}.\n")
+    return "\n".join(out)
+
+
+def routing_markdown(r: Result, heading: str = "##") -> str:
+    """The routing simulation's table and assumptions (also the README's section)."""
+    rows = [
+        [
+            name,
+            f"${p['cost_per_success_usd'] * 1000:.3f}",
+            f"{p['vs_strong_only']:.2f}x",
+            f"{p['success_rate'] * 100:.1f}%",
+            f"{p['calls_per_task']:.2f}",
+            " / ".join(str(p["first_seed"]["calls_by_model"][m]) for m in r["tiers"]),
+        ]
+        for name, p in r["policies"].items()
+    ]
+    classes = [
+        [
+            name,
+            f"{c['share'] * 100:g}%",
+            f"{c['input_tokens']:,} / {c['output_tokens']:,}",
+            " / ".join(f"{x:.2f}" for x in c["success"]),
+            r["tiers"][c["start_tier"]],
+        ]
+        for name, c in r["classes"].items()
+    ]
+    by_class = [
+        [name] + [_cps(p["first_seed"]["by_class"][name]) for p in r["policies"].values()]
+        for name in r["classes"]
+    ]
+    return "\n".join(
+        [
+            f"{heading} Routing simulation: cost per successful task\n",
+            f"{r['tasks_per_seed']:,} tasks per seed, {r['seeds']} seed(s), up to "
+            f"{r['attempts']} attempts per task, tiers {' < '.join(r['tiers'])}; replayed "
+            "through `budgetwarden.dispatch.complete` on LiteLLM `mock_response` "
+            "(`python -m benchmarks --only routing`).\n",
+            _table(
+                [
+                    "policy",
+                    "$ per 1,000 successful tasks",
+                    "vs strong only",
+                    "success rate",
+                    "calls per task",
+                    "calls per tier (first seed)",
+                ],
+                rows,
+            ),
+            "Per task class ($ per 1,000 successful tasks, success rate; first seed):\n",
+            _table(["class", *r["policies"]], by_class),
+            "Workload (the assumptions, stated in `benchmarks/routing.py`):\n",
+            _table(
+                ["class", "share", "tokens in / out", "p(success) per tier", "starting tier"],
+                classes,
+            ),
+            r["assumptions"] + "\n",
+        ]
+    )
+
+
+def _cps(c: dict[str, Any]) -> str:
+    if c["cost_per_success_usd"] is None:
+        return "-"
+    return f"${c['cost_per_success_usd'] * 1000:.3f}, {c['success_rate'] * 100:.0f}%"
+
+
+def _routing(r: Result) -> str:
+    return routing_markdown(r)
+
+
+SECTIONS += [
+    ("ledgers", _ledgers),
+    ("containment", _containment),
+    ("routing", _routing),
+    ("imports", _imports),
 ]
