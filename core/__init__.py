@@ -7,8 +7,18 @@ routing, and one cost event per call, for LangChain, CrewAI and the OpenAI Agent
 from __future__ import annotations
 
 from .errors import BudgetError, BudgetExceeded, LedgerUnavailable, ModelDenied, ToolDenied
-from .events import BudgetAlert, CostEvent, JSONLSink, ListSink, Notice, StructlogSink
+from .events import (
+    BudgetAlert,
+    CostEvent,
+    JSONLSink,
+    ListSink,
+    Notice,
+    RunFinished,
+    StructlogSink,
+)
+from .grants import Grant, LimitReached
 from .ledger import Ledger, open_ledger
+from .pause import PauseHandle
 from .policy import Budget, Limits, Policy, PolicyError, Routing, Thresholds, ToolRules
 from .pricing import ModelPrice, PriceBook
 from .report import RunReport
@@ -22,19 +32,23 @@ __all__ = [
     "BudgetError",
     "BudgetExceeded",
     "CostEvent",
+    "Grant",
     "JSONLSink",
     "Ledger",
     "LedgerUnavailable",
+    "LimitReached",
     "Limits",
     "ListSink",
     "ModelDenied",
     "ModelPrice",
     "Notice",
+    "PauseHandle",
     "Policy",
     "PolicyError",
     "PriceBook",
     "Routing",
     "Run",
+    "RunFinished",
     "RunReport",
     "Step",
     "StructlogSink",

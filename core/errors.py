@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .pause import PauseHandle
     from .report import RunReport
 
 __all__ = ["BudgetError", "BudgetExceeded", "LedgerUnavailable", "ModelDenied", "ToolDenied"]
@@ -64,6 +65,8 @@ class BudgetExceeded(BudgetError):
         self.partial = partial
         self.requested = requested
         self.run_id = run_id
+        #: A resumable handle when the policy pauses (``on_exceeded="pause"``).
+        self.handle: PauseHandle | None = None
         super().__init__(self._sentence())
 
     def _sentence(self) -> str:

@@ -24,6 +24,7 @@ __all__ = [
     "JSONLSink",
     "ListSink",
     "Notice",
+    "RunFinished",
     "Sink",
     "StructlogSink",
     "event_from_dict",
@@ -64,6 +65,7 @@ class CostEvent(_Event):
     provider: str | None = None
     model: str | None = None
     tool: str | None = None
+    requested_model: str | None = Field(None, description="The model the caller asked for.")
     tier: int | None = None
     route: str | None = Field(None, description="'tier N: model' that served the call.")
     route_reason: str | None = None
@@ -100,6 +102,20 @@ class BudgetAlert(_Event):
     resets_at: float | None = None
 
 
+class RunFinished(_Event):
+    """One run ended: why, whether it succeeded, and its totals (children included)."""
+
+    stop_reason: str | None = None
+    partial: bool = False
+    success: bool | None = None
+    iterations: int = 0
+    tool_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    wall_seconds: float = 0.0
+
+
 class Notice(_Event):
     """Anything else worth knowing: ledger faults, unpriced models, route changes, waits."""
 
@@ -109,11 +125,12 @@ class Notice(_Event):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-Event = CostEvent | BudgetAlert | Notice
+Event = CostEvent | BudgetAlert | Notice | RunFinished
 _TYPES: dict[str, type[_Event]] = {
     "CostEvent": CostEvent,
     "BudgetAlert": BudgetAlert,
     "Notice": Notice,
+    "RunFinished": RunFinished,
 }
 
 
@@ -176,7 +193,7 @@ class StructlogSink:
 
 
 def _level_of(event: Event) -> int:
-    if isinstance(event, CostEvent):
+    if isinstance(event, (CostEvent, RunFinished)):
         return logging.DEBUG
     if isinstance(event, Notice):
         return logging.getLevelNamesMapping()[event.level.upper()]

@@ -237,17 +237,32 @@ class Run(RunCore):
         return self._record_tool(tool_step, ok and error is None, latency_s, states)
 
     # ------------------------------------------------------------------ end of run
-    def finish(self, stop_reason: str | None = None, *, error: BaseException | None = None) -> None:
-        """End the run: release what it still holds and set its stop reason."""
-        for step in self._end(stop_reason, error):
+    def finish(
+        self,
+        stop_reason: str | None = None,
+        *,
+        error: BaseException | None = None,
+        success: bool | None = None,
+    ) -> None:
+        """End the run: release what it still holds, set its stop reason (and ``success``
+        when the caller or a validator knows it), and emit one ``RunFinished`` event."""
+        leftovers, ended = self._end(stop_reason, error, success)
+        for step in leftovers:
             self.warden._release(step.id)
+        self._emit_finished(ended)
 
     async def afinish(
-        self, stop_reason: str | None = None, *, error: BaseException | None = None
+        self,
+        stop_reason: str | None = None,
+        *,
+        error: BaseException | None = None,
+        success: bool | None = None,
     ) -> None:
         """Async twin of ``finish``."""
-        for step in self._end(stop_reason, error):
+        leftovers, ended = self._end(stop_reason, error, success)
+        for step in leftovers:
             await self.warden._arelease(step.id)
+        self._emit_finished(ended)
 
     def pause_handle(self, framework: str, state: dict[str, Any] | None = None) -> PauseHandle:
         """A resumable handle for this run, stopped by ``self.stopped`` (see ``PauseHandle``)."""

@@ -29,7 +29,7 @@ from .checks import (
     usage_ratio,
 )
 from .errors import BudgetError, BudgetExceeded, ToolDenied
-from .events import CostEvent, Notice
+from .events import CostEvent, Notice, RunFinished
 from .grants import Grant, LimitReached, extend_limits, grantable
 from .ledger.base import BucketState, Charge, ReserveOutcome
 from .policy import Limits
@@ -601,6 +601,8 @@ class RunCore:
             raise self._refuse(
                 Refusal(name, 0, 0, tool_denied="it needs approval and none was given")
             )
+        if self.final_cap is not None:  # the final-answer call was made: no tools after it
+            return self._after_final_refusal()
         now = self.warden.clock()
         signature = tool_signature(name, args)
         price = rules.price_usd.get(name, 0.0)
@@ -629,6 +631,15 @@ class RunCore:
             self._count_tool(step, +1)
             self._pending[step.id] = step
         return step
+
+    def _after_final_refusal(self) -> Refusal:
+        cap = self.final_cap or "final_answer"
+        limit = getattr(self.limits, cap, None) if cap.startswith("max_") else None
+        used = {
+            "max_iterations": self.counters.iterations,
+            "max_cost_usd": self.counters.cost_usd,
+        }.get(cap, 0)
+        return Refusal(cap, float(limit or 0), float(used))
 
     def _count_tool(self, step: ToolStep, sign: int) -> None:
         for run in self._chain():
@@ -695,15 +706,43 @@ class RunCore:
                 )
             return True
 
-    def _end(self, stop_reason: str | None, error: BaseException | None) -> list[Step | ToolStep]:
+    def _end(
+        self, stop_reason: str | None, error: BaseException | None, success: bool | None
+    ) -> tuple[list[Step | ToolStep], bool]:
+        """Mark the run ended; the calls it still holds, and whether this is its first end."""
         with self._lock:
-            if self.finished_at is None:
+            first = self.finished_at is None
+            if first:
                 self.finished_at = self.warden.clock()
             self.stop_reason = stop_reason or self._stop_reason_for(error)
+            if success is not None:
+                self.success = success
             leftovers = [s for s in self._pending.values() if not s.done]
             for step in leftovers:  # calls that never reported back: free what they hold
                 self._drop_hold(step)
-            return leftovers
+            return leftovers, first
+
+    def _emit_finished(self, first: bool) -> None:
+        """One ``RunFinished`` event per run, at its first end."""
+        if not first:
+            return
+        report = self.report
+        self.warden._emit_all(
+            [
+                RunFinished(
+                    **self._event_fields(),
+                    stop_reason=report.stop_reason,
+                    partial=report.partial,
+                    success=report.success,
+                    iterations=report.iterations,
+                    tool_calls=report.tool_calls,
+                    input_tokens=report.input_tokens,
+                    output_tokens=report.output_tokens,
+                    cost_usd=report.cost_usd,
+                    wall_seconds=report.wall_seconds,
+                )
+            ]
+        )
 
     def _stop_reason_for(self, error: BaseException | None) -> str:
         if isinstance(error, BudgetExceeded):

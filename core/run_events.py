@@ -146,6 +146,7 @@ def llm_event(
         kind="llm",
         provider=provider_of(model),
         model=model,
+        requested_model=step.requested_model,
         tier=step.tier,
         route=f"tier {step.tier}: {step.model}" if step.tier is not None else step.model,
         route_reason=step.route_reason,

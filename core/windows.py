@@ -64,7 +64,7 @@ def window_at(window: str, now: float, timezone: str = "UTC") -> Window:
 
 
 def _calendar_day(now: float, zone: ZoneInfo) -> Window:
-    local = datetime.fromtimestamp(now, zone)
+    local = datetime.fromtimestamp(math.floor(now), zone)  # boundaries are whole seconds
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
     start = _as_epoch(midnight, zone)
     following = (midnight + timedelta(days=1)).replace(tzinfo=None)
@@ -73,7 +73,7 @@ def _calendar_day(now: float, zone: ZoneInfo) -> Window:
 
 
 def _calendar_month(now: float, zone: ZoneInfo) -> Window:
-    local = datetime.fromtimestamp(now, zone)
+    local = datetime.fromtimestamp(math.floor(now), zone)  # boundaries are whole seconds
     first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0).replace(tzinfo=None)
     following = (
         first.replace(year=first.year + 1, month=1)

@@ -256,3 +256,27 @@ def test_a_raised_budget_makes_a_paused_run_ready_before_the_reset() -> None:
     wider, _, _ = make_warden(raised, clock=clock, ledger=warden.ledger)
     assert wider.ready_to_resume(handle)
     assert wider.wait_until_resumable(handle, timeout=0)
+
+
+def test_a_tool_call_after_the_final_answer_call_is_refused() -> None:
+    warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=2, final_answer=True)))
+    run = warden.run()
+    run.after_tool_call(run.before_tool_call("search", {"q": 1}))
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    final = run.before_llm_call("gpt-4o-mini")
+    assert final.final
+    run.after_llm_call(final, usage())
+    with pytest.raises(BudgetExceeded) as info:  # the model called a tool anyway
+        run.before_tool_call("search", {"q": 2})
+    assert info.value.cap == "max_iterations" and info.value.used == 2
+    assert run.report.tool_calls == 1
+
+
+def test_a_paused_refusal_can_carry_its_handle() -> None:
+    warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=0), on_exceeded="pause"))
+    run = warden.run()
+    with pytest.raises(BudgetExceeded) as info:
+        run.before_llm_call("gpt-4o-mini")
+    assert info.value.handle is None
+    info.value.handle = run.pause_handle("core")
+    assert info.value.handle.cap == "max_iterations"

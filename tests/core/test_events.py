@@ -130,3 +130,20 @@ def test_import_pulls_in_no_framework_and_no_litellm(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split(" ", 1)
     assert out[0] == "[]", out
+
+
+def test_each_run_emits_one_run_finished_event_with_its_success() -> None:
+    from budgetwarden import RunFinished
+
+    warden, sink, _ = make_warden(Policy(limits={"max_iterations": 1}))
+    run = warden.run(agent="a", user="u1")
+    step = run.before_llm_call("gpt-4o-mini", input_tokens=10, max_tokens=5)
+    event = run.after_llm_call(step, usage(10, 5))
+    assert event.requested_model == "gpt-4o-mini"
+    run.finish(success=True)
+    run.finish()  # a second end changes nothing and emits nothing
+    [finished] = sink.of_type(RunFinished)
+    assert (finished.run_id, finished.user, finished.success) == (run.id, "u1", True)
+    assert (finished.iterations, finished.stop_reason, finished.partial) == (1, "completed", False)
+    assert finished.cost_usd == pytest.approx(event.cost_usd)
+    assert run.report.success is True
