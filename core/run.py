@@ -264,6 +264,13 @@ class Run(RunCore):
             await self.warden._arelease(step.id)
         self._emit_finished(ended)
 
+    def resume(self) -> None:
+        """Go on after a pause: forget the refusal that stopped the run (its counters stay)."""
+        with self._lock:
+            self.stopped = None
+            self.stop_reason = None
+            self.finished_at = None
+
     def pause_handle(self, framework: str, state: dict[str, Any] | None = None) -> PauseHandle:
         """A resumable handle for this run, stopped by ``self.stopped`` (see ``PauseHandle``)."""
         stopped = self.stopped

@@ -201,6 +201,12 @@ class Warden:
         )
         return handle.id
 
+    async def asave_handle(self, handle: PauseHandle) -> str:
+        """Async twin of ``save_handle`` (the ledger write runs in a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.save_handle, handle)
+
     def load_handle(self, handle_id: str) -> PauseHandle | None:
         """A saved pause handle, or None if there is none (or it was resumed)."""
         text = self._values().get_value(self._handle_key(handle_id))

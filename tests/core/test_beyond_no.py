@@ -280,3 +280,22 @@ def test_a_paused_refusal_can_carry_its_handle() -> None:
     assert info.value.handle is None
     info.value.handle = run.pause_handle("core")
     assert info.value.handle.cap == "max_iterations"
+
+
+async def test_resume_forgets_the_refusal_and_the_handle_saves_asynchronously() -> None:
+    clock = FakeClock()
+    policy = Policy(
+        budgets=[Budget(scope="user", window="8h", max_requests=1)], on_exceeded="pause"
+    )
+    warden, _, _ = make_warden(policy, clock=clock)
+    run = warden.run(user="u1")
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    with pytest.raises(BudgetExceeded):
+        run.before_llm_call("gpt-4o-mini")
+    handle_id = await warden.asave_handle(run.pause_handle("core"))
+    assert warden.load_handle(handle_id) is not None
+    clock.advance(8 * 3600)
+    run.resume()
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    run.finish()
+    assert run.report.stop_reason == "completed" and run.report.iterations == 2
