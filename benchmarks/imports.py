@@ -164,7 +164,7 @@ def import_profile(top: int = 10) -> list[dict[str, Any]]:
         timeout=120,
         check=False,
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for line in done.stderr.splitlines():
         found = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
         if found:
@@ -175,7 +175,7 @@ def import_profile(top: int = 10) -> list[dict[str, Any]]:
                     "cumulative_ms": int(found.group(2)) / 1000,
                 }
             )
-    return sorted(rows, key=lambda r: -r["self_ms"])[:top]
+    return sorted(rows, key=lambda r: -float(r["self_ms"]))[:top]
 
 
 def run(ctx: Context) -> dict[str, Any]:

@@ -258,6 +258,7 @@ def _adapters(r: Result) -> str:
                 f"budgetwarden/{ledger} vs {sec['overhead_vs']}",
                 _pct(o["wall"]),
                 _pct(o["cpu"]),
+                f"{o['cpu']['delta_median']:+,.0f}",
                 f"≤ {r['targets_pct'][ledger]:g}%",
                 _mark(sec["verdict"][ledger]),
             ]
@@ -266,8 +267,10 @@ def _adapters(r: Result) -> str:
         for key, o in sec.items():
             if key.endswith("_pct") and key != "overhead_pct" and isinstance(o, dict):
                 label = key.removesuffix("_pct").replace("_vs_", " vs ").replace("_", " ")
-                rows.append([label, _pct(o["wall"]), _pct(o["cpu"]), "", ""])
-        out.append(_table(["comparison", "wall", "CPU", "target", "verdict"], rows))
+                delta = f"{o['cpu']['delta_median']:+,.0f}"
+                rows.append([label, _pct(o["wall"]), _pct(o["cpu"]), delta, "", ""])
+        header = ["comparison", "wall", "CPU", "CPU µs/step added", "target", "verdict"]
+        out.append(_table(header, rows))
     return "\n".join(out)
 
 
