@@ -18,6 +18,7 @@ from crewai.utilities.types import LLMMessage
 from pydantic import PrivateAttr
 
 from budgetwarden import Limits, Policy, RunReport, Warden
+from budgetwarden.steps import FINAL_ANSWER_INSTRUCTION
 from budgetwarden.usage import estimate_message_tokens
 
 from .guard import guard_crew
@@ -25,11 +26,13 @@ from .guard import guard_crew
 __all__ = ["run_demo"]
 
 MODEL = "gpt-4o"
+ANSWER = "They loop, retry and re-send their whole context (from 3 searches; more unread)."
 PAGE = "Agents overspend because they loop, retry and re-send their whole context. " * 12
 
 
 class _LoopingLLM(BaseLLM):
-    """A model that always wants one more search; its prompt grows with the context."""
+    """A model that always wants one more search (its prompt grows with the context), unless
+    budgetwarden's final-answer instruction asks it to answer."""
 
     _calls: int = PrivateAttr(default=0)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -54,8 +57,11 @@ class _LoopingLLM(BaseLLM):
             with self._lock:
                 self._calls += 1
                 n = self._calls
-            query = json.dumps({"query": f"why agents overspend, part {n}"})
-            text = f"Thought: I should search more.\nAction: web_search\nAction Input: {query}"
+            if any(FINAL_ANSWER_INSTRUCTION in str(m.get("content")) for m in chat):
+                text = f"Thought: time to answer.\nFinal Answer: {ANSWER}"
+            else:
+                query = json.dumps({"query": f"why agents overspend, part {n}"})
+                text = f"Thought: I should search more.\nAction: web_search\nAction Input: {query}"
             usage = {"prompt_tokens": estimate_message_tokens(chat), "completion_tokens": 40}
             self._track_token_usage_internal(usage)
             self._emit_call_completed_event(
@@ -108,6 +114,8 @@ def _kickoff(name: str, limits: Limits) -> dict[str, Any]:
     warden = Warden(Policy(limits=limits), log_events=False)
     result = guard_crew(_crew(), warden, workflow="demo").kickoff()
     # This crew never finishes by itself: without a cap, CrewAI's max_iter ends it.
+    if result.stopped and result.budget_error is None:
+        return _row(name, result.report, f"{result.cap}: answered")
     return _row(name, result.report, result.cap or "CrewAI max_iter")
 
 
@@ -125,10 +133,15 @@ def _quiet() -> Iterator[None]:
 
 
 def run_demo() -> list[dict[str, Any]]:
-    """Rows for the demo table: the same looping crew without caps, then guarded."""
+    """Rows for the demo table: the same looping crew without caps, then guarded (the last
+    one answering from its final allowed call)."""
     with _quiet():
         return [
             _kickoff("CrewAI crew, no caps (max_iter=10)", Limits()),
             _kickoff("CrewAI crew, guard_crew ($0.02)", Limits(max_cost_usd=0.02)),
             _kickoff("CrewAI crew, guard_crew (4 tool calls)", Limits(max_tool_calls=4)),
+            _kickoff(
+                "CrewAI crew, guard_crew final answer (4 calls)",
+                Limits(max_iterations=4, final_answer=True),
+            ),
         ]
