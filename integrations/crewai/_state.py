@@ -24,8 +24,6 @@ from crewai.hooks.llm_hooks import LLMCallHookContext
 from crewai.hooks.tool_hooks import ToolCallHookContext
 
 from budgetwarden import BudgetError, BudgetExceeded, Run, ToolDenied, ToolStep, Usage
-from budgetwarden.compress import compress_messages
-from budgetwarden.usage import estimate_message_tokens
 
 from ._calls import (
     ModelCall,
@@ -35,6 +33,7 @@ from ._calls import (
     trackers,
     usage_from_event,
 )
+from ._compress import compress_in_place
 from ._notes import add_notes, final_response, remove_notes
 from ._transcript import ResumePoint, agent_role, plain_messages
 
@@ -166,7 +165,8 @@ class CrewRunState:
             raise
         current_call.set(call)
         if call.step.compress:
-            self._compress(ctx.messages, call.step.input_tokens)
+            ratio = call.run.policy.compress_ratio
+            compress_in_place(ctx.messages, call.step.input_tokens, ratio)
         with self._lock:
             call.notes = add_notes(ctx.messages, call.step, ctx.executor, ctx.llm)
 
@@ -312,25 +312,6 @@ class CrewRunState:
         run.after_tool_call(step, ok=ok, latency_s=time.perf_counter() - started)
         return None
 
-    def _compress(self, messages: list[Any], input_tokens: int) -> None:
-        """Shrink the context in place, as the policy asks under budget pressure.
-
-        CrewAI's hooks edit ``messages`` in place (the agent's own history). The system
-        prompt and the first user message (the task) are kept; then the newest turns that fit
-        (a turn: an assistant message and what follows it, its observation or tool results).
-        """
-        head = 0
-        while head < len(messages) and messages[head].get("role") == "system":
-            head += 1
-        keep = messages[: head + 1]
-        target = max(int(input_tokens * self.run.policy.compress_ratio), 1)
-        turns = compress_messages(
-            _turns(messages[head + 1 :]),
-            target - estimate_message_tokens(keep),
-            count=estimate_message_tokens,
-        )
-        messages[:] = [*keep, *(message for turn in turns for message in turn)]
-
     # ------------------------------------------------------------------ stopping
     def _abort_if_stopped(self) -> None:
         if self.stopped is not None:
@@ -359,17 +340,6 @@ def calling_run(warden: Any) -> Run | None:
     if entry is not None and entry[0] is state:
         return entry[1]
     return state.run
-
-
-def _turns(messages: list[Any]) -> list[list[Any]]:
-    """Group messages in turns that start at each assistant message."""
-    turns: list[list[Any]] = []
-    for message in messages:
-        if not turns or message.get("role") == "assistant":
-            turns.append([message])
-        else:
-            turns[-1].append(message)
-    return turns
 
 
 def _inherited_scope() -> dict[InterceptionPoint, list[Any]]:
