@@ -6,7 +6,7 @@ import pytest
 from crewai_fakes import ScriptedLLM, SearchTool, make_crew, notes_in
 
 from budgetwarden import Limits, ModelPrice, Policy, Warden
-from budgetwarden.integrations.crewai import guard_crew
+from budgetwarden.integrations.crewai import RoutedLLM, guard_crew
 from budgetwarden.steps import FINAL_ANSWER_INSTRUCTION
 
 PRICED = "scripted-priced"
@@ -110,3 +110,15 @@ def test_budget_hints_are_off_by_default() -> None:
     guard_crew(crew, warden(limits=Limits(max_iterations=5))).kickoff()
 
     assert llm.calls == 5 and all(notes_in(seen) == [] for seen in llm.seen)
+
+
+def test_a_routed_llms_final_call_reaches_its_model_without_any_tools() -> None:
+    # The LiteLLM path would send an empty tools array as is: RoutedLLM sends none at all.
+    model = ScriptedLLM(native=True)
+    crew = make_crew([RoutedLLM("gpt-4o-mini", factory=lambda name: model)], tools=[SearchTool()])
+
+    result = guard_crew(crew, warden(limits=Limits(max_iterations=2, final_answer=True))).kickoff()
+
+    assert model.calls == 2
+    assert model.tools_seen[0] and model.tools_seen[1] is None
+    assert result.raw == "best answer 2 from gpt-4o-mini" and result.cap == "max_iterations"
