@@ -103,7 +103,8 @@ class ScriptedLLM(BaseLLM):
             if _asks_final(msgs):
                 text = self._final_text(number)
             elif self.finish_after is not None and number > self.finish_after:
-                text = f"Thought: done\nFinal Answer: answer {number} from {self.model}"
+                answer = f"answer {number} from {self.model}"
+                text = answer if self.native else f"Thought: done\nFinal Answer: {answer}"
             elif self.native and tools:
                 return [self._tool_call(number)]
             else:

@@ -35,12 +35,10 @@ def pausing_warden(ledger: str, clock: FakeClock, requests: int = 4) -> Warden:
 
 
 def two_tasks(
-    first_finish_after: int, second_finish_after: int
+    first_finish_after: int, second_finish_after: int, native: bool = False
 ) -> tuple[Crew, ScriptedLLM, ScriptedLLM]:
-    first, second = (
-        ScriptedLLM(finish_after=first_finish_after),
-        ScriptedLLM(finish_after=second_finish_after),
-    )
+    first = ScriptedLLM(finish_after=first_finish_after, native=native)
+    second = ScriptedLLM(finish_after=second_finish_after, native=native)
     return make_crew([first, second], tools=[SearchTool()]), first, second
 
 
@@ -49,11 +47,12 @@ def ledger(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'spend.db'}"
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["react", "native-tools"])
 def test_a_paused_crew_resumes_after_the_reset_without_redoing_any_model_call(
-    ledger: str,
+    ledger: str, native: bool
 ) -> None:
     clock = FakeClock()
-    crew, first, second = two_tasks(1, 3)  # 2 calls, then 4 calls: 6 in all
+    crew, first, second = two_tasks(1, 3, native)  # 2 calls, then 4 calls: 6 in all
 
     paused = guard_crew(crew, pausing_warden(ledger, clock), user="u1").kickoff(
         inputs={"topic": "costs"}
@@ -69,7 +68,7 @@ def test_a_paused_crew_resumes_after_the_reset_without_redoing_any_model_call(
     later = pausing_warden(ledger, clock)
     assert [h.id for h in later.paused()] == [handle.id]
     assert not later.ready_to_resume(handle)
-    again, first_again, second_again = two_tasks(1, 1)
+    again, first_again, second_again = two_tasks(1, 1, native)
     result = later.nap_and_resume(handle.id, lambda h: resume_crewai(later, h, again))
 
     assert clock.now >= handle.resets_at
