@@ -9,6 +9,7 @@ from typing import Any
 
 from crewai import Crew, Process
 from crewai.crews.crew_output import CrewOutput
+from crewai.flow.flow_context import current_flow_id, current_flow_name
 from crewai.hooks.dispatch import HookAborted
 
 from budgetwarden import BudgetExceeded, Run, Warden
@@ -333,8 +334,6 @@ def _inputs(handle: PauseHandle, inputs: dict[str, Any] | None) -> dict[str, Any
 def _flow_thread() -> str | None:
     """The state id of the CrewAI Flow this kickoff runs in (kept by ``@persist`` across
     runs), or None outside a Flow (an agent executor is a Flow too: not that one)."""
-    from crewai.flow.flow_context import current_flow_id, current_flow_name
-
     flow_id = current_flow_id.get()
     if not flow_id or current_flow_name.get() == "AgentExecutor":
         return None
