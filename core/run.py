@@ -162,12 +162,12 @@ class Run(RunCore):
 
     def release(self, step: Step | ToolStep) -> None:
         """The call did not happen: free its reservation and uncount it."""
-        if self._unhold(step):
+        if self._unhold(step) and self._held_in_ledger(step):
             self.warden._release(step.id)
 
     async def arelease(self, step: Step | ToolStep) -> None:
         """Async twin of ``release``."""
-        if self._unhold(step):
+        if self._unhold(step) and self._held_in_ledger(step):
             await self.warden._arelease(step.id)
 
     # ------------------------------------------------------------------ tool calls
@@ -248,7 +248,8 @@ class Run(RunCore):
         when the caller or a validator knows it), and emit one ``RunFinished`` event."""
         leftovers, ended = self._end(stop_reason, error, success)
         for step in leftovers:
-            self.warden._release(step.id)
+            if self._held_in_ledger(step):
+                self.warden._release(step.id)
         self._emit_finished(ended)
 
     async def afinish(
@@ -261,7 +262,8 @@ class Run(RunCore):
         """Async twin of ``finish``."""
         leftovers, ended = self._end(stop_reason, error, success)
         for step in leftovers:
-            await self.warden._arelease(step.id)
+            if self._held_in_ledger(step):
+                await self.warden._arelease(step.id)
         self._emit_finished(ended)
 
     def resume(self) -> None:

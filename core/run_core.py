@@ -8,6 +8,7 @@ the routing state and the pending reservations, and turns the pure rules (``chec
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import threading
 import uuid
@@ -90,6 +91,7 @@ class RunCore:
         self.policy = warden.policy
         self.id = run_id or f"run-{uuid.uuid4().hex[:12]}"
         self.parent = parent
+        self._lineage: tuple[RunCore, ...] = (self, *(parent._lineage if parent else ()))
         self.attribution = attribution
         self.limits = limits or self.policy.limits
         self.counters = Counters()
@@ -106,6 +108,7 @@ class RunCore:
         self._ratios: dict[str, float] = {}
         self._alerted: set[tuple[str, float]] = set()
         self._extras: dict[str, float] = {}
+        self._bucket_cache: tuple[float, float, tuple[BucketRef, ...]] = (0.0, 0.0, ())
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
         self._watch = self._cancel_targets()
@@ -168,13 +171,9 @@ class RunCore:
     def _next_id(self) -> str:
         return f"{self.id}:{next(_ids)}"
 
-    def _chain(self) -> list[RunCore]:
-        runs: list[RunCore] = []
-        node: RunCore | None = self
-        while node is not None:
-            runs.append(node)
-            node = node.parent
-        return runs
+    def _chain(self) -> tuple[RunCore, ...]:
+        """This run and its ancestors, nearest first (fixed at the run's creation)."""
+        return self._lineage
 
     def _cancel_targets(self) -> tuple[str, ...]:
         targets = [f"run={run.id}" for run in self._chain()]
@@ -197,9 +196,13 @@ class RunCore:
         return model, estimate, out, len(tools or ())
 
     def _buckets(self, now: float) -> tuple[BucketRef, ...]:
+        """The buckets this run's calls count against now (kept until a window turns)."""
         if not self.policy.budgets:
             return ()
-        return tuple(
+        since, until, refs = self._bucket_cache
+        if since <= now < until:
+            return refs
+        refs = tuple(
             matching_buckets(
                 self.policy.budgets,
                 self.attribution,
@@ -209,6 +212,10 @@ class RunCore:
                 namespace=self.warden.namespace,
             )
         )
+        since = max((r.window.start for r in refs), default=-math.inf)
+        until = min((r.window.end for r in refs), default=math.inf)
+        self._bucket_cache = (since, until, refs)
+        return refs
 
     def _pressure(self) -> str | None:
         degrade = self.policy.thresholds.degrade - RATIO_TOLERANCE
@@ -392,7 +399,7 @@ class RunCore:
     def _hold_llm(self, plan: Plan, outcome: ReserveOutcome, request: Request) -> Step:
         model, est_in, max_out, _ = request
         with self._lock:
-            self._update_ratios(outcome.states, plan.refs)
+            self._update_ratios(outcome.states, plan.refs, run_caps=False)
             final = self._final_cap(plan, outcome, est_in, max_out)
             step = Step(
                 id=plan.id,
@@ -569,12 +576,19 @@ class RunCore:
     def _event_fields(self) -> dict[str, Any]:
         return {"ts": self.warden.clock(), **self._event_base}
 
-    def _update_ratios(self, states: Sequence[BucketState], refs: Sequence[BucketRef]) -> None:
-        labels = {ref.key: ref for ref in refs}
-        for state in states:
-            ref = labels.get(state.key)
-            if ref is not None and ref.limit > 0:
-                self._ratios[ref.label] = state.committed / ref.limit
+    def _update_ratios(
+        self, states: Sequence[BucketState], refs: Sequence[BucketRef], *, run_caps: bool = True
+    ) -> None:
+        """Refresh the committed/limit ratios that decide pressure (a reservation changes
+        only the budgets' figures; a commit changes the run caps' too)."""
+        if states:
+            labels = {ref.key: ref for ref in refs}
+            for state in states:
+                ref = labels.get(state.key)
+                if ref is not None and ref.limit > 0:
+                    self._ratios[ref.label] = state.committed / ref.limit
+        if not run_caps:
+            return
         for run in self._chain():
             for cap, used, limit in run._spend_caps():
                 self._ratios[f"run:{cap}" if run is self else f"parent:{cap}"] = used / limit
@@ -752,6 +766,12 @@ class RunCore:
         if self.stopped is not None:
             return self.stopped.cap
         return self.final_cap or "completed"
+
+    def _held_in_ledger(self, step: Step | ToolStep) -> bool:
+        """True when the step's reservation holds something in the ledger to release."""
+        if isinstance(step, ToolStep):
+            return bool(self._tool_charges(step))
+        return bool(step.buckets)
 
     def _drop_hold(self, step: Step | ToolStep) -> None:
         """Forget a call's reservation (it was committed, or will never be)."""

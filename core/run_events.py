@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from typing import Any, Literal
 
 from .buckets import BucketRef
@@ -27,6 +28,7 @@ _PROVIDERS = (
 )
 
 
+@lru_cache(maxsize=512)
 def provider_of(model: str | None) -> str | None:
     """The provider a model name belongs to (its ``provider/`` prefix, or a known family)."""
     if not model:
@@ -42,8 +44,17 @@ def reached(used: float, threshold: float) -> bool:
 
 
 def alert_levels(thresholds: Thresholds) -> list[float]:
-    """Every level that raises a BudgetAlert: the alert levels, warn, degrade and stop."""
-    return sorted({*thresholds.alerts, thresholds.warn, thresholds.degrade, thresholds.stop})
+    """Every level that raises a BudgetAlert, ascending: the alert levels, warn, degrade, stop."""
+    cached = _LEVELS.get(id(thresholds))
+    if cached is None or cached[0] is not thresholds:
+        if len(_LEVELS) > 256:
+            _LEVELS.clear()
+        levels = sorted({*thresholds.alerts, thresholds.warn, thresholds.degrade, thresholds.stop})
+        cached = _LEVELS[id(thresholds)] = (thresholds, levels)
+    return cached[1]
+
+
+_LEVELS: dict[int, tuple[Thresholds, list[float]]] = {}
 
 
 def action_of(thresholds: Thresholds, level: float) -> Action:
@@ -65,8 +76,7 @@ def make_alert(
     resets_at: float | None,
 ) -> BudgetAlert:
     """A BudgetAlert for one crossing."""
-    return BudgetAlert.model_construct(
-        None,
+    return BudgetAlert(
         **base,
         cap=cap,
         level=level,
@@ -86,9 +96,12 @@ def cap_crossings(
 ) -> list[BudgetAlert]:
     """Alerts for run caps (name, used, limit) that crossed a level not yet in ``seen``."""
     alerts = []
+    levels = alert_levels(thresholds)
     for cap, used, limit in caps:
-        for level in alert_levels(thresholds):
-            if reached(used, level * limit) and (cap, level) not in seen:
+        for level in levels:  # ascending: stop at the first level not reached
+            if not reached(used, level * limit):
+                break
+            if (cap, level) not in seen:
                 seen.add((cap, level))
                 alerts.append(make_alert(base, thresholds, cap, level, used, limit, None))
     return alerts
@@ -103,13 +116,16 @@ def bucket_crossings(
 ) -> list[BudgetAlert]:
     """Alerts for budget buckets that crossed a level for the first time in their window."""
     by_key = {ref.key: ref for ref in refs}
+    levels = alert_levels(thresholds)
     alerts = []
     for state in states:
         ref = by_key.get(state.key)
         if ref is None or ref.limit <= 0:
             continue
-        for level in alert_levels(thresholds):
-            if reached(state.committed, level * ref.limit) and first_time(ref, level):
+        for level in levels:  # ascending: stop at the first level not reached
+            if not reached(state.committed, level * ref.limit):
+                break
+            if first_time(ref, level):
                 alerts.append(
                     make_alert(
                         base,
@@ -140,8 +156,7 @@ def llm_event(
 ) -> CostEvent:
     """The CostEvent of one model call."""
     failed = outcome != "ok"
-    return CostEvent.model_construct(
-        None,
+    return CostEvent(
         **base,
         kind="llm",
         provider=provider_of(model),
@@ -181,8 +196,7 @@ def tool_event(
     ratios: dict[str, float],
 ) -> CostEvent:
     """The CostEvent of one tool call."""
-    return CostEvent.model_construct(
-        None,
+    return CostEvent(
         **base,
         kind="tool",
         tool=step.name,

@@ -4,12 +4,12 @@
 every ``CostEvent``, ``BudgetAlert`` and ``Notice`` to a table with the columns reports
 filter and group on (time, type, run, agent, workflow, task class, user, workspace, model,
 cost) plus the whole event as JSON (null fields left out), indexed by time, by type and time,
-and by run (add your own for other ad-hoc queries). The file runs in WAL mode: any number of processes on one
-host may write to it at once (each insert is its own ``BEGIN IMMEDIATE`` transaction; a busy
-writer waits up to ``timeout`` seconds) while readers never wait. ``batch_size > 1`` buffers
-events and writes them in one transaction: when ``batch_size`` events are waiting, when an
-event arrives ``flush_seconds`` after the oldest waiting one, on ``flush()``/``close()``, and
-at interpreter exit.
+and by run (add your own for other ad-hoc queries). The file runs in WAL mode: any number
+of processes on one host may write to it at once (each insert is its own ``BEGIN IMMEDIATE``
+transaction; a busy writer waits up to ``timeout`` seconds) while readers never wait.
+``batch_size > 1`` buffers events and writes them in one transaction: when ``batch_size``
+events are waiting, when an event arrives ``flush_seconds`` after the oldest waiting one, on
+``flush()``/``close()``, and at interpreter exit.
 
 ``load_events(path)`` reads a store or a ``JSONLSink`` file into the same ``Event`` objects;
 every report, the dashboard and the alert evaluator read through it.

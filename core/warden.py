@@ -404,8 +404,9 @@ class Warden:
         return answer
 
     def _reserve(self, charges: Sequence[Charge], rid: str, watch: Sequence[str]) -> ReserveOutcome:
-        if not charges and not watch:
-            return ReserveOutcome(ok=True)
+        if not charges:  # nothing to hold: only a (read-only) cancel check
+            hit = self._ledger_call(lambda lg: lg.cancelled(watch)) if watch else None
+            return ReserveOutcome(ok=hit is None, cancelled=hit)
         now = self.clock()
         lease = now + self.policy.lease_seconds
         return self._ledger_call(
@@ -416,8 +417,9 @@ class Warden:
     async def _areserve(
         self, charges: Sequence[Charge], rid: str, watch: Sequence[str]
     ) -> ReserveOutcome:
-        if not charges and not watch:
-            return ReserveOutcome(ok=True)
+        if not charges:
+            hit = await self._acancelled(watch) if watch else None
+            return ReserveOutcome(ok=hit is None, cancelled=hit)
         now = self.clock()
         lease = now + self.policy.lease_seconds
         ledger = self._active()
@@ -433,15 +435,13 @@ class Warden:
             )
 
     def _commit(self, rid: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
-        if not charges:
-            self._release(rid)
+        if not charges:  # the reservation held nothing in the ledger (only a cancel check)
             return ()
         now = self.clock()
         return self._ledger_call(lambda lg: lg.commit(rid, charges, now=now))
 
     async def _acommit(self, rid: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
         if not charges:
-            await self._arelease(rid)
             return ()
         now = self.clock()
         try:
@@ -449,6 +449,15 @@ class Warden:
         except LedgerUnavailable as exc:
             self._fail_over(exc)
             return self._ledger_call(lambda lg: lg.commit(rid, charges, now=now))
+
+    async def _acancelled(self, watch: Sequence[str]) -> str | None:
+        if self._fallback_ledger is not None:  # down: ask the local ledger (and maybe recover)
+            return self._ledger_call(lambda lg: lg.cancelled(watch))
+        try:
+            return await self.ledger.acancelled(watch)
+        except LedgerUnavailable as exc:
+            self._fail_over(exc)
+            return self._ledger_call(lambda lg: lg.cancelled(watch))
 
     def _release(self, rid: str) -> None:
         now = self.clock()

@@ -134,6 +134,9 @@ class Ledger(Protocol):
     async def arelease(self, reservation_id: str, *, now: float) -> None:
         """Async twin of ``release``."""
 
+    async def acancelled(self, targets: Sequence[str]) -> str | None:
+        """Async twin of ``cancelled``."""
+
 
 @runtime_checkable
 class ValueStore(Protocol):
@@ -179,6 +182,17 @@ class SyncLedger:
 
     def release(self, reservation_id: str, *, now: float) -> None:
         raise NotImplementedError  # pragma: no cover - implemented by every backend
+
+    def cancelled(self, targets: Sequence[str]) -> str | None:
+        raise NotImplementedError  # pragma: no cover - implemented by every backend
+
+    async def acancelled(self, targets: Sequence[str]) -> str | None:
+        """Async twin of ``cancelled``."""
+        if self.offload:
+            import asyncio
+
+            return await asyncio.to_thread(self.cancelled, targets)
+        return self.cancelled(targets)
 
     async def areserve(
         self,

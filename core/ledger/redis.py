@@ -394,6 +394,14 @@ class RedisLedger:
                 keys=[self._record(reservation_id)], args=[reservation_id]
             )
 
+    async def acancelled(self, targets: Sequence[str]) -> str | None:
+        """Async twin of ``cancelled``."""
+        if not targets:
+            return None
+        async with self._afaults():
+            found = await self._side().client.hmget(self._cancels, list(targets))
+        return next((t for t, hit in zip(targets, found, strict=True) if hit is not None), None)
+
     async def aclose(self) -> None:
         """Close this event loop's async pool (and the sync pool)."""
         side = self._async.pop(asyncio.get_running_loop(), None)
