@@ -18,6 +18,8 @@ class BudgetError(Exception):
     report: RunReport | None = None
     #: The partial output where an adapter has one (the transcript so far, the last text).
     partial: Any = None
+    #: A resumable handle when the policy pauses (``on_exceeded="pause"``).
+    handle: PauseHandle | None = None
 
 
 def _figure(value: float) -> str:
@@ -65,8 +67,7 @@ class BudgetExceeded(BudgetError):
         self.partial = partial
         self.requested = requested
         self.run_id = run_id
-        #: A resumable handle when the policy pauses (``on_exceeded="pause"``).
-        self.handle: PauseHandle | None = None
+        self.handle = None
         super().__init__(self._sentence())
 
     def _sentence(self) -> str:

@@ -265,7 +265,7 @@ class _Kickoff:
         policy = self.warden.policy.on_exceeded
         if policy == "pause":
             result.handle = self._pause(finished)
-            error.handle = result.handle  # type: ignore[attr-defined]
+            error.handle = result.handle
         if policy == "raise":
             raise error.with_traceback(None) from None
         return result

@@ -132,7 +132,7 @@ class BudgetRunHooks(RunHooks[Any]):
         if state is None:
             return None
         handle = pause_run(self.warden, state.run, exc, state, starting_agent, max_turns)
-        exc.handle = handle  # type: ignore[attr-defined]
+        exc.handle = handle
         return handle
 
     def resume_as(self, run_id: str) -> None:

@@ -181,7 +181,7 @@ async def test_plain_hooks_pause_a_streamed_run_that_resumes_later(tools) -> Non
         async for _ in streamed.stream_events():
             pass
     handle = hooks.pause(info.value, checker(tools, model))
-    assert handle is not None and info.value.handle is handle  # type: ignore[attr-defined]
+    assert handle is not None and info.value.handle is handle
     assert warden.load_handle(handle.id) == handle and model.calls == 3
     clock.advance(EIGHT_HOURS)
     resumed = await resume_openai_agents(warden, handle, checker(tools, model))
