@@ -409,6 +409,52 @@ def alerts(
     render_firings(fired, console, delivered=not dry_run)
 
 
+@app.command()
+def cancel(
+    ledger: str = typer.Option(
+        ..., envvar="BUDGETWARDEN_LEDGER", help="Ledger URI: sqlite:///spend.db, redis://..."
+    ),
+    run_id: str | None = typer.Option(None, help="Cancel one run by its id."),
+    user: str | None = typer.Option(None, help="Cancel every run of this user."),
+    workspace: str | None = typer.Option(None, help="Cancel every run of this workspace."),
+    key: str | None = typer.Option(None, help="Cancel every run of this API key."),
+    agent: str | None = typer.Option(None, help="Cancel every run of this agent."),
+    thread: str | None = typer.Option(None, help="Cancel every run of this thread."),
+    workflow: str | None = typer.Option(None, help="Cancel every run of this workflow."),
+    reason: str = typer.Option("", help="Why (kept with the cancel, shown in events)."),
+    lift: bool = typer.Option(False, "--lift", help="Lift a cancel instead of setting it."),
+) -> None:
+    """Stop matching runs at their next model or tool call, in every process on the ledger
+    (or lift that with --lift). A cancel stays until it is lifted."""
+    from .warden import Warden
+
+    scopes = {
+        name: value
+        for name, value in (
+            ("user", user),
+            ("workspace", workspace),
+            ("key", key),
+            ("agent", agent),
+            ("thread", thread),
+            ("workflow", workflow),
+        )
+        if value is not None
+    }
+    warden = Warden(ledger=ledger, log_events=False)
+    try:
+        if lift:
+            targets = warden.uncancel(run_id, **scopes)
+        else:
+            targets = warden.cancel(run_id, reason=reason, **scopes)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        warden.close()
+    verb = "lifted the cancel of" if lift else "cancelled"
+    console.print(f"{verb} {', '.join(targets)} on {ledger}")
+
+
 def main() -> None:
     """Entry point of the ``budgetwarden`` console script."""
     app()

@@ -41,3 +41,24 @@ def test_price_command_explains_an_unknown_model() -> None:
     result = runner.invoke(app, ["price", "no-such-model-x"])
     assert result.exit_code == 1
     assert "no-such-model-x" in result.output
+
+
+def test_cancel_command_stops_runs_of_another_process_until_lifted(tmp_path) -> None:
+    import pytest
+
+    from budgetwarden import BudgetExceeded, Warden
+
+    uri = f"sqlite:///{tmp_path / 'spend.db'}"
+    result = runner.invoke(app, ["cancel", "--ledger", uri, "--user", "u1", "--reason", "loop"])
+    assert result.exit_code == 0, result.output
+    assert "cancelled user=u1" in result.output
+    warden = Warden(ledger=uri, log_events=False)
+    with pytest.raises(BudgetExceeded) as info:
+        warden.run(user="u1").before_llm_call("gpt-4o-mini")
+    assert info.value.cap == "cancelled"
+    warden.run(user="u2").before_llm_call("gpt-4o-mini")
+    lifted = runner.invoke(app, ["cancel", "--ledger", uri, "--user", "u1", "--lift"])
+    assert lifted.exit_code == 0 and "lifted" in lifted.output
+    warden.run(user="u1").before_llm_call("gpt-4o-mini")
+    missing = runner.invoke(app, ["cancel", "--ledger", uri])
+    assert missing.exit_code == 2 and "needs run_id" in missing.output
