@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -71,30 +70,41 @@ def estimate_tokens(text: str) -> int:
     return -(-len(text) // CHARS_PER_TOKEN)
 
 
-def _content_text(content: Any) -> str:
+#: Tool-call arguments are JSON, which tokenizes about 1.5x denser than prose.
+JSON_WEIGHT = 1.5
+
+
+def _content_chars(content: Any) -> int:
     if content is None:
-        return ""
+        return 0
     if isinstance(content, str):
-        return content
+        return len(content)
     if isinstance(content, Mapping):
         text = content.get("text")
-        return text if isinstance(text, str) else json.dumps(content, default=str)
+        return len(text) if isinstance(text, str) else int(len(str(content)) * JSON_WEIGHT)
     if isinstance(content, Iterable):
-        return "".join(_content_text(part) for part in content)
-    return str(content)
+        return sum(_content_chars(part) for part in content)
+    return len(str(content))
 
 
-def _message_text(message: Any) -> str:
-    if isinstance(message, str):
-        return message
-    if isinstance(message, Mapping):
-        text = _content_text(message.get("content"))
-        calls = message.get("tool_calls")
-        return text + (json.dumps(calls, default=str) if calls else "")
-    content = getattr(message, "content", None)
-    text = _content_text(content)
-    calls = getattr(message, "tool_calls", None)
-    return text + (json.dumps(calls, default=str) if calls else "")
+def _calls_chars(calls: Any) -> int:
+    if not calls:
+        return 0
+    return int(sum(len(str(call)) for call in calls) * JSON_WEIGHT)
+
+
+def _message_chars(message: Any) -> int:
+    kind = type(message)
+    if kind is str:
+        return len(message)
+    if kind is dict or isinstance(message, Mapping):
+        content, calls = message.get("content"), message.get("tool_calls")
+    else:  # a framework's message object: read its fields without raising for missing ones
+        fields = getattr(message, "__dict__", None) or {}
+        content = fields["content"] if "content" in fields else getattr(message, "content", None)
+        calls = fields.get("tool_calls")
+    chars = len(content) if type(content) is str else _content_chars(content)
+    return chars + _calls_chars(calls) if calls else chars
 
 
 def estimate_message_tokens(messages: Iterable[Any] | str | None) -> int:
@@ -109,5 +119,5 @@ def estimate_message_tokens(messages: Iterable[Any] | str | None) -> int:
         return estimate_tokens(messages)
     total = 0
     for message in messages:
-        total += TOKENS_PER_MESSAGE + estimate_tokens(_message_text(message))
+        total += TOKENS_PER_MESSAGE - (-_message_chars(message) // CHARS_PER_TOKEN)
     return total
