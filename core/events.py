@@ -164,18 +164,23 @@ class StructlogSink:
     """
 
     def __init__(self, logger_name: str = "budgetwarden") -> None:
-        import structlog  # imported here: it is slow to import and only needed once
-
         self._stdlib = logging.getLogger(logger_name)
-        self._log = structlog.wrap_logger(
-            self._stdlib,
-            processors=[
-                structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso"),
-                _default_renderer(),
-            ],
-            wrapper_class=structlog.stdlib.BoundLogger,
-        )
+        self._logger: Any = None  # built at the first event logged: structlog is slow to import
+
+    def _log(self) -> Any:
+        if self._logger is None:
+            import structlog
+
+            self._logger = structlog.wrap_logger(
+                self._stdlib,
+                processors=[
+                    structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso"),
+                    _default_renderer(),
+                ],
+                wrapper_class=structlog.stdlib.BoundLogger,
+            )
+        return self._logger
 
     def emit(self, event: Event) -> None:
         """Log the event at its level, skipping all work when that level is off."""
@@ -189,7 +194,7 @@ class StructlogSink:
             data.pop("level", None)  # it is the log level
         elif "level" in data:
             data["threshold"] = data.pop("level")
-        self._log.log(level, name, **data)
+        self._log().log(level, name, **data)
 
 
 def _level_of(event: Event) -> int:
