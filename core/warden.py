@@ -411,7 +411,7 @@ class Warden:
         lease = now + self.policy.lease_seconds
         return self._ledger_call(
             lambda lg: lg.reserve(rid, charges, now=now, lease_until=lease, watch=watch),
-            _unavailable(charges),
+            lambda: _unavailable(charges),
         )
 
     async def _areserve(
@@ -431,7 +431,7 @@ class Warden:
             self._fail_over(exc)
             return self._ledger_call(
                 lambda lg: lg.reserve(rid, charges, now=now, lease_until=lease, watch=watch),
-                _unavailable(charges),
+                lambda: _unavailable(charges),
             )
 
     def _commit(self, rid: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
@@ -517,18 +517,20 @@ class Warden:
         hard = any(b.hard for b in self.policy.budgets)
         return self.policy.ledger_failure == "open" or not hard
 
-    def _ledger_call(self, op: Callable[[Ledger], _T], refused: _T | None = None) -> _T:
+    def _ledger_call(
+        self, op: Callable[[Ledger], _T], refused: Callable[[], _T] | None = None
+    ) -> _T:
         """``op`` on the active ledger; on a fault, fail over and run it locally, unless it is
-        a reservation (``refused`` given) and the policy fails closed: then ``refused``."""
+        a reservation (``refused`` given) and the policy fails closed: then ``refused()``."""
         ledger = self._active()
         if refused is not None and self._refusing():
-            return refused
+            return refused()
         try:
             return op(ledger)
         except LedgerUnavailable as exc:
             self._fail_over(exc)
             if refused is not None and self._refusing():
-                return refused
+                return refused()
             return op(self._active())
 
     def _fail_over(self, exc: LedgerUnavailable) -> None:
