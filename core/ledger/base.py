@@ -9,6 +9,7 @@ the async twins to ledgers whose I/O is local.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -155,7 +156,7 @@ class ValueStore(Protocol):
         """Every key that starts with ``prefix``."""
 
 
-class SyncLedger:
+class SyncLedger(ABC):
     """Async twins for a ledger whose operations are synchronous.
 
     ``offload`` runs them in a worker thread (for file I/O that may wait on a lock), so an
@@ -164,6 +165,7 @@ class SyncLedger:
 
     offload: bool = False
 
+    @abstractmethod
     def reserve(
         self,
         reservation_id: str,
@@ -173,18 +175,21 @@ class SyncLedger:
         lease_until: float,
         watch: Sequence[str] = (),
     ) -> ReserveOutcome:
-        raise NotImplementedError  # pragma: no cover - implemented by every backend
+        """Implemented by every backend."""
 
+    @abstractmethod
     def commit(
         self, reservation_id: str, charges: Sequence[Charge], *, now: float
     ) -> tuple[BucketState, ...]:
-        raise NotImplementedError  # pragma: no cover - implemented by every backend
+        """Implemented by every backend."""
 
+    @abstractmethod
     def release(self, reservation_id: str, *, now: float) -> None:
-        raise NotImplementedError  # pragma: no cover - implemented by every backend
+        """Implemented by every backend."""
 
+    @abstractmethod
     def cancelled(self, targets: Sequence[str]) -> str | None:
-        raise NotImplementedError  # pragma: no cover - implemented by every backend
+        """Implemented by every backend."""
 
     async def acancelled(self, targets: Sequence[str]) -> str | None:
         """Async twin of ``cancelled``."""
