@@ -26,6 +26,8 @@ def demo() -> None:
 
     with console.status("running the demo agents...") as status:
         rows = run_demo(progress=lambda name: status.update(f"running {name}..."))
+    if not console.is_terminal:  # a log or a pipe: do not squeeze the table into 80 columns
+        console.width = max(console.width, 150)
     table = Table(title="budgetwarden demo: the same runaway agent, with and without a guard")
     for column in (
         "agent",
