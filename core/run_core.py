@@ -37,7 +37,7 @@ from .policy import Limits
 from .report import RunReport
 from .run_events import bucket_crossings, cap_crossings, llm_event, tool_event
 from .steps import Plan, Step, ToolStep
-from .usage import Usage, estimate_message_tokens, estimate_tokens
+from .usage import TokenCache, Usage, estimate_message_tokens, estimate_tokens
 
 if TYPE_CHECKING:
     from .warden import Warden
@@ -109,6 +109,7 @@ class RunCore:
         self._alerted: set[tuple[str, float]] = set()
         self._extras: dict[str, float] = {}
         self._bucket_cache: tuple[float, float, tuple[BucketRef, ...]] = (0.0, 0.0, ())
+        self._token_cache: TokenCache = {}
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
         self._watch = self._cancel_targets()
@@ -191,7 +192,10 @@ class RunCore:
         input_tokens: int | None,
         tools: Sequence[Any] | None,
     ) -> Request:
-        estimate = input_tokens if input_tokens is not None else estimate_message_tokens(messages)
+        if input_tokens is not None:
+            estimate = input_tokens
+        else:
+            estimate = estimate_message_tokens(messages, self._token_cache)
         out = max_tokens if max_tokens is not None else self.policy.default_max_output_tokens
         return model, estimate, out, len(tools or ())
 

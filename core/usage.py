@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Usage", "estimate_tokens", "estimate_message_tokens"]
+__all__ = ["TokenCache", "Usage", "estimate_message_tokens", "estimate_tokens", "message_tokens"]
 
 #: Characters per token assumed by the estimate (OpenAI's rule of thumb for English).
 CHARS_PER_TOKEN = 4
@@ -97,27 +97,55 @@ def _message_chars(message: Any) -> int:
     kind = type(message)
     if kind is str:
         return len(message)
-    if kind is dict or isinstance(message, Mapping):
+    if kind is dict:
         content, calls = message.get("content"), message.get("tool_calls")
-    else:  # a framework's message object: read its fields without raising for missing ones
-        fields = getattr(message, "__dict__", None) or {}
-        content = fields["content"] if "content" in fields else getattr(message, "content", None)
-        calls = fields.get("tool_calls")
+    else:
+        fields = getattr(message, "__dict__", None)
+        if fields is not None and "content" in fields:  # a framework's message object
+            content, calls = fields["content"], fields.get("tool_calls")
+        elif isinstance(message, Mapping):
+            content, calls = message.get("content"), message.get("tool_calls")
+        else:
+            content, calls = getattr(message, "content", None), None
     chars = len(content) if type(content) is str else _content_chars(content)
     return chars + _calls_chars(calls) if calls else chars
 
 
-def estimate_message_tokens(messages: Iterable[Any] | str | None) -> int:
+def message_tokens(message: Any) -> int:
+    """The estimated tokens of one chat message, its per-message overhead included."""
+    return TOKENS_PER_MESSAGE - (-_message_chars(message) // CHARS_PER_TOKEN)
+
+
+#: Per-message estimates a caller may keep between calls: id -> (message, tokens).
+TokenCache = dict[int, tuple[Any, int]]
+_CACHE_LIMIT = 4096
+
+
+def estimate_message_tokens(
+    messages: Iterable[Any] | str | None, cache: TokenCache | None = None
+) -> int:
     """Estimate the prompt tokens of chat messages (dicts, framework objects or text).
 
     Fast and deliberately simple: text length / 4 plus a few tokens per message. It is
-    used for reservations, where a slight overestimate is safe and speed matters.
+    used for reservations, where a slight overestimate is safe and speed matters. With a
+    ``cache`` (a run keeps one), a message seen at an earlier call of the same transcript is
+    not measured again: agents re-send the same message objects at every step.
     """
     if messages is None:
         return 0
     if isinstance(messages, str):
         return estimate_tokens(messages)
+    if cache is None:
+        return sum(message_tokens(message) for message in messages)
     total = 0
     for message in messages:
-        total += TOKENS_PER_MESSAGE - (-_message_chars(message) // CHARS_PER_TOKEN)
+        hit = cache.get(id(message))
+        if hit is not None and hit[0] is message:
+            total += hit[1]
+            continue
+        tokens = message_tokens(message)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[id(message)] = (message, tokens)
+        total += tokens
     return total

@@ -19,12 +19,19 @@ class _Bucket:
     expires_at: float = math.inf
     # reservation id -> (amount, lease_until)
     holds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    soonest: float = math.inf  # no lease ends before this (scan for expired ones from here)
 
     def reserved(self, now: float) -> float:
-        expired = [rid for rid, (_, until) in self.holds.items() if until <= now]
-        for rid in expired:
-            del self.holds[rid]
+        if self.holds and now >= self.soonest:
+            expired = [rid for rid, (_, until) in self.holds.items() if until <= now]
+            for rid in expired:
+                del self.holds[rid]
+            self.soonest = min((until for _, until in self.holds.values()), default=math.inf)
         return sum(amount for amount, _ in self.holds.values())
+
+    def hold(self, reservation_id: str, amount: float, lease_until: float) -> None:
+        self.holds[reservation_id] = (amount, lease_until)
+        self.soonest = min(self.soonest, lease_until)
 
 
 class MemoryLedger(SyncLedger):
@@ -66,7 +73,7 @@ class MemoryLedger(SyncLedger):
                     )
                 states.append(state)
             for charge in charges:
-                self._buckets[charge.key].holds[reservation_id] = (charge.amount, lease_until)
+                self._buckets[charge.key].hold(reservation_id, charge.amount, lease_until)
             self._reservations[reservation_id] = [c.key for c in charges]
             return ReserveOutcome(
                 ok=True,
