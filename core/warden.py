@@ -680,7 +680,7 @@ def _unavailable(charges: Sequence[Charge]) -> ReserveOutcome:
     """A reservation refused because the ledger is down and the policy fails closed."""
     state = BucketState("ledger_unavailable", 0.0, 0.0, 0.0)
     amount = max((c.amount for c in charges), default=0.0)
-    return ReserveOutcome(ok=False, states=(state,), refused=state, refused_amount=amount)
+    return ReserveOutcome.refusal(state, amount)
 
 
 def _close(awaitable: object) -> None:

@@ -66,6 +66,22 @@ class ReserveOutcome:
     refused_amount: float = 0.0
     cancelled: str | None = None
 
+    @classmethod
+    def granted(cls, before: Sequence[BucketState], charges: Sequence[Charge]) -> ReserveOutcome:
+        """All charges reserved: each bucket's state as it was, plus this reservation."""
+        return cls(
+            ok=True,
+            states=tuple(
+                BucketState(s.key, s.committed, s.reserved + c.amount, s.limit)
+                for s, c in zip(before, charges, strict=True)
+            ),
+        )
+
+    @classmethod
+    def refusal(cls, state: BucketState, amount: float) -> ReserveOutcome:
+        """Nothing reserved: ``state``'s bucket has no room for ``amount``."""
+        return cls(ok=False, states=(state,), refused=state, refused_amount=amount)
+
 
 @runtime_checkable
 class Ledger(Protocol):

@@ -68,20 +68,12 @@ class MemoryLedger(SyncLedger):
                 reserved = bucket.reserved(now)
                 state = BucketState(charge.key, bucket.committed, reserved, charge.limit)
                 if charge.amount > 0 and bucket.committed + reserved + charge.amount > charge.limit:
-                    return ReserveOutcome(
-                        ok=False, states=(state,), refused=state, refused_amount=charge.amount
-                    )
+                    return ReserveOutcome.refusal(state, charge.amount)
                 states.append(state)
             for charge in charges:
                 self._buckets[charge.key].hold(reservation_id, charge.amount, lease_until)
             self._reservations[reservation_id] = [c.key for c in charges]
-            return ReserveOutcome(
-                ok=True,
-                states=tuple(
-                    BucketState(s.key, s.committed, s.reserved + c.amount, s.limit)
-                    for s, c in zip(states, charges, strict=True)
-                ),
-            )
+            return ReserveOutcome.granted(states, charges)
 
     def commit(
         self, reservation_id: str, charges: Sequence[Charge], *, now: float

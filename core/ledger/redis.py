@@ -523,16 +523,12 @@ def _reserve_outcome(reply: list[str], charges: Sequence[Charge]) -> ReserveOutc
     if reply[0] == "refused":
         charge = charges[int(reply[1]) - 1]
         state = BucketState(charge.key, float(reply[2]), float(reply[3]), charge.limit)
-        return ReserveOutcome(
-            ok=False, states=(state,), refused=state, refused_amount=charge.amount
-        )
-    return ReserveOutcome(
-        ok=True,
-        states=tuple(
-            BucketState(c.key, float(reply[1 + 2 * i]), float(reply[2 + 2 * i]) + c.amount, c.limit)
-            for i, c in enumerate(charges)
-        ),
-    )
+        return ReserveOutcome.refusal(state, charge.amount)
+    before = [
+        BucketState(c.key, float(reply[1 + 2 * i]), float(reply[2 + 2 * i]), c.limit)
+        for i, c in enumerate(charges)
+    ]
+    return ReserveOutcome.granted(before, charges)
 
 
 def _commit_states(reply: list[str], charges: Sequence[Charge]) -> tuple[BucketState, ...]:

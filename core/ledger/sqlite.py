@@ -125,19 +125,11 @@ class SQLiteLedger(SyncLedger):
                 if charge.amount > 0 and state.committed + state.reserved + charge.amount > (
                     charge.limit
                 ):
-                    return ReserveOutcome(
-                        ok=False, states=(state,), refused=state, refused_amount=charge.amount
-                    )
+                    return ReserveOutcome.refusal(state, charge.amount)
                 states.append(state)
             for charge in charges:
                 _hold(db, reservation_id, charge, lease_until)
-            return ReserveOutcome(
-                ok=True,
-                states=tuple(
-                    BucketState(s.key, s.committed, s.reserved + c.amount, s.limit)
-                    for s, c in zip(states, charges, strict=True)
-                ),
-            )
+            return ReserveOutcome.granted(states, charges)
 
     def commit(
         self, reservation_id: str, charges: Sequence[Charge], *, now: float
