@@ -8,7 +8,6 @@ the routing state and the pending reservations, and turns the pure rules (``chec
 from __future__ import annotations
 
 import itertools
-import math
 import random
 import threading
 import uuid
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import routing as routes
-from .buckets import BucketRef, llm_amount, matching_buckets, usage_tokens
+from .buckets import BucketRef, llm_amount, usage_tokens
 from .checks import (
     Counters,
     Refusal,
@@ -206,20 +205,8 @@ class RunCore:
         since, until, refs = self._bucket_cache
         if since <= now < until:
             return refs
-        refs = tuple(
-            matching_buckets(
-                self.policy.budgets,
-                self.attribution,
-                run_id=self._chain()[-1].id,
-                now=now,
-                timezone=self.policy.timezone,
-                namespace=self.warden.namespace,
-            )
-        )
-        since = max((r.window.start for r in refs), default=-math.inf)
-        until = min((r.window.end for r in refs), default=math.inf)
-        self._bucket_cache = (since, until, refs)
-        return refs
+        self._bucket_cache = self.warden._bucket_refs(self.attribution, self._chain()[-1].id, now)
+        return self._bucket_cache[2]
 
     def _pressure(self) -> str | None:
         degrade = self.policy.thresholds.degrade - RATIO_TOLERANCE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -77,6 +78,7 @@ class Warden:
         self._next_probe = 0.0
         self._warned_models: set[str] = set()
         self._marked: set[str] = set()
+        self._refs: dict[tuple[Any, ...], tuple[Policy, float, float, tuple[BucketRef, ...]]] = {}
         self.on_limit = on_limit
         self._sleep = sleep
         self._asleep_fn = asleep
@@ -368,6 +370,34 @@ class Warden:
         if inspect.isawaitable(answer):
             raise TypeError("Warden(approve=...) must be a plain function returning bool")
         return bool(answer)
+
+    def _bucket_refs(
+        self, attribution: Mapping[str, str | None], root_run_id: str, now: float
+    ) -> tuple[float, float, tuple[BucketRef, ...]]:
+        """The buckets runs with this attribution count against now, and the span of time
+        they hold for; shared by runs of the same attribution until a window turns."""
+        policy = self.policy  # a warden whose policy is replaced must not reuse old buckets
+        per_run = any(b.window == "run" for b in policy.budgets)
+        key = (*attribution.items(), root_run_id if per_run else None)
+        cached = self._refs.get(key)
+        if cached is not None and cached[0] is policy and cached[1] <= now < cached[2]:
+            return cached[1:]
+        refs = tuple(
+            matching_buckets(
+                policy.budgets,
+                attribution,
+                run_id=root_run_id,
+                now=now,
+                timezone=policy.timezone,
+                namespace=self.namespace,
+            )
+        )
+        since = max((r.window.start for r in refs), default=-math.inf)
+        until = min((r.window.end for r in refs), default=math.inf)
+        if len(self._refs) > 4096:
+            self._refs.clear()
+        self._refs[key] = (policy, since, until, refs)
+        return since, until, refs
 
     def _first_crossing(self, ref: BucketRef, level: float) -> bool:
         mark = f"alert|{ref.key}|{level}"
