@@ -104,6 +104,11 @@ def _text_of(response: Any) -> str | None:
 
 
 def _call_kwargs(step: Step, messages: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    if step.model is None:
+        raise ValueError(
+            "complete() has no model to call: pass model=..., or give the policy a Routing "
+            "with tiers"
+        )
     return {**kwargs, "model": step.model, "messages": messages, "max_tokens": step.max_tokens}
 
 

@@ -156,3 +156,10 @@ def test_usage_conversion_reads_cache_and_reasoning_details() -> None:
     assert classify_error(litellm.RateLimitError("x", "openai", "m")) == "rate_limited"
     assert classify_error(litellm.Timeout("x", "m", "openai")) == "timeout"
     assert classify_error(ValueError("x")) is None
+
+
+def test_no_model_to_call_is_a_clear_error_that_releases_the_reservation() -> None:
+    warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=3)))
+    with pytest.raises(ValueError, match="pass model="), warden.run() as run:
+        complete(run, MESSAGES)
+    assert run.report.iterations == 0 and run.counters.reserved_usd == 0
