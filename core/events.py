@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -132,6 +132,44 @@ _TYPES: dict[str, type[_Event]] = {
     "Notice": Notice,
     "RunFinished": RunFinished,
 }
+
+
+def trusted(cls: type[_E], values: dict[str, Any]) -> _E:
+    """An event from values the core built itself, skipping validation (hot path only).
+
+    Every value must already have its field's type (what validation would return); fields
+    not given take their defaults. The result equals ``cls(**values)``.
+    """
+    defaults = _DEFAULTS.get(cls)
+    if defaults is None:
+        defaults = _DEFAULTS[cls] = _defaults_of(cls)
+    data = {**defaults[0], **values}
+    for name, factory in defaults[1]:
+        if name not in values:
+            data[name] = factory()
+    event = _new(cls)
+    _set(event, "__dict__", data)
+    _set(event, "__pydantic_fields_set__", set(values))
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event
+
+
+def _defaults_of(cls: type[_Event]) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    plain: dict[str, Any] = {}
+    factories: list[tuple[str, Any]] = []
+    for name, info in cls.model_fields.items():
+        if info.default_factory is not None:
+            factories.append((name, info.default_factory))
+        elif not info.is_required():
+            plain[name] = info.default
+    return plain, factories
+
+
+_E = TypeVar("_E", bound=_Event)
+_DEFAULTS: dict[type[_Event], tuple[dict[str, Any], list[tuple[str, Any]]]] = {}
+_new = object.__new__
+_set = object.__setattr__
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

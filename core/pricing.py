@@ -18,7 +18,7 @@ import importlib.util
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -184,6 +184,19 @@ class _Rule:
         top = max(input_tokens, output_tokens) if self.output_by_output else input_tokens
         bands = [self.base, *(b for bound, b in self.steps if top > bound)]
         return bands + [b for lo, _, b in self.tiers if b is not None and lo < input_tokens]
+
+
+def _dearest(rule: _Rule, bands: Sequence[_Band]) -> tuple[float, float]:
+    """The dearest input and output rates among ``bands`` (no cache discount assumed)."""
+    dearest_in = max(max(b.input, b.cache_read, b.cache_write) for b in bands) + rule.fee
+    dearest_out = max(max(b.output, b.reasoning) for b in bands)
+    return dearest_in, dearest_out
+
+
+def _worst_case(rule: _Rule, input_tokens: int, max_output_tokens: int) -> float:
+    """``worst_case_cost`` of a banded rule: the dearest band these bounds can reach."""
+    dearest_in, dearest_out = _dearest(rule, rule.reachable(input_tokens, max_output_tokens))
+    return input_tokens * dearest_in + max_output_tokens * dearest_out
 
 
 def _num(info: Mapping[str, Any], key: str) -> float | None:
@@ -480,6 +493,8 @@ class PriceBook:
             for name, price in (overrides or {}).items()
         }
         self._rules = {name: _override_rule(price) for name, price in self._overrides.items()}
+        # model -> (dearest input rate, dearest output rate), for models with a single band
+        self._flat: dict[str, tuple[float, float]] = {}
 
     def cost(self, model: str, usage: Usage) -> float:
         """USD for one call, as ``litellm.cost_per_token``; raises ``UnknownModelError``."""
@@ -506,11 +521,13 @@ class PriceBook:
         Every token is priced at the dearest rate it could be billed at: the tier the input
         falls in (or a lower one), no cache discount, reasoning at its own rate if dearer.
         """
-        rule = self._rule(model)
-        bands = rule.reachable(input_tokens, max_output_tokens)
-        dearest_in = max(max(b.input, b.cache_read, b.cache_write) for b in bands) + rule.fee
-        dearest_out = max(max(b.output, b.reasoning) for b in bands)
-        return input_tokens * dearest_in + max_output_tokens * dearest_out
+        flat = self._flat.get(model)
+        if flat is None:
+            rule = self._rule(model)
+            if rule.steps or rule.tiers:  # banded: the bands depend on the token counts
+                return _worst_case(rule, input_tokens, max_output_tokens)
+            flat = self._flat[model] = _dearest(rule, [rule.base])
+        return input_tokens * flat[0] + max_output_tokens * flat[1]
 
     def models(self) -> list[str]:
         """Every chat, completion or responses model in LiteLLM's map with token prices."""

@@ -7,6 +7,7 @@ the routing state and the pending reservations, and turns the pure rules (``chec
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import threading
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import routing as routes
-from .buckets import BucketRef, llm_amount, usage_tokens
+from .buckets import BucketRef
 from .checks import (
     Counters,
     Refusal,
@@ -47,6 +48,17 @@ __all__ = ["RunCore"]
 _ids = itertools.count(1)
 Request = tuple[str | None, int, int, int]  # model, input tokens, max output tokens, tools
 _SPEND_CAPS = ("max_cost_usd",)
+_RUN_LABELS = {
+    cap: f"run:{cap}" for cap in ("max_cost_usd", "max_input_tokens", "max_output_tokens")
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _caller_choice(model: str | None) -> routes.RouteChoice:
+    """The route of a call without a routing policy: the caller's own model."""
+    return routes.RouteChoice(model, None, "caller model (no routing policy)")
+
+
 #: Ratios this close below a level count as reaching it ($0.3 x 3 of $1.00 is 90%).
 RATIO_TOLERANCE = 1e-9
 
@@ -108,6 +120,7 @@ class RunCore:
         self._alerted: set[tuple[str, float]] = set()
         self._extras: dict[str, float] = {}
         self._bucket_cache: tuple[float, float, tuple[BucketRef, ...]] = (0.0, 0.0, ())
+        self._by_key: dict[str, BucketRef] = {}  # ledger key -> bucket, of the cached buckets
         self._token_cache: TokenCache = {}
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
@@ -206,7 +219,28 @@ class RunCore:
         if since <= now < until:
             return refs
         self._bucket_cache = self.warden._bucket_refs(self.attribution, self._chain()[-1].id, now)
+        self._by_key = {ref.key: ref for ref in self._bucket_cache[2]}
         return self._bucket_cache[2]
+
+    def _keyed(self, refs: tuple[BucketRef, ...]) -> dict[str, BucketRef]:
+        """``refs`` by ledger key (the cached mapping when they are the cached buckets)."""
+        if refs is self._bucket_cache[2]:
+            return self._by_key
+        return {ref.key: ref for ref in refs}
+
+    def _charges(self, refs: Sequence[BucketRef], cost: float, tokens: int) -> list[Charge]:
+        """What a model call of ``cost`` dollars and ``tokens`` tokens reserves against each
+        bucket, within the stop level plus any grant to this run."""
+        stop, extras = self.policy.thresholds.stop, self._extras
+        charges = []
+        for ref in refs:
+            metric = ref.budget.metric
+            amount = cost if metric == "cost" else float(tokens) if metric == "tokens" else 1.0
+            limit = ref.limit * stop
+            if extras:
+                limit += extras.get(ref.label, 0.0)
+            charges.append(Charge(ref.key, amount, limit, ref.window.end))
+        return charges
 
     def _pressure(self) -> str | None:
         degrade = self.policy.thresholds.degrade - RATIO_TOLERANCE
@@ -233,24 +267,20 @@ class RunCore:
             choices = self._route_choices(model)
         refs = self._buckets(self.warden.clock())
         retry = self.counters.last_llm_failed
+        warden = self.warden
         plans = []
         for choice in choices:
-            pricing_model = self.warden._pricing_model(choice.model, self)
-            worst = self.warden.prices.worst_case_cost(pricing_model, est_in, max_out)
-            charges = [self._charge(ref, llm_amount(ref, worst, est_in + max_out)) for ref in refs]
+            worst = warden.prices.worst_case_cost(
+                warden._pricing_model(choice.model, self), est_in, max_out
+            )
+            charges = self._charges(refs, worst, est_in + max_out) if refs else []
             plans.append(Plan(self._next_id(), choice, worst, refs, retry, charges))
         return plans
-
-    def _charge(self, ref: BucketRef, amount: float) -> Charge:
-        """A reservation against a bucket, within the stop level plus any grant to this run."""
-        charge = ref.charge(amount, self.policy.thresholds.stop)
-        extra = self._extras.get(ref.label)
-        return replace(charge, limit=charge.limit + extra) if extra else charge
 
     def _route_choices(self, model: str | None) -> list[routes.RouteChoice]:
         routing = self.policy.routing
         if routing is None:
-            return [routes.RouteChoice(model, None, "caller model (no routing policy)")]
+            return [_caller_choice(model)]
         first = routes.choose(
             routing, self._route, requested_model=model, pressure=self._pressure()
         )
@@ -390,7 +420,7 @@ class RunCore:
     def _hold_llm(self, plan: Plan, outcome: ReserveOutcome, request: Request) -> Step:
         model, est_in, max_out, _ = request
         with self._lock:
-            self._update_ratios(outcome.states, plan.refs, run_caps=False)
+            self._bucket_ratios(outcome.states, plan.refs)
             final = self._final_cap(plan, outcome, est_in, max_out)
             step = Step(
                 id=plan.id,
@@ -502,8 +532,15 @@ class RunCore:
         return usage, real_model, self.warden.prices.cost(pricing_model, usage)
 
     def _llm_commit_charges(self, step: Step, usage: Usage, cost: float) -> list[Charge]:
-        tokens = usage_tokens(usage)
-        return [ref.charge(llm_amount(ref, cost, tokens)) for ref in step.buckets]
+        if not step.buckets:
+            return []
+        tokens = usage.input_tokens + usage.output_tokens
+        charges = []
+        for ref in step.buckets:
+            metric = ref.budget.metric
+            amount = cost if metric == "cost" else float(tokens) if metric == "tokens" else 1.0
+            charges.append(Charge(ref.key, amount, ref.limit, ref.window.end))
+        return charges
 
     def _record_llm(
         self,
@@ -555,34 +592,50 @@ class RunCore:
         self.warden._emit_all([*alerts, event])
         return event
 
-    def _after_commit(self, states: Sequence[BucketState], refs: Sequence[BucketRef]) -> list[Any]:
+    def _after_commit(
+        self, states: Sequence[BucketState], refs: tuple[BucketRef, ...]
+    ) -> list[Any]:
         """Update pressure ratios and return the alerts this commit crossed."""
-        self._update_ratios(states, refs)
-        base, thresholds = self._event_fields(), self.policy.thresholds
-        alerts = cap_crossings(base, thresholds, self._spend_caps(), self._alerted)
-        return alerts + bucket_crossings(
-            base, thresholds, states, refs, self.warden._first_crossing
-        )
+        by_key = self._keyed(refs)
+        self._bucket_ratios(states, refs, by_key)
+        caps = self._run_cap_ratios()
+        thresholds = self.policy.thresholds
+        alerts = cap_crossings(self._event_fields, thresholds, caps, self._alerted)
+        if states:
+            alerts += bucket_crossings(
+                self._event_fields, thresholds, states, by_key, self.warden._first_crossing
+            )
+        return alerts
 
     def _event_fields(self) -> dict[str, Any]:
         return {"ts": self.warden.clock(), **self._event_base}
 
-    def _update_ratios(
-        self, states: Sequence[BucketState], refs: Sequence[BucketRef], *, run_caps: bool = True
+    def _bucket_ratios(
+        self,
+        states: Sequence[BucketState],
+        refs: tuple[BucketRef, ...],
+        by_key: dict[str, BucketRef] | None = None,
     ) -> None:
-        """Refresh the committed/limit ratios that decide pressure (a reservation changes
-        only the budgets' figures; a commit changes the run caps' too)."""
-        if states:
-            labels = {ref.key: ref for ref in refs}
-            for state in states:
-                ref = labels.get(state.key)
-                if ref is not None and ref.limit > 0:
-                    self._ratios[ref.label] = state.committed / ref.limit
-        if not run_caps:
+        """Refresh the budgets' committed/limit ratios that decide pressure."""
+        if not states:
             return
-        for run in self._chain():
+        by_key = by_key if by_key is not None else self._keyed(refs)
+        ratios = self._ratios
+        for state in states:
+            ref = by_key.get(state.key)
+            if ref is not None and ref.limit > 0:
+                ratios[ref.label] = state.committed / ref.limit
+
+    def _run_cap_ratios(self) -> list[tuple[str, float, float]]:
+        """Refresh the run caps' ratios (this run's and its parents'); this run's caps."""
+        own = self._spend_caps()
+        ratios = self._ratios
+        for cap, used, limit in own:
+            ratios[_RUN_LABELS[cap]] = used / limit
+        for run in self._lineage[1:]:
             for cap, used, limit in run._spend_caps():
-                self._ratios[f"run:{cap}" if run is self else f"parent:{cap}"] = used / limit
+                ratios[f"parent:{cap}"] = used / limit
+        return own
 
     def _spend_caps(self) -> list[tuple[str, float, float]]:
         c, lim = self.counters, self.limits
@@ -658,9 +711,9 @@ class RunCore:
                 c.last_tool_signature = step.signature
 
     def _tool_charges(self, step: ToolStep) -> list[Charge]:
-        return [
-            self._charge(ref, step.price_usd) for ref in step.buckets if ref.budget.metric == "cost"
-        ]
+        """A priced tool call's dollars against the run's dollar budgets."""
+        refs = [ref for ref in step.buckets if ref.budget.metric == "cost"]
+        return self._charges(refs, step.price_usd, 0) if refs else []
 
     def _unplan_tool(self, step: ToolStep, outcome: ReserveOutcome) -> Refusal:
         with self._lock:

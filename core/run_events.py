@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Literal
 
 from .buckets import BucketRef
-from .events import BudgetAlert, CostEvent
+from .events import BudgetAlert, CostEvent, trusted
 from .ledger.base import BucketState
 from .policy import Thresholds
 from .steps import Step, ToolStep
@@ -89,12 +89,13 @@ def make_alert(
 
 
 def cap_crossings(
-    base: dict[str, Any],
+    base: Callable[[], dict[str, Any]],
     thresholds: Thresholds,
     caps: Iterable[tuple[str, float, float]],
     seen: set[tuple[str, float]],
 ) -> list[BudgetAlert]:
-    """Alerts for run caps (name, used, limit) that crossed a level not yet in ``seen``."""
+    """Alerts for run caps (name, used, limit) that crossed a level not yet in ``seen``
+    (``base`` gives the events' common fields, built only when one is needed)."""
     alerts = []
     levels = alert_levels(thresholds)
     for cap, used, limit in caps:
@@ -103,19 +104,19 @@ def cap_crossings(
                 break
             if (cap, level) not in seen:
                 seen.add((cap, level))
-                alerts.append(make_alert(base, thresholds, cap, level, used, limit, None))
+                alerts.append(make_alert(base(), thresholds, cap, level, used, limit, None))
     return alerts
 
 
 def bucket_crossings(
-    base: dict[str, Any],
+    base: Callable[[], dict[str, Any]],
     thresholds: Thresholds,
     states: Sequence[BucketState],
-    refs: Sequence[BucketRef],
+    by_key: Mapping[str, BucketRef],
     first_time: Callable[[BucketRef, float], bool],
 ) -> list[BudgetAlert]:
-    """Alerts for budget buckets that crossed a level for the first time in their window."""
-    by_key = {ref.key: ref for ref in refs}
+    """Alerts for budget buckets (``by_key``: ledger key -> bucket) that crossed a level for
+    the first time in their window."""
     levels = alert_levels(thresholds)
     alerts = []
     for state in states:
@@ -128,7 +129,7 @@ def bucket_crossings(
             if first_time(ref, level):
                 alerts.append(
                     make_alert(
-                        base,
+                        base(),
                         thresholds,
                         ref.label,
                         level,
@@ -156,8 +157,8 @@ def llm_event(
 ) -> CostEvent:
     """The CostEvent of one model call."""
     failed = outcome != "ok"
-    return CostEvent(
-        **base,
+    fields = dict(
+        base,
         kind="llm",
         provider=provider_of(model),
         model=model,
@@ -174,7 +175,7 @@ def llm_event(
         cost_usd=cost,
         reserved_usd=step.reserved_usd,
         overshoot_usd=max(cost - step.reserved_usd, 0.0),
-        latency_s=latency_s,
+        latency_s=None if latency_s is None else float(latency_s),
         retries=retries,
         retry=step.retry,
         outcome=outcome,
@@ -185,6 +186,7 @@ def llm_event(
         prompt=prompt,
         response=response,
     )
+    return trusted(CostEvent, fields)
 
 
 def tool_event(
@@ -196,14 +198,15 @@ def tool_event(
     ratios: dict[str, float],
 ) -> CostEvent:
     """The CostEvent of one tool call."""
-    return CostEvent(
-        **base,
+    fields = dict(
+        base,
         kind="tool",
         tool=step.name,
         cost_usd=step.price_usd,
         reserved_usd=step.price_usd,
-        latency_s=latency_s,
+        latency_s=None if latency_s is None else float(latency_s),
         outcome="ok" if ok else "error",
         status="ok" if ok else "error",
         budget_ratios=ratios,
     )
+    return trusted(CostEvent, fields)

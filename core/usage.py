@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -137,15 +137,39 @@ def estimate_message_tokens(
         return estimate_tokens(messages)
     if cache is None:
         return sum(message_tokens(message) for message in messages)
-    total = 0
-    for message in messages:
+    current = tuple(messages)
+    known, counts = _transcript_prefix(cache, current)
+    for message in current[known:]:
         hit = cache.get(id(message))
         if hit is not None and hit[0] is message:
-            total += hit[1]
+            counts.append(hit[1])
             continue
         tokens = message_tokens(message)
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
         cache[id(message)] = (message, tokens)
-        total += tokens
-    return total
+        counts.append(tokens)
+    cache[_LAST] = (current, counts)  # type: ignore[assignment]  # the one slot of its kind
+    return sum(counts)
+
+
+#: The cache slot of the last transcript measured (no object's id is negative).
+_LAST = -1
+
+
+def _transcript_prefix(cache: TokenCache, current: tuple[Any, ...]) -> tuple[int, list[int]]:
+    """How many leading messages are the same objects as at the last call, and their counts.
+
+    Agents re-send the transcript with a few messages appended, so this is usually all of
+    the last one: a pointer comparison per message instead of a lookup.
+    """
+    last = cache.get(_LAST)
+    if last is None:
+        return 0, []
+    previous, counts = cast(tuple[tuple[Any, ...], list[int]], last)
+    same = 0
+    for new, old in zip(current, previous, strict=False):
+        if new is not old:
+            break
+        same += 1
+    return same, counts[:same]

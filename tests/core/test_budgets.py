@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from budgetwarden import Budget, BudgetExceeded, Limits, Policy, PriceBook
+from budgetwarden import Budget, BudgetExceeded, Limits, Policy, PriceBook, ToolRules
 
 from .helpers import make_warden, usage
 
@@ -121,3 +121,23 @@ def test_spent_and_remaining_refuse_to_mix_units() -> None:
         warden.spent("user", "u1")
     assert warden.spent("user", "u1", "1m") == 1
     assert warden.remaining("user", "u1", "1m") == 29
+
+
+def test_a_priced_tool_spends_from_dollar_budgets_and_is_refused_past_them() -> None:
+    policy = Policy(
+        budgets=[
+            Budget(scope="user", window="day", max_cost_usd=0.025),
+            Budget(scope="global", window="day", max_requests=100),
+        ],
+        tools=ToolRules(price_usd={"serp": 0.01}),
+    )
+    warden, _, _ = make_warden(policy)
+    run = warden.run(user="u1")
+    for _ in range(2):
+        run.after_tool_call(run.before_tool_call("serp", {"q": "x"}))
+    assert warden.spent("user", "u1") == pytest.approx(0.02)
+    assert warden.spent("global") == 0  # a tool call is not a model request
+    with pytest.raises(BudgetExceeded) as info:
+        run.before_tool_call("serp", {"q": "y"})
+    assert info.value.cap == "budget:user=u1/day"
+    assert run.report.tool_calls == 2

@@ -147,3 +147,33 @@ def test_each_run_emits_one_run_finished_event_with_its_success() -> None:
     assert (finished.iterations, finished.stop_reason, finished.partial) == (1, "completed", False)
     assert finished.cost_usd == pytest.approx(event.cost_usd)
     assert run.report.success is True
+
+
+def test_trusted_events_equal_validated_ones_defaults_and_factories_included() -> None:
+    from budgetwarden.events import BudgetAlert, CostEvent, Notice, trusted
+
+    cases = [
+        (CostEvent, {"ts": 1.0, "run_id": "r", "cost_usd": 0.5, "budget_ratios": {"a": 0.1}}),
+        (CostEvent, {"ts": 2.0, "kind": "tool", "tool": "search", "latency_s": 0.25}),
+        (Notice, {"ts": 1.0, "code": "wait", "message": "m"}),
+        (
+            BudgetAlert,
+            {
+                "ts": 1.0,
+                "cap": "c",
+                "level": 0.5,
+                "action": "alert",
+                "ratio": 0.5,
+                "used": 1.0,
+                "limit": 2.0,
+            },
+        ),
+    ]
+    for cls, values in cases:
+        fast, checked = trusted(cls, dict(values)), cls(**values)
+        assert fast == checked
+        assert fast.to_dict() == checked.to_dict()
+        assert fast.model_fields_set == checked.model_fields_set
+    first = trusted(Notice, {"ts": 1.0, "code": "x", "message": "m"})
+    second = trusted(Notice, {"ts": 1.0, "code": "x", "message": "m"})
+    assert first.data is not second.data  # a default factory runs per event
