@@ -21,6 +21,7 @@ __all__ = [
     "outcome_of_error",
     "outcome_of_message",
     "tool_failed",
+    "ToolNames",
     "tool_names",
     "usage_from_message",
     "usage_from_result",
@@ -93,6 +94,27 @@ def tool_names(tools: Sequence[Any] | None) -> list[str] | None:
     return names
 
 
+class ToolNames:
+    """``tool_names`` remembered for the tools last asked about: an agent offers the same
+    tools at every step, so their names are only read again when the tools change (other
+    items, or items that compare unequal: an equal tool has the same name)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[tuple[Any, ...], list[str] | None] = ((), None)
+
+    def names(self, tools: Sequence[Any] | None) -> list[str] | None:
+        """The names of ``tools`` (see ``tool_names``)."""
+        if not tools:
+            return None
+        items = tuple(tools)
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last[0] == items:
+            return last[1]
+        names = tool_names(items)
+        self._last = (items, names)
+        return names
+
+
 def _detail(details: Any, key: str) -> int:
     value = details.get(key) if isinstance(details, Mapping) else None
     return value if isinstance(value, int) else 0
@@ -103,13 +125,17 @@ def usage_from_message(message: BaseMessage | None) -> Usage | None:
     metadata = getattr(message, "usage_metadata", None)
     if not metadata:
         return None
-    return Usage(
-        input_tokens=metadata.get("input_tokens") or 0,
-        output_tokens=metadata.get("output_tokens") or 0,
-        cache_read_tokens=_detail(metadata.get("input_token_details"), "cache_read"),
-        cache_write_tokens=_detail(metadata.get("input_token_details"), "cache_creation"),
-        reasoning_tokens=_detail(metadata.get("output_token_details"), "reasoning"),
-    )
+    fields = {
+        "input_tokens": metadata.get("input_tokens") or 0,
+        "output_tokens": metadata.get("output_tokens") or 0,
+    }
+    # The details are often absent: a missing one is Usage's default, 0.
+    if details := metadata.get("input_token_details"):
+        fields["cache_read_tokens"] = _detail(details, "cache_read")
+        fields["cache_write_tokens"] = _detail(details, "cache_creation")
+    if details := metadata.get("output_token_details"):
+        fields["reasoning_tokens"] = _detail(details, "reasoning")
+    return Usage(**fields)
 
 
 def _legacy_usage(llm_output: Mapping[str, Any] | None) -> Usage | None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from budgetwarden import Run
 
-__all__ = ["calling_tool", "parent_run"]
+__all__ = ["calling_tool", "enter_tool", "leave_tool", "parent_run"]
 
 _CALLER: ContextVar[Run | None] = ContextVar("budgetwarden_langchain_caller", default=None)
 
@@ -21,6 +21,17 @@ def calling_tool(run: Run) -> Iterator[None]:
         yield
     finally:
         _CALLER.reset(token)
+
+
+def enter_tool(run: Run) -> Token[Run | None]:
+    """``calling_tool`` without a context manager, for the hot path: pass the token to
+    ``leave_tool`` in a ``finally``."""
+    return _CALLER.set(run)
+
+
+def leave_tool(token: Token[Run | None]) -> None:
+    """The tool ``enter_tool`` announced has returned."""
+    _CALLER.reset(token)
 
 
 def parent_run() -> Run | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NotRequired
@@ -21,6 +22,7 @@ from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
+from pydantic import BaseModel
 
 from budgetwarden import BudgetError, BudgetExceeded, ToolDenied, Usage, Warden
 from budgetwarden.compress import compress_messages
@@ -28,13 +30,13 @@ from budgetwarden.run import FINAL_ANSWER_INSTRUCTION, Step, ToolStep
 
 from ._attribution import Attribution
 from ._convert import (
+    ToolNames,
     max_tokens_of,
     model_from_message,
     model_name_of,
     outcome_of_error,
     outcome_of_message,
     tool_failed,
-    tool_names,
     usage_from_message,
 )
 from ._final import (
@@ -47,7 +49,7 @@ from ._final import (
 )
 from ._invocations import Invocation, Invocations, thread_id
 from ._models import ModelCache, ModelFactory
-from ._nesting import calling_tool
+from ._nesting import enter_tool, leave_tool
 from ._pause import pause_here
 
 __all__ = ["BudgetMiddleware", "BudgetState"]
@@ -103,6 +105,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         attribution = Attribution(agent, user, workspace, workflow, task_class, key, thread)
         self._invocations = Invocations(warden, attribution)
         self._models = ModelCache(model_factory)
+        self._tools = ToolNames()
         self._compress_to = compress_to_tokens
 
     # ---- one Run per invocation ------------------------------------------------------
@@ -133,17 +136,35 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
 
     # ---- model calls ---------------------------------------------------------------------
 
-    def _llm_args(self, request: ModelRequest[Any]) -> dict[str, Any]:
-        messages = list(request.messages)
-        if request.system_message is not None:
-            messages.insert(0, request.system_message)
-        params = {**request.model_settings, **_model_limits(request.model)}
-        return {
-            "model": model_name_of(request.model),
-            "messages": messages,
-            "max_tokens": max_tokens_of(params),
-            "tools": tool_names(request.tools),
-        }
+    def _reserve(self, invocation: Invocation, request: ModelRequest[Any]) -> Step:
+        """``before_llm_call`` with what the request says. The core only estimates the
+        messages' tokens (per message object, cached within the run), so the request's own
+        message objects are passed, not converted copies."""
+        system = request.system_message
+        messages = request.messages if system is None else [system, *request.messages]
+        model = request.model
+        limits = _model_limits(model)
+        params = {**request.model_settings, **limits} if limits else request.model_settings
+        return invocation.run.before_llm_call(
+            model_name_of(model),
+            messages,
+            max_tokens=max_tokens_of(params),
+            tools=self._tools.names(request.tools),
+        )
+
+    async def _areserve(self, invocation: Invocation, request: ModelRequest[Any]) -> Step:
+        """Async twin of ``_reserve``."""
+        system = request.system_message
+        messages = request.messages if system is None else [system, *request.messages]
+        model = request.model
+        limits = _model_limits(model)
+        params = {**request.model_settings, **limits} if limits else request.model_settings
+        return await invocation.run.abefore_llm_call(
+            model_name_of(model),
+            messages,
+            max_tokens=max_tokens_of(params),
+            tools=self._tools.names(request.tools),
+        )
 
     def _prepared(self, request: ModelRequest[Any], step: Step) -> ModelRequest[Any]:
         """The request as the step says: routed model, compressed context, budget notes, and
@@ -193,7 +214,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         """Reserve the call; a refusal raises, or pauses the agent under ``"pause"``."""
         while True:
             try:
-                return invocation.run.before_llm_call(**self._llm_args(request))
+                return self._reserve(invocation, request)
             except BudgetExceeded as exc:
                 if not self._can_pause():
                     raise
@@ -203,7 +224,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         """Async twin of ``_admit`` (throttling waits and ``on_limit`` grants are awaited)."""
         while True:
             try:
-                return await invocation.run.abefore_llm_call(**self._llm_args(request))
+                return await self._areserve(invocation, request)
             except BudgetExceeded as exc:
                 if not self._can_pause():
                     raise
@@ -245,7 +266,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         except Exception as exc:
             invocation.run.after_llm_call(step, **_failed(exc, started))
             raise
-        invocation.run.after_llm_call(step, **_answered(response, started))
+        invocation.run.after_llm_call(
+            step, **_answered(response, started, invocation.run.policy.record_content)
+        )
         return self._final_answer(invocation, step, response) if step.final else response
 
     async def awrap_model_call(
@@ -268,7 +291,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         except Exception as exc:
             await invocation.run.aafter_llm_call(step, **_failed(exc, started))
             raise
-        await invocation.run.aafter_llm_call(step, **_answered(response, started))
+        await invocation.run.aafter_llm_call(
+            step, **_answered(response, started, invocation.run.policy.record_content)
+        )
         return self._final_answer(invocation, step, response) if step.final else response
 
     # ---- tool calls ----------------------------------------------------------------------
@@ -334,8 +359,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             return answer
         started = time.perf_counter()
         try:
-            with calling_tool(invocation.run):
+            token = enter_tool(invocation.run)
+            try:
                 result = handler(request)
+            finally:
+                leave_tool(token)
         except Exception as exc:
             invocation.run.after_tool_call(step, ok=False, latency_s=_since(started), error=exc)
             raise
@@ -360,8 +388,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             return answer
         started = time.perf_counter()
         try:
-            with calling_tool(invocation.run):
+            token = enter_tool(invocation.run)
+            try:
                 result = await handler(request)
+            finally:
+                leave_tool(token)
         except Exception as exc:
             await invocation.run.aafter_tool_call(
                 step, ok=False, latency_s=_since(started), error=exc
@@ -395,10 +426,37 @@ def _final_note(step: Step) -> str | None:
     return FINAL_ANSWER_INSTRUCTION if step.final else None
 
 
+_LIMIT_KEYS = ("max_tokens", "max_completion_tokens")
+#: pydantic's own ``__getattr__`` (private attributes, extra fields), hidden from type checkers.
+_PYDANTIC_GETATTR = getattr(BaseModel, "__getattr__", None)
+
+
+@functools.cache
+def _class_limits(cls: type) -> tuple[str, ...] | None:
+    """The limit keys ``cls`` itself defines (properties, class attributes), or None when its
+    instances may find attributes elsewhere than in their fields (a custom ``__getattr__``)."""
+    if not issubclass(cls, BaseModel) or getattr(cls, "__getattr__", None) is not _PYDANTIC_GETATTR:
+        return None
+    return tuple(k for k in _LIMIT_KEYS if hasattr(cls, k))
+
+
 def _model_limits(model: BaseChatModel) -> dict[str, Any]:
-    return {
-        k: getattr(model, k) for k in ("max_tokens", "max_completion_tokens") if hasattr(model, k)
-    }
+    """The model's own output-token limits. Like ``getattr``, without pydantic raising (and
+    catching) an AttributeError for each limit the model does not have."""
+    on_class = _class_limits(type(model))
+    if on_class is None:
+        return {k: getattr(model, k) for k in _LIMIT_KEYS if hasattr(model, k)}
+    fields = model.__dict__
+    extra = model.__pydantic_extra__
+    limits: dict[str, Any] = {}
+    for k in _LIMIT_KEYS:
+        if k in on_class:
+            limits[k] = getattr(model, k)
+        elif k in fields:
+            limits[k] = fields[k]
+        elif extra and k in extra:
+            limits[k] = extra[k]
+    return limits
 
 
 def _since(started: float) -> float:
@@ -406,7 +464,10 @@ def _since(started: float) -> float:
 
 
 def _last_ai(response: ModelResponse[Any]) -> AIMessage | None:
-    return next((m for m in reversed(response.result) if isinstance(m, AIMessage)), None)
+    for message in reversed(response.result):
+        if isinstance(message, AIMessage):
+            return message
+    return None
 
 
 def _failed(exc: BaseException, started: float) -> dict[str, Any]:
@@ -414,12 +475,20 @@ def _failed(exc: BaseException, started: float) -> dict[str, Any]:
     return {"usage": Usage(), "latency_s": _since(started), "outcome": outcome_of_error(exc)}
 
 
-def _answered(response: ModelResponse[Any], started: float) -> dict[str, Any]:
+def _answered(response: ModelResponse[Any], started: float, record: bool) -> dict[str, Any]:
+    """What ``after_llm_call`` needs of a response. The core reads the text only to estimate
+    the output when usage is missing, or to record it (``record``: ``Policy.record_content``),
+    so it is only built then."""
+    latency_s = _since(started)
     message = _last_ai(response)
+    usage = usage_from_message(message)
+    text = None
+    if usage is None or record:
+        text = message.text if message is not None else ""
     return {
-        "usage": usage_from_message(message),
+        "usage": usage,
         "model": model_from_message(message),
-        "latency_s": _since(started),
+        "latency_s": latency_s,
         "outcome": outcome_of_message(message),
-        "output_text": message.text if message is not None else "",
+        "output_text": text,
     }
