@@ -18,17 +18,20 @@ from budgetwarden.run import Run, Step, ToolStep
 
 from ._attribution import Attribution
 from ._convert import (
+    ToolNames,
     max_tokens_of,
     model_from_result,
     model_from_start,
     outcome_of_error,
     outcome_of_message,
     tool_failed,
-    tool_names,
     usage_from_result,
 )
 
 __all__ = ["BudgetCallbackHandler"]
+
+#: How the handler keys LangChain runs (``_key``): a UUID's int, which hashes in C.
+Key = Any
 
 
 @dataclass
@@ -38,8 +41,8 @@ class _Invocation:
     run: Run
     thread: str | None = None
     transcript: list[BaseMessage] = field(default_factory=list)
-    llm_steps: dict[UUID, tuple[Step, float]] = field(default_factory=dict)
-    tool_steps: dict[UUID, tuple[ToolStep, float, str | None]] = field(default_factory=dict)
+    llm_steps: dict[Key, tuple[Step, float]] = field(default_factory=dict)
+    tool_steps: dict[Key, tuple[ToolStep, float, str | None]] = field(default_factory=dict)
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -72,16 +75,18 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._warden = warden
         self._attribution = Attribution(agent, user, workspace, workflow, task_class, key, thread)
         self._lock = threading.Lock()
-        self._invocations: dict[UUID, _Invocation] = {}
-        self._roots: dict[UUID, UUID] = {}
-        self._tool_runs: set[UUID] = set()
+        # Keyed by ``_key(run_id)``: a UUID hashes in Python, its int in C.
+        self._invocations: dict[Key, _Invocation] = {}
+        self._roots: dict[Key, Key] = {}
+        self._tool_runs: set[Key] = set()
+        self._tools = ToolNames()
 
     # ---- run bookkeeping -------------------------------------------------------------
 
     def _enter(
         self,
-        run_id: UUID,
-        parent_run_id: UUID | None,
+        run_id: Key,
+        parent_run_id: Key | None,
         metadata: Mapping[str, Any] | None,
         *,
         kind: str = "call",
@@ -108,7 +113,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         thread = _thread_from(metadata)
         return _Invocation(self._attribution.open_run(self._warden, thread, parent=parent), thread)
 
-    def _adopt_subgraph(self, graph_run: UUID, metadata: Mapping[str, Any] | None) -> None:
+    def _adopt_subgraph(self, graph_run: Key, metadata: Mapping[str, Any] | None) -> None:
         """A node of a graph nested in another graph's step starts: that graph (a subgraph
         node) becomes a child run of its caller's, before any of its calls is made."""
         with self._lock:
@@ -119,12 +124,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             self._roots[graph_run] = graph_run
             self._invocations[graph_run] = self._open(metadata, caller)
 
-    def _lookup(self, run_id: UUID) -> _Invocation | None:
+    def _lookup(self, run_id: Key) -> _Invocation | None:
         with self._lock:
             root = self._roots.get(run_id)
             return self._invocations.get(root) if root is not None else None
 
-    def _leave(self, run_id: UUID, error: BaseException | None = None) -> None:
+    def _leave(self, run_id: Key, error: BaseException | None = None) -> None:
         """Forget a finished LangChain run; finish the budgetwarden Run at its root."""
         with self._lock:
             self._tool_runs.discard(run_id)
@@ -137,7 +142,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 if invocation.run.parent is None:
                     error.partial = list(invocation.transcript)
 
-    def _refuse(self, invocation: _Invocation, run_id: UUID, exc: BudgetError) -> BudgetError:
+    def _refuse(self, invocation: _Invocation, run_id: Key, exc: BudgetError) -> BudgetError:
         """Attach the transcript so far to a refusal (and a pause handle under
         ``on_exceeded="pause"``); a refused root run ends here."""
         exc.partial = list(invocation.transcript)
@@ -180,17 +185,18 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """Open a budgetwarden Run at the root chain (a child run for a nested graph); map
         other chains to their run."""
-        if parent_run_id is not None and _nested_node(tags, metadata):
-            self._adopt_subgraph(parent_run_id, metadata)
-        self._enter(run_id, parent_run_id, metadata, kind="chain")
+        parent = _key(parent_run_id) if parent_run_id is not None else None
+        if parent is not None and _nested_node(tags, metadata):
+            self._adopt_subgraph(parent, metadata)
+        self._enter(_key(run_id), parent, metadata, kind="chain")
 
     def on_chain_end(self, outputs: dict[str, Any] | Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Finish the budgetwarden Run when the root chain ends."""
-        self._leave(run_id)
+        self._leave(_key(run_id))
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Finish the budgetwarden Run, with the error, when the root chain fails."""
-        self._leave(run_id, error)
+        self._leave(_key(run_id), error)
 
     def on_retriever_start(
         self,
@@ -203,15 +209,15 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Map a retriever run to its root, so model calls inside it count for that run."""
-        self._enter(run_id, parent_run_id, metadata)
+        self._enter(_key(run_id), _parent_key(parent_run_id), metadata)
 
     def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Forget a finished retriever run."""
-        self._leave(run_id)
+        self._leave(_key(run_id))
 
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Forget a failed retriever run."""
-        self._leave(run_id, error)
+        self._leave(_key(run_id), error)
 
     # ---- model calls -------------------------------------------------------------------
 
@@ -227,10 +233,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Check the caps before a chat model runs; raise ``BudgetExceeded`` to stop it."""
-        invocation = self._enter(run_id, parent_run_id, metadata)
+        key = _key(run_id)
+        invocation = self._enter(key, _parent_key(parent_run_id), metadata)
         prompt = list(messages[0]) if messages else []
         invocation.transcript = prompt
-        self._before_llm(invocation, run_id, prompt, serialized, metadata, invocation_params)
+        self._before_llm(invocation, key, prompt, serialized, metadata, invocation_params)
 
     def on_llm_start(
         self,
@@ -244,15 +251,16 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Check the caps before a plain (text) LLM runs; raise ``BudgetExceeded`` to stop it."""
-        invocation = self._enter(run_id, parent_run_id, metadata)
+        key = _key(run_id)
+        invocation = self._enter(key, _parent_key(parent_run_id), metadata)
         prompt: list[BaseMessage] = [HumanMessage(content=text) for text in prompts]
         invocation.transcript = prompt
-        self._before_llm(invocation, run_id, prompt, serialized, metadata, invocation_params)
+        self._before_llm(invocation, key, prompt, serialized, metadata, invocation_params)
 
     def _before_llm(
         self,
         invocation: _Invocation,
-        run_id: UUID,
+        run_id: Key,
         prompt: Sequence[BaseMessage],
         serialized: Mapping[str, Any] | None,
         metadata: Mapping[str, Any] | None,
@@ -263,7 +271,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 model_from_start(serialized, metadata, params),
                 prompt,
                 max_tokens=max_tokens_of(params, metadata),
-                tools=tool_names((params or {}).get("tools")),
+                tools=self._tools.names(params.get("tools") if params else None),
             )
         except BudgetError as exc:
             raise self._refuse(invocation, run_id, exc) from None
@@ -271,26 +279,34 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the call's real usage and price it as the model that answered."""
-        invocation = self._lookup(run_id)
-        if invocation is not None and (pending := invocation.llm_steps.pop(run_id, None)):
+        key = _key(run_id)
+        invocation = self._lookup(key)
+        if invocation is not None and (pending := invocation.llm_steps.pop(key, None)):
             step, started = pending
+            latency_s = time.perf_counter() - started
             message = _first_message(response)
+            usage = usage_from_result(response)
+            # The core reads the text only to estimate a missing usage, or to record it.
+            text = None
+            if usage is None or invocation.run.policy.record_content:
+                text = _text_of(response)
             invocation.run.after_llm_call(
                 step,
-                usage_from_result(response),
+                usage,
                 model=model_from_result(response),
-                latency_s=time.perf_counter() - started,
+                latency_s=latency_s,
                 outcome=outcome_of_message(message),
-                output_text=_text_of(response),
+                output_text=text,
             )
             if message is not None:
                 invocation.transcript.append(message)
-        self._leave(run_id)
+        self._leave(key)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Record a failed model call (timeout, rate limit, provider error)."""
-        invocation = self._lookup(run_id)
-        if invocation is not None and (pending := invocation.llm_steps.pop(run_id, None)):
+        key = _key(run_id)
+        invocation = self._lookup(key)
+        if invocation is not None and (pending := invocation.llm_steps.pop(key, None)):
             step, started = pending
             invocation.run.after_llm_call(
                 step,
@@ -298,7 +314,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 latency_s=time.perf_counter() - started,
                 outcome=outcome_of_error(error),
             )
-        self._leave(run_id, error)
+        self._leave(key, error)
 
     # ---- tool calls --------------------------------------------------------------------
 
@@ -314,7 +330,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Check the caps before a tool runs; raise ``BudgetExceeded`` or ``ToolDenied``."""
-        invocation = self._enter(run_id, parent_run_id, metadata, kind="tool")
+        key = _key(run_id)
+        invocation = self._enter(key, _parent_key(parent_run_id), metadata, kind="tool")
         name = str((serialized or {}).get("name") or kwargs.get("name") or "tool")
         call_id = kwargs.get("tool_call_id")
         try:
@@ -322,13 +339,14 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 name, inputs if inputs is not None else input_str, call_id=call_id
             )
         except BudgetError as exc:
-            raise self._refuse(invocation, run_id, exc) from None
-        invocation.tool_steps[run_id] = (tool_step, time.perf_counter(), call_id)
+            raise self._refuse(invocation, key, exc) from None
+        invocation.tool_steps[key] = (tool_step, time.perf_counter(), call_id)
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Record a finished tool call; an error ToolMessage counts as a failed call."""
-        invocation = self._lookup(run_id)
-        if invocation is not None and (pending := invocation.tool_steps.pop(run_id, None)):
+        key = _key(run_id)
+        invocation = self._lookup(key)
+        if invocation is not None and (pending := invocation.tool_steps.pop(key, None)):
             tool_step, started, call_id = pending
             failed = tool_failed(output)
             invocation.run.after_tool_call(
@@ -338,17 +356,26 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 error=str(output.content) if failed else None,
             )
             invocation.transcript.append(_tool_message(output, call_id, tool_step))
-        self._leave(run_id)
+        self._leave(key)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Record a tool call that raised."""
-        invocation = self._lookup(run_id)
-        if invocation is not None and (pending := invocation.tool_steps.pop(run_id, None)):
+        key = _key(run_id)
+        invocation = self._lookup(key)
+        if invocation is not None and (pending := invocation.tool_steps.pop(key, None)):
             tool_step, started, _ = pending
             invocation.run.after_tool_call(
                 tool_step, ok=False, latency_s=time.perf_counter() - started, error=repr(error)
             )
-        self._leave(run_id, error)
+        self._leave(key, error)
+
+
+def _key(run_id: UUID) -> Key:
+    return run_id.int if type(run_id) is UUID else run_id
+
+
+def _parent_key(parent_run_id: UUID | None) -> Key | None:
+    return _key(parent_run_id) if parent_run_id is not None else None
 
 
 def _thread_from(metadata: Mapping[str, Any] | None) -> str | None:
@@ -360,9 +387,10 @@ def _thread_from(metadata: Mapping[str, Any] | None) -> str | None:
 def _nested_node(tags: Sequence[str] | None, metadata: Mapping[str, Any] | None) -> bool:
     """True for a node of a LangGraph graph that runs inside another graph's step: its
     checkpoint namespace nests (``"sub:<task>|model:<task>"``)."""
-    namespace = (metadata or {}).get("langgraph_checkpoint_ns")
-    is_node = any(tag.startswith("graph:step:") for tag in tags or ())
-    return is_node and isinstance(namespace, str) and "|" in namespace
+    namespace = metadata.get("langgraph_checkpoint_ns") if metadata else None
+    if not isinstance(namespace, str) or "|" not in namespace:
+        return False
+    return any(tag.startswith("graph:step:") for tag in tags or ())
 
 
 def _first_message(response: LLMResult) -> BaseMessage | None:

@@ -16,7 +16,7 @@ from lc_fakes import CountedTool, ScriptedChatModel, agent_graph, inputs, make_w
 from pydantic import BaseModel, ConfigDict
 
 from budgetwarden import Limits, Policy
-from budgetwarden.integrations.langchain import BudgetMiddleware
+from budgetwarden.integrations.langchain import BudgetCallbackHandler, BudgetMiddleware
 from budgetwarden.integrations.langchain._convert import ToolNames, tool_names
 from budgetwarden.integrations.langchain.middleware import _model_limits
 from budgetwarden.usage import estimate_tokens
@@ -154,3 +154,50 @@ def test_with_usage_and_no_recording_the_text_is_not_needed(mode: str, search: C
     run_agent(agent, mode)
     events = [event for event in sink.cost_events if event.kind == "llm"]
     assert [(e.output_tokens, e.estimated, e.response) for e in events] == [(33, False, None)] * 3
+
+
+# ---------------------------------------------------------------------------- the callback handler
+
+
+def test_the_handler_estimates_a_missing_usage_from_the_text(search: CountedTool) -> None:
+    model = ScriptedChatModel(report_usage=False)
+    warden, sink = make_warden()
+    result = agent_graph(model, [search.tool]).invoke(
+        inputs("answer after 1"), config={"callbacks": [BudgetCallbackHandler(warden)]}
+    )
+    events = [event for event in sink.cost_events if event.kind == "llm"]
+    assert all(event.estimated for event in events)
+    assert events[-1].output_tokens == estimate_tokens(result["messages"][-1].text) > 0
+    assert all(event.response is None for event in events), "record_content is off"
+
+
+def test_the_handler_records_each_response_under_record_content(search: CountedTool) -> None:
+    model = ScriptedChatModel()
+    warden, sink = make_warden(Policy(record_content=True))
+    result = agent_graph(model, [search.tool]).invoke(
+        inputs("answer after 2"), config={"callbacks": [BudgetCallbackHandler(warden)]}
+    )
+    answers = [m for m in result["messages"] if isinstance(m, AIMessage)]
+    events = [event for event in sink.cost_events if event.kind == "llm"]
+    assert not any(event.estimated for event in events)
+    assert [event.response for event in events] == [m.text for m in answers]
+    assert events[-1].response
+
+
+def test_the_handler_sees_the_tools_of_each_call(search: CountedTool) -> None:
+    """Two agents with other tools through one handler: each call counts its own tools."""
+    warden, _ = make_warden()
+    handler = BudgetCallbackHandler(warden)
+    seen: list[list[str] | None] = []
+    names = handler._tools.names
+
+    def spy(tools: Any) -> list[str] | None:
+        seen.append(names(tools))
+        return seen[-1]
+
+    handler._tools.names = spy  # type: ignore[method-assign]
+    lookup = CountedTool("lookup")
+    for tools in ([search.tool], [search.tool, lookup.tool], [lookup.tool]):
+        model = ScriptedChatModel(tool=tools[0].name, answer_after=0)
+        agent_graph(model, tools).invoke(inputs(), config={"callbacks": [handler]})
+    assert seen == [["search"], ["search", "lookup"], ["lookup"]]
