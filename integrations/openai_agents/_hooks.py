@@ -23,7 +23,7 @@ from ._routing import outcome_of
 from ._state import GovernedRun, LlmCall, scope_key
 from ._translate import (
     agent_tool_names,
-    estimate_messages,
+    estimate_input_tokens,
     model_name,
     response_outcome,
     response_text,
@@ -192,15 +192,21 @@ class BudgetRunHooks(RunHooks[Any]):
             state.last_response, state.last_agent = response, agent
             if not call.settled:
                 call.settled = True
+                latency_s = time.monotonic() - call.started
+                usage = usage_of(response.usage)
+                # The core reads the text only to estimate a missing usage, or to record it.
+                text = None
+                if usage is None or state.run.policy.record_content:
+                    text = response_text(response, include_tool_calls=True)
                 await state.run.aafter_llm_call(
                     call.step,
-                    usage_of(response.usage),
+                    usage,
                     # Without the routed provider the agent's own model answered, whatever
                     # the step chose: price the model that ran.
                     model=call.dispatched_model or model_name(agent.model),
-                    latency_s=time.monotonic() - call.started,
+                    latency_s=latency_s,
                     outcome=response_outcome(response, agent),
-                    output_text=response_text(response, include_tool_calls=True),
+                    output_text=text,
                 )
         if self._inner is not None:
             await self._inner.on_llm_end(context, agent, response)
@@ -362,7 +368,7 @@ class BudgetRunHooks(RunHooks[Any]):
         try:
             return await state.run.abefore_llm_call(
                 None if routed and agent.model is None else model_name(agent.model),
-                estimate_messages(system_prompt, input_items),
+                input_tokens=estimate_input_tokens(system_prompt, input_items),
                 max_tokens=agent.model_settings.max_tokens,
                 tools=agent_tool_names(agent),
             )

@@ -17,8 +17,10 @@ from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessa
 
 from budgetwarden import Usage
 from budgetwarden.compress import compress_messages
+from budgetwarden.usage import CHARS_PER_TOKEN, TOKENS_PER_MESSAGE
 
 __all__ = [
+    "estimate_input_tokens",
     "estimate_messages",
     "agent_tool_names",
     "compress_input",
@@ -111,6 +113,42 @@ def estimate_messages(
     return messages
 
 
+def _item_chars(item: Any) -> int:
+    """``len(_item_text(item))``, without building the text for the usual dict items."""
+    if type(item) is dict:
+        kind = item.get("type")
+        if kind == "function_call":
+            name, arguments = item.get("name"), item.get("arguments")
+            if type(name) is str and type(arguments) is str:
+                return len(name) + len(arguments) + 2  # f"{name}({arguments})"
+        elif kind == "function_call_output":
+            output = item.get("output")
+            if type(output) is str:
+                return len(output)
+        else:
+            content = item.get("content")
+            if type(content) is str:
+                return len(content)
+    return len(_item_text(item))
+
+
+def _text_tokens(chars: int) -> int:
+    """The core's estimate of one message of ``chars`` characters (``message_tokens``)."""
+    return TOKENS_PER_MESSAGE - (-chars // CHARS_PER_TOKEN)
+
+
+def estimate_input_tokens(system_prompt: str | None, input_items: str | list[Any]) -> int:
+    """The core's token estimate of ``estimate_messages(system_prompt, input_items)``,
+    counted from the items' text lengths without building the messages (the SDK hands the
+    model new item dicts at every turn, so there is nothing to cache per item)."""
+    tokens = _text_tokens(len(system_prompt)) if system_prompt else 0
+    if isinstance(input_items, str):
+        return tokens + _text_tokens(len(input_items))
+    for item in input_items:
+        tokens += _text_tokens(_item_chars(item))
+    return tokens
+
+
 def response_text(response: ModelResponse, *, include_tool_calls: bool = False) -> str:
     """The text a model call produced (its messages, optionally its tool calls' arguments)."""
     parts: list[str] = []
@@ -156,11 +194,17 @@ def response_outcome(response: ModelResponse, agent: Agent[Any]) -> str:
     Tools the SDK adds at run time (MCP servers) are not known here, so an agent with MCP
     servers is only checked for its arguments.
     """
-    known = None if agent.mcp_servers else set(agent_tool_names(agent))
+    known: set[str] | None = None  # read at the first tool call: most answers have none
     for item in response.output:
         if not isinstance(item, ResponseFunctionToolCall):
             continue
-        if not _valid_json(item.arguments) or (known is not None and item.name not in known):
+        if not _valid_json(item.arguments):
+            return "tool_call_error"
+        if agent.mcp_servers:
+            continue
+        if known is None:
+            known = set(agent_tool_names(agent))
+        if item.name not in known:
             return "tool_call_error"
     return "ok"
 
