@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .base import BucketState, Charge, Ledger, ReserveOutcome, SyncLedger
+from .base import (
+    BucketState,
+    Charge,
+    Ledger,
+    ReserveOutcome,
+    Settlement,
+    SettlingLedger,
+    SyncLedger,
+)
 from .memory import MemoryLedger
 
 __all__ = [
@@ -11,6 +19,8 @@ __all__ = [
     "Ledger",
     "MemoryLedger",
     "ReserveOutcome",
+    "Settlement",
+    "SettlingLedger",
     "SyncLedger",
     "open_ledger",
 ]

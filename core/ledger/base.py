@@ -5,13 +5,17 @@ key the warden builds (``budget_key|scope=value|window_start``, values percent-e
 The rules (what to charge, which limit) are decided by the core; a ledger only applies them
 atomically and persists them. Sync and async methods share semantics; ``SyncLedger`` gives
 the async twins to ledgers whose I/O is local.
+
+A ledger that *settles* (``settles = True``) can apply commits inside another operation: a
+``reserve(..., settle=[(rid, charges), ...])`` first commits each settlement, then reserves,
+in one atomic operation (one round trip), and ``settle([...])`` applies several commits at once.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
 
 __all__ = [
@@ -21,6 +25,8 @@ __all__ = [
     "ValueStore",
     "Ledger",
     "ReserveOutcome",
+    "Settlement",
+    "SettlingLedger",
     "SyncLedger",
 ]
 
@@ -69,12 +75,11 @@ class ReserveOutcome:
     @classmethod
     def granted(cls, before: Sequence[BucketState], charges: Sequence[Charge]) -> ReserveOutcome:
         """All charges reserved: each bucket's state as it was, plus this reservation."""
-        return cls(
-            ok=True,
-            states=tuple(
-                BucketState(s.key, s.committed, s.reserved + c.amount, s.limit)
+        return granted_outcome(
+            tuple(
+                new_state(s.key, s.committed, s.reserved + c.amount, s.limit)
                 for s, c in zip(before, charges, strict=True)
-            ),
+            )
         )
 
     @classmethod
@@ -83,9 +88,61 @@ class ReserveOutcome:
         return cls(ok=False, states=(state,), refused=state, refused_amount=amount)
 
 
+# Hot-path constructors for ledgers: the same objects as ``BucketState(...)`` and
+# ``ReserveOutcome(True, states)``, built without a frozen dataclass's ``__init__`` (which
+# sets each field through ``object.__setattr__``): about half the cost, per call of a run.
+_new = object.__new__
+_STATE_FIELDS = ("key", "committed", "reserved", "limit")
+_OUTCOME_FIELDS = ("ok", "states", "refused", "refused_amount", "cancelled")
+if tuple(f.name for f in fields(BucketState)) != _STATE_FIELDS or (
+    tuple(f.name for f in fields(ReserveOutcome)) != _OUTCOME_FIELDS
+):  # pragma: no cover - a guard for whoever adds a field
+    raise AssertionError("update new_state / granted_outcome to the new fields")
+_set_key, _set_committed, _set_reserved, _set_limit = (
+    BucketState.__dict__[name].__set__ for name in _STATE_FIELDS
+)
+_set_ok, _set_states, _set_refused, _set_refused_amount, _set_cancelled = (
+    ReserveOutcome.__dict__[name].__set__ for name in _OUTCOME_FIELDS
+)
+
+
+def new_state(key: str, committed: float, reserved: float, limit: float) -> BucketState:
+    """``BucketState(key, committed, reserved, limit)``, built faster."""
+    state: BucketState = _new(BucketState)
+    _set_key(state, key)
+    _set_committed(state, committed)
+    _set_reserved(state, reserved)
+    _set_limit(state, limit)
+    return state
+
+
+def granted_outcome(states: tuple[BucketState, ...]) -> ReserveOutcome:
+    """``ReserveOutcome(ok=True, states=states)``, built faster."""
+    outcome: ReserveOutcome = _new(ReserveOutcome)
+    _set_ok(outcome, True)
+    _set_states(outcome, states)
+    _set_refused(outcome, None)
+    _set_refused_amount(outcome, 0.0)
+    _set_cancelled(outcome, None)
+    return outcome
+
+
+#: A commit carried by another operation: the reservation id and the real charges, applied
+#: exactly as ``commit(reservation_id, charges, now=now)`` would.
+Settlement = tuple[str, Sequence[Charge]]
+
+
 @runtime_checkable
 class Ledger(Protocol):
-    """Where spend is kept; every method is one atomic operation."""
+    """Where spend is kept; every method is one atomic operation.
+
+    A ledger MAY support settling: it then sets the class attribute ``settles = True``,
+    takes ``settle=`` in ``reserve``/``areserve`` and has ``settle``/``asettle``, so a
+    caller can fold the commit of one call into the reservation of the next (one round trip
+    per call instead of two). Callers look it up with ``getattr(ledger, "settles", False)``:
+    a ledger without the attribute (the default, ``settles = False``) is only given separate
+    ``commit`` calls and never the ``settle=`` keyword. The built-in ledgers all settle.
+    """
 
     uri: str
 
@@ -100,7 +157,12 @@ class Ledger(Protocol):
     ) -> ReserveOutcome:
         """Reserve every charge or none: each bucket's committed + live reservations + amount
         must stay within its limit. ``watch`` are cancel targets; if one is set, nothing is
-        reserved and ``cancelled`` names it. Expired leases are not counted."""
+        reserved and ``cancelled`` names it. Expired leases are not counted.
+
+        A ledger with ``settles = True`` also takes ``settle: Sequence[Settlement] = ()``:
+        those commits are applied first, in the same atomic operation, and stay applied even
+        when the reservation is refused or cancelled (they are spend that already happened);
+        the outcome's states then include them."""
 
     def commit(
         self, reservation_id: str, charges: Sequence[Charge], *, now: float
@@ -156,6 +218,48 @@ class Ledger(Protocol):
 
 
 @runtime_checkable
+class SettlingLedger(Ledger, Protocol):
+    """A ledger that settles: commits ride along with a reservation, or go several at once.
+
+    Check ``getattr(ledger, "settles", False)`` before using it as one (the class attribute,
+    not ``isinstance``: a runtime check cannot see the ``settle=`` keyword)."""
+
+    settles: bool
+
+    def reserve(
+        self,
+        reservation_id: str,
+        charges: Sequence[Charge],
+        *,
+        now: float,
+        lease_until: float,
+        watch: Sequence[str] = (),
+        settle: Sequence[Settlement] = (),
+    ) -> ReserveOutcome:
+        """``Ledger.reserve``, after applying each settlement as ``commit`` would, in the same
+        atomic operation. The settlements stay applied whatever the reservation's outcome
+        (refused, cancelled); its states are the buckets after the settlements and it."""
+
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> None:
+        """Apply several commits in one atomic operation (each as ``commit`` would)."""
+
+    async def areserve(
+        self,
+        reservation_id: str,
+        charges: Sequence[Charge],
+        *,
+        now: float,
+        lease_until: float,
+        watch: Sequence[str] = (),
+        settle: Sequence[Settlement] = (),
+    ) -> ReserveOutcome:
+        """Async twin of ``reserve``."""
+
+    async def asettle(self, settlements: Sequence[Settlement], *, now: float) -> None:
+        """Async twin of ``settle``."""
+
+
+@runtime_checkable
 class ValueStore(Protocol):
     """A ledger that can also keep small named values (pause handles), across processes."""
 
@@ -177,9 +281,13 @@ class SyncLedger(ABC):
 
     ``offload`` runs them in a worker thread (for file I/O that may wait on a lock), so an
     event loop is never blocked; a memory ledger calls them inline.
+
+    A backend that sets ``settles = True`` takes ``settle=`` in ``reserve`` and overrides
+    ``settle`` with one atomic operation; one that does not is never given ``settle=``.
     """
 
     offload: bool = False
+    settles: bool = False
 
     @abstractmethod
     def reserve(
@@ -190,8 +298,9 @@ class SyncLedger(ABC):
         now: float,
         lease_until: float,
         watch: Sequence[str] = (),
+        settle: Sequence[Settlement] = (),
     ) -> ReserveOutcome:
-        """Implemented by every backend."""
+        """Implemented by every backend (``settle`` only by those with ``settles = True``)."""
 
     @abstractmethod
     def commit(
@@ -215,6 +324,12 @@ class SyncLedger(ABC):
             return await asyncio.to_thread(self.cancelled, targets)
         return self.cancelled(targets)
 
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> None:
+        """Apply several commits. This default commits them one by one; a backend with
+        ``settles = True`` overrides it with one atomic operation."""
+        for reservation_id, charges in settlements:
+            self.commit(reservation_id, charges, now=now)
+
     async def areserve(
         self,
         reservation_id: str,
@@ -223,20 +338,38 @@ class SyncLedger(ABC):
         now: float,
         lease_until: float,
         watch: Sequence[str] = (),
+        settle: Sequence[Settlement] = (),
     ) -> ReserveOutcome:
-        """Async twin of ``reserve``."""
+        """Async twin of ``reserve`` (``settle=`` is passed on only when given)."""
         if self.offload:
             import asyncio
+            import functools
 
-            return await asyncio.to_thread(
-                self.reserve,
+            call = functools.partial(
+                self.reserve, reservation_id, charges, now=now, lease_until=lease_until, watch=watch
+            )
+            if settle:
+                call = functools.partial(call, settle=settle)
+            return await asyncio.to_thread(call)
+        if settle:
+            return self.reserve(
                 reservation_id,
                 charges,
                 now=now,
                 lease_until=lease_until,
                 watch=watch,
+                settle=settle,
             )
         return self.reserve(reservation_id, charges, now=now, lease_until=lease_until, watch=watch)
+
+    async def asettle(self, settlements: Sequence[Settlement], *, now: float) -> None:
+        """Async twin of ``settle``."""
+        if self.offload:
+            import asyncio
+
+            await asyncio.to_thread(self.settle, settlements, now=now)
+        else:
+            self.settle(settlements, now=now)
 
     async def acommit(
         self, reservation_id: str, charges: Sequence[Charge], *, now: float

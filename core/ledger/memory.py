@@ -7,8 +7,18 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from .base import COMMIT_MEMORY_SECONDS, BucketState, Charge, ReserveOutcome, SyncLedger
+from .base import (
+    COMMIT_MEMORY_SECONDS,
+    BucketState,
+    Charge,
+    ReserveOutcome,
+    Settlement,
+    SyncLedger,
+    granted_outcome,
+    new_state,
+)
 
 __all__ = ["MemoryLedger"]
 
@@ -19,28 +29,71 @@ class _Bucket:
     expires_at: float = math.inf
     # reservation id -> (amount, lease_until)
     holds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    held: float = 0.0  # the holds' amounts, summed (exactly 0.0 when there are none)
     soonest: float = math.inf  # no lease ends before this (scan for expired ones from here)
 
     def reserved(self, now: float) -> float:
-        if self.holds and now >= self.soonest:
-            expired = [rid for rid, (_, until) in self.holds.items() if until <= now]
-            for rid in expired:
-                del self.holds[rid]
-            self.soonest = min((until for _, until in self.holds.values()), default=math.inf)
-        return sum(amount for amount, _ in self.holds.values())
+        """Live holds (those whose lease has not ended), summed."""
+        if now >= self.soonest:
+            self.expire(now)
+        return self.held
+
+    def expire(self, now: float) -> float:
+        """Forget holds whose lease ended; the live ones, summed."""
+        holds = self.holds
+        for rid in [rid for rid, (_, until) in holds.items() if until <= now]:
+            del holds[rid]
+        self.soonest = min((until for _, until in holds.values()), default=math.inf)
+        self.held = sum((amount for amount, _ in holds.values()), 0.0)
+        return self.held
 
     def hold(self, reservation_id: str, amount: float, lease_until: float) -> None:
-        self.holds[reservation_id] = (amount, lease_until)
-        self.soonest = min(self.soonest, lease_until)
+        holds = self.holds
+        old = holds.get(reservation_id)
+        holds[reservation_id] = (amount, lease_until)
+        if old is not None:  # the same reservation again: its new amount replaces the old
+            self.held = sum((a for a, _ in holds.values()), 0.0)
+        elif len(holds) == 1:
+            self.held = amount
+        else:
+            self.held += amount
+        if lease_until < self.soonest:
+            self.soonest = lease_until
+
+    def drop(self, reservation_id: str) -> None:
+        holds = self.holds
+        gone = holds.pop(reservation_id, None)
+        if gone is None:
+            return
+        if not holds:  # exact again whenever at most one hold is left: no drift lingers
+            self.held = 0.0
+            self.soonest = math.inf
+        elif len(holds) == 1:
+            self.held = next(iter(holds.values()))[0]
+        else:
+            self.held -= gone[0]
 
 
 class MemoryLedger(SyncLedger):
-    """A ledger in this process's memory, guarded by a lock. ``memory://``."""
+    """A ledger in this process's memory, guarded by a lock. ``memory://``.
+
+    Settlements (``reserve(settle=...)``, ``settle``) are applied by ``_commit_locked``, as
+    ``commit`` is, under the lock and in the same operation. A subclass may hook every commit
+    there; a subclass that overrides ``commit`` itself instead gets each settlement through
+    its ``commit`` (one by one, before the reservation), so it still sees all of them.
+    """
+
+    settles = True
+    _settle_through_commit = False  # set for subclasses that override ``commit``
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._settle_through_commit = cls.commit is not MemoryLedger.commit
 
     def __init__(self, uri: str = "memory://") -> None:
         self.uri = uri
         self._buckets: dict[str, _Bucket] = {}
-        self._reservations: dict[str, list[str]] = {}
+        self._reservations: dict[str, list[_Bucket]] = {}  # reservation id -> its buckets
         self._marks: dict[str, float] = {}
         self._done: dict[str, float] = {}  # committed reservation id -> until
         self._cancels: dict[str, str] = {}
@@ -56,41 +109,87 @@ class MemoryLedger(SyncLedger):
         now: float,
         lease_until: float,
         watch: Sequence[str] = (),
+        settle: Sequence[Settlement] = (),
     ) -> ReserveOutcome:
-        """Reserve all charges or none, within each bucket's limit."""
+        """Apply the settlements, then reserve all charges or none, within each bucket's
+        limit."""
+        if settle and self._settle_through_commit:
+            for rid, settled in settle:
+                self.commit(rid, settled, now=now)
+            settle = ()
         with self._lock:
-            for target in watch:
-                if target in self._cancels:
-                    return ReserveOutcome(ok=False, cancelled=target)
+            for rid, settled in settle:
+                self._commit_locked(rid, settled, now, False)
+            if self._cancels:
+                for target in watch:
+                    if target in self._cancels:
+                        return ReserveOutcome(ok=False, cancelled=target)
+            buckets = self._buckets
+            held: list[_Bucket] = []
             states = []
             for charge in charges:
-                bucket = self._bucket(charge, now)
-                reserved = bucket.reserved(now)
-                state = BucketState(charge.key, bucket.committed, reserved, charge.limit)
-                if charge.amount > 0 and bucket.committed + reserved + charge.amount > charge.limit:
-                    return ReserveOutcome.refusal(state, charge.amount)
-                states.append(state)
-            for charge in charges:
-                self._buckets[charge.key].hold(reservation_id, charge.amount, lease_until)
-            self._reservations[reservation_id] = [c.key for c in charges]
-            return ReserveOutcome.granted(states, charges)
+                key = charge.key
+                bucket = buckets.get(key)
+                if bucket is None:
+                    bucket = self._new_bucket(charge, now)
+                committed = bucket.committed
+                reserved = bucket.held if now < bucket.soonest else bucket.expire(now)
+                amount = charge.amount
+                if amount > 0 and committed + reserved + amount > charge.limit:
+                    state = BucketState(key, committed, reserved, charge.limit)
+                    return ReserveOutcome.refusal(state, amount)
+                held.append(bucket)
+                states.append(new_state(key, committed, reserved + amount, charge.limit))
+            for bucket, charge in zip(held, charges, strict=True):
+                bucket.hold(reservation_id, charge.amount, lease_until)
+            self._reservations[reservation_id] = held
+            return granted_outcome(tuple(states))
 
     def commit(
         self, reservation_id: str, charges: Sequence[Charge], *, now: float
     ) -> tuple[BucketState, ...]:
         """Drop the reservation and add the real amounts, once per reservation id."""
         with self._lock:
-            self._drop(reservation_id)
-            first = reservation_id not in self._done
-            self._done[reservation_id] = now + COMMIT_MEMORY_SECONDS
-            states = []
-            for charge in charges:
-                bucket = self._bucket(charge, now)
-                bucket.committed += charge.amount if first else 0.0
-                states.append(
-                    BucketState(charge.key, bucket.committed, bucket.reserved(now), charge.limit)
-                )
-            return tuple(states)
+            return self._commit_locked(reservation_id, charges, now, True)
+
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> None:
+        """Apply several commits under one lock."""
+        if self._settle_through_commit:
+            for rid, charges in settlements:
+                self.commit(rid, charges, now=now)
+            return
+        with self._lock:
+            for rid, charges in settlements:
+                self._commit_locked(rid, charges, now, False)
+
+    def _commit_locked(
+        self, reservation_id: str, charges: Sequence[Charge], now: float, states: bool = True
+    ) -> tuple[BucketState, ...]:
+        """One commit, with the lock held: by ``commit``, ``settle`` and ``reserve(settle=)``
+        (then ``states`` is False and nothing is returned)."""
+        self._drop(reservation_id)
+        done = self._done
+        first = reservation_id not in done
+        done[reservation_id] = now + COMMIT_MEMORY_SECONDS
+        if not states:
+            if first:
+                buckets = self._buckets
+                for charge in charges:
+                    bucket = buckets.get(charge.key)
+                    if bucket is None:
+                        bucket = self._new_bucket(charge, now)
+                    bucket.committed += charge.amount
+            return ()
+        out = []
+        for charge in charges:
+            bucket = self._buckets.get(charge.key)
+            if bucket is None:
+                bucket = self._new_bucket(charge, now)
+            if first:
+                bucket.committed += charge.amount
+            reserved = bucket.held if now < bucket.soonest else bucket.expire(now)
+            out.append(new_state(charge.key, bucket.committed, reserved, charge.limit))
+        return tuple(out)
 
     def release(self, reservation_id: str, *, now: float) -> None:
         """Drop the reservation."""
@@ -154,20 +253,16 @@ class MemoryLedger(SyncLedger):
     def close(self) -> None:
         """Nothing to release."""
 
-    def _bucket(self, charge: Charge, now: float) -> _Bucket:
-        bucket = self._buckets.get(charge.key)
-        if bucket is None:
-            bucket = self._buckets[charge.key] = _Bucket(expires_at=charge.expires_at)
-            self._ops += 1
-            if self._ops % 1024 == 0:
-                self._forget_ended_windows(now)
+    def _new_bucket(self, charge: Charge, now: float) -> _Bucket:
+        self._ops += 1
+        if self._ops % 1024 == 0:
+            self._forget_ended_windows(now)  # before adding: the new bucket is never forgotten
+        bucket = self._buckets[charge.key] = _Bucket(expires_at=charge.expires_at)
         return bucket
 
     def _drop(self, reservation_id: str) -> None:
-        for key in self._reservations.pop(reservation_id, ()):
-            bucket = self._buckets.get(key)
-            if bucket is not None:
-                bucket.holds.pop(reservation_id, None)
+        for bucket in self._reservations.pop(reservation_id, ()):
+            bucket.drop(reservation_id)
 
     def _forget_ended_windows(self, now: float) -> None:
         ended = [k for k, b in self._buckets.items() if b.expires_at <= now and not b.holds]

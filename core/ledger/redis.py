@@ -1,11 +1,12 @@
 """RedisLedger: budgets shared by every process on every host. ``redis://host:port/db``.
 
-Every reserve, commit and release is ONE Lua script (registered once, run with EVALSHA,
-reloaded on NOSCRIPT): one round trip, atomic across all of its charges. All keys of one
-ledger share the hash tag ``{bw:<namespace>}``, so the scripts also run on Redis Cluster
-and managed services that require single-slot scripts. Keys expire with their window (plus
-a margin); a reservation is a field of its bucket's holds hash, ``amount lease_until``, that
-no longer counts once its lease passed and is deleted by the next script touching it.
+Every reserve (with the commits it settles), commit, settle and release is ONE Lua script
+(registered once, run with EVALSHA, reloaded on NOSCRIPT): one round trip, atomic across all
+of its charges. All keys of one ledger share the hash tag ``{bw:<namespace>}``, so the
+scripts also run on Redis Cluster and managed services that require single-slot scripts.
+Keys expire with their window (plus a margin); a reservation is a field of its bucket's
+holds hash, ``amount lease_until``, that no longer counts once its lease passed and is
+deleted by the next script touching it.
 
 URI: ``redis://[:password@]host:port/db`` (also ``rediss://`` and ``unix://``) with optional
 ``namespace=`` (default ``default``), ``timeout=`` (seconds to wait for a reply, default 1)
@@ -40,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..errors import LedgerUnavailable
-from .base import COMMIT_MEMORY_SECONDS, BucketState, Charge, ReserveOutcome
+from .base import COMMIT_MEMORY_SECONDS, BucketState, Charge, ReserveOutcome, Settlement
 
 __all__ = ["RedisLedger"]
 
@@ -78,20 +79,43 @@ local function drop(record, rid)
   for _, holds in ipairs(redis.call('SMEMBERS', record)) do redis.call('HDEL', holds, rid) end
   redis.call('DEL', record)
 end
+-- Settlements from KEYS[k] and ARGV[a] on: each is a commit (states aside). ARGV: done marker
+-- ttl ms, #settlements, then per settlement: rid, #charges, per charge: amount, expires_at,
+-- bucket ttl ms. KEYS per settlement: record, done marker, bucket per charge.
+local function settle(k, a)
+  local done_ttl, count = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  for _ = 1, count do
+    local rid, m = ARGV[a], tonumber(ARGV[a + 1])
+    local first = redis.call('SET', KEYS[k + 1], '1', 'NX', 'PX', done_ttl)
+    drop(KEYS[k], rid)
+    a, k = a + 2, k + 2
+    for _ = 1, m do
+      if first then
+        local c = tonumber(redis.call('HGET', KEYS[k], 'c') or '0') + tonumber(ARGV[a])
+        redis.call('HSET', KEYS[k], 'c', fmt(c))
+        touch(KEYS[k], ARGV[a + 1], tonumber(ARGV[a + 2]))
+      end
+      a, k = a + 3, k + 1
+    end
+  end
+end
 """
 
-# KEYS: cancels, record, then (bucket, holds) per charge.
-# ARGV: rid, now, lease_until, hold ttl ms, #watch, watch..., then per charge:
-#       amount, limit, expires_at, bucket ttl ms.
+# KEYS: cancels, record, then (bucket, holds) per charge, then the settlements' keys.
+# ARGV: rid, now, lease_until, hold ttl ms, #charges, #watch, watch..., then per charge:
+#       amount, limit, expires_at, bucket ttl ms; then the settlements (see ``settle``).
+# The settlements are applied first and stay applied whatever the reservation's outcome.
 _RESERVE = (
     _LUA_HELPERS
     + """
 local rid, now, lease = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local hold_ttl, nwatch = tonumber(ARGV[4]), tonumber(ARGV[5])
+local hold_ttl, n, nwatch = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local base = 6 + nwatch
+if #ARGV > base + 4 * n then settle(3 + 2 * n, base + 4 * n + 1) end
 for i = 1, nwatch do
-  if redis.call('HEXISTS', KEYS[1], ARGV[5 + i]) == 1 then return {'cancelled', ARGV[5 + i]} end
+  if redis.call('HEXISTS', KEYS[1], ARGV[6 + i]) == 1 then return {'cancelled', ARGV[6 + i]} end
 end
-local n, base = (#KEYS - 2) / 2, 5 + nwatch
 local committed, reserved = {}, {}
 for i = 1, n do
   local a = base + (i - 1) * 4
@@ -118,6 +142,9 @@ if n > 0 then extend(KEYS[2], hold_ttl) end
 return out
 """
 )
+
+# KEYS and ARGV: the settlements only (see ``settle``).
+_SETTLE = _LUA_HELPERS + "settle(1, 1)\nreturn 1\n"
 
 # KEYS: record, done marker, then (bucket, holds) per charge.
 # ARGV: rid, now, done marker ttl ms, then per charge: amount, expires_at, bucket ttl ms.
@@ -218,6 +245,7 @@ def _ttl_ms(until: float, now: float) -> int:
 class _Scripts:
     reserve: Any
     commit: Any
+    settle: Any
     release: Any
     state: Any
     list_values: Any
@@ -228,6 +256,7 @@ def _register(client: Any) -> _Scripts:
     return _Scripts(
         reserve=client.register_script(_RESERVE),
         commit=client.register_script(_COMMIT),
+        settle=client.register_script(_SETTLE),
         release=client.register_script(_RELEASE),
         state=client.register_script(_STATE),
         list_values=client.register_script(_LIST_VALUES),
@@ -240,6 +269,8 @@ class RedisLedger:
     ``RedisLedger("redis://127.0.0.1:6379/0?namespace=prod&timeout=0.5")``. Sync methods use
     redis-py; the async twins use ``redis.asyncio`` with one client per event loop.
     """
+
+    settles = True
 
     def __init__(self, uri: str) -> None:
         options = _parse_uri(uri)
@@ -268,9 +299,11 @@ class RedisLedger:
         now: float,
         lease_until: float,
         watch: Sequence[str] = (),
+        settle: Sequence[Settlement] = (),
     ) -> ReserveOutcome:
-        """Reserve all charges or none, within each bucket's limit: one script."""
-        keys, args = self._reserve_call(reservation_id, charges, now, lease_until, watch)
+        """Apply the settlements, then reserve all charges or none, within each bucket's
+        limit: one script."""
+        keys, args = self._reserve_call(reservation_id, charges, now, lease_until, watch, settle)
         with self._faults():
             reply = self._scripts.reserve(keys=keys, args=args)
         return _reserve_outcome(reply, charges)
@@ -283,6 +316,13 @@ class RedisLedger:
         with self._faults():
             reply = self._scripts.commit(keys=keys, args=args)
         return _commit_states(reply, charges)
+
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> None:
+        """Apply several commits, each as ``commit`` would: one script."""
+        if settlements:
+            keys, args = self._settle_call(settlements, now)
+            with self._faults():
+                self._scripts.settle(keys=keys, args=args)
 
     def release(self, reservation_id: str, *, now: float) -> None:
         """Drop the reservation; nothing is spent."""
@@ -371,9 +411,10 @@ class RedisLedger:
         now: float,
         lease_until: float,
         watch: Sequence[str] = (),
+        settle: Sequence[Settlement] = (),
     ) -> ReserveOutcome:
         """Async twin of ``reserve``."""
-        keys, args = self._reserve_call(reservation_id, charges, now, lease_until, watch)
+        keys, args = self._reserve_call(reservation_id, charges, now, lease_until, watch, settle)
         async with self._afaults():
             reply = await self._side().scripts.reserve(keys=keys, args=args)
         return _reserve_outcome(reply, charges)
@@ -386,6 +427,13 @@ class RedisLedger:
         async with self._afaults():
             reply = await self._side().scripts.commit(keys=keys, args=args)
         return _commit_states(reply, charges)
+
+    async def asettle(self, settlements: Sequence[Settlement], *, now: float) -> None:
+        """Async twin of ``settle``."""
+        if settlements:
+            keys, args = self._settle_call(settlements, now)
+            async with self._afaults():
+                await self._side().scripts.settle(keys=keys, args=args)
 
     async def arelease(self, reservation_id: str, *, now: float) -> None:
         """Async twin of ``release``."""
@@ -431,10 +479,11 @@ class RedisLedger:
         now: float,
         lease_until: float,
         watch: Sequence[str],
+        settle: Sequence[Settlement] = (),
     ) -> tuple[list[str], list[str]]:
         keys = [self._cancels, self._record(rid)]
         args = [rid, _num(now), _num(lease_until), str(_ttl_ms(lease_until, now))]
-        args += [str(len(watch)), *watch]
+        args += [str(len(charges)), str(len(watch)), *watch]
         for charge in charges:
             keys += self._bucket_keys(charge.key)
             args += [
@@ -443,7 +492,31 @@ class RedisLedger:
                 _num(charge.expires_at),
                 str(_ttl_ms(charge.expires_at, now)),
             ]
+        if settle:
+            self._add_settlements(keys, args, settle, now)
         return keys, args
+
+    def _settle_call(
+        self, settlements: Sequence[Settlement], now: float
+    ) -> tuple[list[str], list[str]]:
+        keys: list[str] = []
+        args: list[str] = []
+        self._add_settlements(keys, args, settlements, now)
+        return keys, args
+
+    def _add_settlements(
+        self, keys: list[str], args: list[str], settlements: Sequence[Settlement], now: float
+    ) -> None:
+        """The keys and arguments of the scripts' ``settle`` part."""
+        args += [str(int(COMMIT_MEMORY_SECONDS * 1000)), str(len(settlements))]
+        prefix = self._prefix
+        for rid, charges in settlements:
+            keys += [prefix + "r:" + rid, prefix + "d:" + rid]
+            args += [rid, str(len(charges))]
+            for charge in charges:
+                keys.append(prefix + "b:" + charge.key)
+                args += [_num(charge.amount), _num(charge.expires_at)]
+                args.append(str(_ttl_ms(charge.expires_at, now)))
 
     def _commit_call(
         self, rid: str, charges: Sequence[Charge], now: float

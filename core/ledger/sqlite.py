@@ -1,10 +1,11 @@
 """SQLiteLedger: durable budgets shared by every process on one host. ``sqlite:///path.db``.
 
-Every reserve, commit and release is one ``BEGIN IMMEDIATE`` transaction, so it is atomic
-across all of its charges and serialised with every other process using the file. The
-database runs in WAL mode (readers never wait for the writer); a writer waits up to the busy
-timeout for the lock, then the call fails with ``LedgerUnavailable`` and the warden applies
-its fault policy. Each thread has its own connection; a forked child opens new ones.
+Every reserve (with the commits it settles), commit, settle and release is one
+``BEGIN IMMEDIATE`` transaction, so it is atomic across all of its charges and serialised with every
+other process using the file. The database runs in WAL mode (readers never wait for the
+writer); a writer waits up to the busy timeout for the lock, then the call fails with
+``LedgerUnavailable`` and the warden applies its fault policy. Each thread has its own
+connection; a forked child opens new ones.
 
 URI: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (three slashes then the
 path, as SQLAlchemy spells it), with optional ``?timeout=<seconds>`` (busy timeout, default 5)
@@ -21,35 +22,51 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import LedgerUnavailable
-from .base import COMMIT_MEMORY_SECONDS, BucketState, Charge, ReserveOutcome, SyncLedger
+from .base import (
+    COMMIT_MEMORY_SECONDS,
+    BucketState,
+    Charge,
+    ReserveOutcome,
+    Settlement,
+    SyncLedger,
+    granted_outcome,
+    new_state,
+)
 
 __all__ = ["SQLiteLedger"]
 
+# WITHOUT ROWID tables and no index on holds' leases (the purge, once a minute, scans the few
+# holds): each write touches fewer B-tree pages, and a write costs about what it adds to the
+# WAL. Files made by earlier versions keep their layout; the statements work on both.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
     key TEXT PRIMARY KEY,
     committed REAL NOT NULL,
     expires_at REAL NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS holds (
     rid TEXT NOT NULL,
     key TEXT NOT NULL,
     amount REAL NOT NULL,
     lease_until REAL NOT NULL,
     PRIMARY KEY (rid, key)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS holds_by_key ON holds (key, lease_until);
-CREATE INDEX IF NOT EXISTS holds_by_lease ON holds (lease_until);
 CREATE TABLE IF NOT EXISTS marks (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS cancels (target TEXT PRIMARY KEY, reason TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS commits (rid TEXT PRIMARY KEY, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS commits (rid TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS vals (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
 """
+#: Page size of a new file: small pages make smaller WAL frames (an operation writes one frame
+#: per page it changes), about a fifth less time per operation than 4096 here.
+_PAGE_SIZE = 1024
 _PURGE_EVERY_SECONDS = 60.0
 _SYNCHRONOUS = ("normal", "full")
 
@@ -90,6 +107,7 @@ class SQLiteLedger(SyncLedger):
     """
 
     offload = True
+    settles = True
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -113,23 +131,47 @@ class SQLiteLedger(SyncLedger):
         now: float,
         lease_until: float,
         watch: Sequence[str] = (),
+        settle: Sequence[Settlement] = (),
     ) -> ReserveOutcome:
-        """Reserve all charges or none, within each bucket's limit, in one transaction."""
+        """Apply the settlements, then reserve all charges or none, within each bucket's
+        limit: one transaction."""
         with self._write(now) as db:
-            target = _first_cancelled(db, watch)
-            if target is not None:
-                return ReserveOutcome(ok=False, cancelled=target)
+            if settle:
+                _settle(db, settle, now)
+            if watch:
+                target = _first_cancelled(db, watch)
+                if target is not None:
+                    return ReserveOutcome(ok=False, cancelled=target)
+            if not charges:
+                return granted_outcome(())
+            found = _read_buckets(db, charges, now)
             states = []
+            missing = []
             for charge in charges:
-                state = _bucket_state(db, charge.key, charge.limit, now)
-                if charge.amount > 0 and state.committed + state.reserved + charge.amount > (
-                    charge.limit
-                ):
-                    return ReserveOutcome.refusal(state, charge.amount)
-                states.append(state)
-            for charge in charges:
-                _hold(db, reservation_id, charge, lease_until)
-            return ReserveOutcome.granted(states, charges)
+                committed, reserved = found[charge.key]
+                if committed is None:
+                    committed = 0.0
+                    missing.append(charge)
+                amount = charge.amount
+                if amount > 0 and committed + reserved + amount > charge.limit:
+                    state = BucketState(charge.key, committed, reserved, charge.limit)
+                    return ReserveOutcome.refusal(state, amount)
+                states.append(new_state(charge.key, committed, reserved + amount, charge.limit))
+            if missing:  # a hold's bucket row exists (purge keeps a bucket while it has holds)
+                _many(
+                    db,
+                    "INSERT INTO buckets (key, committed, expires_at) VALUES {} "
+                    "ON CONFLICT (key) DO NOTHING",
+                    "(?, 0.0, ?)",
+                    [(c.key, c.expires_at) for c in missing],
+                )
+            _many(
+                db,
+                "INSERT OR REPLACE INTO holds (rid, key, amount, lease_until) VALUES {}",
+                "(?, ?, ?, ?)",
+                [(reservation_id, c.key, c.amount, lease_until) for c in charges],
+            )
+            return granted_outcome(tuple(states))
 
     def commit(
         self, reservation_id: str, charges: Sequence[Charge], *, now: float
@@ -138,18 +180,27 @@ class SQLiteLedger(SyncLedger):
         transaction."""
         with self._write(now) as db:
             db.execute("DELETE FROM holds WHERE rid = ?", (reservation_id,))
-            first = (
-                db.execute(
-                    "INSERT INTO commits (rid, until) VALUES (?, ?) ON CONFLICT (rid) DO NOTHING",
-                    (reservation_id, now + COMMIT_MEMORY_SECONDS),
-                ).rowcount
-                == 1
-            )
+            first = _first_commit(db, reservation_id, now)
+            if not charges:
+                return ()
+            found = _read_buckets(db, charges, now)  # before the adds; states computed here
+            committed = {key: c or 0.0 for key, (c, _) in found.items()}
             states = []
             for charge in charges:
-                _add(db, charge if first else replace(charge, amount=0.0))
-                states.append(_bucket_state(db, charge.key, charge.limit, now))
+                if first:  # the same sum SQLite makes below: committed + (0.0 + amount)
+                    committed[charge.key] += 0.0 + charge.amount
+                states.append(
+                    new_state(charge.key, committed[charge.key], found[charge.key][1], charge.limit)
+                )
+            if first:
+                _add(db, charges)
             return tuple(states)
+
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> None:
+        """Apply several commits, each as ``commit`` would, in one transaction."""
+        if settlements:
+            with self._write(now) as db:
+                _settle(db, settlements, now)
 
     def release(self, reservation_id: str, *, now: float) -> None:
         """Drop the reservation; nothing is spent."""
@@ -294,6 +345,7 @@ class SQLiteLedger(SyncLedger):
                 check_same_thread=False,
                 factory=_Connection,
             )
+            db.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # no effect on an existing file
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._options.synchronous.upper()}")
             db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
@@ -341,24 +393,101 @@ def _bucket_state(db: sqlite3.Connection, key: str, limit: float, now: float) ->
     return BucketState(key, float(row[0] or 0.0), float(row[1]), limit)
 
 
-def _hold(db: sqlite3.Connection, rid: str, charge: Charge, lease_until: float) -> None:
-    db.execute(
-        "INSERT INTO buckets (key, committed, expires_at) VALUES (?, 0.0, ?) "
-        "ON CONFLICT (key) DO NOTHING",
-        (charge.key, charge.expires_at),
-    )
-    db.execute(
-        "INSERT OR REPLACE INTO holds (rid, key, amount, lease_until) VALUES (?, ?, ?, ?)",
-        (rid, charge.key, charge.amount, lease_until),
-    )
+#: Rows per multi-row statement: 4 parameters each stay under SQLite's oldest limit (999).
+_ROWS = 200
 
 
-def _add(db: sqlite3.Connection, charge: Charge) -> None:
-    db.execute(
-        "INSERT INTO buckets (key, committed, expires_at) VALUES (?, ?, ?) "
+@lru_cache(maxsize=256)
+def _sql(template: str, row: str, count: int) -> str:
+    """``template`` with ``count`` copies of ``row`` (a VALUES list or IN list)."""
+    return template.format(", ".join([row] * count))
+
+
+def _many(db: sqlite3.Connection, template: str, row: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """One statement for many rows (in order, so upserts apply one after another)."""
+    for at in range(0, len(rows), _ROWS):
+        chunk = rows[at : at + _ROWS]
+        db.execute(_sql(template, row, len(chunk)), [v for r in chunk for v in r])
+
+
+def _read_buckets(
+    db: sqlite3.Connection, charges: Sequence[Charge], now: float
+) -> dict[str, tuple[float | None, float]]:
+    """Each charged bucket's committed spend (None without a row) and live reservations:
+    one statement."""
+    keys = list(dict.fromkeys(c.key for c in charges))
+    found: dict[str, tuple[float | None, float]] = {}
+    for at in range(0, len(keys), _ROWS):
+        chunk = keys[at : at + _ROWS]
+        sql = _sql(
+            "WITH k(key) AS (VALUES {}) SELECT k.key, b.committed, "
+            "(SELECT TOTAL(amount) FROM holds h WHERE h.key = k.key AND h.lease_until > ?) "
+            "FROM k LEFT JOIN buckets b ON b.key = k.key",
+            "(?)",
+            len(chunk),
+        )
+        for key, committed, reserved in db.execute(sql, [*chunk, now]):
+            found[key] = (None if committed is None else float(committed), float(reserved))
+    return found
+
+
+def _first_commit(db: sqlite3.Connection, rid: str, now: float) -> bool:
+    """Remember ``rid`` as committed; True if it was not already."""
+    cursor = db.execute(
+        "INSERT INTO commits (rid, until) VALUES (?, ?) ON CONFLICT (rid) DO NOTHING",
+        (rid, now + COMMIT_MEMORY_SECONDS),
+    )
+    return cursor.rowcount == 1
+
+
+def _add(db: sqlite3.Connection, charges: Sequence[Charge]) -> None:
+    """Add the amounts to their buckets (created if missing), one after another."""
+    _many(
+        db,
+        "INSERT INTO buckets (key, committed, expires_at) VALUES {} "
         "ON CONFLICT (key) DO UPDATE SET committed = committed + excluded.committed",
-        (charge.key, 0.0 + charge.amount, charge.expires_at),  # 0.0 + x, as memory adds
+        "(?, ?, ?)",
+        [(c.key, 0.0 + c.amount, c.expires_at) for c in charges],  # 0.0 + x, as memory adds
     )
+
+
+def _settle(db: sqlite3.Connection, settlements: Sequence[Settlement], now: float) -> None:
+    """Each settlement as ``commit`` applies it (states aside): drop its holds, then add its
+    amounts if its reservation id is not committed yet. Three statements for any number."""
+    if len(settlements) == 1:
+        rid, charges = settlements[0]
+        db.execute("DELETE FROM holds WHERE rid = ?", (rid,))
+        if _first_commit(db, rid, now) and charges:
+            _add(db, charges)
+        return
+    rids = list(dict.fromkeys(rid for rid, _ in settlements))
+    done: set[str] = set()
+    for at in range(0, len(rids), _ROWS):
+        chunk = rids[at : at + _ROWS]
+        db.execute(_sql("DELETE FROM holds WHERE rid IN ({})", "?", len(chunk)), chunk)
+        done.update(
+            row[0]
+            for row in db.execute(
+                _sql("SELECT rid FROM commits WHERE rid IN ({})", "?", len(chunk)), chunk
+            )
+        )
+    fresh = [rid for rid in rids if rid not in done]
+    if fresh:
+        until = now + COMMIT_MEMORY_SECONDS
+        _many(
+            db,
+            "INSERT INTO commits (rid, until) VALUES {} ON CONFLICT (rid) DO NOTHING",
+            "(?, ?)",
+            [(rid, until) for rid in fresh],
+        )
+    first = set(fresh)
+    charges = []
+    for rid, settled in settlements:
+        if rid in first:
+            first.discard(rid)  # a reservation id repeated in the list commits once
+            charges.extend(settled)
+    if charges:
+        _add(db, charges)
 
 
 def _purge(db: sqlite3.Connection, now: float) -> None:

@@ -1,6 +1,6 @@
-"""Property tests: any reserve / commit / release sequence gives the same results on SQLite and
-Redis as on the memory ledger; committed spend is the sum of commits; calls that stay within
-their reservations never push a bucket past its limit."""
+"""Property tests: any reserve / commit / release / settle sequence gives the same results on
+SQLite and Redis as on the memory ledger; committed spend is the sum of commits (settled ones
+included); calls that stay within their reservations never push a bucket past its limit."""
 
 from __future__ import annotations
 
@@ -26,10 +26,19 @@ KEYS = range(len(LIMITS))
 # Amounts are multiples of 1/4, so every sum is exact and backends can be compared exactly.
 amounts = st.integers(0, 12).map(lambda q: q / 4)
 charges = st.lists(st.tuples(st.sampled_from(KEYS), amounts), min_size=1, max_size=3)
+# (which issued reservation, its real charges, clamped to what it reserved?), as for a commit
+settlements = st.lists(st.tuples(st.integers(0, 50), charges, st.booleans()), max_size=3)
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("reserve"), charges, st.sampled_from([5, 10, 20, 40])),
         st.tuples(st.just("commit"), st.integers(0, 50), charges, st.booleans()),
+        st.tuples(
+            st.just("settle_reserve"),
+            settlements,
+            st.lists(st.tuples(st.sampled_from(KEYS), amounts), max_size=3),
+            st.sampled_from([5, 10, 20, 40]),
+        ),
+        st.tuples(st.just("settle"), settlements),
         st.tuples(st.just("release"), st.integers(0, 50)),
         st.tuples(st.just("advance"), st.sampled_from([5, 10, 20])),  # often lands on a lease end
         st.tuples(st.just("state"), st.sampled_from(KEYS)),
@@ -96,6 +105,24 @@ def run_sequence(ledger: Ledger, prefix: str, sequence: list[tuple[Any, ...]]) -
     def as_charges(wanted: list[tuple[int, float]]) -> list[Charge]:
         return [Charge(f"{prefix}k{k}", a, LIMITS[k], ENDS[k]) for k, a in wanted]
 
+    def settled(picks: list[tuple[int, list[tuple[int, float]], bool]]) -> list[Any]:
+        """The settlements to send, applied to the model as commits (in order)."""
+        out = []
+        for index, wanted, within in picks:
+            rid = model.pick(index)
+            wanted = model.open_keys(wanted)
+            if within:
+                wanted = model.committed_within(rid, wanted)
+            else:
+                model.within_reservations = False
+            model.grants.pop(rid, None)
+            if rid not in model.done:
+                model.done.add(rid)
+                for k, a in wanted:
+                    model.commits[k] += a
+            out.append((rid, as_charges(wanted)))
+        return out
+
     for n, op in enumerate(sequence):
         kind = op[0]
         if kind == "reserve":
@@ -121,6 +148,20 @@ def run_sequence(ledger: Ledger, prefix: str, sequence: list[tuple[Any, ...]]) -
                 for k, a in wanted:
                     model.commits[k] += a
             out.append(normal(states, prefix))
+        elif kind == "settle_reserve":
+            rid = f"{prefix}r{n}"
+            settle = settled(op[1])
+            wanted = model.open_keys(op[2])
+            lease = model.now + op[3]
+            outcome = ledger.reserve(  # type: ignore[call-arg]
+                rid, as_charges(wanted), now=model.now, lease_until=lease, settle=settle
+            )
+            model.issued.append(rid)
+            if outcome.ok:
+                model.grants[rid] = (dict(wanted), lease)
+            out.append(normal(outcome, prefix))
+        elif kind == "settle":
+            ledger.settle(settled(op[1]), now=model.now)  # type: ignore[attr-defined]
         elif kind == "release":
             rid = model.pick(op[1])
             ledger.release(rid, now=model.now)
