@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import json.encoder
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,11 +101,24 @@ def _spend_refusal(
     return None
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
+#: The C encoder itself, made once (``JSONEncoder.encode`` builds one per call); None when
+#: the interpreter has no C accelerator (then ``_CANONICAL.encode`` does the same work).
+_C_CANONICAL: Any = None
+if callable(getattr(json.encoder, "c_make_encoder", None)):
+    _C_CANONICAL = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, str, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, True
+    )
+
+
 def tool_signature(name: str, args: Any) -> str:
     """A canonical text for a tool call, to spot the same call made over and over."""
     try:
-        text = json.dumps(args, sort_keys=True, default=str, separators=(",", ":"))
-    except (TypeError, ValueError):
+        if _C_CANONICAL is not None and isinstance(args, dict):
+            text = "".join(_C_CANONICAL(args, 0))  # what _CANONICAL.encode(args) returns
+        else:
+            text = _CANONICAL.encode(args)
+    except (TypeError, ValueError, RecursionError):
         text = repr(args)
     return f"{name}:{text}"
 

@@ -180,7 +180,11 @@ def event_from_dict(data: dict[str, Any]) -> Event:
 
 @runtime_checkable
 class Sink(Protocol):
-    """Anything with ``emit(event)`` receives every event."""
+    """Anything with ``emit(event)`` receives every event.
+
+    A sink may also have ``wants(event_type) -> bool``: when no sink wants CostEvents,
+    adapters do not build them (a sink without ``wants`` is given every event).
+    """
 
     def emit(self, event: Event) -> None:
         """Take one event; must not raise for ordinary I/O trouble (log it instead)."""
@@ -220,6 +224,10 @@ class StructlogSink:
             )
         return self._logger
 
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether events of this type would be logged now (their level is on)."""
+        return self._stdlib.isEnabledFor(_TYPE_LEVELS.get(kind, logging.WARNING))
+
     def emit(self, event: Event) -> None:
         """Log the event at its level, skipping all work when that level is off."""
         level = _level_of(event)
@@ -233,6 +241,9 @@ class StructlogSink:
         elif "level" in data:
             data["threshold"] = data.pop("level")
         self._log().log(level, name, **data)
+
+
+_TYPE_LEVELS: dict[type[Any], int] = {}  # filled below, once the types exist
 
 
 def _level_of(event: Event) -> int:
@@ -281,3 +292,6 @@ class ListSink:
     def alerts(self) -> list[BudgetAlert]:
         """Every BudgetAlert, in order."""
         return [e for e in self.events if isinstance(e, BudgetAlert)]
+
+
+_TYPE_LEVELS.update({CostEvent: logging.DEBUG, RunFinished: logging.DEBUG, Notice: logging.ERROR})

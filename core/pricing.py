@@ -521,13 +521,21 @@ class PriceBook:
         Every token is priced at the dearest rate it could be billed at: the tier the input
         falls in (or a lower one), no cache discount, reasoning at its own rate if dearer.
         """
+        flat = self._flat.get(model) or self.worst_case_rates(model)
+        if flat is None:  # banded: the bands depend on the token counts
+            return _worst_case(self._rule(model), input_tokens, max_output_tokens)
+        return input_tokens * flat[0] + max_output_tokens * flat[1]
+
+    def worst_case_rates(self, model: str) -> tuple[float, float] | None:
+        """The (input, output) USD per token ``worst_case_cost`` charges a model billed at
+        one rate whatever the size of the call; None for a model with size-dependent tiers."""
         flat = self._flat.get(model)
         if flat is None:
             rule = self._rule(model)
-            if rule.steps or rule.tiers:  # banded: the bands depend on the token counts
-                return _worst_case(rule, input_tokens, max_output_tokens)
+            if rule.steps or rule.tiers:
+                return None
             flat = self._flat[model] = _dearest(rule, [rule.base])
-        return input_tokens * flat[0] + max_output_tokens * flat[1]
+        return flat
 
     def models(self) -> list[str]:
         """Every chat, completion or responses model in LiteLLM's map with token prices."""

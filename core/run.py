@@ -17,14 +17,15 @@ from typing import Any
 from .errors import BudgetExceeded
 from .events import CostEvent
 from .pause import PauseHandle
-from .run_core import RunCore, _Attempt
+from .run_core import _Attempt
+from .run_fast import FastPaths
 from .steps import FINAL_ANSWER_INSTRUCTION, Step, ToolStep
 from .usage import Usage
 
 __all__ = ["FINAL_ANSWER_INSTRUCTION", "Run", "Step", "ToolStep"]
 
 
-class Run(RunCore):
+class Run(FastPaths):
     """One agent run: counters, caps, routing state and reservations. Made by ``Warden.run``.
 
     Call ``before_llm_call`` / ``after_llm_call`` and ``before_tool_call`` /
@@ -66,6 +67,11 @@ class Run(RunCore):
         A budget with ``when_exhausted="wait"`` holds the call (sleeping) until its window
         frees it; ``Warden(on_limit=...)`` may grant more before a refusal.
         """
+        claim = self._quick_llm_claim(model, messages, max_tokens, input_tokens)
+        if claim is not None:
+            outcome = self.warden._reserve(claim[7], claim[0], self._watch)
+            if (step := self._quick_llm_hold(claim, outcome)) is not None:
+                return step
         request = self._llm_request(model, messages, max_tokens, input_tokens, tools)
         attempt = _Attempt(self._llm_plans(request))
         while True:
@@ -97,6 +103,11 @@ class Run(RunCore):
         tools: Sequence[Any] | None = None,
     ) -> Step:
         """Async twin of ``before_llm_call`` (waits await; they never block the loop)."""
+        claim = self._quick_llm_claim(model, messages, max_tokens, input_tokens)
+        if claim is not None:
+            outcome = await self.warden._areserve(claim[7], claim[0], self._watch)
+            if (step := self._quick_llm_hold(claim, outcome)) is not None:
+                return step
         request = self._llm_request(model, messages, max_tokens, input_tokens, tools)
         attempt = _Attempt(self._llm_plans(request))
         while True:
@@ -137,8 +148,39 @@ class Run(RunCore):
         usage, real_model, cost = self._price_result(step, usage, model, output_text)
         charges = self._llm_commit_charges(step, usage, cost)
         states = self.warden._commit(step.id, charges)
-        return self._record_llm(
+        event = self._record_llm(
             step, usage, real_model, cost, states, latency_s, outcome, output_text, prompt_text
+        )
+        assert event is not None
+        return event
+
+    def record_llm_call(
+        self,
+        step: Step,
+        usage: Usage | None = None,
+        *,
+        model: str | None = None,
+        latency_s: float | None = None,
+        outcome: str = "ok",
+        output_text: str | None = None,
+        prompt_text: str | None = None,
+    ) -> None:
+        """``after_llm_call`` for callers that do not use the CostEvent (adapters): it is
+        then built only when a sink wants it, which saves work on every call."""
+        usage, real_model, cost = self._price_result(step, usage, model, output_text)
+        charges = self._llm_commit_charges(step, usage, cost)
+        states = self.warden._commit(step.id, charges)
+        self._record_llm(
+            step,
+            usage,
+            real_model,
+            cost,
+            states,
+            latency_s,
+            outcome,
+            output_text,
+            prompt_text,
+            want=False,
         )
 
     async def aafter_llm_call(
@@ -156,8 +198,38 @@ class Run(RunCore):
         usage, real_model, cost = self._price_result(step, usage, model, output_text)
         charges = self._llm_commit_charges(step, usage, cost)
         states = await self.warden._acommit(step.id, charges)
-        return self._record_llm(
+        event = self._record_llm(
             step, usage, real_model, cost, states, latency_s, outcome, output_text, prompt_text
+        )
+        assert event is not None
+        return event
+
+    async def arecord_llm_call(
+        self,
+        step: Step,
+        usage: Usage | None = None,
+        *,
+        model: str | None = None,
+        latency_s: float | None = None,
+        outcome: str = "ok",
+        output_text: str | None = None,
+        prompt_text: str | None = None,
+    ) -> None:
+        """Async twin of ``record_llm_call``."""
+        usage, real_model, cost = self._price_result(step, usage, model, output_text)
+        charges = self._llm_commit_charges(step, usage, cost)
+        states = await self.warden._acommit(step.id, charges)
+        self._record_llm(
+            step,
+            usage,
+            real_model,
+            cost,
+            states,
+            latency_s,
+            outcome,
+            output_text,
+            prompt_text,
+            want=False,
         )
 
     def release(self, step: Step | ToolStep) -> None:
@@ -175,11 +247,17 @@ class Run(RunCore):
         self, name: str, args: Any = None, *, call_id: str | None = None
     ) -> ToolStep:
         """Check a tool call against the tool rules and caps; reserve its price if it has one."""
+        claim = self._quick_tool_claim(name, args, call_id)
+        if claim is not None:
+            outcome = self.warden._reserve((), claim[0].id, self._watch, poll=True)
+            if (quick := self._quick_tool_checked(claim, outcome)) is not None:
+                return quick
         asked: set[str] = set()
         while True:
             step = self._plan_tool(name, args, call_id)
             if isinstance(step, ToolStep):
-                outcome = self.warden._reserve(self._tool_charges(step), step.id, self._watch)
+                charges = self._tool_charges(step)
+                outcome = self.warden._reserve(charges, step.id, self._watch, poll=True)
                 if outcome.ok:
                     return step
                 refusal = self._unplan_tool(step, outcome)
@@ -193,12 +271,17 @@ class Run(RunCore):
         self, name: str, args: Any = None, *, call_id: str | None = None
     ) -> ToolStep:
         """Async twin of ``before_tool_call``."""
+        claim = self._quick_tool_claim(name, args, call_id)
+        if claim is not None:
+            outcome = await self.warden._areserve((), claim[0].id, self._watch, poll=True)
+            if (quick := self._quick_tool_checked(claim, outcome)) is not None:
+                return quick
         asked: set[str] = set()
         while True:
             step = self._plan_tool(name, args, call_id)
             if isinstance(step, ToolStep):
                 charges = self._tool_charges(step)
-                outcome = await self.warden._areserve(charges, step.id, self._watch)
+                outcome = await self.warden._areserve(charges, step.id, self._watch, poll=True)
                 if outcome.ok:
                     return step
                 refusal = self._unplan_tool(step, outcome)
@@ -221,7 +304,23 @@ class Run(RunCore):
         """Record a finished tool call (its price is spent whether it worked or not)."""
         tool_step = self._tool_step(step)
         states = self.warden._commit(tool_step.id, self._tool_charges(tool_step))
-        return self._record_tool(tool_step, ok and error is None, latency_s, states)
+        event = self._record_tool(tool_step, ok and error is None, latency_s, states)
+        assert event is not None
+        return event
+
+    def record_tool_call(
+        self,
+        step: ToolStep | str,
+        *,
+        ok: bool = True,
+        latency_s: float | None = None,
+        error: BaseException | str | None = None,
+    ) -> None:
+        """``after_tool_call`` for callers that do not use the CostEvent (see
+        ``record_llm_call``)."""
+        tool_step = self._tool_step(step)
+        states = self.warden._commit(tool_step.id, self._tool_charges(tool_step))
+        self._record_tool(tool_step, ok and error is None, latency_s, states, want=False)
 
     async def aafter_tool_call(
         self,
@@ -234,7 +333,22 @@ class Run(RunCore):
         """Async twin of ``after_tool_call``."""
         tool_step = self._tool_step(step)
         states = await self.warden._acommit(tool_step.id, self._tool_charges(tool_step))
-        return self._record_tool(tool_step, ok and error is None, latency_s, states)
+        event = self._record_tool(tool_step, ok and error is None, latency_s, states)
+        assert event is not None
+        return event
+
+    async def arecord_tool_call(
+        self,
+        step: ToolStep | str,
+        *,
+        ok: bool = True,
+        latency_s: float | None = None,
+        error: BaseException | str | None = None,
+    ) -> None:
+        """Async twin of ``record_tool_call``."""
+        tool_step = self._tool_step(step)
+        states = await self.warden._acommit(tool_step.id, self._tool_charges(tool_step))
+        self._record_tool(tool_step, ok and error is None, latency_s, states, want=False)
 
     # ------------------------------------------------------------------ end of run
     def finish(
@@ -250,6 +364,7 @@ class Run(RunCore):
         for step in leftovers:
             if self._held_in_ledger(step):
                 self.warden._release(step.id)
+        self.warden._flush()  # this run's deferred commits reach the ledger by its end
         self._emit_finished(ended)
 
     async def afinish(
@@ -264,6 +379,7 @@ class Run(RunCore):
         for step in leftovers:
             if self._held_in_ledger(step):
                 await self.warden._arelease(step.id)
+        await self.warden._aflush()
         self._emit_finished(ended)
 
     def resume(self) -> None:

@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import routing as routes
 from .buckets import BucketRef
@@ -30,12 +30,12 @@ from .checks import (
     usage_ratio,
 )
 from .errors import BudgetError, BudgetExceeded, ToolDenied
-from .events import CostEvent, Notice, RunFinished
+from .events import CostEvent, Notice, RunFinished, trusted
 from .grants import Grant, LimitReached, extend_limits, grantable
 from .ledger.base import BucketState, Charge, ReserveOutcome
 from .policy import Limits
 from .report import RunReport
-from .run_events import bucket_crossings, cap_crossings, llm_event, tool_event
+from .run_events import alert_levels, bucket_crossings, cap_crossings, llm_event, tool_event
 from .steps import Plan, Step, ToolStep
 from .usage import TokenCache, Usage, estimate_message_tokens, estimate_tokens
 
@@ -51,6 +51,14 @@ _SPEND_CAPS = ("max_cost_usd",)
 _RUN_LABELS = {
     cap: f"run:{cap}" for cap in ("max_cost_usd", "max_input_tokens", "max_output_tokens")
 }
+
+
+def _floor(value: _N) -> _N:
+    """``value``, or zero when negative (counters of what is held never go below zero)."""
+    return value if value > 0 else value - value  # 0 or 0.0 (never -0.0)
+
+
+_N = TypeVar("_N", int, float)
 
 
 @functools.lru_cache(maxsize=256)
@@ -124,6 +132,10 @@ class RunCore:
         self._token_cache: TokenCache = {}
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
+        self._lowest_level = alert_levels(self.policy.thresholds)[0]
+        self._fast_llm_caps: tuple[Limits, Any] | None = None  # see run_fast
+        self._fast_tool_caps: tuple[Limits, Any] | None = None
+        self._fast_rates: dict[str | None, tuple[float, float]] = {}
         self._watch = self._cancel_targets()
         self._event_base = {
             "run_id": self.id,
@@ -132,6 +144,10 @@ class RunCore:
         }
         if parent is not None:
             parent.children.append(self)
+        self._fast_ok = self._plain()  # see run_fast
+
+    def _plain(self) -> bool:
+        return False  # the general path only (FastPaths says when a run is plain)
 
     # ================================================================== internals
     @property
@@ -189,7 +205,7 @@ class RunCore:
         return self._lineage
 
     def _cancel_targets(self) -> tuple[str, ...]:
-        targets = [f"run={run.id}" for run in self._chain()]
+        targets = [f"run={run.id}" for run in self._lineage]
         for scope in ("user", "workspace", "key", "agent", "thread", "workflow"):
             value = self.attribution.get(scope)
             if value is not None:
@@ -218,7 +234,7 @@ class RunCore:
         since, until, refs = self._bucket_cache
         if since <= now < until:
             return refs
-        self._bucket_cache = self.warden._bucket_refs(self.attribution, self._chain()[-1].id, now)
+        self._bucket_cache = self.warden._bucket_refs(self.attribution, self._lineage[-1].id, now)
         self._by_key = {ref.key: ref for ref in self._bucket_cache[2]}
         return self._bucket_cache[2]
 
@@ -296,7 +312,7 @@ class RunCore:
         _, est_in, max_out, _ = request
         now = self.warden.clock()
         with self._lock:
-            for run in self._chain():
+            for run in self._lineage:
                 refusal = llm_refusal(
                     run.limits,
                     run.counters,
@@ -311,12 +327,12 @@ class RunCore:
             return None
 
     def _count_llm(self, worst: float, retry: bool, est_in: int, max_out: int, sign: int) -> None:
-        for run in self._chain():
+        for run in self._lineage:
             c = run.counters
             c.iterations += sign
-            c.reserved_usd = max(c.reserved_usd + sign * worst, 0.0)
-            c.reserved_input_tokens = max(c.reserved_input_tokens + sign * est_in, 0)
-            c.reserved_output_tokens = max(c.reserved_output_tokens + sign * max_out, 0)
+            c.reserved_usd = _floor(c.reserved_usd + sign * worst)
+            c.reserved_input_tokens = _floor(c.reserved_input_tokens + sign * est_in)
+            c.reserved_output_tokens = _floor(c.reserved_output_tokens + sign * max_out)
             if retry:
                 c.retries += sign
 
@@ -394,10 +410,11 @@ class RunCore:
         if grant is None:
             return False
         with self._lock:
+            self._fast_ok = False  # granted runs take the general path (it adds the grants)
             if refusal.cap.startswith("budget:"):
                 self._extras[refusal.cap] = self._extras.get(refusal.cap, 0.0) + grant.extra
             else:
-                for run in self._chain():
+                for run in self._lineage:
                     run.limits = extend_limits(run.limits, refusal.cap, grant.extra)
         self.warden._emit_all(
             [
@@ -448,7 +465,7 @@ class RunCore:
         self, plan: Plan, outcome: ReserveOutcome, est_in: int, max_out: int
     ) -> str | None:
         """The cap this call is the last call of, when ``Limits.final_answer`` is on."""
-        chain = self._chain()
+        chain = self._lineage
         if not any(run.limits.final_answer for run in chain):
             return None
         for run in chain:
@@ -553,18 +570,22 @@ class RunCore:
         outcome: str,
         output_text: str | None,
         prompt_text: str | None,
-    ) -> CostEvent:
+        want: bool = True,
+    ) -> CostEvent | None:
+        """Count a finished model call and emit its events; its CostEvent, built only when
+        the caller (``want``) or a sink wants it."""
         failed = outcome != "ok"
         with self._lock:
             self._drop_hold(step)
-            for run in self._chain():
+            overshoot = _floor(cost - step.reserved_usd)
+            for run in self._lineage:
                 c = run.counters
                 c.input_tokens += usage.input_tokens
                 c.output_tokens += usage.output_tokens
                 c.cache_read_tokens += usage.cache_read_tokens
                 c.cache_write_tokens += usage.cache_write_tokens
                 c.cost_usd += cost
-                c.overshoot_usd += max(cost - step.reserved_usd, 0.0)
+                c.overshoot_usd += overshoot
                 c.last_llm_failed = failed
                 c.errors += int(failed)
                 c.consecutive_errors = c.consecutive_errors + 1 if failed else 0
@@ -575,21 +596,26 @@ class RunCore:
                     self.policy.routing, self._route, outcome=outcome, model=step.model
                 )
             alerts = self._after_commit(states, step.buckets)
-            record = self.policy.record_content
-            event = llm_event(
-                self._event_fields(),
-                step,
-                usage,
-                model,
-                cost,
-                latency_s=latency_s,
-                outcome=outcome,
-                retries=self.counters.retries,
-                ratios=dict(self._ratios),
-                prompt=prompt_text if record else None,
-                response=output_text if record else None,
-            )
-        self.warden._emit_all([*alerts, event])
+            if not want and not self.warden._wants_cost_events():
+                event = None
+            else:
+                record = self.policy.record_content
+                event = llm_event(
+                    self._event_fields(),
+                    step,
+                    usage,
+                    model,
+                    cost,
+                    latency_s=latency_s,
+                    outcome=outcome,
+                    retries=self.counters.retries,
+                    ratios=dict(self._ratios),
+                    prompt=prompt_text if record else None,
+                    response=output_text if record else None,
+                )
+                alerts.append(event)
+        if alerts:
+            self.warden._emit_all(alerts)
         return event
 
     def _after_commit(
@@ -599,6 +625,8 @@ class RunCore:
         by_key = self._keyed(refs)
         self._bucket_ratios(states, refs, by_key)
         caps = self._run_cap_ratios()
+        if not self._near_a_level(caps, states, by_key):
+            return []
         thresholds = self.policy.thresholds
         alerts = cap_crossings(self._event_fields, thresholds, caps, self._alerted)
         if states:
@@ -606,6 +634,27 @@ class RunCore:
                 self._event_fields, thresholds, states, by_key, self.warden._first_crossing
             )
         return alerts
+
+    def _near_a_level(
+        self,
+        caps: Sequence[tuple[str, float, float]],
+        states: Sequence[BucketState],
+        by_key: dict[str, BucketRef],
+    ) -> bool:
+        """Whether any cap or bucket reached the lowest alert level (else no alert can be due:
+        the common case, checked without building anything)."""
+        lowest = self._lowest_level
+        for _, used, limit in caps:
+            bar = lowest * limit
+            if used >= bar - 1e-9 * (bar if bar > 1.0 else 1.0):
+                return True
+        for state in states:
+            ref = by_key.get(state.key)
+            if ref is not None and ref.limit > 0:
+                bar = lowest * ref.limit
+                if state.committed >= bar - 1e-9 * (bar if bar > 1.0 else 1.0):
+                    return True
+        return False
 
     def _event_fields(self) -> dict[str, Any]:
         return {"ts": self.warden.clock(), **self._event_base}
@@ -662,10 +711,11 @@ class RunCore:
         if self.final_cap is not None:  # the final-answer call was made: no tools after it
             return self._after_final_refusal()
         now = self.warden.clock()
-        signature = tool_signature(name, args)
+        watched = any(run.limits.max_repeated_tool_calls is not None for run in self._lineage)
+        signature = tool_signature(name, args) if watched else name  # only a repeat cap looks
         price = rules.price_usd.get(name, 0.0)
         with self._lock:
-            for run in self._chain():
+            for run in self._lineage:
                 refusal = tool_refusal(
                     run.limits,
                     rules,
@@ -700,7 +750,7 @@ class RunCore:
         return Refusal(cap, float(limit or 0), float(used))
 
     def _count_tool(self, step: ToolStep, sign: int) -> None:
-        for run in self._chain():
+        for run in self._lineage:
             c = run.counters
             c.tool_calls += sign
             c.tool_calls_by_name[step.name] = c.tool_calls_by_name.get(step.name, 0) + sign
@@ -734,20 +784,34 @@ class RunCore:
         )
 
     def _record_tool(
-        self, step: ToolStep, ok: bool, latency_s: float | None, states: tuple[BucketState, ...]
-    ) -> CostEvent:
+        self,
+        step: ToolStep,
+        ok: bool,
+        latency_s: float | None,
+        states: tuple[BucketState, ...],
+        want: bool = True,
+    ) -> CostEvent | None:
+        """Count a finished tool call and emit its events (see ``_record_llm``)."""
         with self._lock:
             self._drop_hold(step)
-            for run in self._chain():
+            for run in self._lineage:
                 c = run.counters
                 c.cost_usd += step.price_usd
                 c.errors += int(not ok)
                 c.consecutive_errors = 0 if ok else c.consecutive_errors + 1
             alerts = self._after_commit(states, step.buckets) if step.price_usd else []
-            event = tool_event(
-                self._event_fields(), step, ok=ok, latency_s=latency_s, ratios=dict(self._ratios)
-            )
-        self.warden._emit_all([*alerts, event])
+            event = None
+            if want or self.warden._wants_cost_events():
+                event = tool_event(
+                    self._event_fields(),
+                    step,
+                    ok=ok,
+                    latency_s=latency_s,
+                    ratios=dict(self._ratios),
+                )
+                alerts.append(event)
+        if alerts:
+            self.warden._emit_all(alerts)
         return event
 
     # ------------------------------------------------------------------ ending
@@ -784,23 +848,23 @@ class RunCore:
         """One ``RunFinished`` event per run, at its first end."""
         if not first:
             return
-        report = self.report
-        self.warden._emit_all(
-            [
-                RunFinished(
-                    **self._event_fields(),
-                    stop_reason=report.stop_reason,
-                    partial=report.partial,
-                    success=report.success,
-                    iterations=report.iterations,
-                    tool_calls=report.tool_calls,
-                    input_tokens=report.input_tokens,
-                    output_tokens=report.output_tokens,
-                    cost_usd=report.cost_usd,
-                    wall_seconds=report.wall_seconds,
-                )
-            ]
-        )
+        with self._lock:
+            c = self.counters
+            end = self.finished_at if self.finished_at is not None else self.warden.clock()
+            reason = self.stop_reason or (self.stopped.cap if self.stopped else None)
+            fields = dict(
+                self._event_fields(),
+                stop_reason=reason,
+                partial=reason not in (None, "completed", "error"),
+                success=self.success,
+                iterations=c.iterations,
+                tool_calls=c.tool_calls,
+                input_tokens=c.input_tokens,
+                output_tokens=c.output_tokens,
+                cost_usd=round(c.cost_usd, 12),
+                wall_seconds=round(max(end - self.started_at, 0.0), 6),
+            )  # the figures of ``self.report``, without building it
+        self.warden._emit_all([trusted(RunFinished, fields)])
 
     def _stop_reason_for(self, error: BaseException | None) -> str:
         if isinstance(error, BudgetExceeded):
@@ -821,11 +885,13 @@ class RunCore:
         """Forget a call's reservation (it was committed, or will never be)."""
         self._pending.pop(step.id, None)
         step.done = True
-        for run in self._chain():
+        if isinstance(step, ToolStep):
+            if step.price_usd:
+                for run in self._lineage:
+                    run.counters.reserved_usd = _floor(run.counters.reserved_usd - step.price_usd)
+            return
+        for run in self._lineage:
             c = run.counters
-            if isinstance(step, ToolStep):
-                c.reserved_usd = max(c.reserved_usd - step.price_usd, 0.0)
-            else:
-                c.reserved_usd = max(c.reserved_usd - step.reserved_usd, 0.0)
-                c.reserved_input_tokens = max(c.reserved_input_tokens - step.input_tokens, 0)
-                c.reserved_output_tokens = max(c.reserved_output_tokens - step.max_tokens, 0)
+            c.reserved_usd = _floor(c.reserved_usd - step.reserved_usd)
+            c.reserved_input_tokens = _floor(c.reserved_input_tokens - step.input_tokens)
+            c.reserved_output_tokens = _floor(c.reserved_output_tokens - step.max_tokens)

@@ -47,7 +47,11 @@ class Step:
 
 @dataclass(slots=True)
 class ToolStep:
-    """A tool call that may happen now."""
+    """A tool call that may happen now.
+
+    ``signature`` is the call's canonical text (tool and arguments) when a
+    ``max_repeated_tool_calls`` cap watches for repeats, else the tool's name.
+    """
 
     id: str
     name: str

@@ -13,10 +13,17 @@ from typing import Any, TypeVar, cast
 
 from .buckets import BucketRef, bucket_key, matching_buckets
 from .errors import BudgetExceeded, LedgerUnavailable, ModelDenied
-from .events import Event, Notice, Sink, StructlogSink
+from .events import CostEvent, Event, Notice, Sink, StructlogSink
 from .grants import Grant, LimitReached, OnLimit
 from .ledger import Ledger, open_ledger
-from .ledger.base import BucketState, Charge, ReserveOutcome, ValueStore
+from .ledger.base import (
+    BucketState,
+    Charge,
+    ReserveOutcome,
+    Settlement,
+    SettlingLedger,
+    ValueStore,
+)
 from .ledger.memory import MemoryLedger
 from .pause import PauseHandle
 from .policy import SCOPES, Limits, Policy
@@ -24,6 +31,7 @@ from .pricing import PriceBook
 from .routing import Complexity
 from .run import Run
 from .run_core import RunCore
+from .settling import Settler
 from .windows import window_at
 
 __all__ = ["Approver", "Warden"]
@@ -48,6 +56,13 @@ class Warden:
 
     #: While the ledger is unreachable, how often (seconds) to try it again and reconcile.
     ledger_retry_seconds: float = 5.0
+    #: On a shared ledger (SQLite, Redis), the longest a call's commit waits for the next
+    #: ledger trip to ride on (checked at the next call; see ``budgetwarden.settling``).
+    settle_seconds: float = 1.0
+    #: On a shared ledger, how often a tool call with nothing to reserve asks the ledger
+    #: whether its run was cancelled from another process (model calls always ask; cancels
+    #: made through this warden are seen at once).
+    cancel_poll_seconds: float = 0.25
 
     def __init__(
         self,
@@ -82,6 +97,15 @@ class Warden:
         self.on_limit = on_limit
         self._sleep = sleep
         self._asleep_fn = asleep
+        shared = getattr(self.ledger, "settles", False) and not isinstance(
+            self.ledger, MemoryLedger
+        )
+        self._settler = Settler(enabled=shared, max_age=self.settle_seconds)
+        #: The plain memory ledger: never down, nothing deferred (calls go straight to it).
+        self._in_process = type(self.ledger) is MemoryLedger
+        # cancelled through this warden or found so at the last poll (used between polls)
+        self._cancelled_known: set[str] = set()
+        self._next_cancel_poll = 0.0
 
     # ------------------------------------------------------------------ public API
     def run(
@@ -132,6 +156,7 @@ class Warden:
         whichever the budget counts.
         """
         self._one_unit(scope, window)
+        self._flush()
         return sum(s.committed for s in self._states(scope, value, window))
 
     def remaining(
@@ -143,6 +168,7 @@ class Warden:
         ``window`` must pick one, or a ``ValueError`` says so.
         """
         self._one_unit(scope, window)
+        self._flush()
         states = list(self._states(scope, value, window))
         if not states:
             return None
@@ -165,6 +191,7 @@ class Warden:
         targets = _cancel_targets(run_id, scopes)
         for target in targets:
             self.ledger.cancel(target, reason=reason)
+        self._cancelled_known.update(targets)
         self._emit_all(
             [
                 Notice(
@@ -183,6 +210,7 @@ class Warden:
         targets = _cancel_targets(run_id, scopes)
         for target in targets:
             self.ledger.uncancel(target)
+        self._cancelled_known.difference_update(targets)
         return targets
 
     # ------------------------------------------------------------------ pause and resume
@@ -331,6 +359,7 @@ class Warden:
 
     def close(self) -> None:
         """Close the ledger and any sink that can be closed."""
+        self._flush()
         self._last_reconcile()
         self.ledger.close()
         for sink in self.sinks:
@@ -433,52 +462,173 @@ class Warden:
             return await answer
         return answer
 
-    def _reserve(self, charges: Sequence[Charge], rid: str, watch: Sequence[str]) -> ReserveOutcome:
-        if not charges:  # nothing to hold: only a (read-only) cancel check
-            hit = self._ledger_call(lambda lg: lg.cancelled(watch)) if watch else None
-            return ReserveOutcome(ok=hit is None, cancelled=hit)
+    def _reserve(
+        self, charges: Sequence[Charge], rid: str, watch: Sequence[str], *, poll: bool = False
+    ) -> ReserveOutcome:
+        """Reserve ``charges`` (with any deferred commits riding along); with nothing to
+        reserve, only a cancel check (``poll``: at most every ``cancel_poll_seconds``)."""
+        if not charges:
+            return self._check_cancel(watch, poll)
         now = self.clock()
         lease = now + self.policy.lease_seconds
-        return self._ledger_call(
-            lambda lg: lg.reserve(rid, charges, now=now, lease_until=lease, watch=watch),
+        if self._in_process:  # cannot fail, defers nothing: no fault handling needed
+            return self.ledger.reserve(rid, charges, now=now, lease_until=lease, watch=watch)
+        settle = self._settler.take()
+        outcome = self._ledger_call(
+            lambda lg: _reserve_on(lg, rid, charges, now, lease, watch, settle),
             lambda: _unavailable(charges),
+            settle=settle,
         )
+        self._settler.saw(outcome.states)
+        return outcome
 
     async def _areserve(
-        self, charges: Sequence[Charge], rid: str, watch: Sequence[str]
+        self, charges: Sequence[Charge], rid: str, watch: Sequence[str], *, poll: bool = False
     ) -> ReserveOutcome:
         if not charges:
-            hit = await self._acancelled(watch) if watch else None
-            return ReserveOutcome(ok=hit is None, cancelled=hit)
+            return await self._acheck_cancel(watch, poll)
         now = self.clock()
         lease = now + self.policy.lease_seconds
+        settle = self._settler.take()
         ledger = self._active()
         if self._refusing():
+            self._settle_locally(settle)
             return _unavailable(charges)
         try:
-            return await ledger.areserve(rid, charges, now=now, lease_until=lease, watch=watch)
+            if settle and getattr(ledger, "settles", False):
+                outcome = await cast(SettlingLedger, ledger).areserve(
+                    rid, charges, now=now, lease_until=lease, watch=watch, settle=settle
+                )
+            else:
+                for settled, settled_charges in settle:
+                    await ledger.acommit(settled, settled_charges, now=now)
+                outcome = await ledger.areserve(
+                    rid, charges, now=now, lease_until=lease, watch=watch
+                )
         except LedgerUnavailable as exc:
             self._fail_over(exc)
-            return self._ledger_call(
-                lambda lg: lg.reserve(rid, charges, now=now, lease_until=lease, watch=watch),
+            outcome = self._ledger_call(
+                lambda lg: _reserve_on(lg, rid, charges, now, lease, watch, settle),
                 lambda: _unavailable(charges),
+                settle=settle,
             )
+        self._settler.saw(outcome.states)
+        return outcome
+
+    def _check_cancel(self, watch: Sequence[str], poll: bool) -> ReserveOutcome:
+        if self._in_process:
+            hit = self.ledger.cancelled(watch)
+            return _NOT_CANCELLED if hit is None else ReserveOutcome(ok=False, cancelled=hit)
+        if not watch:
+            return _NOT_CANCELLED
+        if not self._cancel_poll_due(poll):
+            return self._cancel_as_known(watch)
+        settle = self._settler.take()
+        now = self.clock()
+        hit = self._ledger_call(lambda lg: _cancelled_on(lg, watch, settle, now), settle=settle)
+        return self._polled(watch, hit)
+
+    async def _acheck_cancel(self, watch: Sequence[str], poll: bool) -> ReserveOutcome:
+        if not watch:
+            return _NOT_CANCELLED
+        if not self._cancel_poll_due(poll):
+            return self._cancel_as_known(watch)
+        settle = self._settler.take()
+        if settle:  # rare: a commit waiting while only free tools run (one trip for both)
+            now = self.clock()
+            hit = self._ledger_call(lambda lg: _cancelled_on(lg, watch, settle, now), settle=settle)
+        else:
+            hit = await self._acancelled(watch)
+        return self._polled(watch, hit)
+
+    def _polled(self, watch: Sequence[str], hit: str | None) -> ReserveOutcome:
+        """Remember what the ledger said about ``watch`` until the next poll."""
+        if hit is None:
+            self._cancelled_known.difference_update(watch)
+            return _NOT_CANCELLED
+        self._cancelled_known.add(hit)
+        return ReserveOutcome(ok=False, cancelled=hit)
+
+    def _cancel_as_known(self, watch: Sequence[str]) -> ReserveOutcome:
+        """Between polls: cancelled if made so through this warden or seen at the last poll."""
+        known = self._cancelled_known
+        hit = next((t for t in watch if t in known), None) if known else None
+        return _NOT_CANCELLED if hit is None else ReserveOutcome(ok=False, cancelled=hit)
+
+    def _cancel_poll_due(self, poll: bool) -> bool:
+        """Whether to ask the ledger now: always on a local ledger and for model calls."""
+        if not poll or not self._settler.enabled:
+            return True
+        tick = time.monotonic()
+        if tick < self._next_cancel_poll and not self._settler.due:
+            return False
+        self._next_cancel_poll = tick + self.cancel_poll_seconds
+        return True
 
     def _commit(self, rid: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
         if not charges:  # the reservation held nothing in the ledger (only a cancel check)
             return ()
+        if self._in_process:
+            return self.ledger.commit(rid, charges, now=self.clock())
+        if self._settler.enabled and self._fallback_ledger is None:
+            states = self._settler.defer(rid, charges)
+            self._settler.watch(self._flush_due)
+            if self._settler.due:
+                self._flush()
+            return states
         now = self.clock()
         return self._ledger_call(lambda lg: lg.commit(rid, charges, now=now))
 
     async def _acommit(self, rid: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
         if not charges:
             return ()
+        if self._settler.enabled and self._fallback_ledger is None:
+            states = self._settler.defer(rid, charges)
+            self._settler.watch(self._flush_due)
+            if self._settler.due:
+                await self._aflush()
+            return states
         now = self.clock()
         try:
             return await self._active().acommit(rid, charges, now=now)
         except LedgerUnavailable as exc:
             self._fail_over(exc)
             return self._ledger_call(lambda lg: lg.commit(rid, charges, now=now))
+
+    def _flush_due(self) -> None:
+        """Send deferred commits that waited ``settle_seconds`` (from the background)."""
+        if self._settler.due:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send every deferred commit to the ledger now (one trip)."""
+        settle = self._settler.take()
+        if settle:
+            now = self.clock()
+            self._ledger_call(lambda lg: _settle_on(lg, settle, now))
+
+    async def _aflush(self) -> None:
+        """Async twin of ``_flush``."""
+        settle = self._settler.take()
+        if not settle:
+            return
+        now = self.clock()
+        ledger = self._active()
+        try:
+            if getattr(ledger, "settles", False):
+                await cast(SettlingLedger, ledger).asettle(settle, now=now)
+            else:
+                for rid, charges in settle:
+                    await ledger.acommit(rid, charges, now=now)
+        except LedgerUnavailable as exc:
+            self._fail_over(exc)
+            self._ledger_call(lambda lg: _settle_on(lg, settle, now))
+
+    def _settle_locally(self, settle: Sequence[Settlement]) -> None:
+        """Commit deferred commits in the local ledger (the real one is down)."""
+        if settle:
+            now = self.clock()
+            _settle_on(self._active(), settle, now)
 
     async def _acancelled(self, watch: Sequence[str]) -> str | None:
         if self._fallback_ledger is not None:  # down: ask the local ledger (and maybe recover)
@@ -522,6 +672,14 @@ class Warden:
             ]
         )
 
+    def _wants_cost_events(self) -> bool:
+        """Whether a sink would take a CostEvent now (a sink without ``wants`` takes all)."""
+        for sink in self.sinks:
+            wants = getattr(sink, "wants", None)
+            if wants is None or wants(CostEvent):
+                return True
+        return False
+
     def _emit_all(self, events: Sequence[Event]) -> None:
         for event in events:
             for sink in self.sinks:
@@ -548,18 +706,25 @@ class Warden:
         return self.policy.ledger_failure == "open" or not hard
 
     def _ledger_call(
-        self, op: Callable[[Ledger], _T], refused: Callable[[], _T] | None = None
+        self,
+        op: Callable[[Ledger], _T],
+        refused: Callable[[], _T] | None = None,
+        *,
+        settle: Sequence[Settlement] = (),
     ) -> _T:
         """``op`` on the active ledger; on a fault, fail over and run it locally, unless it is
-        a reservation (``refused`` given) and the policy fails closed: then ``refused()``."""
+        a reservation (``refused`` given) and the policy fails closed: then ``refused()``,
+        after committing locally the deferred commits ``op`` carried (``settle``)."""
         ledger = self._active()
         if refused is not None and self._refusing():
+            self._settle_locally(settle)
             return refused()
         try:
             return op(ledger)
         except LedgerUnavailable as exc:
             self._fail_over(exc)
             if refused is not None and self._refusing():
+                self._settle_locally(settle)
                 return refused()
             return op(self._active())
 
@@ -704,6 +869,51 @@ def _per_bucket(commits: Sequence[tuple[str, Sequence[Charge]]]) -> dict[str, fl
         for charge in charges:
             owed[charge.key] = owed.get(charge.key, 0.0) + charge.amount
     return owed
+
+
+_NOT_CANCELLED = ReserveOutcome(ok=True)
+
+
+def _reserve_on(
+    ledger: Ledger,
+    rid: str,
+    charges: Sequence[Charge],
+    now: float,
+    lease: float,
+    watch: Sequence[str],
+    settle: Sequence[Settlement],
+) -> ReserveOutcome:
+    """A reservation with deferred commits riding along (or sent first, by a ledger that
+    cannot settle)."""
+    if settle and getattr(ledger, "settles", False):
+        return cast(SettlingLedger, ledger).reserve(
+            rid, charges, now=now, lease_until=lease, watch=watch, settle=settle
+        )
+    _settle_on(ledger, settle, now)
+    return ledger.reserve(rid, charges, now=now, lease_until=lease, watch=watch)
+
+
+def _settle_on(ledger: Ledger, settle: Sequence[Settlement], now: float) -> None:
+    if not settle:
+        return
+    if getattr(ledger, "settles", False):
+        cast(SettlingLedger, ledger).settle(settle, now=now)
+        return
+    for rid, charges in settle:
+        ledger.commit(rid, charges, now=now)
+
+
+def _cancelled_on(
+    ledger: Ledger, watch: Sequence[str], settle: Sequence[Settlement], now: float
+) -> str | None:
+    """A cancel check, with deferred commits riding along when there are some."""
+    if settle and getattr(ledger, "settles", False):
+        outcome = cast(SettlingLedger, ledger).reserve(
+            "", (), now=now, lease_until=now, watch=watch, settle=settle
+        )
+        return outcome.cancelled
+    _settle_on(ledger, settle, now)
+    return ledger.cancelled(watch)
 
 
 def _unavailable(charges: Sequence[Charge]) -> ReserveOutcome:

@@ -251,7 +251,7 @@ class CrewRunState:
             if call.text:
                 self.last_text = call.text
         trackers.release(call)
-        call.run.after_llm_call(
+        call.run.record_llm_call(
             call.step,
             usage,
             model=call.model,
@@ -309,7 +309,7 @@ class CrewRunState:
             return None
         run, step, started = entry
         ok = not _looks_failed(ctx.tool_result)
-        run.after_tool_call(step, ok=ok, latency_s=time.perf_counter() - started)
+        run.record_tool_call(step, ok=ok, latency_s=time.perf_counter() - started)
         return None
 
     # ------------------------------------------------------------------ stopping

@@ -290,7 +290,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             text = None
             if usage is None or invocation.run.policy.record_content:
                 text = _text_of(response)
-            invocation.run.after_llm_call(
+            invocation.run.record_llm_call(
                 step,
                 usage,
                 model=model_from_result(response),
@@ -308,7 +308,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         invocation = self._lookup(key)
         if invocation is not None and (pending := invocation.llm_steps.pop(key, None)):
             step, started = pending
-            invocation.run.after_llm_call(
+            invocation.run.record_llm_call(
                 step,
                 Usage(),  # providers do not bill a call that failed
                 latency_s=time.perf_counter() - started,
@@ -349,7 +349,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if invocation is not None and (pending := invocation.tool_steps.pop(key, None)):
             tool_step, started, call_id = pending
             failed = tool_failed(output)
-            invocation.run.after_tool_call(
+            invocation.run.record_tool_call(
                 tool_step,
                 ok=not failed,
                 latency_s=time.perf_counter() - started,
@@ -364,7 +364,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         invocation = self._lookup(key)
         if invocation is not None and (pending := invocation.tool_steps.pop(key, None)):
             tool_step, started, _ = pending
-            invocation.run.after_tool_call(
+            invocation.run.record_tool_call(
                 tool_step, ok=False, latency_s=time.perf_counter() - started, error=repr(error)
             )
         self._leave(key, error)

@@ -264,9 +264,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         try:
             response = handler(self._prepared(request, step))
         except Exception as exc:
-            invocation.run.after_llm_call(step, **_failed(exc, started))
+            invocation.run.record_llm_call(step, **_failed(exc, started))
             raise
-        invocation.run.after_llm_call(
+        invocation.run.record_llm_call(
             step, **_answered(response, started, invocation.run.policy.record_content)
         )
         return self._final_answer(invocation, step, response) if step.final else response
@@ -289,9 +289,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         try:
             response = await handler(self._prepared(request, step))
         except Exception as exc:
-            await invocation.run.aafter_llm_call(step, **_failed(exc, started))
+            await invocation.run.arecord_llm_call(step, **_failed(exc, started))
             raise
-        await invocation.run.aafter_llm_call(
+        await invocation.run.arecord_llm_call(
             step, **_answered(response, started, invocation.run.policy.record_content)
         )
         return self._final_answer(invocation, step, response) if step.final else response
@@ -365,9 +365,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             finally:
                 leave_tool(token)
         except Exception as exc:
-            invocation.run.after_tool_call(step, ok=False, latency_s=_since(started), error=exc)
+            invocation.run.record_tool_call(step, ok=False, latency_s=_since(started), error=exc)
             raise
-        invocation.run.after_tool_call(step, ok=not tool_failed(result), latency_s=_since(started))
+        invocation.run.record_tool_call(step, ok=not tool_failed(result), latency_s=_since(started))
         return result
 
     async def awrap_tool_call(
@@ -394,11 +394,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             finally:
                 leave_tool(token)
         except Exception as exc:
-            await invocation.run.aafter_tool_call(
+            await invocation.run.arecord_tool_call(
                 step, ok=False, latency_s=_since(started), error=exc
             )
             raise
-        await invocation.run.aafter_tool_call(
+        await invocation.run.arecord_tool_call(
             step, ok=not tool_failed(result), latency_s=_since(started)
         )
         return result

@@ -198,7 +198,7 @@ class BudgetRunHooks(RunHooks[Any]):
                 text = None
                 if usage is None or state.run.policy.record_content:
                     text = response_text(response, include_tool_calls=True)
-                await state.run.aafter_llm_call(
+                await state.run.arecord_llm_call(
                     call.step,
                     usage,
                     # Without the routed provider the agent's own model answered, whatever
@@ -238,7 +238,7 @@ class BudgetRunHooks(RunHooks[Any]):
             tool_step, started = entry
             failed = tool_result_failed(result)
             state.tool_results[call_id] = str(result)
-            await state.run.aafter_tool_call(
+            await state.run.arecord_tool_call(
                 tool_step,
                 ok=not failed,
                 latency_s=time.monotonic() - started,
@@ -288,7 +288,7 @@ class BudgetRunHooks(RunHooks[Any]):
         call.settled = True
         if failed_model is not None:
             call.failed_models.add(failed_model)
-        await call.state.run.aafter_llm_call(
+        await call.state.run.arecord_llm_call(
             call.step,
             Usage(),
             model=failed_model,

@@ -26,7 +26,7 @@ def test_an_error_inside_budgetwarden_stops_the_crew_instead_of_running_unmetere
     def broken_commit(self: Run, *args: object, **kwargs: object) -> None:
         raise RuntimeError("ledger went away")
 
-    monkeypatch.setattr(Run, "after_llm_call", broken_commit)
+    monkeypatch.setattr(Run, "record_llm_call", broken_commit)
     llm = ScriptedLLM()
     crew = make_crew([llm], tools=[SearchTool()])
 

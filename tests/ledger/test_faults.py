@@ -35,6 +35,12 @@ def make_warden(uri: str, **fields: object) -> tuple[Warden, ListSink]:
     return warden, sink
 
 
+def finished_call(warden: Warden) -> float:
+    """One model call in a run that then ends (so its commit is sent, as runs do)."""
+    with warden.run(workspace="acme") as run:
+        return guarded_call(run)
+
+
 def wait_for_retry() -> None:
     time.sleep(RETRY + 0.05)
 
@@ -43,7 +49,7 @@ def test_fail_closed_refuses_while_redis_is_stopped_and_keeps_finished_calls(
     own_redis: RedisServer,
 ) -> None:
     warden, sink = make_warden(own_redis.url(timeout="0.2", connect_timeout="0.2"))
-    guarded_call(warden.run(workspace="acme"))
+    finished_call(warden)
     run = warden.run(workspace="acme")
     in_flight = run.before_llm_call(MODEL, input_tokens=100, max_tokens=100)
 
@@ -60,7 +66,7 @@ def test_fail_closed_refuses_while_redis_is_stopped_and_keeps_finished_calls(
 
     own_redis.start()  # the same port, empty: redis-server kept nothing
     wait_for_retry()
-    after = guarded_call(warden.run(workspace="acme"))
+    after = finished_call(warden)
     [back] = notices(sink, "ledger_recovered")
     assert sum(back.data["reconciled"].values()) == pytest.approx(kept)
     assert warden.spent("workspace", "acme") == pytest.approx(kept + after)
@@ -72,23 +78,23 @@ def test_fail_open_counts_locally_while_redis_is_frozen_and_reconciles_once(
 ) -> None:
     uri = own_redis.url(timeout="0.2", connect_timeout="0.2")
     warden, sink = make_warden(uri, ledger_failure="open")
-    before = sum(guarded_call(warden.run(workspace="acme")) for _ in range(2))
+    before = sum(finished_call(warden) for _ in range(2))
 
     own_redis.freeze()  # calls time out: nothing answers
-    local = [guarded_call(warden.run(workspace="acme")) for _ in range(3)]
+    local = [finished_call(warden) for _ in range(3)]
     [down] = notices(sink, "ledger_unavailable")
     assert down.data["mode"] == "open"
     assert warden.spent("workspace", "acme") == pytest.approx(sum(local))  # local figures
 
     own_redis.thaw()
     wait_for_retry()
-    after = guarded_call(warden.run(workspace="acme"))
+    after = finished_call(warden)
     [back] = notices(sink, "ledger_recovered")
     assert sum(back.data["reconciled"].values()) == pytest.approx(sum(local))
     total = before + sum(local) + after
     assert warden.spent("workspace", "acme") == pytest.approx(total)
     wait_for_retry()
-    guarded_call(warden.run(workspace="acme"))
+    finished_call(warden)
     assert len(notices(sink, "ledger_recovered")) == 1  # reconciled once, not again
     other, _ = make_warden(uri)
     assert other.spent("workspace", "acme") == pytest.approx(total + after)
@@ -100,13 +106,13 @@ def test_fail_open_counts_locally_while_redis_is_stopped_and_reconciles_on_resta
     own_redis: RedisServer,
 ) -> None:
     warden, sink = make_warden(own_redis.url(timeout="0.2"), ledger_failure="open")
-    guarded_call(warden.run(workspace="acme"))
+    finished_call(warden)
     own_redis.stop()
-    local = [guarded_call(warden.run(workspace="acme")) for _ in range(3)]
+    local = [finished_call(warden) for _ in range(3)]
     assert notices(sink, "ledger_unavailable")[0].data["mode"] == "open"
     own_redis.start()  # empty: redis-server kept nothing of before the stop
     wait_for_retry()
-    after = guarded_call(warden.run(workspace="acme"))
+    after = finished_call(warden)
     assert warden.spent("workspace", "acme") == pytest.approx(sum(local) + after)
     assert len(notices(sink, "ledger_recovered")) == 1
     warden.close()
@@ -135,14 +141,14 @@ def test_soft_budgets_fail_open_by_default(own_redis: RedisServer) -> None:
         policy(soft), ledger=own_redis.url(timeout="0.2"), clock=FakeClock(), sinks=[sink]
     )
     own_redis.stop()
-    guarded_call(warden.run(workspace="acme"))
+    finished_call(warden)
     assert notices(sink, "ledger_unavailable")[0].data["mode"] == "open"
 
 
 def test_close_says_when_local_spend_could_not_be_handed_over(own_redis: RedisServer) -> None:
     warden, sink = make_warden(own_redis.url(timeout="0.2"), ledger_failure="open")
     own_redis.stop()
-    cost = guarded_call(warden.run(workspace="acme"))
+    cost = finished_call(warden)
     warden.close()
     [lost] = notices(sink, "ledger_unreconciled")
     assert sum(lost.data["unreconciled"].values()) == pytest.approx(cost)
@@ -181,7 +187,7 @@ def test_a_locked_sqlite_file_fails_closed_then_reconciles(tmp_path: Path) -> No
     blocker.execute("ROLLBACK")
 
     wait_for_retry()
-    after = guarded_call(warden.run(workspace="acme"))
+    after = finished_call(warden)
     assert warden.spent("workspace", "acme") == pytest.approx(kept + after)
     blocker.close()
     warden.close()
@@ -190,15 +196,16 @@ def test_a_locked_sqlite_file_fails_closed_then_reconciles(tmp_path: Path) -> No
 def test_a_commit_that_timed_out_but_ran_is_not_counted_twice(own_redis: RedisServer) -> None:
     uri = own_redis.url(timeout="0.2", connect_timeout="0.2")
     warden, sink = make_warden(uri, ledger_failure="open")
-    first = guarded_call(warden.run(workspace="acme"))  # scripts loaded on the server
+    first = finished_call(warden)  # scripts loaded on the server
     run = warden.run(workspace="acme")
     in_flight = run.before_llm_call(MODEL, input_tokens=100, max_tokens=100)
     own_redis.freeze()  # the commit below times out, but Redis runs it once thawed
     cost = run.after_llm_call(in_flight, Usage(input_tokens=100, output_tokens=80)).cost_usd
+    run.finish()  # sends the commit (it had waited for the next ledger trip)
     assert notices(sink, "ledger_unavailable")
     own_redis.thaw()
     wait_for_retry()
-    after = guarded_call(warden.run(workspace="acme"))  # recovers: replays the local commit
+    after = finished_call(warden)  # recovers: replays the local commit
     assert len(notices(sink, "ledger_recovered")) == 1
     other, _ = make_warden(uri)
     assert other.spent("workspace", "acme") == pytest.approx(first + cost + after)

@@ -1,0 +1,223 @@
+"""The common case of ``before_llm_call`` and ``before_tool_call``, in one pass each.
+
+An agent step runs between two framework steps that push our data out of the CPU caches,
+so what a guarded call costs there grows with every function and object it touches, not
+only with the work it does. Most calls are plain: no routing, no parent run, no final-answer
+or hint rules, no grant, nothing refused. For those runs these methods make the same
+decisions as the general path (``RunCore``: plans, attempts, waits, grants) with a fraction
+of the calls, and hand over to it (by returning None, having changed nothing) as soon as
+anything is not plain: a cap that would refuse, a refused reservation, a banded price.
+``tests/core/test_fast_path.py`` runs both paths side by side and compares everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from .buckets import BucketRef
+from .checks import tool_signature
+from .ledger.base import Charge, ReserveOutcome
+from .run_core import RunCore
+from .steps import Step, ToolStep
+from .usage import estimate_message_tokens
+
+__all__ = ["FastPaths"]
+
+_NO_ROUTING = "caller model (no routing policy)"
+#: Run-cap figures the fast paths check, in this order (None: no such cap).
+LlmCaps = tuple[
+    float | None, int | None, int | None, int | None, int | None, int | None, float | None
+]
+ToolCaps = tuple[float | None, int | None, int | None, int | None]
+#: A claimed model call: id, model, input estimate, max output, worst cost, buckets, retry,
+#: charges.
+LlmClaim = tuple[str, str | None, int, int, float, tuple[BucketRef, ...], bool, Sequence[Charge]]
+#: A claimed tool call, and the repeat streak before it (restored if it is refused).
+ToolClaim = tuple[ToolStep, tuple[int, str | None]]
+
+
+class FastPaths(RunCore):
+    """One-pass ``before`` steps for plain runs (see the module docstring)."""
+
+    def _plain(self) -> bool:
+        """A run the fast paths can serve: no routing, no parent, no final-answer or hint
+        rules, no grant to add to its budgets (kept in ``_fast_ok``; a grant clears it)."""
+        policy = self.policy
+        return (
+            policy.routing is None
+            and self.parent is None
+            and not self.limits.final_answer
+            and not policy.budget_hints
+            and not self._extras
+        )
+
+    def _llm_caps(self) -> LlmCaps:
+        """This run's model-call caps, read once per ``Limits`` object (a grant replaces it)."""
+        cached = self._fast_llm_caps
+        if cached is not None and cached[0] is self.limits:
+            return cast(LlmCaps, cached[1])
+        lim = self.limits
+        caps: LlmCaps = (
+            lim.max_wall_seconds,
+            lim.max_consecutive_errors,
+            lim.max_iterations,
+            lim.max_retries,
+            lim.max_input_tokens,
+            lim.max_output_tokens,
+            lim.max_cost_usd,
+        )
+        self._fast_llm_caps = (lim, caps)
+        return caps
+
+    def _tool_caps(self) -> ToolCaps:
+        """This run's tool-call caps, read once per ``Limits`` object."""
+        cached = self._fast_tool_caps
+        if cached is not None and cached[0] is self.limits:
+            return cast(ToolCaps, cached[1])
+        lim = self.limits
+        caps: ToolCaps = (
+            lim.max_wall_seconds,
+            lim.max_consecutive_errors,
+            lim.max_tool_calls,
+            lim.max_repeated_tool_calls,
+        )
+        self._fast_tool_caps = (lim, caps)
+        return caps
+
+    def _rates(self, model: str | None) -> tuple[float, float] | None:
+        """Worst-case USD per input and output token of ``model`` (None: banded prices)."""
+        rates = self._fast_rates.get(model)
+        if rates is None:
+            warden = self.warden
+            rates = warden.prices.worst_case_rates(warden._pricing_model(model, self))
+            if rates is not None:
+                self._fast_rates[model] = rates
+        return rates
+
+    def _quick_llm_claim(
+        self,
+        model: str | None,
+        messages: Any,
+        max_tokens: int | None,
+        input_tokens: int | None,
+    ) -> LlmClaim | None:
+        """The checks and counts of ``before_llm_call`` for a plain run, before its ledger
+        reservation; None: take the general path (nothing was changed)."""
+        if not self._fast_ok:
+            return None
+        rates = self._rates(model)
+        if rates is None:
+            return None
+        if input_tokens is not None:
+            est_in = input_tokens
+        else:
+            est_in = estimate_message_tokens(messages, self._token_cache)
+        max_out = max_tokens if max_tokens is not None else self.policy.default_max_output_tokens
+        worst = est_in * rates[0] + max_out * rates[1]
+        warden, c = self.warden, self.counters
+        wall, errors, iterations, retries, cap_in, cap_out, cap_cost = self._llm_caps()
+        refs = self._buckets(warden.clock())
+        retry = c.last_llm_failed
+        with self._lock:
+            if (
+                (wall is not None and warden.clock() - self.started_at >= wall)
+                or (errors is not None and c.consecutive_errors >= errors)
+                or (iterations is not None and c.iterations >= iterations)
+                or (retries is not None and retry and c.retries >= retries)
+                or (
+                    cap_in is not None
+                    and c.input_tokens + c.reserved_input_tokens + est_in > cap_in
+                )
+                or (
+                    cap_out is not None
+                    and c.output_tokens + c.reserved_output_tokens + max_out > cap_out
+                )
+                or (cap_cost is not None and c.cost_usd + c.reserved_usd + worst > cap_cost)
+            ):
+                return None  # a cap refuses: the general path says which, and may wait or ask
+            c.iterations += 1
+            c.reserved_usd += worst
+            c.reserved_input_tokens += est_in
+            c.reserved_output_tokens += max_out
+            if retry:
+                c.retries += 1
+        charges = self._charges(refs, worst, est_in + max_out) if refs else ()
+        return (self._next_id(), model, est_in, max_out, worst, refs, retry, charges)
+
+    def _quick_llm_hold(self, claim: LlmClaim, outcome: ReserveOutcome) -> Step | None:
+        """The Step of a claimed call the ledger reserved; None (uncounted) if it refused."""
+        rid, model, est_in, max_out, worst, refs, retry, _ = claim
+        with self._lock:
+            if not outcome.ok:
+                self._count_llm(worst, retry, est_in, max_out, -1)
+                return None
+            if outcome.states:
+                self._bucket_ratios(outcome.states, refs)
+            step = Step(
+                rid,
+                model,
+                model,
+                None,
+                _NO_ROUTING,
+                self._pressure() is not None,
+                max_out,
+                est_in,
+                worst,
+                self.warden.clock(),
+                retry,
+                buckets=refs,
+            )
+            self._pending[rid] = step
+        return step
+
+    def _quick_tool_claim(self, name: str, args: Any, call_id: str | None) -> ToolClaim | None:
+        """The checks and counts of ``before_tool_call`` for a free, unrestricted tool of a
+        plain run, before its cancel check; None: take the general path (tool rules, a
+        price, a refusal)."""
+        rules = self.policy.tools
+        if (
+            not self._fast_ok
+            or self.final_cap is not None
+            or name in rules.price_usd
+            or name in rules.deny
+            or name in rules.require_approval
+            or (rules.allow is not None and name not in rules.allow)
+        ):
+            return None
+        wall, errors, tool_calls, repeat = self._tool_caps()
+        signature = tool_signature(name, args) if repeat is not None else name
+        per_tool = rules.max_calls.get(name) if rules.max_calls else None
+        warden, c = self.warden, self.counters
+        now = warden.clock()
+        with self._lock:
+            used = c.tool_calls_by_name.get(name, 0)
+            streak = (c.tool_streak, c.last_tool_signature)
+            same = signature == streak[1]
+            if (
+                (wall is not None and now - self.started_at >= wall)
+                or (errors is not None and c.consecutive_errors >= errors)
+                or (tool_calls is not None and c.tool_calls >= tool_calls)
+                or (per_tool is not None and used >= per_tool)
+                or (repeat is not None and same and c.tool_streak >= repeat)
+            ):
+                return None
+            step = ToolStep(self._next_id(), name, call_id, signature, 0.0, now)
+            c.tool_calls += 1
+            c.tool_calls_by_name[name] = used + 1
+            c.tool_streak = c.tool_streak + 1 if same else 1
+            c.last_tool_signature = signature
+            self._pending[step.id] = step
+        return step, streak
+
+    def _quick_tool_checked(self, claim: ToolClaim, outcome: ReserveOutcome) -> ToolStep | None:
+        """The claimed tool step if its run was not cancelled; None (uncounted) if it was."""
+        step, streak = claim
+        if outcome.ok:
+            return step
+        with self._lock:
+            self._pending.pop(step.id, None)
+            self._count_tool(step, -1)
+            c = self.counters
+            c.tool_streak, c.last_tool_signature = streak  # the general path counts it again
+        return None

@@ -1,0 +1,116 @@
+"""Deferred commits: on a shared ledger, a call's real cost rides on the next trip there.
+
+On SQLite or Redis every ledger operation is a round trip; committing each call on its own
+would double them. Instead a warden keeps the commit of call N and sends it with the
+reservation of call N+1, in the same atomic operation (``Ledger.reserve(settle=...)``). A
+commit waits at most until the warden's next ledger trip, the end of its run, any read of
+spend (``Warden.spent`` / ``remaining``), ``Warden.close``, the interpreter's exit, or about
+``max_age`` seconds (a background thread sends what has waited that long). Meanwhile the
+ledger still holds the call's reservation, its worst case: other processes see no less than
+was spent, so no budget can be overspent by the delay.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+
+from .ledger.base import BucketState, Charge, Settlement
+
+__all__ = ["Settler"]
+
+_KNOWN_LIMIT = 4096
+
+
+class Settler:
+    """The commits a warden has not sent yet, and the buckets as its ledger last showed them."""
+
+    def __init__(self, *, enabled: bool, max_age: float) -> None:
+        self.enabled = enabled
+        self.max_age = max_age
+        self._queue: list[Settlement] = []
+        self._since = 0.0  # monotonic time of the oldest queued commit
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[float, float]] = {}  # key -> (committed, reserved)
+        self._ticker_pid = 0  # the process whose background thread sends old commits
+
+    def watch(self, flush: Callable[[], None]) -> None:
+        """Make sure old commits get sent even when no call comes: a daemon thread that
+        calls ``flush`` every ``max_age`` seconds, and once more at the interpreter's exit.
+        ``flush`` is held weakly (a bound method of the warden): a dropped warden stops it."""
+        if self._ticker_pid == os.getpid():
+            return
+        self._ticker_pid = os.getpid()  # a forked child starts its own
+        ref = weakref.WeakMethod(flush)  # type: ignore[arg-type]
+        thread = threading.Thread(
+            target=_tick, args=(ref, self.max_age), name="budgetwarden-settle", daemon=True
+        )
+        thread.start()
+        atexit.register(_last_flush, ref)
+
+    def defer(self, reservation_id: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
+        """Queue a commit; the bucket states it will leave, as far as this process knows."""
+        with self._lock:
+            if not self._queue:
+                self._since = time.monotonic()
+            self._queue.append((reservation_id, charges))
+            known, states = self._known, []
+            for charge in charges:
+                committed, reserved = known.get(charge.key, (0.0, 0.0))
+                committed += charge.amount
+                known[charge.key] = (committed, reserved)
+                states.append(BucketState(charge.key, committed, reserved, charge.limit))
+            return tuple(states)
+
+    def take(self) -> list[Settlement]:
+        """Every queued commit (the queue is left empty): send them on the next trip."""
+        if not self._queue:
+            return []
+        with self._lock:
+            queued, self._queue = self._queue, []
+            return queued
+
+    @property
+    def due(self) -> bool:
+        """True when the oldest queued commit has waited ``max_age`` seconds or more."""
+        return bool(self._queue) and time.monotonic() - self._since >= self.max_age
+
+    @property
+    def pending(self) -> int:
+        """How many commits are queued."""
+        return len(self._queue)
+
+    def saw(self, states: Sequence[BucketState]) -> None:
+        """Remember buckets as the ledger just reported them."""
+        if not self.enabled or not states:
+            return
+        known = self._known
+        if len(known) > _KNOWN_LIMIT:
+            known.clear()
+        for state in states:
+            known[state.key] = (state.committed, state.reserved)
+
+
+def _tick(ref: weakref.WeakMethod[Callable[[], None]], every: float) -> None:
+    """Send due commits every ``every`` seconds until the warden is gone."""
+    while True:
+        time.sleep(every)
+        flush = ref()
+        if flush is None:
+            return
+        with contextlib.suppress(Exception):  # a ledger fault already fell back to local
+            flush()
+        del flush
+
+
+def _last_flush(ref: weakref.WeakMethod[Callable[[], None]]) -> None:
+    """At exit: send whatever still waits (a clean exit loses no commit)."""
+    flush = ref()
+    if flush is not None:
+        with contextlib.suppress(Exception):
+            flush()

@@ -1,0 +1,159 @@
+"""The fast paths (``run_fast``) decide exactly as the general path: side by side on random
+call sequences, every step, refusal, counter, event and bucket must be the same."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from budgetwarden import (
+    Budget,
+    BudgetError,
+    Limits,
+    ListSink,
+    Policy,
+    ToolRules,
+    Usage,
+    Warden,
+)
+from budgetwarden.run import Run
+
+from .helpers import FakeClock
+
+POLICIES = {
+    "caps": Policy(
+        limits=Limits(
+            max_iterations=12,
+            max_tool_calls=9,
+            max_cost_usd=0.02,
+            max_input_tokens=40_000,
+            max_output_tokens=3_000,
+            max_retries=2,
+            max_consecutive_errors=3,
+            max_repeated_tool_calls=2,
+            max_wall_seconds=50,
+        ),
+        tools=ToolRules(max_calls={"fetch": 3}),
+    ),
+    "budgets": Policy(
+        limits=Limits(max_cost_usd=1.0, max_repeated_tool_calls=3),
+        budgets=[
+            Budget(scope="user", window="day", max_cost_usd=0.01),
+            Budget(scope="global", window="1m", max_requests=7),
+            Budget(scope="user", window="8h", max_tokens=30_000),
+        ],
+    ),
+    "plain": Policy(),
+    "tools": Policy(
+        tools=ToolRules(deny=["rm"], price_usd={"serp": 0.001}, max_calls={"search": 4}),
+        budgets=[Budget(scope="user", window="day", max_cost_usd=0.004)],
+    ),
+}
+MODELS = ["gpt-4o-mini", "gpt-4o", "claude-sonnet-4-20250514"]
+TOOLS = ["search", "fetch", "serp", "rm"]
+
+
+def _play(policy: Policy, seed: int, fast: bool) -> list[Any]:
+    """One random sequence of calls; everything observable, in order."""
+    rng = random.Random(seed)
+    clock, sink = FakeClock(), ListSink()
+    warden = Warden(policy, clock=clock, sinks=[sink], log_events=False)
+    run = warden.run(user="u1", agent="a", run_id="run-1")
+    if not fast:
+        run._fast_ok = False
+    seen: list[Any] = []
+    for _ in range(40):
+        clock.advance(rng.choice([0.5, 2.0, 7.0]))
+        seen.append(_llm(run, rng) if rng.random() < 0.55 else _tool(run, rng))
+    run.finish()
+    seen.append(run.report.model_dump(exclude={"run_id"}))
+    seen.append([_event(e) for e in sink.events])
+    seen.append(sorted((k, round(b.committed, 12)) for k, b in warden.ledger._buckets.items()))
+    return seen
+
+
+def _llm(run: Run, rng: random.Random) -> Any:
+    messages = [{"role": "user", "content": "x" * rng.randint(10, 4000)}]
+    try:
+        step = run.before_llm_call(
+            rng.choice(MODELS), messages, max_tokens=rng.choice([None, 50, 400, 900])
+        )
+    except BudgetError as exc:
+        return ("refused", type(exc).__name__, getattr(exc, "cap", None))
+    kept = _step(step)
+    outcome = rng.choice(["ok", "ok", "ok", "invalid_json", "error"])
+    usage = Usage(input_tokens=step.input_tokens, output_tokens=rng.randint(0, step.max_tokens))
+    run.after_llm_call(step, usage, outcome=outcome, latency_s=0.3)
+    return kept
+
+
+def _tool(run: Run, rng: random.Random) -> Any:
+    name = rng.choice(TOOLS)
+    try:
+        step = run.before_tool_call(name, {"q": rng.choice(["a", "b"])}, call_id="c")
+    except BudgetError as exc:
+        return ("refused", type(exc).__name__, getattr(exc, "cap", None))
+    run.after_tool_call(step, ok=rng.random() < 0.8, latency_s=0.1)
+    return _step(step)
+
+
+def _step(step: Any) -> dict[str, Any]:
+    fields = {k: getattr(step, k) for k in step.__slots__ if k not in ("id", "buckets")}
+    fields["buckets"] = [ref.key for ref in getattr(step, "buckets", ())]
+    return fields
+
+
+def _event(event: Any) -> dict[str, Any]:
+    data = event.to_dict()
+    data.pop("run_id", None)
+    return data
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_and_general_paths_agree_on_everything(name: str, seed: int) -> None:
+    fast, general = _play(POLICIES[name], seed, True), _play(POLICIES[name], seed, False)
+    assert fast == general
+
+
+@pytest.mark.parametrize("name", ["caps", "budgets", "tools"])
+def test_the_sequences_reach_refusals_and_alerts(name: str) -> None:
+    """The comparison above means something only if the sequences hit the hard cases."""
+    plays = [_play(POLICIES[name], seed, True) for seed in range(12)]
+    refusals = {x[2] for play in plays for x in play[:-3] if isinstance(x, tuple)}
+    alerts = [e for play in plays for e in play[-2] if e["type"] == "BudgetAlert"]
+    assert len(refusals) >= 2 and alerts
+
+
+def test_the_fast_paths_serve_plain_runs_and_step_aside_for_the_rest() -> None:
+    warden = Warden(POLICIES["budgets"], clock=FakeClock(), log_events=False)
+    plain = warden.run(user="u1")
+    assert plain._plain()
+    assert plain._quick_llm_claim("gpt-4o-mini", None, 10, 10) is not None
+    child = warden.run(user="u1", parent=plain)
+    assert not child._plain()  # a child counts for its parent: the general path does that
+    routed = Warden(Policy(routing={"tiers": ["gpt-4o-mini", "gpt-4o"]}), log_events=False).run()
+    assert not routed._plain()
+    final = Warden(Policy(limits=Limits(final_answer=True, max_iterations=2))).run()
+    assert not final._plain()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"q": "a", "n": 2},
+        {"b": [1, {"z": None, "a": 1.5}], "a": "é"},
+        {"when": __import__("datetime").date(2026, 1, 1)},
+        "plain text",
+        None,
+    ],
+)
+def test_tool_signatures_are_the_canonical_json_of_the_arguments(args: Any) -> None:
+    import json
+
+    from budgetwarden.checks import tool_signature
+
+    expected = json.dumps(args, sort_keys=True, default=str, separators=(",", ":"))
+    assert tool_signature("t", args) == f"t:{expected}"

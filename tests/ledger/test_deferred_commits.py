@@ -1,0 +1,177 @@
+"""Deferred commits on shared ledgers: a call's commit rides on the next ledger trip.
+
+On SQLite and Redis a warden sends the commit of one call with the reservation of the next
+(one trip per call). These tests pin what that may and may not change: the ledger holds the
+worst case until the commit lands (never less than was spent), the commit lands by the
+next call, the run's end, a spend query or ``settle_seconds``; a ledger fault loses none;
+a cancel from elsewhere still stops the next model call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from budgetwarden import Budget, BudgetExceeded, ListSink, Usage, Warden
+from budgetwarden.ledger.memory import MemoryLedger
+
+from .conftest import RedisServer
+from .helpers import MODEL, FakeClock, guarded_call, policy
+
+BUDGET = Budget(scope="workspace", window="day", max_cost_usd=1.0)
+WORST = 0.001  # 100 input + 100 max output tokens of MODEL
+SHARED = ("sqlite", "redis")
+
+
+def bucket(warden: Warden) -> tuple[float, float]:
+    """(committed, reserved) of the workspace bucket, read straight from the ledger."""
+    [ref] = warden._bucket_refs({"workspace": "acme"}, "r", warden.clock())[2]
+    state = warden.ledger.state(ref.key, now=warden.clock(), limit=ref.limit)
+    return round(state.committed, 9), round(state.reserved, 9)
+
+
+def make(uri: str, **fields: object) -> Warden:
+    return Warden(policy(BUDGET, **fields), ledger=uri, clock=FakeClock(), log_events=False)
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_commit_rides_on_the_next_reservation_and_the_worst_case_is_held_meanwhile(
+    ledger_uri: str,
+) -> None:
+    warden = make(ledger_uri)
+    run = warden.run(workspace="acme")
+    cost = guarded_call(run, output_tokens=20)  # 100 in + 20 out: $0.0006 of $0.001 held
+    assert bucket(warden) == (0.0, WORST)  # not sent yet: the reservation still holds
+    step = run.before_llm_call(MODEL, input_tokens=100, max_tokens=100)
+    assert bucket(warden) == (pytest.approx(cost), WORST)  # one trip: commit + reservation
+    run.after_llm_call(step, Usage(input_tokens=100, output_tokens=100))
+    run.finish()  # the run's end sends the last one
+    assert bucket(warden) == (pytest.approx(cost + WORST), 0.0)
+    warden.close()
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_spend_queries_and_close_send_waiting_commits_first(ledger_uri: str) -> None:
+    warden = make(ledger_uri)
+    run = warden.run(workspace="acme")
+    cost = guarded_call(run)
+    assert warden.spent("workspace", "acme") == pytest.approx(cost)
+    second = guarded_call(run)
+    warden.close()
+    reader = make(ledger_uri)
+    assert reader.spent("workspace", "acme") == pytest.approx(cost + second)
+    reader.close()
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_a_commit_older_than_settle_seconds_goes_at_the_next_call(ledger_uri: str) -> None:
+    warden = make(ledger_uri)
+    warden._settler.max_age = 0.05
+    run = warden.run(workspace="acme")
+    guarded_call(run)
+    time.sleep(0.06)
+    run.after_tool_call(run.before_tool_call("search", {"q": "x"}))  # nothing to reserve
+    assert bucket(warden) == (pytest.approx(WORST), 0.0)
+    warden.close()
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_async_calls_defer_and_settle_the_same_way(ledger_uri: str) -> None:
+    async def scenario() -> tuple[float, tuple[float, float], tuple[float, float]]:
+        warden = make(ledger_uri)
+        run = warden.run(workspace="acme")
+        step = await run.abefore_llm_call(MODEL, input_tokens=100, max_tokens=100)
+        event = await run.aafter_llm_call(step, Usage(input_tokens=100, output_tokens=50))
+        waiting = bucket(warden)
+        await run.afinish()
+        landed = bucket(warden)
+        warden.close()
+        return event.cost_usd, waiting, landed
+
+    cost, waiting, landed = asyncio.run(scenario())
+    assert waiting == (0.0, WORST)
+    assert landed == (pytest.approx(cost), 0.0)
+
+
+def test_the_memory_ledger_commits_at_once() -> None:
+    warden = Warden(policy(BUDGET), clock=FakeClock(), log_events=False)
+    assert isinstance(warden.ledger, MemoryLedger)
+    guarded_call(warden.run(workspace="acme"))
+    assert bucket(warden) == (WORST, 0.0)
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_processes_sharing_a_budget_never_overspend_with_deferred_commits(
+    ledger_uri: str,
+) -> None:
+    """Two wardens (as two processes) on a $0.01 budget: the held worst cases keep the
+    total within it although each one's commits arrive late."""
+    small = Budget(scope="workspace", window="day", max_cost_usd=0.01)
+    wardens = [Warden(policy(small), ledger=ledger_uri, log_events=False) for _ in range(2)]
+    runs = [w.run(workspace="acme") for w in wardens]
+    spent, refused = 0.0, 0
+    for turn in range(40):
+        try:
+            spent += guarded_call(runs[turn % 2])
+        except BudgetExceeded:
+            refused += 1
+    for run in runs:
+        run.finish()
+    assert refused > 0 and spent <= 0.01 + 1e-12
+    assert wardens[0].spent("workspace", "acme") == pytest.approx(spent)
+    for w in wardens:
+        w.close()
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_a_cancel_from_another_warden_stops_the_next_model_call(ledger_uri: str) -> None:
+    warden, other = make(ledger_uri), make(ledger_uri)
+    warden.cancel_poll_seconds = 3600.0  # free tool calls would not ask again for an hour
+    run = warden.run(workspace="acme")
+    guarded_call(run)
+    run.after_tool_call(run.before_tool_call("search", {"q": "x"}))
+    other.cancel(run_id=run.id)
+    run.after_tool_call(run.before_tool_call("search", {"q": "y"}))  # not asked yet: allowed
+    with pytest.raises(BudgetExceeded) as info:
+        run.before_llm_call(MODEL, input_tokens=100, max_tokens=100)
+    assert info.value.cap == "cancelled"
+    run.finish()
+    assert warden.spent("workspace", "acme") == pytest.approx(WORST)  # the commit landed
+    warden.close()
+    other.close()
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_tool_calls_ask_about_cancels_every_cancel_poll_seconds(ledger_uri: str) -> None:
+    warden, other = make(ledger_uri), make(ledger_uri)
+    warden.cancel_poll_seconds = 0.0
+    run = warden.run(workspace="acme")
+    run.after_tool_call(run.before_tool_call("search", {"q": "x"}))
+    other.cancel(workspace="acme")
+    with pytest.raises(BudgetExceeded) as info:
+        run.before_tool_call("search", {"q": "y"})
+    assert info.value.cap == "cancelled"
+    warden.close()
+    other.close()
+
+
+def test_deferred_commits_survive_a_ledger_that_goes_down(own_redis: RedisServer) -> None:
+    """Fail closed: the call after the outage is refused, and the commit it carried is
+    counted locally, then handed to Redis when it is back."""
+    sink = ListSink()
+    uri = own_redis.url(timeout="0.2", connect_timeout="0.2")
+    warden = Warden(policy(BUDGET), ledger=uri, clock=FakeClock(), sinks=[sink], log_events=False)
+    warden.ledger_retry_seconds = 0.2
+    run = warden.run(workspace="acme")
+    kept = guarded_call(run)  # its commit waits for the next trip
+    own_redis.stop()
+    with pytest.raises(BudgetExceeded) as info:
+        run.before_llm_call(MODEL, input_tokens=100, max_tokens=100)
+    assert info.value.cap == "ledger_unavailable"
+    own_redis.start()  # empty: redis-server kept nothing
+    time.sleep(0.25)
+    after = guarded_call(warden.run(workspace="acme"))
+    assert warden.spent("workspace", "acme") == pytest.approx(kept + after)
+    warden.close()
