@@ -32,7 +32,7 @@ from .checks import (
 from .errors import BudgetError, BudgetExceeded, ToolDenied
 from .events import CostEvent, Notice, RunFinished, trusted
 from .grants import Grant, LimitReached, extend_limits, grantable
-from .ledger.base import BucketState, Charge, ReserveOutcome
+from .ledger.base import BucketState, Charge, ReserveOutcome, new_charge
 from .policy import Limits
 from .report import RunReport
 from .run_events import alert_levels, bucket_crossings, cap_crossings, llm_event, tool_event
@@ -255,7 +255,7 @@ class RunCore:
             limit = ref.limit * stop
             if extras:
                 limit += extras.get(ref.label, 0.0)
-            charges.append(Charge(ref.key, amount, limit, ref.window.end))
+            charges.append(new_charge(ref.key, amount, limit, ref.window.end))
         return charges
 
     def _pressure(self) -> str | None:
@@ -556,7 +556,7 @@ class RunCore:
         for ref in step.buckets:
             metric = ref.budget.metric
             amount = cost if metric == "cost" else float(tokens) if metric == "tokens" else 1.0
-            charges.append(Charge(ref.key, amount, ref.limit, ref.window.end))
+            charges.append(new_charge(ref.key, amount, ref.limit, ref.window.end))
         return charges
 
     def _record_llm(

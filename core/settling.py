@@ -55,10 +55,19 @@ class Settler:
 
     def defer(self, reservation_id: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
         """Queue a commit; the bucket states it will leave, as far as this process knows."""
+        self.queue((reservation_id, charges))
+        return self.project(charges)
+
+    def queue(self, settlement: Settlement) -> None:
+        """Queue a commit for the next trip (its spend was projected already)."""
         with self._lock:
             if not self._queue:
                 self._since = time.monotonic()
-            self._queue.append((reservation_id, charges))
+            self._queue.append(settlement)
+
+    def project(self, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
+        """Count real amounts in the buckets as this process knows them; their states."""
+        with self._lock:
             known, states = self._known, []
             for charge in charges:
                 committed, reserved = known.get(charge.key, (0.0, 0.0))
@@ -66,6 +75,11 @@ class Settler:
                 known[charge.key] = (committed, reserved)
                 states.append(BucketState(charge.key, committed, reserved, charge.limit))
             return tuple(states)
+
+    @property
+    def known(self) -> dict[str, tuple[float, float]]:
+        """Bucket key -> (committed, reserved), as last reported (plus projections)."""
+        return self._known
 
     def take(self) -> list[Settlement]:
         """Every queued commit (the queue is left empty): send them on the next trip."""

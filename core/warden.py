@@ -23,10 +23,12 @@ from .ledger.base import (
     Settlement,
     SettlingLedger,
     ValueStore,
+    granted_outcome,
 )
 from .ledger.memory import MemoryLedger
 from .pause import PauseHandle
 from .policy import SCOPES, Limits, Policy
+from .pools import Pools, projected
 from .pricing import PriceBook
 from .routing import Complexity
 from .run import Run
@@ -63,6 +65,11 @@ class Warden:
     #: whether its run was cancelled from another process (model calls always ask; cancels
     #: made through this warden are seen at once).
     cancel_poll_seconds: float = 0.25
+    #: On a shared ledger, a budget with at least ``pool_headroom`` calls' worth left is
+    #: reserved ``pool_calls`` calls at a time and served here (see ``budgetwarden.pools``);
+    #: ``pool_calls = 0`` sends every call to the ledger.
+    pool_calls: int = 32
+    pool_headroom: float = 1000.0
 
     def __init__(
         self,
@@ -101,6 +108,13 @@ class Warden:
             self.ledger, MemoryLedger
         )
         self._settler = Settler(enabled=shared, max_age=self.settle_seconds)
+        self._pools = Pools(
+            enabled=shared,
+            calls=self.pool_calls,
+            headroom=self.pool_headroom,
+            max_age=self.policy.lease_seconds / 2,
+            closed=self._settler.queue,
+        )
         #: The plain memory ledger: never down, nothing deferred (calls go straight to it).
         self._in_process = type(self.ledger) is MemoryLedger
         # cancelled through this warden or found so at the last poll (used between polls)
@@ -473,7 +487,24 @@ class Warden:
         lease = now + self.policy.lease_seconds
         if self._in_process:  # cannot fail, defers nothing: no fault handling needed
             return self.ledger.reserve(rid, charges, now=now, lease_until=lease, watch=watch)
+        if self._pools.serve(rid, charges):
+            return self._pooled(rid, charges, self._check_cancel(watch, True))
         settle = self._settler.take()
+        plan = self._pools.plan(charges, self._settler.known)
+        if plan is not None:
+            pool_rid, pooled = plan
+            outcome = self._ledger_call(
+                lambda lg: _reserve_on(lg, pool_rid, pooled, now, lease, watch, settle),
+                lambda: _unavailable(charges),
+                settle=settle,
+            )
+            self._settler.saw(outcome.states)
+            if outcome.ok:
+                self._pools.open(pool_rid, pooled, rid, charges)
+                return outcome
+            if outcome.cancelled is not None or self._fallback_ledger is not None:
+                return outcome
+            settle = []  # sent with the pool's try: now the call alone
         outcome = self._ledger_call(
             lambda lg: _reserve_on(lg, rid, charges, now, lease, watch, settle),
             lambda: _unavailable(charges),
@@ -482,18 +513,52 @@ class Warden:
         self._settler.saw(outcome.states)
         return outcome
 
+    def _pooled(
+        self, rid: str, charges: Sequence[Charge], cancel: ReserveOutcome
+    ) -> ReserveOutcome:
+        """The outcome of a call admitted from a pool (unless a cancel check refused it)."""
+        if not cancel.ok:
+            self._pools.release(rid)
+            return cancel
+        return granted_outcome(projected(charges, self._settler.known))
+
     async def _areserve(
         self, charges: Sequence[Charge], rid: str, watch: Sequence[str], *, poll: bool = False
     ) -> ReserveOutcome:
         if not charges:
             return await self._acheck_cancel(watch, poll)
+        if self._in_process:
+            return self._reserve(charges, rid, watch)  # memory: nothing to await
+        if self._pools.serve(rid, charges):
+            return self._pooled(rid, charges, await self._acheck_cancel(watch, True))
+        settle = self._settler.take()
+        plan = self._pools.plan(charges, self._settler.known)
+        if plan is not None:
+            pool_rid, pooled = plan
+            outcome = await self._areserve_trip(pool_rid, pooled, watch, settle, charges)
+            if outcome.ok:
+                self._pools.open(pool_rid, pooled, rid, charges)
+                return outcome
+            if outcome.cancelled is not None or self._fallback_ledger is not None:
+                return outcome
+            settle = []  # sent with the pool's try: now the call alone
+        return await self._areserve_trip(rid, charges, watch, settle, charges)
+
+    async def _areserve_trip(
+        self,
+        rid: str,
+        charges: Sequence[Charge],
+        watch: Sequence[str],
+        settle: list[Settlement],
+        refused_for: Sequence[Charge],
+    ) -> ReserveOutcome:
+        """One awaited reservation (deferred commits riding along), with fault handling."""
         now = self.clock()
         lease = now + self.policy.lease_seconds
-        settle = self._settler.take()
         ledger = self._active()
         if self._refusing():
             self._settle_locally(settle)
-            return _unavailable(charges)
+            return _unavailable(refused_for)
         try:
             if settle and getattr(ledger, "settles", False):
                 outcome = await cast(SettlingLedger, ledger).areserve(
@@ -509,7 +574,7 @@ class Warden:
             self._fail_over(exc)
             outcome = self._ledger_call(
                 lambda lg: _reserve_on(lg, rid, charges, now, lease, watch, settle),
-                lambda: _unavailable(charges),
+                lambda: _unavailable(refused_for),
                 settle=settle,
             )
         self._settler.saw(outcome.states)
@@ -570,6 +635,10 @@ class Warden:
             return ()
         if self._in_process:
             return self.ledger.commit(rid, charges, now=self.clock())
+        if self._pools.holds(rid):
+            self._pools.finish(rid, charges)
+            self._settler.watch(self._flush_due)
+            return self._settler.project(charges)
         if self._settler.enabled and self._fallback_ledger is None:
             states = self._settler.defer(rid, charges)
             self._settler.watch(self._flush_due)
@@ -582,6 +651,10 @@ class Warden:
     async def _acommit(self, rid: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
         if not charges:
             return ()
+        if self._pools.holds(rid):
+            self._pools.finish(rid, charges)
+            self._settler.watch(self._flush_due)
+            return self._settler.project(charges)
         if self._settler.enabled and self._fallback_ledger is None:
             states = self._settler.defer(rid, charges)
             self._settler.watch(self._flush_due)
@@ -596,12 +669,15 @@ class Warden:
             return self._ledger_call(lambda lg: lg.commit(rid, charges, now=now))
 
     def _flush_due(self) -> None:
-        """Send deferred commits that waited ``settle_seconds`` (from the background)."""
-        if self._settler.due:
+        """Send deferred commits that waited ``settle_seconds``, and close idle pools (from
+        the background, every ``settle_seconds``)."""
+        self._pools.close_idle()
+        if self._settler.due or self._settler.pending:
             self._flush()
 
     def _flush(self) -> None:
-        """Send every deferred commit to the ledger now (one trip)."""
+        """Close idle pools and send every deferred commit to the ledger now (one trip)."""
+        self._pools.close_idle()
         settle = self._settler.take()
         if settle:
             now = self.clock()
@@ -609,6 +685,7 @@ class Warden:
 
     async def _aflush(self) -> None:
         """Async twin of ``_flush``."""
+        self._pools.close_idle()
         settle = self._settler.take()
         if not settle:
             return
@@ -640,10 +717,16 @@ class Warden:
             return self._ledger_call(lambda lg: lg.cancelled(watch))
 
     def _release(self, rid: str) -> None:
+        if self._pools.holds(rid):
+            self._pools.release(rid)
+            return
         now = self.clock()
         self._ledger_call(lambda lg: lg.release(rid, now=now))
 
     async def _arelease(self, rid: str) -> None:
+        if self._pools.holds(rid):
+            self._pools.release(rid)
+            return
         now = self.clock()
         try:
             await self._active().arelease(rid, now=now)

@@ -104,6 +104,22 @@ _set_key, _set_committed, _set_reserved, _set_limit = (
 _set_ok, _set_states, _set_refused, _set_refused_amount, _set_cancelled = (
     ReserveOutcome.__dict__[name].__set__ for name in _OUTCOME_FIELDS
 )
+_CHARGE_FIELDS = ("key", "amount", "limit", "expires_at")
+if tuple(f.name for f in fields(Charge)) != _CHARGE_FIELDS:  # pragma: no cover
+    raise AssertionError("update new_charge to the new fields")
+_set_charge_key, _set_amount, _set_charge_limit, _set_expires_at = (
+    Charge.__dict__[name].__set__ for name in _CHARGE_FIELDS
+)
+
+
+def new_charge(key: str, amount: float, limit: float, expires_at: float) -> Charge:
+    """``Charge(key, amount, limit, expires_at)``, built faster (for the run's hot path)."""
+    charge: Charge = _new(Charge)
+    _set_charge_key(charge, key)
+    _set_amount(charge, amount)
+    _set_charge_limit(charge, limit)
+    _set_expires_at(charge, expires_at)
+    return charge
 
 
 def new_state(key: str, committed: float, reserved: float, limit: float) -> BucketState:

@@ -1,0 +1,195 @@
+"""Pools: on a shared ledger, reserve the worst case of many calls at once, serve them here.
+
+A budget with plenty left (``headroom`` times what one call reserves, or more) does not need
+a round trip per call to stay safe: the warden reserves ``calls`` calls' worth in one ledger
+operation (a *pool*, held like any reservation, under its own id and lease) and then admits
+calls against it in memory. Each call still reserves its own worst case, from the pool; its
+real cost is added to the pool's spend; when the pool runs low or grows old, when a run ends,
+spend is read, or the warden closes, the pool is committed with the real total (dropping its
+hold) in one operation. The ledger always counts the pool's whole hold until then, so no
+process can spend what another holds: budgets are never overspent, and near their limit
+(less than ``headroom`` calls left) every call goes to the ledger on its own again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .ledger.base import BucketState, Charge, Settlement, new_charge
+
+__all__ = ["Pools"]
+
+_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class _Pool:
+    """One pooled reservation: what it holds per bucket, what is handed out, what was spent."""
+
+    rid: str
+    keys: tuple[str, ...]
+    limits: tuple[float, ...]
+    ends: tuple[float, ...]
+    free: list[float]
+    spent: list[float]
+    opened: float  # monotonic
+    calls: dict[str, tuple[float, ...]] = field(default_factory=dict)  # in flight
+    closing: bool = False
+
+    def take(self, rid: str, charges: Sequence[Charge]) -> bool:
+        amounts = tuple(charge.amount for charge in charges)
+        free = self.free
+        if any(amount > left for amount, left in zip(amounts, free, strict=True)):
+            return False
+        for i, amount in enumerate(amounts):
+            free[i] -= amount
+        self.calls[rid] = amounts
+        return True
+
+    def settlement(self) -> Settlement:
+        """The pool's commit: its real spend (which also drops its hold)."""
+        return self.rid, [
+            new_charge(key, spent, limit, end)
+            for key, spent, limit, end in zip(
+                self.keys, self.spent, self.limits, self.ends, strict=True
+            )
+        ]
+
+
+class Pools:
+    """A warden's open pools, one per set of buckets (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        calls: int,
+        headroom: float,
+        max_age: float,
+        closed: Callable[[Settlement], None],
+    ) -> None:
+        self.enabled = enabled and calls > 1
+        self.calls = calls
+        self.headroom = headroom
+        self.max_age = max_age  # a pool is closed before half its lease has run
+        self._closed = closed  # where a closed pool's settlement goes (the next ledger trip)
+        self._open: dict[tuple[str, ...], _Pool] = {}
+        self._by_call: dict[str, _Pool] = {}
+        self._lock = threading.Lock()
+
+    def serve(self, rid: str, charges: Sequence[Charge]) -> bool:
+        """Admit a call from an open pool of its buckets; False: no pool can (then it is
+        closed for new calls)."""
+        if not self._open:
+            return False
+        keys = tuple(charge.key for charge in charges)
+        with self._lock:
+            pool = self._open.get(keys)
+            if pool is None:
+                return False
+            if time.monotonic() - pool.opened < self.max_age and pool.take(rid, charges):
+                self._by_call[rid] = pool
+                return True
+            self._close(keys, pool)
+            return False
+
+    def _close(self, keys: tuple[str, ...], pool: _Pool) -> None:
+        """No new calls for ``pool``: settled now if idle, else by its last call."""
+        pool.closing = True
+        if self._open.get(keys) is pool:
+            del self._open[keys]
+        if not pool.calls:
+            self._closed(pool.settlement())
+
+    def plan(
+        self, charges: Sequence[Charge], known: dict[str, tuple[float, float]]
+    ) -> tuple[str, list[Charge]] | None:
+        """A pool to reserve for these charges (its id and charges), or None when a bucket
+        has less than ``headroom`` such calls left, as far as this process knows."""
+        if not self.enabled:
+            return None
+        for charge in charges:
+            committed, reserved = known.get(charge.key, (None, None))
+            if committed is None or reserved is None:
+                return None  # never seen: the first call goes alone and shows the bucket
+            if charge.limit - committed - reserved < self.headroom * charge.amount:
+                return None
+        size = self.calls
+        rid = f"pool-{os.getpid()}-{next(_ids)}"
+        return rid, [new_charge(c.key, c.amount * size, c.limit, c.expires_at) for c in charges]
+
+    def open(
+        self, pool_rid: str, pooled: Sequence[Charge], rid: str, charges: Sequence[Charge]
+    ) -> None:
+        """Register a pool the ledger reserved, and admit the call it was reserved for."""
+        pool = _Pool(
+            rid=pool_rid,
+            keys=tuple(c.key for c in pooled),
+            limits=tuple(c.limit for c in pooled),
+            ends=tuple(c.expires_at for c in pooled),
+            free=[c.amount for c in pooled],
+            spent=[0.0] * len(pooled),
+            opened=time.monotonic(),
+        )
+        pool.take(rid, charges)
+        with self._lock:
+            old = self._open.get(pool.keys)
+            if old is not None:
+                self._close(pool.keys, old)
+            self._open[pool.keys] = pool
+            self._by_call[rid] = pool
+
+    def holds(self, rid: str) -> bool:
+        """Whether the call ``rid`` was admitted from a pool."""
+        return rid in self._by_call
+
+    def finish(self, rid: str, charges: Sequence[Charge]) -> None:
+        """A pooled call's real amounts: added to its pool's spend, the rest of its
+        reservation back to the pool (settled if that was the last call of a closed pool)."""
+        with self._lock:
+            pool = self._by_call.pop(rid)
+            reserved = pool.calls.pop(rid)
+            for i, charge in enumerate(charges):
+                pool.spent[i] += charge.amount
+                pool.free[i] += reserved[i] - charge.amount
+            if pool.closing and not pool.calls:
+                self._closed(pool.settlement())
+
+    def release(self, rid: str) -> None:
+        """A pooled call that did not happen: its reservation back to the pool."""
+        with self._lock:
+            pool = self._by_call.pop(rid)
+            for i, amount in enumerate(pool.calls.pop(rid)):
+                pool.free[i] += amount
+            if pool.closing and not pool.calls:
+                self._closed(pool.settlement())
+
+    def close_idle(self) -> None:
+        """Close every pool with no call in flight (their settlements go to the next trip)."""
+        if not self._open:
+            return
+        with self._lock:
+            for keys, pool in list(self._open.items()):
+                if not pool.calls:
+                    self._close(keys, pool)
+
+    @property
+    def open_count(self) -> int:
+        """How many pools are open (for tests and diagnostics)."""
+        return len(self._open)
+
+
+def projected(
+    charges: Sequence[Charge], known: dict[str, tuple[float, float]]
+) -> tuple[BucketState, ...]:
+    """Bucket states as far as this process knows (for ratios and alerts of pooled calls)."""
+    states = []
+    for charge in charges:
+        committed, reserved = known.get(charge.key, (0.0, 0.0))
+        states.append(BucketState(charge.key, committed, reserved, charge.limit))
+    return tuple(states)

@@ -1,0 +1,158 @@
+"""Pools on shared ledgers: with plenty of budget left, many calls' worst case is reserved in
+one trip and the calls are served in memory; the real total lands when the pool closes.
+
+What must hold: the ledger always counts the pool's whole hold (never overspent), the spend
+that lands equals the calls' real costs, near a limit every call goes to the ledger again,
+a fault loses nothing, and a cancel still stops pooled calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any
+
+import pytest
+
+from budgetwarden import Budget, BudgetExceeded, Usage, Warden
+
+from .conftest import RedisServer
+from .helpers import MODEL, FakeClock, guarded_call, policy
+
+SHARED = ("sqlite", "redis")
+WORST = 0.001  # 100 input + 100 max output tokens of MODEL
+BIG = Budget(scope="workspace", window="day", max_cost_usd=100.0)
+
+
+def counting(warden: Warden) -> collections.Counter[str]:
+    """Count the ledger operations the warden makes (each one a round trip)."""
+    seen: collections.Counter[str] = collections.Counter()
+    for name in ("reserve", "commit", "settle", "cancelled", "release"):
+        original = getattr(warden.ledger, name)
+
+        def counted(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            seen[_name] += 1
+            return _original(*args, **kw)
+
+        setattr(warden.ledger, name, counted)
+    return seen
+
+
+def state(warden: Warden) -> tuple[float, float]:
+    [ref] = warden._bucket_refs({"workspace": "acme"}, "r", warden.clock())[2]
+    got = warden.ledger.state(ref.key, now=warden.clock(), limit=ref.limit)
+    return round(got.committed, 9), round(got.reserved, 9)
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_a_pool_serves_many_calls_in_one_trip_and_lands_their_real_total(
+    ledger_uri: str,
+) -> None:
+    warden = Warden(policy(BIG), ledger=ledger_uri, clock=FakeClock(), log_events=False)
+    trips = counting(warden)
+    run = warden.run(workspace="acme")
+    costs = [guarded_call(run, output_tokens=10 * (i % 9)) for i in range(40)]
+    # the first call goes alone (and shows the bucket), the second opens a pool of 32 calls'
+    # worst case; each call takes only its real cost from it, so the pool serves all 39
+    assert trips["reserve"] == 2 and trips["commit"] == 0
+    assert sum(trips.values()) <= 3  # at most one cancel poll (every 0.25 s) besides
+    assert warden._pools.open_count == 1
+    committed, reserved = state(warden)
+    assert reserved >= 32 * WORST - 1e-9  # the ledger counts the whole pool meanwhile
+    assert committed + reserved >= sum(costs) - 1e-9  # never less than was spent
+    run.finish()  # the run's end closes the pool: its real total lands, its hold goes
+    assert state(warden) == (pytest.approx(sum(costs)), 0.0)
+    assert warden.spent("workspace", "acme") == pytest.approx(sum(costs))
+    warden.close()
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_near_the_limit_calls_go_to_the_ledger_one_by_one_and_never_overspend(
+    ledger_uri: str,
+) -> None:
+    """Two wardens (two processes) drain a budget that starts with room for 1,100 calls:
+    pools while there is room, single calls near the end, never past the limit."""
+    budget = Budget(scope="workspace", window="day", max_cost_usd=1.1)
+    wardens = [Warden(policy(budget), ledger=ledger_uri, log_events=False) for _ in range(2)]
+    runs = [w.run(workspace="acme") for w in wardens]
+    spent, refused, turn = 0.0, 0, 0
+    while refused < 4 and turn < 3000:
+        try:
+            spent += guarded_call(runs[turn % 2])
+        except BudgetExceeded:
+            refused += 1
+        turn += 1
+    for run in runs:
+        run.finish()
+    assert refused == 4 and 1.0 < spent <= 1.1 + 1e-9
+    reader = Warden(policy(budget), ledger=ledger_uri, log_events=False)
+    assert reader.spent("workspace", "acme") == pytest.approx(spent)
+    for w in (*wardens, reader):
+        w.close()
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_a_cancel_from_elsewhere_stops_pooled_calls(ledger_uri: str) -> None:
+    warden = Warden(policy(BIG), ledger=ledger_uri, clock=FakeClock(), log_events=False)
+    other = Warden(policy(BIG), ledger=ledger_uri, clock=FakeClock(), log_events=False)
+    warden.cancel_poll_seconds = 0.0  # ask at every call (default: every 0.25 s)
+    run = warden.run(workspace="acme")
+    for _ in range(3):
+        guarded_call(run)
+    assert warden._pools.open_count == 1
+    other.cancel(workspace="acme")
+    with pytest.raises(BudgetExceeded) as info:
+        guarded_call(run)
+    assert info.value.cap == "cancelled"
+    run.finish()
+    assert state(warden) == (pytest.approx(3 * WORST), 0.0)
+    warden.close()
+    other.close()
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_pooled_async_calls_land_the_same_spend(ledger_uri: str) -> None:
+    async def scenario() -> tuple[float, float, int]:
+        warden = Warden(policy(BIG), ledger=ledger_uri, clock=FakeClock(), log_events=False)
+        run = warden.run(workspace="acme")
+        total = 0.0
+        for _ in range(10):
+            step = await run.abefore_llm_call(MODEL, input_tokens=100, max_tokens=100)
+            usage = Usage(input_tokens=100, output_tokens=50)
+            total += (await run.aafter_llm_call(step, usage)).cost_usd
+        pools = warden._pools.open_count
+        await run.afinish()
+        spent = warden.spent("workspace", "acme")
+        warden.close()
+        return total, spent, pools
+
+    total, spent, pools = asyncio.run(scenario())
+    assert pools == 1 and spent == pytest.approx(total)
+
+
+def test_pooled_spend_survives_a_ledger_that_goes_down(own_redis: RedisServer) -> None:
+    uri = own_redis.url(timeout="0.2", connect_timeout="0.2")
+    warden = Warden(policy(BIG), ledger=uri, clock=FakeClock(), log_events=False)
+    warden.ledger_retry_seconds = 0.2
+    run = warden.run(workspace="acme")
+    costs = [guarded_call(run) for _ in range(5)]
+    own_redis.stop()
+    costs += [guarded_call(run) for _ in range(5)]  # served by the pool: no trip needed
+    run.finish()  # the pool's total cannot land: it is counted locally
+    own_redis.start()  # empty: redis-server kept nothing
+    time.sleep(0.25)
+    with warden.run(workspace="acme") as later:
+        costs.append(guarded_call(later))
+    # the first call's commit rode on the pool's reservation and was lost with the server's
+    # memory; the pool's total, counted locally meanwhile, was replayed into it on recovery
+    assert warden.spent("workspace", "acme") == pytest.approx(sum(costs) - costs[0])
+    warden.close()
+
+
+def test_pools_are_off_on_the_memory_ledger_and_when_asked() -> None:
+    warden = Warden(policy(BIG), clock=FakeClock(), log_events=False)
+    run = warden.run(workspace="acme")
+    for _ in range(5):
+        guarded_call(run)
+    assert warden._pools.open_count == 0
