@@ -4,11 +4,15 @@ A budget with plenty left (``headroom`` times what one call reserves, or more) d
 a round trip per call to stay safe: the warden reserves ``calls`` calls' worth in one ledger
 operation (a *pool*, held like any reservation, under its own id and lease) and then admits
 calls against it in memory. Each call still reserves its own worst case, from the pool; its
-real cost is added to the pool's spend; when the pool runs low or grows old, when a run ends,
-spend is read, or the warden closes, the pool is committed with the real total (dropping its
-hold) in one operation. The ledger always counts the pool's whole hold until then, so no
-process can spend what another holds: budgets are never overspent, and near their limit
-(less than ``headroom`` calls left) every call goes to the ledger on its own again.
+real cost is added to the pool's spend; when the pool runs low, has been open
+``Warden.settle_seconds`` (a background thread looks every that often), when spend is read,
+or the warden closes, the pool is committed with the real total (dropping its hold) in one
+operation: pooled spend reaches the ledger within about a second. The ledger counts the
+pool's whole hold until then, so no process can spend what another holds: budgets are never
+overspent, and near their limit (less than ``headroom`` calls left) every call goes to the
+ledger on its own again. A process killed with a pool open loses the record of what its
+pooled calls spent since the pool opened (at most about a second's worth), as it would that
+of a call in flight.
 """
 
 from __future__ import annotations
@@ -168,6 +172,17 @@ class Pools:
                 pool.free[i] += amount
             if pool.closing and not pool.calls:
                 self._closed(pool.settlement())
+
+    def close_older_than(self, seconds: float) -> None:
+        """Close pools open ``seconds`` or longer (each settles when its calls finish): so
+        pooled spend lands within about that, whatever a process does next."""
+        if not self._open:
+            return
+        cutoff = time.monotonic() - seconds
+        with self._lock:
+            for keys, pool in list(self._open.items()):
+                if pool.opened <= cutoff:
+                    self._close(keys, pool)
 
     def close_idle(self) -> None:
         """Close every pool with no call in flight (their settlements go to the next trip)."""

@@ -364,7 +364,7 @@ class Run(FastPaths):
         for step in leftovers:
             if self._held_in_ledger(step):
                 self.warden._release(step.id)
-        self.warden._flush()  # this run's deferred commits reach the ledger by its end
+        self.warden._flush(pools=False)  # its deferred commits land by its end (pools: soon)
         self._emit_finished(ended)
 
     async def afinish(
@@ -379,7 +379,7 @@ class Run(FastPaths):
         for step in leftovers:
             if self._held_in_ledger(step):
                 await self.warden._arelease(step.id)
-        await self.warden._aflush()
+        await self.warden._aflush(pools=False)
         self._emit_finished(ended)
 
     def resume(self) -> None:

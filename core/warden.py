@@ -669,23 +669,26 @@ class Warden:
             return self._ledger_call(lambda lg: lg.commit(rid, charges, now=now))
 
     def _flush_due(self) -> None:
-        """Send deferred commits that waited ``settle_seconds``, and close idle pools (from
-        the background, every ``settle_seconds``)."""
-        self._pools.close_idle()
-        if self._settler.due or self._settler.pending:
-            self._flush()
+        """From the background, every ``settle_seconds``: close pools open that long (their
+        spend lands as their calls finish) and send every deferred commit."""
+        self._pools.close_older_than(self.settle_seconds)
+        if self._settler.pending:
+            self._flush(pools=False)
 
-    def _flush(self) -> None:
-        """Close idle pools and send every deferred commit to the ledger now (one trip)."""
-        self._pools.close_idle()
+    def _flush(self, *, pools: bool = True) -> None:
+        """Send every deferred commit to the ledger now (one trip), with the spend of idle
+        pools (closed) unless ``pools=False``."""
+        if pools:
+            self._pools.close_idle()
         settle = self._settler.take()
         if settle:
             now = self.clock()
             self._ledger_call(lambda lg: _settle_on(lg, settle, now))
 
-    async def _aflush(self) -> None:
+    async def _aflush(self, *, pools: bool = True) -> None:
         """Async twin of ``_flush``."""
-        self._pools.close_idle()
+        if pools:
+            self._pools.close_idle()
         settle = self._settler.take()
         if not settle:
             return
