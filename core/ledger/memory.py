@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -21,6 +22,10 @@ from .base import (
 )
 
 __all__ = ["MemoryLedger"]
+
+#: The most committed reservation ids the memory ledger remembers (oldest forgotten first):
+#: in one process a commit is repeated at once or never, and days of ids would fill memory.
+_DONE_LIMIT = 65_536
 
 
 @dataclass(slots=True)
@@ -171,6 +176,9 @@ class MemoryLedger(SyncLedger):
         done = self._done
         first = reservation_id not in done
         done[reservation_id] = now + COMMIT_MEMORY_SECONDS
+        if len(done) > _DONE_LIMIT:  # bounded: a busy process would keep days of ids
+            for rid in list(itertools.islice(done, _DONE_LIMIT // 2)):
+                del done[rid]
         if not states:
             if first:
                 buckets = self._buckets

@@ -354,3 +354,22 @@ def test_redis_settle_reloads_its_script_after_a_flush(redis_server: RedisServer
     )
     assert seen(ledger, "a", now=2) == [(3.0, 1.0)]
     ledger.close()
+
+
+def test_the_memory_ledger_remembers_a_bounded_number_of_committed_ids() -> None:
+    from budgetwarden.ledger import memory
+
+    ledger = memory.MemoryLedger()
+    charge = [Charge("k", 1.0, 1e12, math.inf)]
+    for i in range(memory._DONE_LIMIT + 10):
+        ledger.commit(f"r{i}", charge, now=1.0)
+    assert len(ledger._done) <= memory._DONE_LIMIT
+    ledger.commit(f"r{memory._DONE_LIMIT + 9}", charge, now=1.0)  # a recent repeat: once
+    assert ledger.state("k", now=1.0).committed == memory._DONE_LIMIT + 10
+
+
+def test_new_charge_builds_the_same_charge() -> None:
+    from budgetwarden.ledger.base import new_charge
+
+    built = new_charge("k", 0.5, 2.0, 9.0)
+    assert built == Charge("k", 0.5, 2.0, 9.0) and hash(built) == hash(Charge("k", 0.5, 2.0, 9.0))
