@@ -1,11 +1,14 @@
 """Ledger throughput and latency: guarded calls from 1, 4 and 8 processes on one budget.
 
 Each process opens its own warden on the shared ledger (SQLite file, or our loopback
-redis-server) and makes guarded calls (``before_llm_call`` + ``after_llm_call``: one atomic
-reserve and one commit against the same two buckets, a user budget and a global request
-budget) for a fixed time, after a barrier. Reported: calls/s of all processes together and
-the per-call latency percentiles. Redis ``PING`` from the same number of processes, in the
-same run, is the floor (a guarded call is at least two round trips).
+redis-server) and makes guarded calls (``before_llm_call`` + ``after_llm_call`` against the
+same two buckets, a user budget and a global request budget, both far from their limits)
+for a fixed time, after a barrier. Reported: calls/s of all processes together and the
+per-call latency percentiles, twice: as a warden does by default (pools: 32 calls reserved
+per trip while a budget has room, see ``budgetwarden.pools``), and with pools off
+(``pool_calls = 0``: every call one trip, its commit riding on the next call's), which is
+what calls near a limit cost. Redis ``PING`` from the same number of processes, in the same
+run, is the floor of a trip.
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ def _policy() -> Any:
     )
 
 
-def _guarded_loop(uri: str) -> tuple[Any, Any]:
+def _guarded_loop(uri: str, pooled: bool = True) -> tuple[Any, Any]:
     from budgetwarden import Usage, Warden
 
-    warden = Warden(_policy(), ledger=uri)
+    class Unpooled(Warden):
+        pool_calls = 0
+
+    warden = (Warden if pooled else Unpooled)(_policy(), ledger=uri)
     run = warden.run(user="shared", agent="bench")
     messages = [{"role": "user", "content": "x" * 400}]
     usage = Usage(input_tokens=100, output_tokens=20)
@@ -55,7 +61,10 @@ def _ping_loop(uri: str) -> tuple[Any, Any]:
 def _worker(kind: str, uri: str, seconds: float, barrier: Any, queue: Any) -> None:
     from . import _env  # noqa: F401
 
-    call, resource = _ping_loop(uri) if kind == "ping" else _guarded_loop(uri)
+    if kind == "ping":
+        call, resource = _ping_loop(uri)
+    else:
+        call, resource = _guarded_loop(uri, pooled=kind == "guarded")
     for _ in range(50):
         call()
     barrier.wait()
@@ -78,7 +87,7 @@ def _worker(kind: str, uri: str, seconds: float, barrier: Any, queue: Any) -> No
 
 
 def measure(kind: str, uri: str, processes: int, seconds: float) -> dict[str, Any]:
-    """``processes`` workers of ``kind`` ("guarded" or "ping") on ``uri`` for ``seconds``."""
+    """``processes`` workers of ``kind`` ("guarded", "unpooled" or "ping") on ``uri``."""
     spawn = mp.get_context("spawn")
     barrier = spawn.Barrier(processes)
     queue = spawn.Queue()
@@ -113,7 +122,12 @@ def run(ctx: Context) -> dict[str, Any]:
     data["rows"].append(
         {"ledger": "memory (one process, reference)", **measure("guarded", "memory://", 1, seconds)}
     )
-    targets = [("sqlite", ctx.sqlite_uri, "guarded"), ("redis", ctx.redis_uri, "guarded")]
+    targets = [
+        ("sqlite", ctx.sqlite_uri, "guarded"),
+        ("sqlite, pools off", ctx.sqlite_uri, "unpooled"),
+        ("redis", ctx.redis_uri, "guarded"),
+        ("redis, pools off", ctx.redis_uri, "unpooled"),
+    ]
     if ctx.redis_uri:
         targets.append(("redis PING (floor)", ctx.redis_uri, "ping"))
     for name, uri, kind in targets:

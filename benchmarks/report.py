@@ -283,11 +283,13 @@ SECTIONS: list[tuple[str, Callable[[Result], str]]] = [
 def _ledgers(r: Result) -> str:
     out = [
         "## Ledger throughput and latency\n",
-        f"Guarded calls (`before_llm_call` + `after_llm_call`: one reserve and one commit on a "
-        f"user budget and a global request budget) from N processes sharing one budget, "
-        f"{r['seconds_per_measure']:g} s each after a barrier. Redis `PING` from as many "
-        "processes, in the same run, is the floor: a guarded call is at least two round "
-        "trips.\n",
+        f"Guarded calls (`before_llm_call` + `after_llm_call` on a user budget and a global "
+        f"request budget, both far from their limits) from N processes sharing one budget, "
+        f"{r['seconds_per_measure']:g} s each after a barrier: as a warden does by default "
+        "(pools: 32 calls' worst case reserved per trip while a budget has room), and with "
+        "pools off (one trip per call, its commit riding on the next call's: what calls near "
+        "a limit cost). Redis `PING` from as many processes, in the same run, is the floor "
+        "of one trip.\n",
     ]
     out += [f"> {note}\n" for note in r.get("notes", [])]
     rows = []
