@@ -27,14 +27,16 @@ LEASE = 1.5
 BACKENDS = ("sqlite", "redis")
 
 
-def _spender(uri: str, index: int, go: Any, results: Any) -> None:
-    """A child process: CALLS guarded calls ($0.0008-0.001 each) against the shared budget."""
-    warden = Warden(policy(BUDGET), ledger=uri, clock=ShiftedClock(), log_events=False)
+def _spender(
+    uri: str, index: int, go: Any, results: Any, budget: Budget = BUDGET, calls: int = CALLS
+) -> None:
+    """A child process: ``calls`` guarded calls ($0.0008-0.001 each) against the budget."""
+    warden = Warden(policy(budget), ledger=uri, clock=ShiftedClock(), log_events=False)
     rng = random.Random(index)
     spent, refusals, latencies = 0.0, set(), []
     go.wait()
     began = time.perf_counter()
-    for _ in range(CALLS):
+    for _ in range(calls):
         start = time.perf_counter()
         run = warden.run(workspace="acme", user=f"u{index}")
         try:
@@ -46,6 +48,33 @@ def _spender(uri: str, index: int, go: Any, results: Any) -> None:
         latencies.append(time.perf_counter() - start)
     elapsed = time.perf_counter() - began
     results.put((spent, sorted(refusals), latencies, elapsed))
+    warden.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eight_processes_with_pools_never_overspend_and_use_the_budget_up(
+    ledger_uri: str,
+) -> None:
+    """A $2.50 budget starts with room for 2,500 worst-case calls: pools of 32 while more
+    than 1,000 are left, single calls after; 8 x 400 calls use it up, never past it."""
+    budget = Budget(scope="workspace", window="day", max_cost_usd=2.5)
+    go, results = CTX.Event(), CTX.Queue()
+    workers = [
+        CTX.Process(target=_spender, args=(ledger_uri, i, go, results, budget, 400))
+        for i in range(PROCESSES)
+    ]
+    for worker in workers:
+        worker.start()
+    go.set()
+    reports = [results.get(timeout=180) for _ in workers]
+    for worker in workers:
+        worker.join(10)
+    warden = Warden(policy(budget), ledger=ledger_uri, clock=ShiftedClock(), log_events=False)
+    total = warden.spent("workspace", "acme")
+    assert total == pytest.approx(sum(r[0] for r in reports), abs=1e-9)  # every pool landed
+    assert total <= 2.5 + 1e-9  # never overspent
+    assert total >= 2.3  # nothing leaked
+    assert {cap for r in reports for cap in r[1]} == {"budget:workspace=acme/day"}
     warden.close()
 
 
