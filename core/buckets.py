@@ -24,6 +24,7 @@ class BucketRef:
     label: str  # the cap name in errors and events, e.g. "budget:user=u1/8h"
     limit: float
     window: Window
+    metric: str = "cost"  # the budget's, read once: what a call charges this bucket
 
     def charge(self, amount: float, stop_level: float = 1.0) -> Charge:
         """A charge of ``amount`` against this bucket, within ``stop_level`` of its limit."""
@@ -83,6 +84,7 @@ def matching_buckets(
                 label=bucket_label(budget, value),
                 limit=budget.limit_for(value),
                 window=window,
+                metric=budget.metric,
             )
         )
     return refs
@@ -90,7 +92,7 @@ def matching_buckets(
 
 def llm_amount(ref: BucketRef, cost: float, tokens: int) -> float:
     """What one model call charges a bucket: dollars, tokens, or one request."""
-    metric = ref.budget.metric
+    metric = ref.metric
     if metric == "cost":
         return cost
     return float(tokens) if metric == "tokens" else 1.0

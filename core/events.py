@@ -138,15 +138,19 @@ def trusted(cls: type[_E], values: dict[str, Any]) -> _E:
     """An event from values the core built itself, skipping validation (hot path only).
 
     Every value must already have its field's type (what validation would return); fields
-    not given take their defaults. The result equals ``cls(**values)``.
+    not given take their defaults. The result equals ``cls(**values)``. When ``values`` names
+    every field it becomes the event's own dict: pass a fresh one.
     """
     defaults = _DEFAULTS.get(cls)
     if defaults is None:
         defaults = _DEFAULTS[cls] = _defaults_of(cls)
-    data = {**defaults[0], **values}
-    for name, factory in defaults[1]:
-        if name not in values:
-            data[name] = factory()
+    if len(values) == defaults[2]:
+        data = values
+    else:
+        data = {**defaults[0], **values}
+        for name, factory in defaults[1]:
+            if name not in values:
+                data[name] = factory()
     event = _new(cls)
     _set(event, "__dict__", data)
     _set(event, "__pydantic_fields_set__", set(values))
@@ -155,7 +159,7 @@ def trusted(cls: type[_E], values: dict[str, Any]) -> _E:
     return event
 
 
-def _defaults_of(cls: type[_Event]) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+def _defaults_of(cls: type[_Event]) -> tuple[dict[str, Any], list[tuple[str, Any]], int]:
     plain: dict[str, Any] = {}
     factories: list[tuple[str, Any]] = []
     for name, info in cls.model_fields.items():
@@ -163,11 +167,11 @@ def _defaults_of(cls: type[_Event]) -> tuple[dict[str, Any], list[tuple[str, Any
             factories.append((name, info.default_factory))
         elif not info.is_required():
             plain[name] = info.default
-    return plain, factories
+    return plain, factories, len(cls.model_fields)
 
 
 _E = TypeVar("_E", bound=_Event)
-_DEFAULTS: dict[type[_Event], tuple[dict[str, Any], list[tuple[str, Any]]]] = {}
+_DEFAULTS: dict[type[_Event], tuple[dict[str, Any], list[tuple[str, Any]], int]] = {}
 _new = object.__new__
 _set = object.__setattr__
 

@@ -18,7 +18,7 @@ import importlib.util
 import json
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -499,6 +499,11 @@ class PriceBook:
     def cost(self, model: str, usage: Usage) -> float:
         """USD for one call, as ``litellm.cost_per_token``; raises ``UnknownModelError``."""
         return (self._rules.get(model) or self._rule(model)).bill(usage)
+
+    def biller(self, model: str) -> Callable[[Usage], float]:
+        """``lambda usage: cost(model, usage)``, resolved once (for callers pricing a model
+        over and over); raises ``UnknownModelError`` now rather than per call."""
+        return (self._rules.get(model) or self._rule(model)).bill
 
     def can_price(self, model: str) -> bool:
         """Whether ``cost`` prices this model (an override, or per-token prices in the map)."""

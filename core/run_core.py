@@ -12,7 +12,7 @@ import itertools
 import random
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -136,6 +136,7 @@ class RunCore:
         self._fast_llm_caps: tuple[Limits, Any] | None = None  # see run_fast
         self._fast_tool_caps: tuple[Limits, Any] | None = None
         self._fast_rates: dict[str | None, tuple[float, float]] = {}
+        self._bills: dict[str | None, Callable[[Usage], float]] = {}
         self._watch = self._cancel_targets()
         self._event_base = {
             "run_id": self.id,
@@ -250,7 +251,7 @@ class RunCore:
         stop, extras = self.policy.thresholds.stop, self._extras
         charges = []
         for ref in refs:
-            metric = ref.budget.metric
+            metric = ref.metric
             amount = cost if metric == "cost" else float(tokens) if metric == "tokens" else 1.0
             limit = ref.limit * stop
             if extras:
@@ -545,8 +546,12 @@ class RunCore:
                 estimated=True,
             )
         real_model = model or step.model
-        pricing_model = self.warden._pricing_model(real_model, self)
-        return usage, real_model, self.warden.prices.cost(pricing_model, usage)
+        bill = self._bills.get(real_model)
+        if bill is None:  # the pricing model's bill, kept per run (unpriced ones warn once)
+            warden = self.warden
+            bill = warden.prices.biller(warden._pricing_model(real_model, self))
+            self._bills[real_model] = bill
+        return usage, real_model, bill(usage)
 
     def _llm_commit_charges(self, step: Step, usage: Usage, cost: float) -> list[Charge]:
         if not step.buckets:
@@ -554,7 +559,7 @@ class RunCore:
         tokens = usage.input_tokens + usage.output_tokens
         charges = []
         for ref in step.buckets:
-            metric = ref.budget.metric
+            metric = ref.metric
             amount = cost if metric == "cost" else float(tokens) if metric == "tokens" else 1.0
             charges.append(new_charge(ref.key, amount, ref.limit, ref.window.end))
         return charges
@@ -575,11 +580,19 @@ class RunCore:
         """Count a finished model call and emit its events; its CostEvent, built only when
         the caller (``want``) or a sink wants it."""
         failed = outcome != "ok"
+        worst, est_in, max_out = step.reserved_usd, step.input_tokens, step.max_tokens
         with self._lock:
-            self._drop_hold(step)
-            overshoot = _floor(cost - step.reserved_usd)
+            self._pending.pop(step.id, None)  # the reservation is settled: drop its hold
+            step.done = True
+            overshoot = cost - worst if cost > worst else 0.0
             for run in self._lineage:
                 c = run.counters
+                left = c.reserved_usd - worst  # what is held never goes below zero
+                c.reserved_usd = left if left > 0 else 0.0
+                left_in = c.reserved_input_tokens - est_in
+                c.reserved_input_tokens = left_in if left_in > 0 else 0
+                left_out = c.reserved_output_tokens - max_out
+                c.reserved_output_tokens = left_out if left_out > 0 else 0
                 c.input_tokens += usage.input_tokens
                 c.output_tokens += usage.output_tokens
                 c.cache_read_tokens += usage.cache_read_tokens
@@ -601,7 +614,8 @@ class RunCore:
             else:
                 record = self.policy.record_content
                 event = llm_event(
-                    self._event_fields(),
+                    self._event_base,
+                    self.warden.clock(),
                     step,
                     usage,
                     model,
@@ -621,11 +635,21 @@ class RunCore:
     def _after_commit(
         self, states: Sequence[BucketState], refs: tuple[BucketRef, ...]
     ) -> list[Any]:
-        """Update pressure ratios and return the alerts this commit crossed."""
-        by_key = self._keyed(refs)
-        self._bucket_ratios(states, refs, by_key)
+        """Update pressure ratios and return the alerts this commit crossed (none, without
+        building anything, while no cap or bucket has reached the lowest alert level)."""
+        by_key = self._keyed(refs) if states else self._by_key
+        ratios, lowest, near = self._ratios, self._lowest_level, False
+        for state in states:
+            ref = by_key.get(state.key)
+            if ref is not None and ref.limit > 0:
+                ratios[ref.label] = state.committed / ref.limit
+                bar = lowest * ref.limit
+                near = near or state.committed >= bar - 1e-9 * (bar if bar > 1.0 else 1.0)
         caps = self._run_cap_ratios()
-        if not self._near_a_level(caps, states, by_key):
+        for _, used, limit in caps:
+            bar = lowest * limit
+            near = near or used >= bar - 1e-9 * (bar if bar > 1.0 else 1.0)
+        if not near:
             return []
         thresholds = self.policy.thresholds
         alerts = cap_crossings(self._event_fields, thresholds, caps, self._alerted)
@@ -634,27 +658,6 @@ class RunCore:
                 self._event_fields, thresholds, states, by_key, self.warden._first_crossing
             )
         return alerts
-
-    def _near_a_level(
-        self,
-        caps: Sequence[tuple[str, float, float]],
-        states: Sequence[BucketState],
-        by_key: dict[str, BucketRef],
-    ) -> bool:
-        """Whether any cap or bucket reached the lowest alert level (else no alert can be due:
-        the common case, checked without building anything)."""
-        lowest = self._lowest_level
-        for _, used, limit in caps:
-            bar = lowest * limit
-            if used >= bar - 1e-9 * (bar if bar > 1.0 else 1.0):
-                return True
-        for state in states:
-            ref = by_key.get(state.key)
-            if ref is not None and ref.limit > 0:
-                bar = lowest * ref.limit
-                if state.committed >= bar - 1e-9 * (bar if bar > 1.0 else 1.0):
-                    return True
-        return False
 
     def _event_fields(self) -> dict[str, Any]:
         return {"ts": self.warden.clock(), **self._event_base}
@@ -762,7 +765,7 @@ class RunCore:
 
     def _tool_charges(self, step: ToolStep) -> list[Charge]:
         """A priced tool call's dollars against the run's dollar budgets."""
-        refs = [ref for ref in step.buckets if ref.budget.metric == "cost"]
+        refs = [ref for ref in step.buckets if ref.metric == "cost"]
         return self._charges(refs, step.price_usd, 0) if refs else []
 
     def _unplan_tool(self, step: ToolStep, outcome: ReserveOutcome) -> Refusal:
@@ -803,7 +806,8 @@ class RunCore:
             event = None
             if want or self.warden._wants_cost_events():
                 event = tool_event(
-                    self._event_fields(),
+                    self._event_base,
+                    self.warden.clock(),
                     step,
                     ok=ok,
                     latency_s=latency_s,

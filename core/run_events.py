@@ -143,6 +143,7 @@ def bucket_crossings(
 
 def llm_event(
     base: dict[str, Any],
+    ts: float,
     step: Step,
     usage: Usage,
     model: str | None,
@@ -155,42 +156,45 @@ def llm_event(
     prompt: str | None,
     response: str | None,
 ) -> CostEvent:
-    """The CostEvent of one model call."""
+    """The CostEvent of one model call (``base``: the run's attribution fields)."""
     failed = outcome != "ok"
-    fields = dict(
-        base,
-        kind="llm",
-        provider=provider_of(model),
-        model=model,
-        requested_model=step.requested_model,
-        tier=step.tier,
-        route=f"tier {step.tier}: {step.model}" if step.tier is not None else step.model,
-        route_reason=step.route_reason,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        estimated=usage.estimated,
-        cost_usd=cost,
-        reserved_usd=step.reserved_usd,
-        overshoot_usd=max(cost - step.reserved_usd, 0.0),
-        latency_s=None if latency_s is None else float(latency_s),
-        retries=retries,
-        retry=step.retry,
-        outcome=outcome,
-        validation="failed" if outcome in ("invalid_json", "validation_failed") else None,
-        status="error" if failed else "ok",
-        budget_ratios=ratios,
-        success=None,
-        prompt=prompt,
-        response=response,
-    )
+    fields = {  # every field: becomes the event's own dict
+        **base,
+        "ts": ts,
+        "kind": "llm",
+        "provider": provider_of(model),
+        "model": model,
+        "tool": None,
+        "requested_model": step.requested_model,
+        "tier": step.tier,
+        "route": f"tier {step.tier}: {step.model}" if step.tier is not None else step.model,
+        "route_reason": step.route_reason,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "estimated": usage.estimated,
+        "cost_usd": cost,
+        "reserved_usd": step.reserved_usd,
+        "overshoot_usd": max(cost - step.reserved_usd, 0.0),
+        "latency_s": None if latency_s is None else float(latency_s),
+        "retries": retries,
+        "retry": step.retry,
+        "outcome": outcome,
+        "validation": "failed" if outcome in ("invalid_json", "validation_failed") else None,
+        "status": "error" if failed else "ok",
+        "budget_ratios": ratios,
+        "success": None,
+        "prompt": prompt,
+        "response": response,
+    }
     return trusted(CostEvent, fields)
 
 
 def tool_event(
     base: dict[str, Any],
+    ts: float,
     step: ToolStep,
     *,
     ok: bool,
@@ -200,6 +204,7 @@ def tool_event(
     """The CostEvent of one tool call."""
     fields = dict(
         base,
+        ts=ts,
         kind="tool",
         tool=step.name,
         cost_usd=step.price_usd,
