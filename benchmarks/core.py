@@ -75,6 +75,16 @@ def _pair(run: Any, messages: list[dict[str, str]]) -> Callable[[], None]:
     return pair
 
 
+def _recorded_pair(run: Any, messages: list[dict[str, str]]) -> Callable[[], None]:
+    """The pair as adapters make it: ``record_llm_call`` (no CostEvent nobody reads)."""
+
+    def pair() -> None:
+        step = run.before_llm_call(MODEL, messages, max_tokens=512)
+        run.record_llm_call(step, USAGE, latency_s=0.5)
+
+    return pair
+
+
 def hot_path(ctx: Context) -> dict[str, Any]:
     """µs per before/after pair on the memory ledger, per policy, interleaved."""
     messages = texts.chat(texts.prose(2400))
@@ -82,6 +92,10 @@ def hot_path(ctx: Context) -> dict[str, Any]:
     for name, policy in policies().items():
         run = Warden(policy).run(user="u1", agent="bench")
         pairs[name] = _pair(run, messages)
+    adapters_run = Warden(policies()["run caps + 2 budgets"]).run(user="u1", agent="bench")
+    pairs["run caps + 2 budgets, record_llm_call (as adapters)"] = _recorded_pair(
+        adapters_run, messages
+    )
     batch = 500
     samples = interleaved_batches(
         {name: (fn, batch) for name, fn in pairs.items()}, rounds=ctx.scale(40, 4)

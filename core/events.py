@@ -144,22 +144,25 @@ def trusted(cls: type[_E], values: dict[str, Any]) -> _E:
     defaults = _DEFAULTS.get(cls)
     if defaults is None:
         defaults = _DEFAULTS[cls] = _defaults_of(cls)
-    if len(values) == defaults[2]:
-        data = values
+    if len(values) == len(defaults[2]):
+        data, given = values, defaults[2].copy()  # every field: no defaults, no re-hashing
     else:
+        given = set(values)
         data = {**defaults[0], **values}
         for name, factory in defaults[1]:
             if name not in values:
                 data[name] = factory()
     event = _new(cls)
     _set(event, "__dict__", data)
-    _set(event, "__pydantic_fields_set__", set(values))
+    _set(event, "__pydantic_fields_set__", given)
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
     return event
 
 
-def _defaults_of(cls: type[_Event]) -> tuple[dict[str, Any], list[tuple[str, Any]], int]:
+def _defaults_of(
+    cls: type[_Event],
+) -> tuple[dict[str, Any], list[tuple[str, Any]], set[str]]:
     plain: dict[str, Any] = {}
     factories: list[tuple[str, Any]] = []
     for name, info in cls.model_fields.items():
@@ -167,11 +170,11 @@ def _defaults_of(cls: type[_Event]) -> tuple[dict[str, Any], list[tuple[str, Any
             factories.append((name, info.default_factory))
         elif not info.is_required():
             plain[name] = info.default
-    return plain, factories, len(cls.model_fields)
+    return plain, factories, set(cls.model_fields)
 
 
 _E = TypeVar("_E", bound=_Event)
-_DEFAULTS: dict[type[_Event], tuple[dict[str, Any], list[tuple[str, Any]], int]] = {}
+_DEFAULTS: dict[type[_Event], tuple[dict[str, Any], list[tuple[str, Any]], set[str]]] = {}
 _new = object.__new__
 _set = object.__setattr__
 

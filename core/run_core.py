@@ -133,6 +133,8 @@ class RunCore:
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
         self._lowest_level = alert_levels(self.policy.thresholds)[0]
+        self._degrade_at = self.policy.thresholds.degrade - RATIO_TOLERANCE
+        self._has_budgets = bool(self.policy.budgets)
         self._fast_llm_caps: tuple[Limits, Any] | None = None  # see run_fast
         self._fast_tool_caps: tuple[Limits, Any] | None = None
         self._fast_rates: dict[str | None, tuple[float, float]] = {}
@@ -230,7 +232,7 @@ class RunCore:
 
     def _buckets(self, now: float) -> tuple[BucketRef, ...]:
         """The buckets this run's calls count against now (kept until a window turns)."""
-        if not self.policy.budgets:
+        if not self._has_budgets:
             return ()
         since, until, refs = self._bucket_cache
         if since <= now < until:
@@ -260,8 +262,11 @@ class RunCore:
         return charges
 
     def _pressure(self) -> str | None:
-        degrade = self.policy.thresholds.degrade - RATIO_TOLERANCE
-        for label, ratio in self._ratios.items():
+        """The first cap or budget at the degrade level, as "label at 91%", or None."""
+        ratios, degrade = self._ratios, self._degrade_at
+        if not ratios or max(ratios.values()) < degrade:
+            return None
+        for label, ratio in ratios.items():
             if ratio >= degrade:
                 return f"{label} at {ratio:.0%}"
         return None
@@ -684,9 +689,10 @@ class RunCore:
         ratios = self._ratios
         for cap, used, limit in own:
             ratios[_RUN_LABELS[cap]] = used / limit
-        for run in self._lineage[1:]:
-            for cap, used, limit in run._spend_caps():
-                ratios[f"parent:{cap}"] = used / limit
+        if len(self._lineage) > 1:
+            for run in self._lineage[1:]:
+                for cap, used, limit in run._spend_caps():
+                    ratios[f"parent:{cap}"] = used / limit
         return own
 
     def _spend_caps(self) -> list[tuple[str, float, float]]:
