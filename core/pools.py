@@ -82,7 +82,7 @@ class Pools:
         self.headroom = headroom
         self.max_age = max_age  # a pool is closed before half its lease has run
         self._closed = closed  # where a closed pool's settlement goes (the next ledger trip)
-        self._open: dict[tuple[str, ...], _Pool] = {}
+        self._open: dict[PoolKey, _Pool] = {}
         self._by_call: dict[str, _Pool] = {}
         self._lock = threading.Lock()
 
@@ -91,7 +91,7 @@ class Pools:
         closed for new calls)."""
         if not self._open:
             return False
-        keys = tuple(charge.key for charge in charges)
+        keys = _identity(charges)
         with self._lock:
             pool = self._open.get(keys)
             if pool is None:
@@ -102,7 +102,7 @@ class Pools:
             self._close(keys, pool)
             return False
 
-    def _close(self, keys: tuple[str, ...], pool: _Pool) -> None:
+    def _close(self, keys: PoolKey, pool: _Pool) -> None:
         """No new calls for ``pool``: settled now if idle, else by its last call."""
         pool.closing = True
         if self._open.get(keys) is pool:
@@ -141,11 +141,12 @@ class Pools:
             opened=time.monotonic(),
         )
         pool.take(rid, charges)
+        identity = _identity(pooled)
         with self._lock:
-            old = self._open.get(pool.keys)
+            old = self._open.get(identity)
             if old is not None:
-                self._close(pool.keys, old)
-            self._open[pool.keys] = pool
+                self._close(identity, old)
+            self._open[identity] = pool
             self._by_call[rid] = pool
 
     def holds(self, rid: str) -> bool:
@@ -197,6 +198,15 @@ class Pools:
     def open_count(self) -> int:
         """How many pools are open (for tests and diagnostics)."""
         return len(self._open)
+
+
+#: What a pool serves: bucket keys and the limits its calls are held to (a run granted more
+#: of a budget reserves against a higher limit: its pool must not serve other runs).
+PoolKey = tuple[tuple[str, float], ...]
+
+
+def _identity(charges: Sequence[Charge]) -> PoolKey:
+    return tuple((charge.key, charge.limit) for charge in charges)
 
 
 def projected(

@@ -188,3 +188,23 @@ def test_pool_calls_zero_sends_every_call_to_the_ledger(ledger_uri: str) -> None
         guarded_call(run)
     assert warden._pools.open_count == 0 and trips["reserve"] == 5
     warden.close()
+
+
+def test_a_pool_serves_only_calls_held_to_the_same_limits() -> None:
+    """A run granted more of a budget reserves against a higher limit: the pool it opens
+    must not serve runs held to the budget's own limit."""
+    import math
+
+    from budgetwarden.ledger import Charge
+    from budgetwarden.pools import Pools
+
+    closed: list[Any] = []
+    pools = Pools(enabled=True, calls=4, headroom=1000, max_age=60, closed=closed.append)
+    granted = [Charge("k", 0.01, 150.0, math.inf)]
+    plain = [Charge("k", 0.01, 100.0, math.inf)]
+    plan = pools.plan(granted, {"k": (99.0, 0.0)})
+    assert plan is not None
+    pools.open(plan[0], plan[1], "call-1", granted)
+    assert pools.serve("call-2", granted)
+    assert not pools.serve("call-3", plain)  # another limit: not from this pool
+    assert pools.plan(plain, {"k": (99.0, 0.04)}) is None  # and no room for its own
