@@ -21,6 +21,7 @@ import itertools
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -85,6 +86,11 @@ class Pools:
         self._open: dict[PoolKey, _Pool] = {}
         self._by_call: dict[str, _Pool] = {}
         self._lock = threading.Lock()
+        _ALL.add(self)
+
+    def _forget(self) -> None:
+        """In a forked child: the pools are the parent's to spend and settle, not ours."""
+        self._open, self._by_call, self._lock = {}, {}, threading.Lock()
 
     def serve(self, rid: str, charges: Sequence[Charge]) -> bool:
         """Admit a call from an open pool of its buckets; False: no pool can (then it is
@@ -218,3 +224,15 @@ def projected(
         committed, reserved = known.get(charge.key, (0.0, 0.0))
         states.append(BucketState(charge.key, committed, reserved, charge.limit))
     return tuple(states)
+
+
+_ALL: weakref.WeakSet[Pools] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for pools in list(_ALL):
+        pools._forget()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork)

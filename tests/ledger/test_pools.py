@@ -208,3 +208,24 @@ def test_a_pool_serves_only_calls_held_to_the_same_limits() -> None:
     assert pools.serve("call-2", granted)
     assert not pools.serve("call-3", plain)  # another limit: not from this pool
     assert pools.plan(plain, {"k": (99.0, 0.04)}) is None  # and no room for its own
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_forked_child_does_not_spend_from_its_parents_pool(ledger_uri: str) -> None:
+    import multiprocessing
+
+    warden = Warden(policy(BIG), ledger=ledger_uri, log_events=False)
+    run = warden.run(workspace="acme")
+    for _ in range(3):
+        guarded_call(run)
+    assert warden._pools.open_count == 1
+    queue = multiprocessing.get_context("fork").SimpleQueue()
+
+    def child() -> None:
+        queue.put(warden._pools.open_count)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(30)
+    assert queue.get() == 0 and warden._pools.open_count == 1
+    warden.close()
