@@ -232,7 +232,12 @@ class MemoryLedger(SyncLedger):
 
     def cancelled(self, targets: Sequence[str]) -> str | None:
         """The first cancelled target, or None."""
-        return next((t for t in targets if t in self._cancels), None)
+        cancels = self._cancels
+        if cancels:  # usually none: asked at every tool call, so no generator for nothing
+            for target in targets:
+                if target in cancels:
+                    return target
+        return None
 
     def put_value(self, key: str, value: str, *, expires_at: float | None = None) -> None:
         """Store a value until ``expires_at`` (and at most until the process ends)."""
