@@ -25,6 +25,10 @@ from .ledger.base import BucketState, Charge, Settlement
 __all__ = ["Settler"]
 
 _KNOWN_LIMIT = 4096
+#: This process's id, kept current across forks (asked at every deferred commit).
+_process = [os.getpid()]
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, os.getpid()))
 
 
 class Settler:
@@ -43,9 +47,9 @@ class Settler:
         """Make sure old commits get sent even when no call comes: a daemon thread that
         calls ``flush`` every ``max_age`` seconds, and once more at the interpreter's exit.
         ``flush`` is held weakly (a bound method of the warden): a dropped warden stops it."""
-        if self._ticker_pid == os.getpid():
+        if self._ticker_pid == _process[0]:
             return
-        self._ticker_pid = os.getpid()  # a forked child starts its own
+        self._ticker_pid = _process[0]  # a forked child starts its own
         ref = weakref.WeakMethod(flush)  # type: ignore[arg-type]
         thread = threading.Thread(
             target=_tick, args=(ref, self.max_age), name="budgetwarden-settle", daemon=True
