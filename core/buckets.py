@@ -8,7 +8,6 @@ from urllib.parse import quote
 
 from .ledger.base import Charge
 from .policy import Budget
-from .usage import Usage
 from .windows import Window, window_at
 
 __all__ = ["BucketRef", "bucket_key", "matching_buckets", "scope_value"]
@@ -88,16 +87,3 @@ def matching_buckets(
             )
         )
     return refs
-
-
-def llm_amount(ref: BucketRef, cost: float, tokens: int) -> float:
-    """What one model call charges a bucket: dollars, tokens, or one request."""
-    metric = ref.metric
-    if metric == "cost":
-        return cost
-    return float(tokens) if metric == "tokens" else 1.0
-
-
-def usage_tokens(usage: Usage) -> int:
-    """Tokens a budget counts for a call: input plus output."""
-    return usage.input_tokens + usage.output_tokens

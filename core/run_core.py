@@ -203,10 +203,6 @@ class RunCore:
     def _next_id(self) -> str:
         return f"{self.id}:{next(_ids)}"
 
-    def _chain(self) -> tuple[RunCore, ...]:
-        """This run and its ancestors, nearest first (fixed at the run's creation)."""
-        return self._lineage
-
     def _cancel_targets(self) -> tuple[str, ...]:
         targets = [f"run={run.id}" for run in self._lineage]
         for scope in ("user", "workspace", "key", "agent", "thread", "workflow"):
@@ -247,17 +243,22 @@ class RunCore:
             return self._by_key
         return {ref.key: ref for ref in refs}
 
-    def _charges(self, refs: Sequence[BucketRef], cost: float, tokens: int) -> list[Charge]:
-        """What a model call of ``cost`` dollars and ``tokens`` tokens reserves against each
-        bucket, within the stop level plus any grant to this run."""
+    def _charges(
+        self, refs: Sequence[BucketRef], cost: float, tokens: int, *, held: bool = True
+    ) -> list[Charge]:
+        """What a call of ``cost`` dollars and ``tokens`` tokens charges each bucket (dollars,
+        tokens, or one request): a reservation (``held``) within the stop level plus any
+        grant to this run, a commit against the plain limit."""
         stop, extras = self.policy.thresholds.stop, self._extras
         charges = []
         for ref in refs:
             metric = ref.metric
             amount = cost if metric == "cost" else float(tokens) if metric == "tokens" else 1.0
-            limit = ref.limit * stop
-            if extras:
-                limit += extras.get(ref.label, 0.0)
+            limit = ref.limit
+            if held:
+                limit *= stop
+                if extras:
+                    limit += extras.get(ref.label, 0.0)
             charges.append(new_charge(ref.key, amount, limit, ref.window.end))
         return charges
 
@@ -559,15 +560,11 @@ class RunCore:
         return usage, real_model, bill(usage)
 
     def _llm_commit_charges(self, step: Step, usage: Usage, cost: float) -> list[Charge]:
+        """The real amounts of a model call against the buckets it reserved on."""
         if not step.buckets:
             return []
         tokens = usage.input_tokens + usage.output_tokens
-        charges = []
-        for ref in step.buckets:
-            metric = ref.metric
-            amount = cost if metric == "cost" else float(tokens) if metric == "tokens" else 1.0
-            charges.append(new_charge(ref.key, amount, ref.limit, ref.window.end))
-        return charges
+        return self._charges(step.buckets, cost, tokens, held=False)
 
     def _record_llm(
         self,
