@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
@@ -167,6 +168,8 @@ def _transcript_prefix(cache: TokenCache, current: tuple[Any, ...]) -> tuple[int
     if last is None:
         return 0, []
     previous, counts = cast(tuple[tuple[Any, ...], list[int]], last)
+    if len(current) >= len(previous) and sum(map(operator.is_, current, previous)) == len(previous):
+        return len(previous), counts[:]  # all of it again (checked in C, no Python loop)
     same = 0
     for new, old in zip(current, previous, strict=False):
         if new is not old:

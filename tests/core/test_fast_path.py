@@ -157,3 +157,15 @@ def test_tool_signatures_are_the_canonical_json_of_the_arguments(args: Any) -> N
 
     expected = json.dumps(args, sort_keys=True, default=str, separators=(",", ":"))
     assert tool_signature("t", args) == f"t:{expected}"
+
+
+def test_the_cached_estimate_equals_a_fresh_one_as_transcripts_grow_and_change() -> None:
+    from budgetwarden.usage import TokenCache, estimate_message_tokens
+
+    def msg(n: int) -> dict[str, str]:
+        return {"role": "user", "content": "x" * n}
+
+    a, b, c, d, big = msg(40), msg(400), msg(80), msg(120), msg(9000)
+    cache: TokenCache = {}
+    for transcript in ([a, b], [a, b, c], [a, b, c], [a, big, c], [a, big, c, d], [d], [a, b]):
+        assert estimate_message_tokens(transcript, cache) == estimate_message_tokens(transcript)
