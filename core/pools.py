@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .ledger.base import BucketState, Charge, Settlement, new_charge
+from .ledger.base import BucketState, Charge, Settlement, new_charge, new_state
 
 __all__ = ["Pools"]
 
@@ -47,13 +47,15 @@ class _Pool:
     closing: bool = False
 
     def take(self, rid: str, charges: Sequence[Charge]) -> bool:
-        amounts = tuple(charge.amount for charge in charges)
+        """Hand a call its reservation from the pool, if every bucket has that much free."""
+        amounts = [charge.amount for charge in charges]
         free = self.free
-        if any(amount > left for amount, left in zip(amounts, free, strict=True)):
-            return False
+        for i, amount in enumerate(amounts):
+            if amount > free[i]:
+                return False
         for i, amount in enumerate(amounts):
             free[i] -= amount
-        self.calls[rid] = amounts
+        self.calls[rid] = tuple(amounts)
         return True
 
     def settlement(self) -> Settlement:
@@ -212,7 +214,7 @@ PoolKey = tuple[tuple[str, float], ...]
 
 
 def _identity(charges: Sequence[Charge]) -> PoolKey:
-    return tuple((charge.key, charge.limit) for charge in charges)
+    return tuple([(charge.key, charge.limit) for charge in charges])
 
 
 def projected(
@@ -221,9 +223,12 @@ def projected(
     """Bucket states as far as this process knows (for ratios and alerts of pooled calls)."""
     states = []
     for charge in charges:
-        committed, reserved = known.get(charge.key, (0.0, 0.0))
-        states.append(BucketState(charge.key, committed, reserved, charge.limit))
+        committed, reserved = known.get(charge.key, _NOTHING)
+        states.append(new_state(charge.key, committed, reserved, charge.limit))
     return tuple(states)
+
+
+_NOTHING = (0.0, 0.0)
 
 
 _ALL: weakref.WeakSet[Pools] = weakref.WeakSet()

@@ -20,7 +20,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 
-from .ledger.base import BucketState, Charge, Settlement
+from .ledger.base import BucketState, Charge, Settlement, new_state
 
 __all__ = ["Settler"]
 
@@ -77,7 +77,7 @@ class Settler:
                 committed, reserved = known.get(charge.key, (0.0, 0.0))
                 committed += charge.amount
                 known[charge.key] = (committed, reserved)
-                states.append(BucketState(charge.key, committed, reserved, charge.limit))
+                states.append(new_state(charge.key, committed, reserved, charge.limit))
             return tuple(states)
 
     @property
