@@ -51,7 +51,9 @@ class ModelCall:
     claimed: bool = False  # being committed: no longer pending
     settled: bool = False  # committed: later events are ignored
     returned_at: float | None = None
-    event_usage: Usage | None = None
+    # the usage dicts of the call's completed events, as CrewAI's bus thread delivered them
+    # (converted only if the token tracker cannot say: usually it can)
+    event_usages: list[dict[str, Any]] = field(default_factory=list)
     text: str | None = None
     model: str | None = None
     outcome: str = "ok"
@@ -82,9 +84,20 @@ class ModelCall:
         delta = self.tracker_delta()
         if delta is not None and delta.successful_requests > 0 and not self.shared:
             return usage_from_metrics(delta)
-        if self.event_usage is None:
+        usage = self.event_usage()
+        if usage is None:
             crewai_event_bus.flush(timeout=EVENT_FLUSH_SECONDS)
-        return self.event_usage
+            usage = self.event_usage()
+        return usage
+
+    def event_usage(self) -> Usage | None:
+        """The usage the call's completed events reported, summed (None if none did)."""
+        total: Usage | None = None
+        for raw in list(self.event_usages):
+            usage = usage_from_event(raw)
+            if usage is not None:
+                total = usage if total is None else total + usage
+        return total
 
     def has_answered(self) -> bool:
         """True when there is evidence that the model call has returned."""

@@ -31,7 +31,6 @@ from ._calls import (
     listen_to_llm_events,
     outcome_of_error,
     trackers,
-    usage_from_event,
 )
 from ._compress import compress_in_place
 from ._notes import add_notes, final_response, remove_notes
@@ -217,13 +216,12 @@ class CrewRunState:
 
     def record_completed(self, call: ModelCall, event: LLMCallCompletedEvent) -> None:
         """An ``LLMCallCompletedEvent`` emitted inside ``call`` (from a bus worker thread)."""
-        usage = usage_from_event(event.usage)
         text = event.response if isinstance(event.response, str) else None
         with self._lock:
             if call.settled:
                 return
-            if usage is not None:
-                call.event_usage = usage if call.event_usage is None else call.event_usage + usage
+            if event.usage is not None:
+                call.event_usages.append(event.usage)  # converted only if needed
             call.returned(text=text, model=event.model)
             if text:
                 self.last_text = text
