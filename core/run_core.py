@@ -611,7 +611,8 @@ class RunCore:
                     self.policy.routing, self._route, outcome=outcome, model=step.model
                 )
             alerts = self._after_commit(states, step.buckets)
-            if not want and not self.warden._wants_cost_events():
+            wanted = self.warden._wants_cost_events()  # by a sink: then it is emitted too
+            if not want and not wanted:
                 event = None
             else:
                 record = self.policy.record_content
@@ -629,7 +630,8 @@ class RunCore:
                     prompt=prompt_text if record else None,
                     response=output_text if record else None,
                 )
-                alerts.append(event)
+                if wanted:
+                    alerts.append(event)
         if alerts:
             self.warden._emit_all(alerts)
         return event
@@ -806,8 +808,8 @@ class RunCore:
                 c.errors += int(not ok)
                 c.consecutive_errors = 0 if ok else c.consecutive_errors + 1
             alerts = self._after_commit(states, step.buckets) if step.price_usd else []
-            event = None
-            if want or self.warden._wants_cost_events():
+            event, wanted = None, self.warden._wants_cost_events()
+            if want or wanted:
                 event = tool_event(
                     self._event_base,
                     self.warden.clock(),
@@ -816,7 +818,8 @@ class RunCore:
                     latency_s=latency_s,
                     ratios=dict(self._ratios),
                 )
-                alerts.append(event)
+                if wanted:
+                    alerts.append(event)
         if alerts:
             self.warden._emit_all(alerts)
         return event

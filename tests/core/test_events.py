@@ -177,3 +177,30 @@ def test_trusted_events_equal_validated_ones_defaults_and_factories_included() -
     first = trusted(Notice, {"ts": 1.0, "code": "x", "message": "m"})
     second = trusted(Notice, {"ts": 1.0, "code": "x", "message": "m"})
     assert first.data is not second.data  # a default factory runs per event
+
+
+def test_a_sink_that_does_not_want_cost_events_gets_none_and_callers_still_get_theirs() -> None:
+    from budgetwarden import Warden
+    from budgetwarden.events import BudgetAlert, Event
+
+    class AlertsOnly:
+        def __init__(self) -> None:
+            self.events: list[Event] = []
+
+        def wants(self, kind: type[Event]) -> bool:
+            return kind is not CostEvent
+
+        def emit(self, event: Event) -> None:
+            self.events.append(event)
+
+    sink = AlertsOnly()
+    policy = Policy.model_validate({"limits": {"max_cost_usd": 0.001}})
+    warden = Warden(policy, sinks=[sink], log_events=False)
+    run = warden.run(user="u1")
+    step = run.before_llm_call("gpt-4o-mini", input_tokens=3000, max_tokens=100)
+    event = run.after_llm_call(step, Usage(input_tokens=3000, output_tokens=100))  # 51 %
+    assert isinstance(event, CostEvent) and event.cost_usd > 0  # the caller's, still built
+    assert not any(isinstance(e, CostEvent) for e in sink.events)
+    assert any(isinstance(e, BudgetAlert) for e in sink.events)  # alerts still go out
+    step = run.before_llm_call("gpt-4o-mini", input_tokens=100, max_tokens=10)
+    assert run.record_llm_call(step, Usage(input_tokens=100, output_tokens=10)) is None
