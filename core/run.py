@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import BudgetExceeded
 from .events import CostEvent
+from .ledger.base import ReserveOutcome
 from .pause import PauseHandle
 from .run_core import _Attempt
 from .run_fast import FastPaths
@@ -69,7 +70,7 @@ class Run(FastPaths):
         """
         claim = self._quick_llm_claim(model, messages, max_tokens, input_tokens)
         if claim is not None:
-            outcome = self.warden._reserve(claim[7], claim[0], self._watch)
+            outcome = self._quick_llm_reserve(claim)
             if (step := self._quick_llm_hold(claim, outcome)) is not None:
                 return step
         request = self._llm_request(model, messages, max_tokens, input_tokens, tools)
@@ -105,7 +106,10 @@ class Run(FastPaths):
         """Async twin of ``before_llm_call`` (waits await; they never block the loop)."""
         claim = self._quick_llm_claim(model, messages, max_tokens, input_tokens)
         if claim is not None:
-            outcome = await self.warden._areserve(claim[7], claim[0], self._watch)
+            if claim[8] is not None:  # the in-process ledger: nothing to await
+                outcome: ReserveOutcome | list[float] = self._quick_llm_reserve(claim)
+            else:
+                outcome = await self.warden._areserve(claim[7], claim[0], self._watch)
             if (step := self._quick_llm_hold(claim, outcome)) is not None:
                 return step
         request = self._llm_request(model, messages, max_tokens, input_tokens, tools)
@@ -146,8 +150,7 @@ class Run(FastPaths):
         without ``usage`` the output is estimated from ``output_text`` and marked estimated.
         """
         usage, real_model, cost = self._price_result(step, usage, model, output_text)
-        charges = self._llm_commit_charges(step, usage, cost)
-        states = self.warden._commit(step.id, charges)
+        states = self._commit_llm(step, usage, cost)
         event = self._record_llm(
             step, usage, real_model, cost, states, latency_s, outcome, output_text, prompt_text
         )
@@ -168,8 +171,7 @@ class Run(FastPaths):
         """``after_llm_call`` for callers that do not use the CostEvent (adapters): it is
         then built only when a sink wants it, which saves work on every call."""
         usage, real_model, cost = self._price_result(step, usage, model, output_text)
-        charges = self._llm_commit_charges(step, usage, cost)
-        states = self.warden._commit(step.id, charges)
+        states = self._commit_llm(step, usage, cost)
         self._record_llm(
             step,
             usage,
@@ -196,8 +198,7 @@ class Run(FastPaths):
     ) -> CostEvent:
         """Async twin of ``after_llm_call``."""
         usage, real_model, cost = self._price_result(step, usage, model, output_text)
-        charges = self._llm_commit_charges(step, usage, cost)
-        states = await self.warden._acommit(step.id, charges)
+        states = await self._acommit_llm(step, usage, cost)
         event = self._record_llm(
             step, usage, real_model, cost, states, latency_s, outcome, output_text, prompt_text
         )
@@ -217,8 +218,7 @@ class Run(FastPaths):
     ) -> None:
         """Async twin of ``record_llm_call``."""
         usage, real_model, cost = self._price_result(step, usage, model, output_text)
-        charges = self._llm_commit_charges(step, usage, cost)
-        states = await self.warden._acommit(step.id, charges)
+        states = await self._acommit_llm(step, usage, cost)
         self._record_llm(
             step,
             usage,

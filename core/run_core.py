@@ -47,6 +47,8 @@ __all__ = ["RunCore"]
 
 _ids = itertools.count(1)
 Request = tuple[str | None, int, int, int]  # model, input tokens, max output tokens, tools
+#: What a commit reports: bucket states, or (in-process ledger) committed spend per bucket.
+Committed = tuple[BucketState, ...] | list[float]
 _SPEND_CAPS = ("max_cost_usd",)
 _RUN_LABELS = {
     cap: f"run:{cap}" for cap in ("max_cost_usd", "max_input_tokens", "max_output_tokens")
@@ -129,11 +131,16 @@ class RunCore:
         self._extras: dict[str, float] = {}
         self._bucket_cache: tuple[float, float, tuple[BucketRef, ...]] = (0.0, 0.0, ())
         self._by_key: dict[str, BucketRef] = {}  # ledger key -> bucket, of the cached buckets
+        # the cached buckets' keys, held limits, window ends and metrics (for plain amounts)
+        self._bucket_plan: tuple[
+            tuple[str, ...], tuple[float, ...], tuple[float, ...], tuple[str, ...]
+        ] = ((), (), (), ())
         self._token_cache: TokenCache = {}
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
         self._lowest_level = alert_levels(self.policy.thresholds)[0]
         self._degrade_at = self.policy.thresholds.degrade - RATIO_TOLERANCE
+        self._stop_level = self.policy.thresholds.stop
         self._has_budgets = bool(self.policy.budgets)
         self._fast_llm_caps: tuple[Limits, Any] | None = None  # see run_fast
         self._fast_tool_caps: tuple[Limits, Any] | None = None
@@ -234,8 +241,39 @@ class RunCore:
         if since <= now < until:
             return refs
         self._bucket_cache = self.warden._bucket_refs(self.attribution, self._lineage[-1].id, now)
-        self._by_key = {ref.key: ref for ref in self._bucket_cache[2]}
-        return self._bucket_cache[2]
+        refs = self._bucket_cache[2]
+        self._by_key = {ref.key: ref for ref in refs}
+        self._bucket_plan = (
+            tuple(ref.key for ref in refs),
+            tuple(ref.limit * self._stop_level for ref in refs),
+            tuple(ref.window.end for ref in refs),
+            tuple(ref.metric for ref in refs),
+        )
+        return refs
+
+    def _committed_ratios(self, refs: Sequence[BucketRef], committed: Sequence[float]) -> None:
+        """Refresh the budgets' ratios from their committed spend, in the order of ``refs``."""
+        ratios = self._ratios
+        for ref, spent in zip(refs, committed, strict=True):
+            if ref.limit > 0:
+                ratios[ref.label] = spent / ref.limit
+
+    def _commit_llm(self, step: Step, usage: Usage, cost: float) -> Committed:
+        """Commit a model call's real amounts: plain amounts to the in-process ledger when
+        the step's buckets are the current ones, else charges through the warden."""
+        refs = step.buckets
+        if refs and self.warden._in_process and refs is self._bucket_cache[2]:
+            keys, _, ends, metrics = self._bucket_plan
+            tokens = float(usage.input_tokens + usage.output_tokens)
+            amounts = [cost if m == "cost" else tokens if m == "tokens" else 1.0 for m in metrics]
+            return self.warden._commit_amounts(step.id, keys, amounts, ends)
+        return self.warden._commit(step.id, self._llm_commit_charges(step, usage, cost))
+
+    async def _acommit_llm(self, step: Step, usage: Usage, cost: float) -> Committed:
+        """Async twin of ``_commit_llm``."""
+        if step.buckets and self.warden._in_process:
+            return self._commit_llm(step, usage, cost)
+        return await self.warden._acommit(step.id, self._llm_commit_charges(step, usage, cost))
 
     def _keyed(self, refs: tuple[BucketRef, ...]) -> dict[str, BucketRef]:
         """``refs`` by ledger key (the cached mapping when they are the cached buckets)."""
@@ -249,7 +287,7 @@ class RunCore:
         """What a call of ``cost`` dollars and ``tokens`` tokens charges each bucket (dollars,
         tokens, or one request): a reservation (``held``) within the stop level plus any
         grant to this run, a commit against the plain limit."""
-        stop, extras = self.policy.thresholds.stop, self._extras
+        stop, extras = self._stop_level, self._extras
         charges = []
         for ref in refs:
             metric = ref.metric
@@ -572,7 +610,7 @@ class RunCore:
         usage: Usage,
         model: str | None,
         cost: float,
-        states: tuple[BucketState, ...],
+        states: Committed,
         latency_s: float | None,
         outcome: str,
         output_text: str | None,
@@ -636,19 +674,21 @@ class RunCore:
             self.warden._emit_all(alerts)
         return event
 
-    def _after_commit(
-        self, states: Sequence[BucketState], refs: tuple[BucketRef, ...]
-    ) -> list[Any]:
+    def _after_commit(self, states: Committed, refs: tuple[BucketRef, ...]) -> list[Any]:
         """Update pressure ratios and return the alerts this commit crossed (none, without
         building anything, while no cap or bucket has reached the lowest alert level)."""
-        by_key = self._keyed(refs) if states else self._by_key
         ratios, lowest, near = self._ratios, self._lowest_level, False
-        for state in states:
-            ref = by_key.get(state.key)
+        pairs: list[tuple[BucketRef | None, float]]
+        if isinstance(states, list):  # committed spend in the order of refs (in-process)
+            pairs = list(zip(refs, states, strict=True))
+        else:
+            by_key = self._keyed(refs) if states else self._by_key
+            pairs = [(by_key.get(state.key), state.committed) for state in states]
+        for ref, spent in pairs:
             if ref is not None and ref.limit > 0:
-                ratios[ref.label] = state.committed / ref.limit
+                ratios[ref.label] = spent / ref.limit
                 bar = lowest * ref.limit
-                near = near or state.committed >= bar - 1e-9 * (bar if bar > 1.0 else 1.0)
+                near = near or spent >= bar - 1e-9 * (bar if bar > 1.0 else 1.0)
         caps = self._run_cap_ratios()
         for _, used, limit in caps:
             bar = lowest * limit
@@ -657,9 +697,18 @@ class RunCore:
             return []
         thresholds = self.policy.thresholds
         alerts = cap_crossings(self._event_fields, thresholds, caps, self._alerted)
-        if states:
+        crossed = [
+            (ref, BucketState(ref.key, spent, 0.0, ref.limit))
+            for ref, spent in pairs
+            if ref is not None
+        ]
+        if crossed:
             alerts += bucket_crossings(
-                self._event_fields, thresholds, states, by_key, self.warden._first_crossing
+                self._event_fields,
+                thresholds,
+                [state for _, state in crossed],
+                {ref.key: ref for ref, _ in crossed},
+                self.warden._first_crossing,
             )
         return alerts
 
@@ -687,7 +736,7 @@ class RunCore:
         own = self._spend_caps()
         ratios = self._ratios
         for cap, used, limit in own:
-            ratios[_RUN_LABELS[cap]] = used / limit
+            ratios[_RUN_LABELS[cap]] = used / limit  # "run:max_cost_usd", ...
         if len(self._lineage) > 1:
             for run in self._lineage[1:]:
                 for cap, used, limit in run._spend_caps():

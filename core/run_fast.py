@@ -31,8 +31,18 @@ LlmCaps = tuple[
 ]
 ToolCaps = tuple[float | None, int | None, int | None, int | None]
 #: A claimed model call: id, model, input estimate, max output, worst cost, buckets, retry,
-#: charges.
-LlmClaim = tuple[str, str | None, int, int, float, tuple[BucketRef, ...], bool, Sequence[Charge]]
+#: charges, and the same as plain amounts for the in-process ledger (else None).
+LlmClaim = tuple[
+    str,
+    str | None,
+    int,
+    int,
+    float,
+    tuple[BucketRef, ...],
+    bool,
+    Sequence[Charge],
+    list[float] | None,
+]
 #: A claimed tool call, and the repeat streak before it (restored if it is refused).
 ToolClaim = tuple[ToolStep, tuple[int, str | None]]
 
@@ -142,17 +152,37 @@ class FastPaths(RunCore):
             c.reserved_output_tokens += max_out
             if retry:
                 c.retries += 1
-        charges = self._charges(refs, worst, est_in + max_out) if refs else ()
-        return (self._next_id(), model, est_in, max_out, worst, refs, retry, charges)
+        charges: Sequence[Charge] = ()
+        amounts: list[float] | None = None
+        if refs and warden._in_process:  # amounts straight to the in-process ledger
+            tokens = float(est_in + max_out)
+            amounts = [
+                worst if m == "cost" else tokens if m == "tokens" else 1.0
+                for m in self._bucket_plan[3]
+            ]
+        elif refs:
+            charges = self._charges(refs, worst, est_in + max_out)
+        return (self._next_id(), model, est_in, max_out, worst, refs, retry, charges, amounts)
 
-    def _quick_llm_hold(self, claim: LlmClaim, outcome: ReserveOutcome) -> Step | None:
+    def _quick_llm_reserve(self, claim: LlmClaim) -> ReserveOutcome | list[float]:
+        """The claimed call's reservation: through the warden, or (in-process ledger) as
+        plain amounts, answered by each bucket's committed spend."""
+        if claim[8] is None:
+            return self.warden._reserve(claim[7], claim[0], self._watch)
+        return self.warden._reserve_amounts(claim[0], self._bucket_plan, claim[8], self._watch)
+
+    def _quick_llm_hold(
+        self, claim: LlmClaim, outcome: ReserveOutcome | list[float]
+    ) -> Step | None:
         """The Step of a claimed call the ledger reserved; None (uncounted) if it refused."""
-        rid, model, est_in, max_out, worst, refs, retry, _ = claim
+        rid, model, est_in, max_out, worst, refs, retry, _, _ = claim
         with self._lock:
-            if not outcome.ok:
+            if isinstance(outcome, list):  # granted: the buckets' committed spend
+                self._committed_ratios(refs, outcome)
+            elif not outcome.ok:
                 self._count_llm(worst, retry, est_in, max_out, -1)
                 return None
-            if outcome.states:
+            elif outcome.states:
                 self._bucket_ratios(outcome.states, refs)
             step = Step(
                 rid,

@@ -522,6 +522,35 @@ class Warden:
             return cancel
         return granted_outcome(projected(charges, self._settler.known))
 
+    def _reserve_amounts(
+        self,
+        rid: str,
+        plan: tuple[Sequence[str], Sequence[float], Sequence[float], Sequence[str]],
+        amounts: Sequence[float],
+        watch: Sequence[str],
+    ) -> ReserveOutcome | list[float]:
+        """A reservation of plain amounts on the in-process ledger (``_in_process`` only)."""
+        now = self.clock()
+        keys, limits, ends, _ = plan
+        return cast(MemoryLedger, self.ledger).reserve_amounts(
+            rid,
+            keys,
+            amounts,
+            limits,
+            ends,
+            now=now,
+            lease_until=now + self.policy.lease_seconds,
+            watch=watch,
+        )
+
+    def _commit_amounts(
+        self, rid: str, keys: Sequence[str], amounts: Sequence[float], ends: Sequence[float]
+    ) -> list[float]:
+        """A commit of plain amounts on the in-process ledger (``_in_process`` only)."""
+        return cast(MemoryLedger, self.ledger).commit_amounts(
+            rid, keys, amounts, ends, now=self.clock()
+        )
+
     async def _areserve(
         self, charges: Sequence[Charge], rid: str, watch: Sequence[str], *, poll: bool = False
     ) -> ReserveOutcome:

@@ -173,12 +173,7 @@ class MemoryLedger(SyncLedger):
         """One commit, with the lock held: by ``commit``, ``settle`` and ``reserve(settle=)``
         (then ``states`` is False and nothing is returned)."""
         self._drop(reservation_id)
-        done = self._done
-        first = reservation_id not in done
-        done[reservation_id] = now + COMMIT_MEMORY_SECONDS
-        if len(done) > _DONE_LIMIT:  # bounded: a busy process would keep days of ids
-            for rid in list(itertools.islice(done, _DONE_LIMIT // 2)):
-                del done[rid]
+        first = self._first_commit(reservation_id, now)
         if not states:
             if first:
                 buckets = self._buckets
@@ -266,12 +261,89 @@ class MemoryLedger(SyncLedger):
     def close(self) -> None:
         """Nothing to release."""
 
+    def _first_commit(self, reservation_id: str, now: float) -> bool:
+        """Remember a committed id; False if it was committed already (then add nothing)."""
+        done = self._done
+        first = reservation_id not in done
+        done[reservation_id] = now + COMMIT_MEMORY_SECONDS
+        if len(done) > _DONE_LIMIT:  # bounded: a busy process would keep days of ids
+            for rid in list(itertools.islice(done, _DONE_LIMIT // 2)):
+                del done[rid]
+        return first
+
     def _new_bucket(self, charge: Charge, now: float) -> _Bucket:
+        return self._new_bucket_at(charge.key, charge.expires_at, now)
+
+    def _new_bucket_at(self, key: str, expires_at: float, now: float) -> _Bucket:
         self._ops += 1
         if self._ops % 1024 == 0:
             self._forget_ended_windows(now)  # before adding: the new bucket is never forgotten
-        bucket = self._buckets[charge.key] = _Bucket(expires_at=charge.expires_at)
+        bucket = self._buckets[key] = _Bucket(expires_at=expires_at)
         return bucket
+
+    # ------------------------------------------------------------------ in-process hot path
+    def reserve_amounts(
+        self,
+        reservation_id: str,
+        keys: Sequence[str],
+        amounts: Sequence[float],
+        limits: Sequence[float],
+        ends: Sequence[float],
+        *,
+        now: float,
+        lease_until: float,
+        watch: Sequence[str] = (),
+    ) -> list[float] | ReserveOutcome:
+        """``reserve`` of ``Charge(keys[i], amounts[i], limits[i], ends[i])`` for a caller in
+        this process that needs no objects back: each bucket's committed spend when it is
+        granted, else the refused (or cancelled) outcome ``reserve`` would return."""
+        with self._lock:
+            cancels = self._cancels
+            if cancels:
+                for target in watch:
+                    if target in cancels:
+                        return ReserveOutcome(ok=False, cancelled=target)
+            buckets = self._buckets
+            held: list[_Bucket] = []
+            committed: list[float] = []
+            for key, amount, limit, end in zip(keys, amounts, limits, ends, strict=True):
+                bucket = buckets.get(key)
+                if bucket is None:
+                    bucket = self._new_bucket_at(key, end, now)
+                spent = bucket.committed
+                reserved = bucket.held if now < bucket.soonest else bucket.expire(now)
+                if amount > 0 and spent + reserved + amount > limit:
+                    return ReserveOutcome.refusal(BucketState(key, spent, reserved, limit), amount)
+                held.append(bucket)
+                committed.append(spent)
+            for bucket, amount in zip(held, amounts, strict=False):
+                bucket.hold(reservation_id, amount, lease_until)
+            self._reservations[reservation_id] = held
+            return committed
+
+    def commit_amounts(
+        self,
+        reservation_id: str,
+        keys: Sequence[str],
+        amounts: Sequence[float],
+        ends: Sequence[float],
+        *,
+        now: float,
+    ) -> list[float]:
+        """``commit`` of these amounts (see ``reserve_amounts``): each bucket's committed
+        spend after it."""
+        with self._lock:
+            self._drop(reservation_id)
+            first = self._first_commit(reservation_id, now)
+            buckets, committed = self._buckets, []
+            for key, amount, end in zip(keys, amounts, ends, strict=True):
+                bucket = buckets.get(key)
+                if bucket is None:
+                    bucket = self._new_bucket_at(key, end, now)
+                if first:
+                    bucket.committed += amount
+                committed.append(bucket.committed)
+            return committed
 
     def _drop(self, reservation_id: str) -> None:
         for bucket in self._reservations.pop(reservation_id, ()):

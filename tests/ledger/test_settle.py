@@ -373,3 +373,51 @@ def test_new_charge_builds_the_same_charge() -> None:
 
     built = new_charge("k", 0.5, 2.0, 9.0)
     assert built == Charge("k", 0.5, 2.0, 9.0) and hash(built) == hash(Charge("k", 0.5, 2.0, 9.0))
+
+
+def test_plain_amounts_on_the_memory_ledger_do_what_charges_do() -> None:
+    """reserve_amounts / commit_amounts (the in-process hot path) against reserve / commit
+    on a twin ledger: the same grants, refusals, cancels, spend and idempotent commits."""
+    from budgetwarden.ledger.base import ReserveOutcome
+
+    by_charges, by_amounts = MemoryLedger(), MemoryLedger()
+    keys, limits, ends = ("a", "b"), (1.0, 10.0), (math.inf, 100.0)
+    steps = [(0.4, 3.0), (0.5, 3.0), (0.3, 3.0), (0.05, 2.0), (0.0, 9.0)]
+    for i, amounts in enumerate(steps):
+        charges = [
+            Charge(k, a, lim, end)
+            for k, a, lim, end in zip(keys, amounts, limits, ends, strict=True)
+        ]
+        expected = by_charges.reserve(f"r{i}", charges, now=1.0, lease_until=50.0)
+        got = by_amounts.reserve_amounts(
+            f"r{i}", keys, amounts, limits, ends, now=1.0, lease_until=50.0
+        )
+        if expected.ok:
+            assert got == [s.committed for s in expected.states]
+            real = [a / 2 for a in amounts]
+            states = by_charges.commit(
+                f"r{i}",
+                [
+                    Charge(k, a, lim, end)
+                    for k, a, lim, end in zip(keys, real, limits, ends, strict=True)
+                ],
+                now=1.0,
+            )
+            assert by_amounts.commit_amounts(f"r{i}", keys, real, ends, now=1.0) == [
+                s.committed for s in states
+            ]
+            assert by_amounts.commit_amounts(f"r{i}", keys, real, ends, now=1.0) == [
+                s.committed for s in states
+            ]  # once per reservation id
+        else:
+            assert isinstance(got, ReserveOutcome) and got == expected
+    for ledger in (by_charges, by_amounts):
+        ledger.cancel("user=u1")
+    cancelled = by_amounts.reserve_amounts(
+        "c", keys, (0.0, 0.0), limits, ends, now=1.0, lease_until=2.0, watch=("user=u1",)
+    )
+    assert cancelled == ReserveOutcome(ok=False, cancelled="user=u1")
+    for key, limit in zip(keys, limits, strict=True):
+        assert by_amounts.state(key, now=1.0, limit=limit) == by_charges.state(
+            key, now=1.0, limit=limit
+        )
