@@ -737,6 +737,8 @@ class RunCore:
         ratios = self._ratios
         for cap, used, limit in own:
             ratios[_RUN_LABELS[cap]] = used / limit  # "run:max_cost_usd", ...
+        if len(self._lineage) == 1:
+            return own
         if len(self._lineage) > 1:
             for run in self._lineage[1:]:
                 for cap, used, limit in run._spend_caps():

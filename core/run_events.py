@@ -177,7 +177,7 @@ def llm_event(
         "estimated": usage.estimated,
         "cost_usd": cost,
         "reserved_usd": step.reserved_usd,
-        "overshoot_usd": max(cost - step.reserved_usd, 0.0),
+        "overshoot_usd": cost - step.reserved_usd if cost > step.reserved_usd else 0.0,
         "latency_s": None if latency_s is None else float(latency_s),
         "retries": retries,
         "retry": step.retry,

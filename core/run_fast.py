@@ -116,7 +116,7 @@ class FastPaths(RunCore):
         reservation; None: take the general path (nothing was changed)."""
         if not self._fast_ok:
             return None
-        rates = self._rates(model)
+        rates = self._fast_rates.get(model) or self._rates(model)
         if rates is None:
             return None
         if input_tokens is not None:
@@ -126,12 +126,20 @@ class FastPaths(RunCore):
         max_out = max_tokens if max_tokens is not None else self.policy.default_max_output_tokens
         worst = est_in * rates[0] + max_out * rates[1]
         warden, c = self.warden, self.counters
-        wall, errors, iterations, retries, cap_in, cap_out, cap_cost = self._llm_caps()
-        refs = self._buckets(warden.clock())
+        cached = self._fast_llm_caps
+        if cached is not None and cached[0] is self.limits:
+            caps: LlmCaps = cached[1]
+        else:
+            caps = self._llm_caps()
+        wall, errors, iterations, retries, cap_in, cap_out, cap_cost = caps
+        now = warden.clock()
+        since, until, refs = self._bucket_cache
+        if not since <= now < until:
+            refs = self._buckets(now)
         retry = c.last_llm_failed
         with self._lock:
             if (
-                (wall is not None and warden.clock() - self.started_at >= wall)
+                (wall is not None and now - self.started_at >= wall)
                 or (errors is not None and c.consecutive_errors >= errors)
                 or (iterations is not None and c.iterations >= iterations)
                 or (retries is not None and retry and c.retries >= retries)
