@@ -46,9 +46,8 @@ class _Pool:
     calls: dict[str, tuple[float, ...]] = field(default_factory=dict)  # in flight
     closing: bool = False
 
-    def take(self, rid: str, charges: Sequence[Charge]) -> bool:
+    def take(self, rid: str, amounts: Sequence[float]) -> bool:
         """Hand a call its reservation from the pool, if every bucket has that much free."""
-        amounts = [charge.amount for charge in charges]
         free = self.free
         for i, amount in enumerate(amounts):
             if amount > free[i]:
@@ -99,12 +98,17 @@ class Pools:
         closed for new calls)."""
         if not self._open:
             return False
-        keys = _identity(charges)
+        return self.serve_amounts(rid, _identity(charges), [c.amount for c in charges])
+
+    def serve_amounts(self, rid: str, keys: PoolKey, amounts: Sequence[float]) -> bool:
+        """``serve`` for a call given as its buckets' (key, limit) pairs and amounts."""
+        if not self._open:
+            return False
         with self._lock:
             pool = self._open.get(keys)
             if pool is None:
                 return False
-            if time.monotonic() - pool.opened < self.max_age and pool.take(rid, charges):
+            if time.monotonic() - pool.opened < self.max_age and pool.take(rid, amounts):
                 self._by_call[rid] = pool
                 return True
             self._close(keys, pool)
@@ -148,7 +152,7 @@ class Pools:
             spent=[0.0] * len(pooled),
             opened=time.monotonic(),
         )
-        pool.take(rid, charges)
+        pool.take(rid, [c.amount for c in charges])
         identity = _identity(pooled)
         with self._lock:
             old = self._open.get(identity)
@@ -161,15 +165,15 @@ class Pools:
         """Whether the call ``rid`` was admitted from a pool."""
         return rid in self._by_call
 
-    def finish(self, rid: str, charges: Sequence[Charge]) -> None:
+    def finish(self, rid: str, amounts: Sequence[float]) -> None:
         """A pooled call's real amounts: added to its pool's spend, the rest of its
         reservation back to the pool (settled if that was the last call of a closed pool)."""
         with self._lock:
             pool = self._by_call.pop(rid)
             reserved = pool.calls.pop(rid)
-            for i, charge in enumerate(charges):
-                pool.spent[i] += charge.amount
-                pool.free[i] += reserved[i] - charge.amount
+            for i, amount in enumerate(amounts):
+                pool.spent[i] += amount
+                pool.free[i] += reserved[i] - amount
             if pool.closing and not pool.calls:
                 self._closed(pool.settlement())
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from .errors import BudgetExceeded
 from .events import CostEvent
-from .ledger.base import ReserveOutcome
 from .pause import PauseHandle
 from .run_core import _Attempt
 from .run_fast import FastPaths
@@ -106,10 +105,7 @@ class Run(FastPaths):
         """Async twin of ``before_llm_call`` (waits await; they never block the loop)."""
         claim = self._quick_llm_claim(model, messages, max_tokens, input_tokens)
         if claim is not None:
-            if claim[8] is not None:  # the in-process ledger: nothing to await
-                outcome: ReserveOutcome | list[float] = self._quick_llm_reserve(claim)
-            else:
-                outcome = await self.warden._areserve(claim[7], claim[0], self._watch)
+            outcome = await self._quick_llm_areserve(claim)
             if (step := self._quick_llm_hold(claim, outcome)) is not None:
                 return step
         request = self._llm_request(model, messages, max_tokens, input_tokens, tools)

@@ -47,6 +47,14 @@ __all__ = ["RunCore"]
 
 _ids = itertools.count(1)
 Request = tuple[str | None, int, int, int]  # model, input tokens, max output tokens, tools
+#: The cached buckets' keys, held limits, window ends, metrics, and (key, held limit) pairs.
+BucketPlan = tuple[
+    tuple[str, ...],
+    tuple[float, ...],
+    tuple[float, ...],
+    tuple[str, ...],
+    tuple[tuple[str, float], ...],
+]
 #: What a commit reports: bucket states, or (in-process ledger) committed spend per bucket.
 Committed = tuple[BucketState, ...] | list[float]
 _SPEND_CAPS = ("max_cost_usd",)
@@ -132,9 +140,7 @@ class RunCore:
         self._bucket_cache: tuple[float, float, tuple[BucketRef, ...]] = (0.0, 0.0, ())
         self._by_key: dict[str, BucketRef] = {}  # ledger key -> bucket, of the cached buckets
         # the cached buckets' keys, held limits, window ends and metrics (for plain amounts)
-        self._bucket_plan: tuple[
-            tuple[str, ...], tuple[float, ...], tuple[float, ...], tuple[str, ...]
-        ] = ((), (), (), ())
+        self._bucket_plan: BucketPlan = ((), (), (), (), ())
         self._token_cache: TokenCache = {}
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
@@ -243,11 +249,13 @@ class RunCore:
         self._bucket_cache = self.warden._bucket_refs(self.attribution, self._lineage[-1].id, now)
         refs = self._bucket_cache[2]
         self._by_key = {ref.key: ref for ref in refs}
+        held = tuple(ref.limit * self._stop_level for ref in refs)
         self._bucket_plan = (
             tuple(ref.key for ref in refs),
-            tuple(ref.limit * self._stop_level for ref in refs),
+            held,
             tuple(ref.window.end for ref in refs),
             tuple(ref.metric for ref in refs),
+            tuple((ref.key, limit) for ref, limit in zip(refs, held, strict=True)),
         )
         return refs
 
@@ -261,18 +269,25 @@ class RunCore:
     def _commit_llm(self, step: Step, usage: Usage, cost: float) -> Committed:
         """Commit a model call's real amounts: plain amounts to the in-process ledger when
         the step's buckets are the current ones, else charges through the warden."""
-        refs = step.buckets
-        if refs and self.warden._in_process and refs is self._bucket_cache[2]:
-            keys, _, ends, metrics = self._bucket_plan
-            tokens = float(usage.input_tokens + usage.output_tokens)
-            amounts = [cost if m == "cost" else tokens if m == "tokens" else 1.0 for m in metrics]
-            return self.warden._commit_amounts(step.id, keys, amounts, ends)
-        return self.warden._commit(step.id, self._llm_commit_charges(step, usage, cost))
+        refs, warden = step.buckets, self.warden
+        if refs and refs is self._bucket_cache[2]:
+            direct = warden._in_process
+            if direct or warden._pools.holds(step.id):
+                keys, _, ends, metrics, _ = self._bucket_plan
+                tokens = float(usage.input_tokens + usage.output_tokens)
+                amounts = [
+                    cost if m == "cost" else tokens if m == "tokens" else 1.0 for m in metrics
+                ]
+                if direct:
+                    return warden._commit_amounts(step.id, keys, amounts, ends)
+                return warden._finish_pooled(step.id, keys, amounts)
+        return warden._commit(step.id, self._llm_commit_charges(step, usage, cost))
 
     async def _acommit_llm(self, step: Step, usage: Usage, cost: float) -> Committed:
         """Async twin of ``_commit_llm``."""
-        if step.buckets and self.warden._in_process:
-            return self._commit_llm(step, usage, cost)
+        warden = self.warden
+        if step.buckets and (warden._in_process or warden._pools.holds(step.id)):
+            return self._commit_llm(step, usage, cost)  # nothing to await
         return await self.warden._acommit(step.id, self._llm_commit_charges(step, usage, cost))
 
     def _keyed(self, refs: tuple[BucketRef, ...]) -> dict[str, BucketRef]:

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from .buckets import BucketRef
 from .checks import tool_signature
-from .ledger.base import Charge, ReserveOutcome
+from .ledger.base import Charge, ReserveOutcome, new_charge
 from .run_core import RunCore
 from .steps import Step, ToolStep
 from .usage import estimate_message_tokens
@@ -162,7 +162,7 @@ class FastPaths(RunCore):
                 c.retries += 1
         charges: Sequence[Charge] = ()
         amounts: list[float] | None = None
-        if refs and warden._in_process:  # amounts straight to the in-process ledger
+        if refs and (warden._in_process or warden._pools.enabled):  # as plain amounts
             tokens = float(est_in + max_out)
             amounts = [
                 worst if m == "cost" else tokens if m == "tokens" else 1.0
@@ -175,9 +175,35 @@ class FastPaths(RunCore):
     def _quick_llm_reserve(self, claim: LlmClaim) -> ReserveOutcome | list[float]:
         """The claimed call's reservation: through the warden, or (in-process ledger) as
         plain amounts, answered by each bucket's committed spend."""
-        if claim[8] is None:
-            return self.warden._reserve(claim[7], claim[0], self._watch)
-        return self.warden._reserve_amounts(claim[0], self._bucket_plan, claim[8], self._watch)
+        warden, amounts = self.warden, claim[8]
+        if amounts is None:
+            return warden._reserve(claim[7], claim[0], self._watch)
+        if warden._in_process:
+            return warden._reserve_amounts(claim[0], self._bucket_plan, amounts, self._watch)
+        served = warden._serve_pooled(claim[0], self._bucket_plan, amounts, self._watch)
+        if served is not None:
+            return served
+        return warden._reserve(self._amount_charges(amounts), claim[0], self._watch)
+
+    async def _quick_llm_areserve(self, claim: LlmClaim) -> ReserveOutcome | list[float]:
+        """Async twin of ``_quick_llm_reserve`` (ledger trips are awaited)."""
+        warden, amounts = self.warden, claim[8]
+        if amounts is None:
+            return await warden._areserve(claim[7], claim[0], self._watch)
+        if warden._in_process:
+            return warden._reserve_amounts(claim[0], self._bucket_plan, amounts, self._watch)
+        served = await warden._aserve_pooled(claim[0], self._bucket_plan, amounts, self._watch)
+        if served is not None:
+            return served
+        return await warden._areserve(self._amount_charges(amounts), claim[0], self._watch)
+
+    def _amount_charges(self, amounts: Sequence[float]) -> list[Charge]:
+        """The charges of plain amounts on the cached buckets (for a trip to the ledger)."""
+        keys, held, ends, _, _ = self._bucket_plan
+        return [
+            new_charge(key, amount, limit, end)
+            for key, amount, limit, end in zip(keys, amounts, held, ends, strict=True)
+        ]
 
     def _quick_llm_hold(
         self, claim: LlmClaim, outcome: ReserveOutcome | list[float]

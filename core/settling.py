@@ -69,6 +69,17 @@ class Settler:
                 self._since = time.monotonic()
             self._queue.append(settlement)
 
+    def project_amounts(self, keys: Sequence[str], amounts: Sequence[float]) -> list[float]:
+        """``project`` for amounts given by key: each bucket's committed spend after them."""
+        with self._lock:
+            known, committed = self._known, []
+            for key, amount in zip(keys, amounts, strict=True):
+                spent, reserved = known.get(key, (0.0, 0.0))
+                spent += amount
+                known[key] = (spent, reserved)
+                committed.append(spent)
+            return committed
+
     def project(self, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
         """Count real amounts in the buckets as this process knows them; their states."""
         with self._lock:

@@ -525,13 +525,13 @@ class Warden:
     def _reserve_amounts(
         self,
         rid: str,
-        plan: tuple[Sequence[str], Sequence[float], Sequence[float], Sequence[str]],
+        plan: tuple[Sequence[str], Sequence[float], Sequence[float], Sequence[str], Any],
         amounts: Sequence[float],
         watch: Sequence[str],
     ) -> ReserveOutcome | list[float]:
         """A reservation of plain amounts on the in-process ledger (``_in_process`` only)."""
         now = self.clock()
-        keys, limits, ends, _ = plan
+        keys, limits, ends, _, _ = plan
         return cast(MemoryLedger, self.ledger).reserve_amounts(
             rid,
             keys,
@@ -542,6 +542,51 @@ class Warden:
             lease_until=now + self.policy.lease_seconds,
             watch=watch,
         )
+
+    def _serve_pooled(
+        self,
+        rid: str,
+        plan: tuple[Sequence[str], Sequence[float], Sequence[float], Sequence[str], Any],
+        amounts: Sequence[float],
+        watch: Sequence[str],
+    ) -> ReserveOutcome | list[float] | None:
+        """A call from an open pool, as plain amounts: the buckets' committed spend as this
+        process knows it (or the cancel that refused it); None when no pool can serve it."""
+        if not self._pools.serve_amounts(rid, plan[4], amounts):
+            return None
+        return self._pooled_amounts(rid, plan, self._check_cancel(watch, True))
+
+    async def _aserve_pooled(
+        self,
+        rid: str,
+        plan: tuple[Sequence[str], Sequence[float], Sequence[float], Sequence[str], Any],
+        amounts: Sequence[float],
+        watch: Sequence[str],
+    ) -> ReserveOutcome | list[float] | None:
+        """Async twin of ``_serve_pooled``."""
+        if not self._pools.serve_amounts(rid, plan[4], amounts):
+            return None
+        return self._pooled_amounts(rid, plan, await self._acheck_cancel(watch, True))
+
+    def _pooled_amounts(
+        self,
+        rid: str,
+        plan: tuple[Sequence[str], Sequence[float], Sequence[float], Sequence[str], Any],
+        cancel: ReserveOutcome,
+    ) -> ReserveOutcome | list[float]:
+        if not cancel.ok:
+            self._pools.release(rid)
+            return cancel
+        known = self._settler.known
+        return [known.get(key, _NO_SPEND)[0] for key in plan[0]]
+
+    def _finish_pooled(
+        self, rid: str, keys: Sequence[str], amounts: Sequence[float]
+    ) -> list[float]:
+        """A pooled call's real amounts (see ``Pools.finish``); the buckets' committed spend."""
+        self._pools.finish(rid, amounts)
+        self._settler.watch(self._flush_due)
+        return self._settler.project_amounts(keys, amounts)
 
     def _commit_amounts(
         self, rid: str, keys: Sequence[str], amounts: Sequence[float], ends: Sequence[float]
@@ -665,7 +710,7 @@ class Warden:
         if self._in_process:
             return self.ledger.commit(rid, charges, now=self.clock())
         if self._pools.holds(rid):
-            self._pools.finish(rid, charges)
+            self._pools.finish(rid, [c.amount for c in charges])
             self._settler.watch(self._flush_due)
             return self._settler.project(charges)
         if self._settler.enabled and self._fallback_ledger is None:
@@ -681,7 +726,7 @@ class Warden:
         if not charges:
             return ()
         if self._pools.holds(rid):
-            self._pools.finish(rid, charges)
+            self._pools.finish(rid, [c.amount for c in charges])
             self._settler.watch(self._flush_due)
             return self._settler.project(charges)
         if self._settler.enabled and self._fallback_ledger is None:
@@ -987,6 +1032,7 @@ def _per_bucket(commits: Sequence[tuple[str, Sequence[Charge]]]) -> dict[str, fl
 
 
 _NOT_CANCELLED = ReserveOutcome(ok=True)
+_NO_SPEND = (0.0, 0.0)
 
 
 def _reserve_on(
