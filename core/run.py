@@ -269,7 +269,9 @@ class Run(FastPaths):
         """Async twin of ``before_tool_call``."""
         claim = self._quick_tool_claim(name, args, call_id)
         if claim is not None:
-            outcome = await self.warden._areserve((), claim[0].id, self._watch, poll=True)
+            outcome = self.warden._cancel_now_known(self._watch, True)  # a free tool call
+            if outcome is None:
+                outcome = await self.warden._apoll_cancel(self._watch)
             if (quick := self._quick_tool_checked(claim, outcome)) is not None:
                 return quick
         asked: set[str] = set()

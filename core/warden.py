@@ -566,7 +566,10 @@ class Warden:
         """Async twin of ``_serve_pooled``."""
         if not self._pools.serve_amounts(rid, plan[4], amounts):
             return None
-        return self._pooled_amounts(rid, plan, await self._acheck_cancel(watch, True))
+        cancel = self._cancel_now_known(watch, True)
+        if cancel is None:
+            cancel = await self._apoll_cancel(watch)
+        return self._pooled_amounts(rid, plan, cancel)
 
     def _pooled_amounts(
         self,
@@ -668,10 +671,23 @@ class Warden:
         return self._polled(watch, hit)
 
     async def _acheck_cancel(self, watch: Sequence[str], poll: bool) -> ReserveOutcome:
+        known = self._cancel_now_known(watch, poll)
+        return known if known is not None else await self._apoll_cancel(watch)
+
+    def _cancel_now_known(self, watch: Sequence[str], poll: bool) -> ReserveOutcome | None:
+        """The cancel check's answer when it needs nothing awaited (the in-process ledger,
+        nothing watched, no poll due); None: ask the ledger now (``_apoll_cancel``)."""
+        if self._in_process:
+            hit = self.ledger.cancelled(watch)
+            return _NOT_CANCELLED if hit is None else ReserveOutcome(ok=False, cancelled=hit)
         if not watch:
             return _NOT_CANCELLED
         if not self._cancel_poll_due(poll):
             return self._cancel_as_known(watch)
+        return None
+
+    async def _apoll_cancel(self, watch: Sequence[str]) -> ReserveOutcome:
+        """Ask the ledger whether a watched target is cancelled (deferred commits ride)."""
         settle = self._settler.take()
         if settle:  # rare: a commit waiting while only free tools run (one trip for both)
             now = self.clock()
