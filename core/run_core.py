@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import random
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -118,7 +118,7 @@ class RunCore:
     ) -> None:
         self.warden = warden
         self.policy = warden.policy
-        self.id = run_id or f"run-{uuid.uuid4().hex[:12]}"
+        self.id = run_id or f"run-{os.urandom(6).hex()}"  # 48 random bits, as uuid4()[:12]
         self.parent = parent
         self._lineage: tuple[RunCore, ...] = (self, *(parent._lineage if parent else ()))
         self.attribution = attribution
@@ -921,8 +921,9 @@ class RunCore:
             return leftovers, first
 
     def _emit_finished(self, first: bool) -> None:
-        """One ``RunFinished`` event per run, at its first end."""
-        if not first:
+        """One ``RunFinished`` event per run, at its first end (built only if a sink wants
+        it: the structlog sink logs it at debug level)."""
+        if not first or not self.warden._wants(RunFinished):
             return
         with self._lock:
             c = self.counters

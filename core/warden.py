@@ -850,9 +850,14 @@ class Warden:
 
     def _wants_cost_events(self) -> bool:
         """Whether a sink would take a CostEvent now (a sink without ``wants`` takes all)."""
+        return self._wants(CostEvent)
+
+    def _wants(self, kind: type[Event]) -> bool:
+        """Whether a sink would take an event of this type now (one without ``wants``
+        takes all)."""
         for sink in self.sinks:
             wants = getattr(sink, "wants", None)
-            if wants is None or wants(CostEvent):
+            if wants is None or wants(kind):
                 return True
         return False
 
