@@ -114,7 +114,13 @@ def _message_chars(message: Any) -> int:
 
 def message_tokens(message: Any) -> int:
     """The estimated tokens of one chat message, its per-message overhead included."""
-    return TOKENS_PER_MESSAGE - (-_message_chars(message) // CHARS_PER_TOKEN)
+    return chars_message_tokens(_message_chars(message))
+
+
+def chars_message_tokens(chars: int) -> int:
+    """The estimated tokens of one chat message of ``chars`` characters (overhead included),
+    for adapters that count a framework's message characters themselves."""
+    return TOKENS_PER_MESSAGE - (-chars // CHARS_PER_TOKEN)
 
 
 #: Per-message estimates a caller may keep between calls: id -> (message, tokens).

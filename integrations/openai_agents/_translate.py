@@ -17,7 +17,7 @@ from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessa
 
 from budgetwarden import Usage
 from budgetwarden.compress import compress_messages
-from budgetwarden.usage import CHARS_PER_TOKEN, TOKENS_PER_MESSAGE
+from budgetwarden.usage import chars_message_tokens
 
 __all__ = [
     "estimate_input_tokens",
@@ -132,20 +132,15 @@ def _item_chars(item: Any) -> int:
     return len(_item_text(item))
 
 
-def _text_tokens(chars: int) -> int:
-    """The core's estimate of one message of ``chars`` characters (``message_tokens``)."""
-    return TOKENS_PER_MESSAGE - (-chars // CHARS_PER_TOKEN)
-
-
 def estimate_input_tokens(system_prompt: str | None, input_items: str | list[Any]) -> int:
     """The core's token estimate of ``estimate_messages(system_prompt, input_items)``,
     counted from the items' text lengths without building the messages (the SDK hands the
     model new item dicts at every turn, so there is nothing to cache per item)."""
-    tokens = _text_tokens(len(system_prompt)) if system_prompt else 0
+    tokens = chars_message_tokens(len(system_prompt)) if system_prompt else 0
     if isinstance(input_items, str):
-        return tokens + _text_tokens(len(input_items))
+        return tokens + chars_message_tokens(len(input_items))
     for item in input_items:
-        tokens += _text_tokens(_item_chars(item))
+        tokens += chars_message_tokens(_item_chars(item))
     return tokens
 
 
