@@ -145,10 +145,8 @@ class Run(FastPaths):
         ``model`` is the real model when only known after the call (it is priced with that);
         without ``usage`` the output is estimated from ``output_text`` and marked estimated.
         """
-        usage, real_model, cost = self._price_result(step, usage, model, output_text)
-        states = self._commit_llm(step, usage, cost)
-        event = self._record_llm(
-            step, usage, real_model, cost, states, latency_s, outcome, output_text, prompt_text
+        event = self._finish_llm(
+            step, usage, model, latency_s, outcome, output_text, prompt_text, want=True
         )
         assert event is not None
         return event
@@ -166,19 +164,8 @@ class Run(FastPaths):
     ) -> None:
         """``after_llm_call`` for callers that do not use the CostEvent (adapters): it is
         then built only when a sink wants it, which saves work on every call."""
-        usage, real_model, cost = self._price_result(step, usage, model, output_text)
-        states = self._commit_llm(step, usage, cost)
-        self._record_llm(
-            step,
-            usage,
-            real_model,
-            cost,
-            states,
-            latency_s,
-            outcome,
-            output_text,
-            prompt_text,
-            want=False,
+        self._finish_llm(
+            step, usage, model, latency_s, outcome, output_text, prompt_text, want=False
         )
 
     async def aafter_llm_call(
@@ -193,10 +180,8 @@ class Run(FastPaths):
         prompt_text: str | None = None,
     ) -> CostEvent:
         """Async twin of ``after_llm_call``."""
-        usage, real_model, cost = self._price_result(step, usage, model, output_text)
-        states = await self._acommit_llm(step, usage, cost)
-        event = self._record_llm(
-            step, usage, real_model, cost, states, latency_s, outcome, output_text, prompt_text
+        event = await self._afinish_llm(
+            step, usage, model, latency_s, outcome, output_text, prompt_text, want=True
         )
         assert event is not None
         return event
@@ -213,9 +198,26 @@ class Run(FastPaths):
         prompt_text: str | None = None,
     ) -> None:
         """Async twin of ``record_llm_call``."""
+        await self._afinish_llm(
+            step, usage, model, latency_s, outcome, output_text, prompt_text, want=False
+        )
+
+    def _finish_llm(
+        self,
+        step: Step,
+        usage: Usage | None,
+        model: str | None,
+        latency_s: float | None,
+        outcome: str,
+        output_text: str | None,
+        prompt_text: str | None,
+        *,
+        want: bool,
+    ) -> CostEvent | None:
+        """Price, commit and count a finished model call (``after_llm_call``'s work)."""
         usage, real_model, cost = self._price_result(step, usage, model, output_text)
-        states = await self._acommit_llm(step, usage, cost)
-        self._record_llm(
+        states = self._commit_llm(step, usage, cost)
+        return self._record_llm(
             step,
             usage,
             real_model,
@@ -225,7 +227,35 @@ class Run(FastPaths):
             outcome,
             output_text,
             prompt_text,
-            want=False,
+            want,
+        )
+
+    async def _afinish_llm(
+        self,
+        step: Step,
+        usage: Usage | None,
+        model: str | None,
+        latency_s: float | None,
+        outcome: str,
+        output_text: str | None,
+        prompt_text: str | None,
+        *,
+        want: bool,
+    ) -> CostEvent | None:
+        """Async twin of ``_finish_llm``."""
+        usage, real_model, cost = self._price_result(step, usage, model, output_text)
+        states = await self._acommit_llm(step, usage, cost)
+        return self._record_llm(
+            step,
+            usage,
+            real_model,
+            cost,
+            states,
+            latency_s,
+            outcome,
+            output_text,
+            prompt_text,
+            want,
         )
 
     def release(self, step: Step | ToolStep) -> None:
@@ -300,9 +330,7 @@ class Run(FastPaths):
         error: BaseException | str | None = None,
     ) -> CostEvent:
         """Record a finished tool call (its price is spent whether it worked or not)."""
-        tool_step = self._tool_step(step)
-        states = self.warden._commit(tool_step.id, self._tool_charges(tool_step))
-        event = self._record_tool(tool_step, ok and error is None, latency_s, states)
+        event = self._finish_tool(step, ok and error is None, latency_s, want=True)
         assert event is not None
         return event
 
@@ -316,9 +344,7 @@ class Run(FastPaths):
     ) -> None:
         """``after_tool_call`` for callers that do not use the CostEvent (see
         ``record_llm_call``)."""
-        tool_step = self._tool_step(step)
-        states = self.warden._commit(tool_step.id, self._tool_charges(tool_step))
-        self._record_tool(tool_step, ok and error is None, latency_s, states, want=False)
+        self._finish_tool(step, ok and error is None, latency_s, want=False)
 
     async def aafter_tool_call(
         self,
@@ -329,9 +355,7 @@ class Run(FastPaths):
         error: BaseException | str | None = None,
     ) -> CostEvent:
         """Async twin of ``after_tool_call``."""
-        tool_step = self._tool_step(step)
-        states = await self.warden._acommit(tool_step.id, self._tool_charges(tool_step))
-        event = self._record_tool(tool_step, ok and error is None, latency_s, states)
+        event = await self._afinish_tool(step, ok and error is None, latency_s, want=True)
         assert event is not None
         return event
 
@@ -344,9 +368,23 @@ class Run(FastPaths):
         error: BaseException | str | None = None,
     ) -> None:
         """Async twin of ``record_tool_call``."""
+        await self._afinish_tool(step, ok and error is None, latency_s, want=False)
+
+    def _finish_tool(
+        self, step: ToolStep | str, ok: bool, latency_s: float | None, *, want: bool
+    ) -> CostEvent | None:
+        """Commit a finished tool call's price and count it (``after_tool_call``'s work)."""
+        tool_step = self._tool_step(step)
+        states = self.warden._commit(tool_step.id, self._tool_charges(tool_step))
+        return self._record_tool(tool_step, ok, latency_s, states, want)
+
+    async def _afinish_tool(
+        self, step: ToolStep | str, ok: bool, latency_s: float | None, *, want: bool
+    ) -> CostEvent | None:
+        """Async twin of ``_finish_tool``."""
         tool_step = self._tool_step(step)
         states = await self.warden._acommit(tool_step.id, self._tool_charges(tool_step))
-        self._record_tool(tool_step, ok and error is None, latency_s, states, want=False)
+        return self._record_tool(tool_step, ok, latency_s, states, want)
 
     # ------------------------------------------------------------------ end of run
     def finish(

@@ -664,7 +664,7 @@ class RunCore:
                     self.policy.routing, self._route, outcome=outcome, model=step.model
                 )
             alerts = self._after_commit(states, step.buckets)
-            wanted = self.warden._wants_cost_events()  # by a sink: then it is emitted too
+            wanted = self.warden._wants(CostEvent)  # by a sink: then it is emitted too
             if not want and not wanted:
                 event = None
             else:
@@ -874,7 +874,7 @@ class RunCore:
                 c.errors += int(not ok)
                 c.consecutive_errors = 0 if ok else c.consecutive_errors + 1
             alerts = self._after_commit(states, step.buckets) if step.price_usd else []
-            event, wanted = None, self.warden._wants_cost_events()
+            event, wanted = None, self.warden._wants(CostEvent)
             if want or wanted:
                 event = tool_event(
                     self._event_base,

@@ -13,7 +13,7 @@ from typing import Any, TypeVar, cast
 
 from .buckets import BucketRef, bucket_key, matching_buckets
 from .errors import BudgetExceeded, LedgerUnavailable, ModelDenied
-from .events import CostEvent, Event, Notice, Sink, StructlogSink
+from .events import Event, Notice, Sink, StructlogSink
 from .grants import Grant, LimitReached, OnLimit
 from .ledger import Ledger, open_ledger
 from .ledger.base import (
@@ -658,13 +658,9 @@ class Warden:
         return outcome
 
     def _check_cancel(self, watch: Sequence[str], poll: bool) -> ReserveOutcome:
-        if self._in_process:
-            hit = self.ledger.cancelled(watch)
-            return _NOT_CANCELLED if hit is None else ReserveOutcome(ok=False, cancelled=hit)
-        if not watch:
-            return _NOT_CANCELLED
-        if not self._cancel_poll_due(poll):
-            return self._cancel_as_known(watch)
+        known = self._cancel_now_known(watch, poll)
+        if known is not None:
+            return known
         settle = self._settler.take()
         now = self.clock()
         hit = self._ledger_call(lambda lg: _cancelled_on(lg, watch, settle, now), settle=settle)
@@ -847,10 +843,6 @@ class Warden:
                 )
             ]
         )
-
-    def _wants_cost_events(self) -> bool:
-        """Whether a sink would take a CostEvent now (a sink without ``wants`` takes all)."""
-        return self._wants(CostEvent)
 
     def _wants(self, kind: type[Event]) -> bool:
         """Whether a sink would take an event of this type now (one without ``wants``
