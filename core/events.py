@@ -190,7 +190,9 @@ class Sink(Protocol):
     """Anything with ``emit(event)`` receives every event.
 
     A sink may also have ``wants(event_type) -> bool``: when no sink wants CostEvents,
-    adapters do not build them (a sink without ``wants`` is given every event).
+    adapters do not build them (a sink without ``wants`` is given every event). A run asks
+    once, when it opens: a sink that starts wanting them (a log level turned to debug) gets
+    them from the next run on.
     """
 
     def emit(self, event: Event) -> None:

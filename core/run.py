@@ -67,6 +67,10 @@ class Run(FastPaths):
         A budget with ``when_exhausted="wait"`` holds the call (sleeping) until its window
         frees it; ``Warden(on_limit=...)`` may grant more before a refusal.
         """
+        if self._local is not None and self._fast_ok:
+            local = self._local_llm_step(model, messages, max_tokens, input_tokens)
+            if local is not None:
+                return local
         claim = self._quick_llm_claim(model, messages, max_tokens, input_tokens)
         if claim is not None:
             outcome = self._quick_llm_reserve(claim)
@@ -103,6 +107,10 @@ class Run(FastPaths):
         tools: Sequence[Any] | None = None,
     ) -> Step:
         """Async twin of ``before_llm_call`` (waits await; they never block the loop)."""
+        if self._local is not None and self._fast_ok:
+            local = self._local_llm_step(model, messages, max_tokens, input_tokens)
+            if local is not None:
+                return local
         claim = self._quick_llm_claim(model, messages, max_tokens, input_tokens)
         if claim is not None:
             outcome = await self._quick_llm_areserve(claim)
@@ -164,6 +172,9 @@ class Run(FastPaths):
     ) -> None:
         """``after_llm_call`` for callers that do not use the CostEvent (adapters): it is
         then built only when a sink wants it, which saves work on every call."""
+        if usage is not None and self._local_step(step):
+            self._local_llm_record(step, usage, model, latency_s, outcome, output_text, prompt_text)
+            return
         self._finish_llm(
             step, usage, model, latency_s, outcome, output_text, prompt_text, want=False
         )
@@ -198,6 +209,9 @@ class Run(FastPaths):
         prompt_text: str | None = None,
     ) -> None:
         """Async twin of ``record_llm_call``."""
+        if usage is not None and self._local_step(step):
+            self._local_llm_record(step, usage, model, latency_s, outcome, output_text, prompt_text)
+            return
         await self._afinish_llm(
             step, usage, model, latency_s, outcome, output_text, prompt_text, want=False
         )

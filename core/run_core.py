@@ -161,6 +161,9 @@ class RunCore:
         if parent is not None:
             parent.children.append(self)
         self._fast_ok = self._plain()  # see run_fast
+        # the in-process ledger, for plain amounts (see run_fast), when there are budgets
+        self._local = warden.ledger if warden._in_process and self._has_budgets else None
+        self._wants_cost = warden._wants(CostEvent)  # asked once per run: see Sink.wants
 
     def _plain(self) -> bool:
         return False  # the general path only (FastPaths says when a run is plain)
@@ -664,7 +667,7 @@ class RunCore:
                     self.policy.routing, self._route, outcome=outcome, model=step.model
                 )
             alerts = self._after_commit(states, step.buckets)
-            wanted = self.warden._wants(CostEvent)  # by a sink: then it is emitted too
+            wanted = self._wants_cost  # by a sink: then it is emitted too
             if not want and not wanted:
                 event = None
             else:
@@ -874,7 +877,7 @@ class RunCore:
                 c.errors += int(not ok)
                 c.consecutive_errors = 0 if ok else c.consecutive_errors + 1
             alerts = self._after_commit(states, step.buckets) if step.price_usd else []
-            event, wanted = None, self.warden._wants(CostEvent)
+            event, wanted = None, self._wants_cost
             if want or wanted:
                 event = tool_event(
                     self._event_base,

@@ -18,9 +18,10 @@ from typing import Any, cast
 from .buckets import BucketRef
 from .checks import tool_signature
 from .ledger.base import Charge, ReserveOutcome, new_charge
-from .run_core import RunCore
+from .run_core import RunCore, _ids
+from .run_events import llm_event
 from .steps import Step, ToolStep
-from .usage import estimate_message_tokens
+from .usage import Usage, estimate_message_tokens
 
 __all__ = ["FastPaths"]
 
@@ -104,6 +105,179 @@ class FastPaths(RunCore):
             if rates is not None:
                 self._fast_rates[model] = rates
         return rates
+
+    def _local_llm_step(
+        self,
+        model: str | None,
+        messages: Any,
+        max_tokens: int | None,
+        input_tokens: int | None,
+    ) -> Step | None:
+        """``before_llm_call`` for a plain run with budgets on the in-process ledger, in one
+        pass and one lock: check, reserve, count. None: take the other paths (nothing was
+        changed), which say why a cap or budget refuses."""
+        rates = self._fast_rates.get(model) or self._rates(model)
+        if rates is None:
+            return None
+        if input_tokens is not None:
+            est_in = input_tokens
+        else:
+            est_in = estimate_message_tokens(messages, self._token_cache)
+        max_out = max_tokens if max_tokens is not None else self.policy.default_max_output_tokens
+        worst = est_in * rates[0] + max_out * rates[1]
+        cached = self._fast_llm_caps
+        if cached is not None and cached[0] is self.limits:
+            caps: LlmCaps = cached[1]
+        else:
+            caps = self._llm_caps()
+        wall, errors, iterations, retries, cap_in, cap_out, cap_cost = caps
+        now = self.warden.clock()
+        since, until, refs = self._bucket_cache
+        if not since <= now < until:
+            refs = self._buckets(now)
+        c = self.counters
+        retry = c.last_llm_failed
+        with self._lock:
+            if (
+                (wall is not None and now - self.started_at >= wall)
+                or (errors is not None and c.consecutive_errors >= errors)
+                or (iterations is not None and c.iterations >= iterations)
+                or (retries is not None and retry and c.retries >= retries)
+                or (
+                    cap_in is not None
+                    and c.input_tokens + c.reserved_input_tokens + est_in > cap_in
+                )
+                or (
+                    cap_out is not None
+                    and c.output_tokens + c.reserved_output_tokens + max_out > cap_out
+                )
+                or (cap_cost is not None and c.cost_usd + c.reserved_usd + worst > cap_cost)
+            ):
+                return None
+            rid = f"{self.id}:{next(_ids)}"
+            keys, held, ends, metrics, _ = self._bucket_plan
+            tokens = float(est_in + max_out)
+            committed = self._local.reserve_amounts(  # type: ignore[union-attr]
+                rid,
+                keys,
+                [worst if m == "cost" else tokens if m == "tokens" else 1.0 for m in metrics],
+                held,
+                ends,
+                now=now,
+                lease_until=now + self.policy.lease_seconds,
+                watch=self._watch,
+            )
+            if type(committed) is not list:
+                return None  # refused or cancelled: the general path says which
+            c.iterations += 1
+            c.reserved_usd += worst
+            c.reserved_input_tokens += est_in
+            c.reserved_output_tokens += max_out
+            if retry:
+                c.retries += 1
+            ratios = self._ratios
+            for ref, spent in zip(refs, committed, strict=True):
+                if ref.limit > 0:
+                    ratios[ref.label] = spent / ref.limit
+            step = Step(
+                rid,
+                model,
+                model,
+                None,
+                _NO_ROUTING,
+                bool(ratios) and max(ratios.values()) >= self._degrade_at,
+                max_out,
+                est_in,
+                worst,
+                now,
+                retry,
+                buckets=refs,
+            )
+            self._pending[rid] = step
+        return step
+
+    def _local_step(self, step: Step) -> bool:
+        """A pending step on the in-process ledger's current buckets, of a plain run."""
+        return (
+            self._local is not None
+            and step.buckets is self._bucket_cache[2]
+            and self._fast_ok
+            and not step.done
+        )
+
+    def _local_llm_record(
+        self,
+        step: Step,
+        usage: Usage,
+        model: str | None,
+        latency_s: float | None,
+        outcome: str,
+        output_text: str | None,
+        prompt_text: str | None,
+    ) -> None:
+        """``record_llm_call`` of a step ``_local_llm_step`` made, while its buckets are the
+        current ones: commit, count, and (only when something is near a threshold, or a sink
+        wants the CostEvent) the alerts and the event."""
+        real_model = model or step.model
+        bill = self._bills.get(real_model)
+        cost = bill(usage) if bill is not None else self._price_result(step, usage, model, None)[2]
+        keys, _, ends, metrics, _ = self._bucket_plan
+        tokens = float(usage.input_tokens + usage.output_tokens)
+        failed = outcome != "ok"
+        worst = step.reserved_usd
+        with self._lock:
+            committed = self._local.commit_amounts(  # type: ignore[union-attr]
+                step.id,
+                keys,
+                [cost if m == "cost" else tokens if m == "tokens" else 1.0 for m in metrics],
+                ends,
+                now=self.warden.clock(),
+            )
+            self._pending.pop(step.id, None)
+            step.done = True
+            c = self.counters
+            left = c.reserved_usd - worst
+            c.reserved_usd = left if left > 0 else 0.0
+            left_in = c.reserved_input_tokens - step.input_tokens
+            c.reserved_input_tokens = left_in if left_in > 0 else 0
+            left_out = c.reserved_output_tokens - step.max_tokens
+            c.reserved_output_tokens = left_out if left_out > 0 else 0
+            c.input_tokens += usage.input_tokens
+            c.output_tokens += usage.output_tokens
+            c.cache_read_tokens += usage.cache_read_tokens
+            c.cache_write_tokens += usage.cache_write_tokens
+            c.cost_usd += cost
+            if cost > worst:
+                c.overshoot_usd += cost - worst
+            c.last_llm_failed = failed
+            if failed:
+                c.errors += 1
+                c.consecutive_errors += 1
+            else:
+                c.consecutive_errors = 0
+            if real_model and real_model not in self._models:
+                self._models.append(real_model)
+            alerts = self._after_commit(committed, step.buckets)
+            if self._wants_cost:
+                record = self.policy.record_content
+                alerts.append(
+                    llm_event(
+                        self._event_base,
+                        self.warden.clock(),
+                        step,
+                        usage,
+                        real_model,
+                        cost,
+                        latency_s=latency_s,
+                        outcome=outcome,
+                        retries=c.retries,
+                        ratios=dict(self._ratios),
+                        prompt=prompt_text if record else None,
+                        response=output_text if record else None,
+                    )
+                )
+        if alerts:
+            self.warden._emit_all(alerts)
 
     def _quick_llm_claim(
         self,

@@ -30,7 +30,6 @@ from budgetwarden.run import FINAL_ANSWER_INSTRUCTION, Step, ToolStep
 
 from ._attribution import Attribution
 from ._convert import (
-    ToolNames,
     max_tokens_of,
     model_from_message,
     model_name_of,
@@ -105,7 +104,6 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         attribution = Attribution(agent, user, workspace, workflow, task_class, key, thread)
         self._invocations = Invocations(warden, attribution)
         self._models = ModelCache(model_factory)
-        self._tools = ToolNames()
         self._compress_to = compress_to_tokens
 
     # ---- one Run per invocation ------------------------------------------------------
@@ -146,10 +144,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         limits = _model_limits(model)
         params = {**request.model_settings, **limits} if limits else request.model_settings
         return invocation.run.before_llm_call(
-            model_name_of(model),
-            messages,
-            max_tokens=max_tokens_of(params),
-            tools=self._tools.names(request.tools),
+            model_name_of(model), messages, max_tokens=max_tokens_of(params), tools=request.tools
         )
 
     async def _areserve(self, invocation: Invocation, request: ModelRequest[Any]) -> Step:
@@ -160,17 +155,14 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         limits = _model_limits(model)
         params = {**request.model_settings, **limits} if limits else request.model_settings
         return await invocation.run.abefore_llm_call(
-            model_name_of(model),
-            messages,
-            max_tokens=max_tokens_of(params),
-            tools=self._tools.names(request.tools),
+            model_name_of(model), messages, max_tokens=max_tokens_of(params), tools=request.tools
         )
 
     def _prepared(self, request: ModelRequest[Any], step: Step) -> ModelRequest[Any]:
         """The request as the step says: routed model, compressed context, budget notes, and
         no tools for the final-answer call."""
         overrides: dict[str, Any] = {}
-        if step.model and step.model != model_name_of(request.model):
+        if step.model and step.model != step.requested_model:  # routed to another model
             overrides["model"] = self._models.get(step.model)
         if step.compress:
             ratio = self.warden.policy.compress_ratio

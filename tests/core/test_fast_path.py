@@ -85,7 +85,10 @@ def _llm(run: Run, rng: random.Random) -> Any:
     kept = _step(step)
     outcome = rng.choice(["ok", "ok", "ok", "invalid_json", "error"])
     usage = Usage(input_tokens=step.input_tokens, output_tokens=rng.randint(0, step.max_tokens))
-    run.after_llm_call(step, usage, outcome=outcome, latency_s=0.3)
+    if rng.random() < 0.5:  # the adapters' variant, which has a fast path of its own
+        run.record_llm_call(step, usage, outcome=outcome, latency_s=0.3)
+    else:
+        run.after_llm_call(step, usage, outcome=outcome, latency_s=0.3)
     return kept
 
 
@@ -95,7 +98,11 @@ def _tool(run: Run, rng: random.Random) -> Any:
         step = run.before_tool_call(name, {"q": rng.choice(["a", "b"])}, call_id="c")
     except BudgetError as exc:
         return ("refused", type(exc).__name__, getattr(exc, "cap", None))
-    run.after_tool_call(step, ok=rng.random() < 0.8, latency_s=0.1)
+    ok = rng.random() < 0.8
+    if rng.random() < 0.5:
+        run.record_tool_call(step, ok=ok, latency_s=0.1)
+    else:
+        run.after_tool_call(step, ok=ok, latency_s=0.1)
     return _step(step)
 
 
@@ -132,6 +139,8 @@ def test_the_fast_paths_serve_plain_runs_and_step_aside_for_the_rest() -> None:
     plain = warden.run(user="u1")
     assert plain._plain()
     assert plain._quick_llm_claim("gpt-4o-mini", None, 10, 10) is not None
+    step = plain._local_llm_step("gpt-4o-mini", None, 10, 10)  # in-process ledger, budgets
+    assert step is not None and plain._local_step(step)
     child = warden.run(user="u1", parent=plain)
     assert not child._plain()  # a child counts for its parent: the general path does that
     routed = Warden(Policy(routing={"tiers": ["gpt-4o-mini", "gpt-4o"]}), log_events=False).run()
