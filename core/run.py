@@ -287,6 +287,8 @@ class Run(FastPaths):
         self, name: str, args: Any = None, *, call_id: str | None = None
     ) -> ToolStep:
         """Check a tool call against the tool rules and caps; reserve its price if it has one."""
+        if (local := self._local_tool_step(name, args, call_id)) is not None:
+            return local
         claim = self._quick_tool_claim(name, args, call_id)
         if claim is not None:
             outcome = self.warden._reserve((), claim[0].id, self._watch, poll=True)
@@ -311,6 +313,8 @@ class Run(FastPaths):
         self, name: str, args: Any = None, *, call_id: str | None = None
     ) -> ToolStep:
         """Async twin of ``before_tool_call``."""
+        if (local := self._local_tool_step(name, args, call_id)) is not None:
+            return local
         claim = self._quick_tool_claim(name, args, call_id)
         if claim is not None:
             outcome = self.warden._cancel_now_known(self._watch, True)  # a free tool call
@@ -358,7 +362,8 @@ class Run(FastPaths):
     ) -> None:
         """``after_tool_call`` for callers that do not use the CostEvent (see
         ``record_llm_call``)."""
-        self._finish_tool(step, ok and error is None, latency_s, want=False)
+        if not self._local_tool_record(step, ok and error is None):
+            self._finish_tool(step, ok and error is None, latency_s, want=False)
 
     async def aafter_tool_call(
         self,
@@ -382,7 +387,8 @@ class Run(FastPaths):
         error: BaseException | str | None = None,
     ) -> None:
         """Async twin of ``record_tool_call``."""
-        await self._afinish_tool(step, ok and error is None, latency_s, want=False)
+        if not self._local_tool_record(step, ok and error is None):
+            await self._afinish_tool(step, ok and error is None, latency_s, want=False)
 
     def _finish_tool(
         self, step: ToolStep | str, ok: bool, latency_s: float | None, *, want: bool

@@ -14,7 +14,7 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import routing as routes
 from .buckets import BucketRef
@@ -33,6 +33,7 @@ from .errors import BudgetError, BudgetExceeded, ToolDenied
 from .events import CostEvent, Notice, RunFinished, trusted
 from .grants import Grant, LimitReached, extend_limits, grantable
 from .ledger.base import BucketState, Charge, ReserveOutcome, new_charge
+from .ledger.memory import MemoryLedger
 from .policy import Limits
 from .report import RunReport
 from .run_events import alert_levels, bucket_crossings, cap_crossings, llm_event, tool_event
@@ -162,7 +163,9 @@ class RunCore:
             parent.children.append(self)
         self._fast_ok = self._plain()  # see run_fast
         # the in-process ledger, for plain amounts (see run_fast), when there are budgets
-        self._local = warden.ledger if warden._in_process and self._has_budgets else None
+        in_process = cast(MemoryLedger, warden.ledger) if warden._in_process else None
+        self._in_process = in_process
+        self._local = in_process if self._has_budgets else None
         self._wants_cost = warden._wants(CostEvent)  # asked once per run: see Sink.wants
 
     def _plain(self) -> bool:

@@ -448,6 +448,37 @@ class FastPaths(RunCore):
             self._pending[step.id] = step
         return step, streak
 
+    def _local_tool_step(self, name: str, args: Any, call_id: str | None) -> ToolStep | None:
+        """``before_tool_call`` of a free tool in a plain run on the in-process ledger while
+        nothing is cancelled in this process (the cancel check then has nothing to find)."""
+        ledger = self._in_process
+        if ledger is None or ledger._cancels:
+            return None
+        claim = self._quick_tool_claim(name, args, call_id)
+        return claim[0] if claim is not None else None
+
+    def _local_tool_record(self, step: ToolStep | str, ok: bool) -> bool:
+        """``record_tool_call`` of a free tool's pending step in a plain run when no sink
+        wants the CostEvent: count its outcome. False: nothing done (take the general path)."""
+        if (
+            type(step) is not ToolStep
+            or step.price_usd
+            or step.done
+            or not self._fast_ok
+            or self._wants_cost
+        ):
+            return False
+        with self._lock:
+            self._pending.pop(step.id, None)
+            step.done = True
+            c = self.counters
+            if ok:
+                c.consecutive_errors = 0
+            else:
+                c.errors += 1
+                c.consecutive_errors += 1
+        return True
+
     def _quick_tool_checked(self, claim: ToolClaim, outcome: ReserveOutcome) -> ToolStep | None:
         """The claimed tool step if its run was not cancelled; None (uncounted) if it was."""
         step, streak = claim
