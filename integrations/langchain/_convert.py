@@ -14,7 +14,9 @@ from budgetwarden.usage import Usage
 
 __all__ = [
     "max_tokens_of",
+    "model_and_max_tokens",
     "model_from_message",
+    "model_from_output",
     "model_from_result",
     "model_from_start",
     "model_name_of",
@@ -24,6 +26,7 @@ __all__ = [
     "ToolNames",
     "tool_names",
     "usage_from_message",
+    "usage_from_output",
     "usage_from_result",
 ]
 
@@ -76,6 +79,31 @@ def max_tokens_of(
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
     return None
+
+
+#: The invocation params ``model_from_start`` and ``max_tokens_of`` read.
+_PARAM_KEYS = frozenset(_MODEL_KEYS + _MAX_TOKEN_KEYS)
+
+
+def model_and_max_tokens(
+    serialized: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None,
+    invocation_params: Mapping[str, Any] | None,
+) -> tuple[str | None, int | None]:
+    """``model_from_start`` and ``max_tokens_of`` in one read: invocation params that name
+    neither (a model that reports its name in the tracing metadata) are passed over at once."""
+    if invocation_params and not _PARAM_KEYS.isdisjoint(invocation_params):
+        return (
+            model_from_start(serialized, metadata, invocation_params),
+            max_tokens_of(invocation_params, metadata),
+        )
+    model = metadata.get("ls_model_name") if metadata else None
+    if not (isinstance(model, str) and model):
+        model = model_from_start(serialized, None, None)
+    limit = metadata.get("ls_max_tokens") if metadata else None
+    if not (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
+        limit = None
+    return model, limit
 
 
 def tool_names(tools: Sequence[Any] | None) -> list[str] | None:
@@ -144,6 +172,11 @@ def _legacy_usage(llm_output: Mapping[str, Any] | None) -> Usage | None:
     return usage_from_litellm(dict(token_usage)) if isinstance(token_usage, Mapping) else None
 
 
+def usage_from_output(llm_output: Mapping[str, Any] | None) -> Usage | None:
+    """Usage from a result's ``llm_output`` alone (older LLM integrations report it there)."""
+    return _legacy_usage(llm_output)
+
+
 def _messages(result: LLMResult) -> list[BaseMessage]:
     return [
         message
@@ -175,6 +208,11 @@ def model_from_result(result: LLMResult) -> str | None:
         if name := model_from_message(message):
             return name
     return _first_str(result.llm_output, _MODEL_KEYS)
+
+
+def model_from_output(llm_output: Mapping[str, Any] | None) -> str | None:
+    """The model that answered, from a result's ``llm_output`` alone."""
+    return _first_str(llm_output, _MODEL_KEYS)
 
 
 def outcome_of_message(message: BaseMessage | None) -> str:

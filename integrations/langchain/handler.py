@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 from uuid import UUID
 
@@ -19,27 +19,37 @@ from budgetwarden.run import Run, Step, ToolStep
 from ._attribution import Attribution
 from ._convert import (
     ToolNames,
-    max_tokens_of,
+    model_and_max_tokens,
+    model_from_message,
+    model_from_output,
     model_from_result,
-    model_from_start,
     outcome_of_error,
     outcome_of_message,
-    tool_failed,
+    usage_from_message,
+    usage_from_output,
     usage_from_result,
 )
 
 __all__ = ["BudgetCallbackHandler"]
 
-#: How the handler keys LangChain runs (``_key``): a UUID's int, which hashes in C.
+#: How the handler keys LangChain runs: a UUID's int, which hashes in C (a UUID hashes in
+#: Python). Every callback converts its ``run_id`` inline, ``run_id.int if type(run_id) is
+#: UUID else run_id``: one helper call per callback is a measurable share of the glue.
 Key = Any
 
 
-@dataclass
+@dataclass(slots=True)
 class _Invocation:
-    """One governed invocation: its budgetwarden Run and the transcript seen so far."""
+    """One governed invocation: its budgetwarden Run and the transcript seen so far.
+
+    ``root`` is the LangChain run that opened it, whose end finishes the Run; ``live`` turns
+    False then, so runs of it that are still mapped no longer find it.
+    """
 
     run: Run
+    root: Key
     thread: str | None = None
+    live: bool = True
     transcript: list[BaseMessage] = field(default_factory=list)
     llm_steps: dict[Key, tuple[Step, float]] = field(default_factory=dict)
     tool_steps: dict[Key, tuple[ToolStep, float, str | None]] = field(default_factory=dict)
@@ -75,72 +85,73 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._warden = warden
         self._attribution = Attribution(agent, user, workspace, workflow, task_class, key, thread)
         self._lock = threading.Lock()
-        # Keyed by ``_key(run_id)``: a UUID hashes in Python, its int in C.
-        self._invocations: dict[Key, _Invocation] = {}
-        self._roots: dict[Key, Key] = {}
+        # Every LangChain run under way -> the invocation it belongs to (by its key).
+        self._runs: dict[Key, _Invocation] = {}
         self._tool_runs: set[Key] = set()
         self._tools = ToolNames()
 
     # ---- run bookkeeping -------------------------------------------------------------
 
-    def _enter(
-        self,
-        run_id: Key,
-        parent_run_id: Key | None,
-        metadata: Mapping[str, Any] | None,
-        *,
-        kind: str = "call",
-    ) -> _Invocation:
-        """The invocation a new LangChain run belongs to. A run without a known parent opens
-        one; a chain started inside a tool opens a child of its caller's run."""
-        with self._lock:
-            root = self._roots.get(parent_run_id) if parent_run_id is not None else None
-            found = self._invocations.get(root) if root is not None else None
-            if kind == "tool":
-                self._tool_runs.add(run_id)
-            nested = kind == "chain" and parent_run_id in self._tool_runs
-            if root is not None and found is not None and not nested:
-                self._roots[run_id] = root
-                return found
-            invocation = self._open(metadata, found)
-            self._roots[run_id] = run_id
-            self._invocations[run_id] = invocation
-            return invocation
+    # The map of runs is read and written without a lock: each step is one atomic dict
+    # operation, and a run that joins an invocation as its root ends only finds it no longer
+    # ``live``, as if it had started just after. Only adopting a subgraph (look, then open
+    # one child run) is done under the lock.
 
-    def _open(self, metadata: Mapping[str, Any] | None, caller: _Invocation | None) -> _Invocation:
+    def _enter(
+        self, run_id: Key, parent: Key | None, metadata: Mapping[str, Any] | None, chain: bool
+    ) -> _Invocation:
+        """The invocation a new LangChain run belongs to: its parent's. A run without a
+        known parent opens one; a chain started inside a tool opens a child of its caller's
+        run."""
+        found = self._runs.get(parent)
+        if found is None or not found.live:
+            found = None
+        elif not (chain and parent in self._tool_runs):
+            self._runs[run_id] = found
+            return found
+        invocation = self._runs[run_id] = self._open(run_id, metadata, found)
+        return invocation
+
+    def _open(
+        self, root: Key, metadata: Mapping[str, Any] | None, caller: _Invocation | None
+    ) -> _Invocation:
         """A new invocation: a child of ``caller``'s run while that run is still going."""
         parent = caller.run if caller is not None and caller.run.finished_at is None else None
         thread = _thread_from(metadata)
-        return _Invocation(self._attribution.open_run(self._warden, thread, parent=parent), thread)
+        run = self._attribution.open_run(self._warden, thread, parent=parent)
+        return _Invocation(run, root, thread)
 
     def _adopt_subgraph(self, graph_run: Key, metadata: Mapping[str, Any] | None) -> None:
         """A node of a graph nested in another graph's step starts: that graph (a subgraph
         node) becomes a child run of its caller's, before any of its calls is made."""
         with self._lock:
-            root = self._roots.get(graph_run)
-            caller = self._invocations.get(root) if root is not None else None
-            if root is None or root == graph_run or caller is None:
+            caller = self._runs.get(graph_run)
+            if caller is None or not caller.live or caller.root == graph_run:
                 return
-            self._roots[graph_run] = graph_run
-            self._invocations[graph_run] = self._open(metadata, caller)
+            self._runs[graph_run] = self._open(graph_run, metadata, caller)
 
-    def _lookup(self, run_id: Key) -> _Invocation | None:
-        with self._lock:
-            root = self._roots.get(run_id)
-            return self._invocations.get(root) if root is not None else None
+    def _close(self, run_id: Key) -> _Invocation | None:
+        """Forget a finished LangChain run: the invocation it was part of (None once that is
+        over). When ``run_id`` is its root, the caller ``_finish``-es it."""
+        found = self._runs.pop(run_id, None)
+        return found if found is not None and found.live else None
 
     def _leave(self, run_id: Key, error: BaseException | None = None) -> None:
         """Forget a finished LangChain run; finish the budgetwarden Run at its root."""
-        with self._lock:
-            self._tool_runs.discard(run_id)
-            root = self._roots.pop(run_id, None)
-            invocation = self._invocations.pop(run_id, None) if root == run_id else None
-        if invocation is not None:
-            invocation.run.finish(error=error)
-            if isinstance(error, BudgetError):
-                error.report = invocation.run.report
-                if invocation.run.parent is None:
-                    error.partial = list(invocation.transcript)
+        self._tool_runs.discard(run_id)
+        invocation = self._close(run_id)
+        if invocation is not None and invocation.root == run_id:
+            self._finish(invocation, error)
+
+    def _finish(self, invocation: _Invocation, error: BaseException | None = None) -> None:
+        """Finish an invocation's Run, at its root's end; a refusal that ends it carries
+        its report (and, at the top, the transcript so far)."""
+        invocation.live = False
+        invocation.run.finish(error=error)
+        if isinstance(error, BudgetError):
+            error.report = invocation.run.report
+            if invocation.run.parent is None:
+                error.partial = list(invocation.transcript)
 
     def _refuse(self, invocation: _Invocation, run_id: Key, exc: BudgetError) -> BudgetError:
         """Attach the transcript so far to a refusal (and a pause handle under
@@ -150,14 +161,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             exc.report = invocation.run.report
         if isinstance(exc, BudgetExceeded):
             self._save_pause(invocation, exc)
-        with self._lock:
-            is_root = self._roots.get(run_id) == run_id
-        if is_root:
-            self._leave(run_id, exc)
-        else:
-            with self._lock:
-                self._roots.pop(run_id, None)
-                self._tool_runs.discard(run_id)
+        self._leave(run_id, exc)
         return exc
 
     def _save_pause(self, invocation: _Invocation, exc: BudgetExceeded) -> None:
@@ -185,18 +189,25 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """Open a budgetwarden Run at the root chain (a child run for a nested graph); map
         other chains to their run."""
-        parent = _key(parent_run_id) if parent_run_id is not None else None
-        if parent is not None and _nested_node(tags, metadata):
-            self._adopt_subgraph(parent, metadata)
-        self._enter(_key(run_id), parent, metadata, kind="chain")
+        key = run_id.int if type(run_id) is UUID else run_id
+        parent = None
+        if parent_run_id is not None:
+            parent = parent_run_id.int if type(parent_run_id) is UUID else parent_run_id
+            namespace = metadata.get("langgraph_checkpoint_ns") if metadata else None
+            if isinstance(namespace, str) and "|" in namespace and _in_graph_step(tags):
+                self._adopt_subgraph(parent, metadata)
+        self._enter(key, parent, metadata, True)
 
     def on_chain_end(self, outputs: dict[str, Any] | Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Finish the budgetwarden Run when the root chain ends."""
-        self._leave(_key(run_id))
+        key = run_id.int if type(run_id) is UUID else run_id
+        invocation = self._runs.pop(key, None)
+        if invocation is not None and invocation.root == key and invocation.live:
+            self._finish(invocation)
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Finish the budgetwarden Run, with the error, when the root chain fails."""
-        self._leave(_key(run_id), error)
+        self._leave(run_id.int if type(run_id) is UUID else run_id, error)
 
     def on_retriever_start(
         self,
@@ -209,15 +220,17 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Map a retriever run to its root, so model calls inside it count for that run."""
-        self._enter(_key(run_id), _parent_key(parent_run_id), metadata)
+        key = run_id.int if type(run_id) is UUID else run_id
+        parent = parent_run_id.int if type(parent_run_id) is UUID else parent_run_id
+        self._enter(key, parent, metadata, False)
 
     def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Forget a finished retriever run."""
-        self._leave(_key(run_id))
+        self._leave(run_id.int if type(run_id) is UUID else run_id)
 
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Forget a failed retriever run."""
-        self._leave(_key(run_id), error)
+        self._leave(run_id.int if type(run_id) is UUID else run_id, error)
 
     # ---- model calls -------------------------------------------------------------------
 
@@ -233,8 +246,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Check the caps before a chat model runs; raise ``BudgetExceeded`` to stop it."""
-        key = _key(run_id)
-        invocation = self._enter(key, _parent_key(parent_run_id), metadata)
+        key = run_id.int if type(run_id) is UUID else run_id
+        parent = parent_run_id.int if type(parent_run_id) is UUID else parent_run_id
+        invocation = self._enter(key, parent, metadata, False)
         prompt = list(messages[0]) if messages else []
         invocation.transcript = prompt
         self._before_llm(invocation, key, prompt, serialized, metadata, invocation_params)
@@ -251,8 +265,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Check the caps before a plain (text) LLM runs; raise ``BudgetExceeded`` to stop it."""
-        key = _key(run_id)
-        invocation = self._enter(key, _parent_key(parent_run_id), metadata)
+        key = run_id.int if type(run_id) is UUID else run_id
+        parent = parent_run_id.int if type(parent_run_id) is UUID else parent_run_id
+        invocation = self._enter(key, parent, metadata, False)
         prompt: list[BaseMessage] = [HumanMessage(content=text) for text in prompts]
         invocation.transcript = prompt
         self._before_llm(invocation, key, prompt, serialized, metadata, invocation_params)
@@ -266,26 +281,28 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         metadata: Mapping[str, Any] | None,
         params: Mapping[str, Any] | None,
     ) -> None:
+        model, max_tokens = model_and_max_tokens(serialized, metadata, params)
         try:
             step = invocation.run.before_llm_call(
-                model_from_start(serialized, metadata, params),
+                model,
                 prompt,
-                max_tokens=max_tokens_of(params, metadata),
+                max_tokens=max_tokens,
                 tools=self._tools.names(params.get("tools") if params else None),
             )
         except BudgetError as exc:
             raise self._refuse(invocation, run_id, exc) from None
-        invocation.llm_steps[run_id] = (step, time.perf_counter())
+        invocation.llm_steps[run_id] = (step, perf_counter())
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the call's real usage and price it as the model that answered."""
-        key = _key(run_id)
-        invocation = self._lookup(key)
-        if invocation is not None and (pending := invocation.llm_steps.pop(key, None)):
+        key = run_id.int if type(run_id) is UUID else run_id
+        invocation = self._close(key)
+        if invocation is None:
+            return
+        if pending := invocation.llm_steps.pop(key, None):
             step, started = pending
-            latency_s = time.perf_counter() - started
-            message = _first_message(response)
-            usage = usage_from_result(response)
+            latency_s = perf_counter() - started
+            message, usage, model = _answer_of(response)
             # The core reads the text only to estimate a missing usage, or to record it.
             text = None
             if usage is None or invocation.run.policy.record_content:
@@ -293,28 +310,32 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             invocation.run.record_llm_call(
                 step,
                 usage,
-                model=model_from_result(response),
+                model=model,
                 latency_s=latency_s,
                 outcome=outcome_of_message(message),
                 output_text=text,
             )
             if message is not None:
                 invocation.transcript.append(message)
-        self._leave(key)
+        if invocation.root == key:
+            self._finish(invocation)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Record a failed model call (timeout, rate limit, provider error)."""
-        key = _key(run_id)
-        invocation = self._lookup(key)
-        if invocation is not None and (pending := invocation.llm_steps.pop(key, None)):
+        key = run_id.int if type(run_id) is UUID else run_id
+        invocation = self._close(key)
+        if invocation is None:
+            return
+        if pending := invocation.llm_steps.pop(key, None):
             step, started = pending
             invocation.run.record_llm_call(
                 step,
                 Usage(),  # providers do not bill a call that failed
-                latency_s=time.perf_counter() - started,
+                latency_s=perf_counter() - started,
                 outcome=outcome_of_error(error),
             )
-        self._leave(key, error)
+        if invocation.root == key:
+            self._finish(invocation, error)
 
     # ---- tool calls --------------------------------------------------------------------
 
@@ -330,8 +351,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Check the caps before a tool runs; raise ``BudgetExceeded`` or ``ToolDenied``."""
-        key = _key(run_id)
-        invocation = self._enter(key, _parent_key(parent_run_id), metadata, kind="tool")
+        key = run_id.int if type(run_id) is UUID else run_id
+        parent = parent_run_id.int if type(parent_run_id) is UUID else parent_run_id
+        self._tool_runs.add(key)
+        invocation = self._enter(key, parent, metadata, False)
         name = str((serialized or {}).get("name") or kwargs.get("name") or "tool")
         call_id = kwargs.get("tool_call_id")
         try:
@@ -340,42 +363,47 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             )
         except BudgetError as exc:
             raise self._refuse(invocation, key, exc) from None
-        invocation.tool_steps[key] = (tool_step, time.perf_counter(), call_id)
+        invocation.tool_steps[key] = (tool_step, perf_counter(), call_id)
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         """Record a finished tool call; an error ToolMessage counts as a failed call."""
-        key = _key(run_id)
-        invocation = self._lookup(key)
-        if invocation is not None and (pending := invocation.tool_steps.pop(key, None)):
+        key = run_id.int if type(run_id) is UUID else run_id
+        self._tool_runs.discard(key)
+        invocation = self._close(key)
+        if invocation is None:
+            return
+        if pending := invocation.tool_steps.pop(key, None):
             tool_step, started, call_id = pending
-            failed = tool_failed(output)
+            # ``tool_failed`` and ``_tool_message``, with one type check for both.
+            message: BaseMessage
+            if isinstance(output, ToolMessage):
+                message, failed = output, output.status == "error"
+            else:
+                message, failed = _tool_message(output, call_id, tool_step), False
             invocation.run.record_tool_call(
                 tool_step,
                 ok=not failed,
-                latency_s=time.perf_counter() - started,
+                latency_s=perf_counter() - started,
                 error=str(output.content) if failed else None,
             )
-            invocation.transcript.append(_tool_message(output, call_id, tool_step))
-        self._leave(key)
+            invocation.transcript.append(message)
+        if invocation.root == key:
+            self._finish(invocation)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Record a tool call that raised."""
-        key = _key(run_id)
-        invocation = self._lookup(key)
-        if invocation is not None and (pending := invocation.tool_steps.pop(key, None)):
+        key = run_id.int if type(run_id) is UUID else run_id
+        self._tool_runs.discard(key)
+        invocation = self._close(key)
+        if invocation is None:
+            return
+        if pending := invocation.tool_steps.pop(key, None):
             tool_step, started, _ = pending
             invocation.run.record_tool_call(
-                tool_step, ok=False, latency_s=time.perf_counter() - started, error=repr(error)
+                tool_step, ok=False, latency_s=perf_counter() - started, error=repr(error)
             )
-        self._leave(key, error)
-
-
-def _key(run_id: UUID) -> Key:
-    return run_id.int if type(run_id) is UUID else run_id
-
-
-def _parent_key(parent_run_id: UUID | None) -> Key | None:
-    return _key(parent_run_id) if parent_run_id is not None else None
+        if invocation.root == key:
+            self._finish(invocation, error)
 
 
 def _thread_from(metadata: Mapping[str, Any] | None) -> str | None:
@@ -384,13 +412,27 @@ def _thread_from(metadata: Mapping[str, Any] | None) -> str | None:
     return str(thread) if thread is not None else None
 
 
-def _nested_node(tags: Sequence[str] | None, metadata: Mapping[str, Any] | None) -> bool:
-    """True for a node of a LangGraph graph that runs inside another graph's step: its
-    checkpoint namespace nests (``"sub:<task>|model:<task>"``)."""
-    namespace = metadata.get("langgraph_checkpoint_ns") if metadata else None
-    if not isinstance(namespace, str) or "|" not in namespace:
-        return False
+def _in_graph_step(tags: Sequence[str] | None) -> bool:
+    """True for a run that LangGraph tags as a step of a graph (``graph:step:<n>``); one
+    whose checkpoint namespace nests (``"sub:<task>|model:<task>"``) is a node of a graph
+    that runs inside another graph's step."""
     return any(tag.startswith("graph:step:") for tag in tags or ())
+
+
+def _answer_of(response: LLMResult) -> tuple[BaseMessage | None, Usage | None, str | None]:
+    """The answer a model call gave, its usage and the model that answered, in one pass
+    over the usual single generation (see ``_first_message``, ``usage_from_result`` and
+    ``model_from_result`` for any other shape)."""
+    generations = response.generations
+    if len(generations) == 1 and len(generations[0]) == 1:
+        message = getattr(generations[0][0], "message", None)
+        if isinstance(message, BaseMessage):
+            usage = usage_from_message(message)
+            if usage is None:
+                usage = usage_from_output(response.llm_output)
+            model = model_from_message(message) or model_from_output(response.llm_output)
+            return message, usage, model
+    return _first_message(response), usage_from_result(response), model_from_result(response)
 
 
 def _first_message(response: LLMResult) -> BaseMessage | None:
@@ -408,7 +450,6 @@ def _text_of(response: LLMResult) -> str:
 
 
 def _tool_message(output: Any, call_id: str | None, tool_step: ToolStep) -> BaseMessage:
-    if isinstance(output, ToolMessage):
-        return output
+    """The transcript's ToolMessage for a tool that returned something else."""
     content = output.content if isinstance(output, BaseMessage) else str(output)
     return ToolMessage(content=content, tool_call_id=call_id or "", name=tool_step.name)

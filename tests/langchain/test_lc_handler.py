@@ -348,8 +348,7 @@ def test_the_handler_forgets_every_invocation_it_finished(mode: str, search: Cou
     with pytest.raises(RuntimeError):
         failing = ScriptedChatModel(fail_calls=frozenset({1}))
         invoke(agent_graph(failing, [search.tool]), inputs(), mode, callbacks=[handler])
-    assert handler._invocations == {}
-    assert handler._roots == {}
+    assert handler._runs == {}
     assert handler._tool_runs == set()
 
 
