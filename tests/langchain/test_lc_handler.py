@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -267,6 +268,28 @@ async def test_concurrent_ainvokes_sharing_one_handler_keep_separate_counters(
     per_run = Counter(e.run_id for e in sink.cost_events if e.kind == "llm")
     assert sorted(per_run.values()) == [2, 3, 4]
     assert model.calls == 9
+
+
+def test_threads_sharing_one_handler_keep_separate_runs_and_forget_them_all(
+    search: CountedTool,
+) -> None:
+    """The handler's map of runs is shared lock-free: many threads at once lose nothing."""
+    model = ScriptedChatModel()
+    warden, sink = make_warden(Policy(limits=Limits(max_iterations=10)))
+    handler = BudgetCallbackHandler(warden, user="u1")
+    agent = agent_graph(model, [search.tool])
+
+    def invoke_one(_: int) -> str:
+        result = agent.invoke(inputs("answer after 2"), config={"callbacks": [handler]})
+        return str(result["messages"][-1].content)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(invoke_one, range(32)))
+    assert answers == ["Done after 2 tool turns."] * 32
+    per_run = Counter(e.run_id for e in sink.cost_events if e.kind == "llm")
+    assert sorted(per_run.values()) == [3] * 32
+    assert handler._runs == {}
+    assert handler._tool_runs == set()
 
 
 def test_thread_id_from_langgraph_config_attributes_the_run(
