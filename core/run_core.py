@@ -142,6 +142,8 @@ class RunCore:
         self._by_key: dict[str, BucketRef] = {}  # ledger key -> bucket, of the cached buckets
         # the cached buckets' keys, held limits, window ends and metrics (for plain amounts)
         self._bucket_plan: BucketPlan = ((), (), (), (), ())
+        # the cached buckets' labels, limits and lowest alert bars (see _local_llm_record)
+        self._bucket_bars: tuple[tuple[str, float, float], ...] = ()
         self._token_cache: TokenCache = {}
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
@@ -151,6 +153,7 @@ class RunCore:
         self._has_budgets = bool(self.policy.budgets)
         self._fast_llm_caps: tuple[Limits, Any] | None = None  # see run_fast
         self._fast_tool_caps: tuple[Limits, Any] | None = None
+        self._cap_bars: tuple[Limits, float, float, float] | None = None  # see _near_alert
         self._fast_rates: dict[str | None, tuple[float, float]] = {}
         self._bills: dict[str | None, Callable[[Usage], float]] = {}
         self._watch = self._cancel_targets()
@@ -263,7 +266,13 @@ class RunCore:
             tuple(ref.metric for ref in refs),
             tuple((ref.key, limit) for ref, limit in zip(refs, held, strict=True)),
         )
+        self._bucket_bars = tuple((ref.label, ref.limit, self._bar(ref.limit)) for ref in refs)
         return refs
+
+    def _bar(self, limit: float) -> float:
+        """The spend at which ``limit`` reaches the lowest alert level (within rounding)."""
+        bar = self._lowest_level * limit
+        return bar - 1e-9 * (bar if bar > 1.0 else 1.0)
 
     def _committed_ratios(self, refs: Sequence[BucketRef], committed: Sequence[float]) -> None:
         """Refresh the budgets' ratios from their committed spend, in the order of ``refs``."""

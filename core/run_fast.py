@@ -257,7 +257,10 @@ class FastPaths(RunCore):
                 c.consecutive_errors = 0
             if real_model and real_model not in self._models:
                 self._models.append(real_model)
-            alerts = self._after_commit(committed, step.buckets)
+            if self._near_alert(committed):
+                alerts = self._after_commit(committed, step.buckets)
+            else:
+                alerts = []
             if self._wants_cost:
                 record = self.policy.record_content
                 alerts.append(
@@ -278,6 +281,37 @@ class FastPaths(RunCore):
                 )
         if alerts:
             self.warden._emit_all(alerts)
+
+    def _near_alert(self, committed: list[float]) -> bool:
+        """Refresh the pressure ratios after a commit of the cached buckets (``committed``,
+        their spend) by a plain run; True when a budget or a spend cap reached the lowest
+        alert level (``_after_commit`` then says which alerts that crosses)."""
+        ratios, near = self._ratios, False
+        for (label, limit, bar), spent in zip(self._bucket_bars, committed, strict=True):
+            if limit > 0:
+                ratios[label] = spent / limit
+                if spent >= bar:
+                    near = True
+        lim, c = self.limits, self.counters
+        bars = self._cap_bars
+        if bars is None or bars[0] is not lim:  # read once per Limits object
+            bars = (
+                lim,
+                self._bar(lim.max_cost_usd or 0.0),
+                self._bar(lim.max_input_tokens or 0),
+                self._bar(lim.max_output_tokens or 0),
+            )
+            self._cap_bars = bars
+        if lim.max_cost_usd:
+            ratios["run:max_cost_usd"] = c.cost_usd / lim.max_cost_usd
+            near = near or c.cost_usd >= bars[1]
+        if lim.max_input_tokens:
+            ratios["run:max_input_tokens"] = c.input_tokens / lim.max_input_tokens
+            near = near or c.input_tokens >= bars[2]
+        if lim.max_output_tokens:
+            ratios["run:max_output_tokens"] = c.output_tokens / lim.max_output_tokens
+            near = near or c.output_tokens >= bars[3]
+        return near
 
     def _quick_llm_claim(
         self,

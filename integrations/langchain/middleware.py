@@ -144,7 +144,10 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         limits = _model_limits(model)
         params = {**request.model_settings, **limits} if limits else request.model_settings
         return invocation.run.before_llm_call(
-            model_name_of(model), messages, max_tokens=max_tokens_of(params), tools=request.tools
+            model_name_of(model),
+            messages,
+            max_tokens=max_tokens_of(params) if params else None,
+            tools=request.tools,
         )
 
     async def _areserve(self, invocation: Invocation, request: ModelRequest[Any]) -> Step:
@@ -155,14 +158,20 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         limits = _model_limits(model)
         params = {**request.model_settings, **limits} if limits else request.model_settings
         return await invocation.run.abefore_llm_call(
-            model_name_of(model), messages, max_tokens=max_tokens_of(params), tools=request.tools
+            model_name_of(model),
+            messages,
+            max_tokens=max_tokens_of(params) if params else None,
+            tools=request.tools,
         )
 
     def _prepared(self, request: ModelRequest[Any], step: Step) -> ModelRequest[Any]:
         """The request as the step says: routed model, compressed context, budget notes, and
         no tools for the final-answer call."""
+        routed = step.model and step.model != step.requested_model
+        if not (routed or step.compress or step.hint or step.final):
+            return request  # the usual call: as the agent asked for it
         overrides: dict[str, Any] = {}
-        if step.model and step.model != step.requested_model:  # routed to another model
+        if routed:
             overrides["model"] = self._models.get(step.model)
         if step.compress:
             ratio = self.warden.policy.compress_ratio
@@ -424,30 +433,38 @@ _PYDANTIC_GETATTR = getattr(BaseModel, "__getattr__", None)
 
 
 @functools.cache
-def _class_limits(cls: type) -> tuple[str, ...] | None:
-    """The limit keys ``cls`` itself defines (properties, class attributes), or None when its
-    instances may find attributes elsewhere than in their fields (a custom ``__getattr__``)."""
+def _class_limits(cls: type) -> tuple[tuple[str, str], ...] | None:
+    """Where instances of ``cls`` keep each output-token limit they can have: on the class
+    (a property or class attribute), in a declared field, or among extra fields; None when
+    they may find attributes elsewhere (a custom ``__getattr__``): then ask ``getattr``."""
     if not issubclass(cls, BaseModel) or getattr(cls, "__getattr__", None) is not _PYDANTIC_GETATTR:
         return None
-    return tuple(k for k in _LIMIT_KEYS if hasattr(cls, k))
+    extra = cls.model_config.get("extra") == "allow"
+    plan: list[tuple[str, str]] = []
+    for key in _LIMIT_KEYS:
+        if hasattr(cls, key):
+            plan.append((key, "class"))
+        elif key in cls.model_fields:
+            plan.append((key, "field"))
+        elif extra:
+            plan.append((key, "extra"))
+    return tuple(plan)
 
 
 def _model_limits(model: BaseChatModel) -> dict[str, Any]:
     """The model's own output-token limits. Like ``getattr``, without pydantic raising (and
     catching) an AttributeError for each limit the model does not have."""
-    on_class = _class_limits(type(model))
-    if on_class is None:
+    plan = _class_limits(type(model))
+    if plan is None:
         return {k: getattr(model, k) for k in _LIMIT_KEYS if hasattr(model, k)}
-    fields = model.__dict__
-    extra = model.__pydantic_extra__
     limits: dict[str, Any] = {}
-    for k in _LIMIT_KEYS:
-        if k in on_class:
-            limits[k] = getattr(model, k)
-        elif k in fields:
-            limits[k] = fields[k]
-        elif extra and k in extra:
-            limits[k] = extra[k]
+    for key, where in plan:
+        if where == "class":
+            limits[key] = getattr(model, key)
+        elif where == "field":
+            limits[key] = model.__dict__[key]
+        elif (extra := model.__pydantic_extra__) and key in extra:
+            limits[key] = extra[key]
     return limits
 
 
