@@ -93,9 +93,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     # ---- run bookkeeping -------------------------------------------------------------
 
     # The map of runs is read and written without a lock: each step is one atomic dict
-    # operation, and a run that joins an invocation as its root ends only finds it no longer
-    # ``live``, as if it had started just after. Only adopting a subgraph (look, then open
-    # one child run) is done under the lock.
+    # operation. A run that joins an invocation just as its root ends is as one that joined
+    # just before: at its own end it finds the invocation no longer ``live``. Only adopting
+    # a subgraph (look, then open one child run) is done under the lock.
 
     def _enter(
         self, run_id: Key, parent: Key | None, metadata: Mapping[str, Any] | None, chain: bool
