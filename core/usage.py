@@ -91,7 +91,7 @@ def _content_chars(content: Any) -> int:
 def _calls_chars(calls: Any) -> int:
     if not calls:
         return 0
-    return int(sum(len(str(call)) for call in calls) * JSON_WEIGHT)
+    return int(sum(map(len, map(str, calls))) * JSON_WEIGHT)
 
 
 def _message_chars(message: Any) -> int:
@@ -145,40 +145,45 @@ def estimate_message_tokens(
     if cache is None:
         return sum(message_tokens(message) for message in messages)
     current = tuple(messages)
-    known, counts = _transcript_prefix(cache, current)
+    known, counts, total = _transcript_prefix(cache, current)
+    if known == len(current):
+        return total  # the same transcript again
     for message in current[known:]:
         hit = cache.get(id(message))
         if hit is not None and hit[0] is message:
-            counts.append(hit[1])
-            continue
-        tokens = message_tokens(message)
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[id(message)] = (message, tokens)
+            tokens = hit[1]
+        else:  # message_tokens(message), without two calls per message
+            tokens = TOKENS_PER_MESSAGE - (-_message_chars(message) // CHARS_PER_TOKEN)
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[id(message)] = (message, tokens)
         counts.append(tokens)
-    cache[_LAST] = (current, counts)  # type: ignore[assignment]  # the one slot of its kind
-    return sum(counts)
+        total += tokens
+    cache[_LAST] = (current, counts, total)  # type: ignore[assignment]  # its own kind of slot
+    return total
 
 
 #: The cache slot of the last transcript measured (no object's id is negative).
 _LAST = -1
 
 
-def _transcript_prefix(cache: TokenCache, current: tuple[Any, ...]) -> tuple[int, list[int]]:
-    """How many leading messages are the same objects as at the last call, and their counts.
+def _transcript_prefix(cache: TokenCache, current: tuple[Any, ...]) -> tuple[int, list[int], int]:
+    """How many leading messages are the same objects as at the last call, their counts and
+    the counts' sum.
 
     Agents re-send the transcript with a few messages appended, so this is usually all of
     the last one: a pointer comparison per message instead of a lookup.
     """
     last = cache.get(_LAST)
     if last is None:
-        return 0, []
-    previous, counts = cast(tuple[tuple[Any, ...], list[int]], last)
+        return 0, [], 0
+    previous, counts, total = cast(tuple[tuple[Any, ...], list[int], int], last)
     if len(current) >= len(previous) and sum(map(operator.is_, current, previous)) == len(previous):
-        return len(previous), counts[:]  # all of it again (checked in C, no Python loop)
+        return len(previous), counts[:], total  # all of it again (checked in C, no Python loop)
     same = 0
     for new, old in zip(current, previous, strict=False):
         if new is not old:
             break
         same += 1
-    return same, counts[:same]
+    kept = counts[:same]
+    return same, kept, sum(kept)

@@ -317,7 +317,13 @@ class MemoryLedger(SyncLedger):
                 held.append(bucket)
                 committed.append(spent)
             for bucket, amount in zip(held, amounts, strict=False):
-                bucket.hold(reservation_id, amount, lease_until)
+                holds = bucket.holds
+                if holds:
+                    bucket.hold(reservation_id, amount, lease_until)
+                else:  # the usual case in one run at a time: ``hold`` on an empty bucket
+                    holds[reservation_id] = (amount, lease_until)
+                    bucket.held = amount
+                    bucket.soonest = lease_until
             self._reservations[reservation_id] = held
             return committed
 
@@ -333,7 +339,14 @@ class MemoryLedger(SyncLedger):
         """``commit`` of these amounts (see ``reserve_amounts``): each bucket's committed
         spend after it."""
         with self._lock:
-            self._drop(reservation_id)
+            for was_held in self._reservations.pop(reservation_id, ()):
+                holds = was_held.holds
+                if len(holds) == 1 and reservation_id in holds:  # ``drop`` of the only hold
+                    del holds[reservation_id]
+                    was_held.held = 0.0
+                    was_held.soonest = math.inf
+                else:
+                    was_held.drop(reservation_id)
             first = self._first_commit(reservation_id, now)
             buckets, committed = self._buckets, []
             for key, amount, end in zip(keys, amounts, ends, strict=True):

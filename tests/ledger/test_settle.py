@@ -421,3 +421,44 @@ def test_plain_amounts_on_the_memory_ledger_do_what_charges_do() -> None:
         assert by_amounts.state(key, now=1.0, limit=limit) == by_charges.state(
             key, now=1.0, limit=limit
         )
+
+
+def test_plain_amounts_keep_overlapping_holds_and_leases_like_charges() -> None:
+    """Several calls held at once, committed out of order, and a lease that runs out: the
+    plain-amount path holds, drops and expires exactly as reserve / commit do."""
+    by_charges, by_amounts = MemoryLedger(), MemoryLedger()
+    keys, limits, ends = ("a", "b"), (5.0, 50.0), (math.inf, 100.0)
+
+    def charges(amounts: tuple[float, float]) -> list[Charge]:
+        return [
+            Charge(k, a, lim, e) for k, a, lim, e in zip(keys, amounts, limits, ends, strict=True)
+        ]
+
+    def same(now: float) -> None:
+        for key, limit in zip(keys, limits, strict=True):
+            assert by_amounts.state(key, now=now, limit=limit) == by_charges.state(
+                key, now=now, limit=limit
+            )
+
+    for rid, amounts, lease in (
+        ("r1", (1.0, 4.0), 50.0),
+        ("r2", (2.0, 8.0), 10.0),
+        ("r3", (0.5, 1.0), 60.0),
+    ):
+        by_charges.reserve(rid, charges(amounts), now=1.0, lease_until=lease)
+        by_amounts.reserve_amounts(rid, keys, amounts, limits, ends, now=1.0, lease_until=lease)
+        same(1.0)
+    for rid in ("r3", "r1"):  # out of order, while other holds remain
+        by_charges.commit(rid, charges((0.25, 1.0)), now=2.0)
+        by_amounts.commit_amounts(rid, keys, (0.25, 1.0), ends, now=2.0)
+        same(2.0)
+    same(20.0)  # r2's lease has ended: its hold no longer counts
+    by_charges.reserve("r4", charges((4.0, 1.0)), now=20.0, lease_until=80.0)
+    got = by_amounts.reserve_amounts(
+        "r4", keys, (4.0, 1.0), limits, ends, now=20.0, lease_until=80.0
+    )
+    assert isinstance(got, list)  # granted: the expired hold made room
+    same(20.0)
+    by_charges.commit("r2", charges((2.0, 8.0)), now=21.0)  # late, after its lease: counted
+    by_amounts.commit_amounts("r2", keys, (2.0, 8.0), ends, now=21.0)
+    same(21.0)
