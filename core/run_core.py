@@ -169,6 +169,8 @@ class RunCore:
         in_process = cast(MemoryLedger, warden.ledger) if warden._in_process else None
         self._in_process = in_process
         self._local = in_process if self._has_budgets else None
+        # plain amounts on the in-process ledger or from pools (see run_fast), with budgets
+        self._amounts = self._has_budgets and (in_process is not None or warden._pools.enabled)
         self._wants_cost = warden._wants(CostEvent)  # asked once per run: see Sink.wants
 
     def _plain(self) -> bool:

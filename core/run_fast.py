@@ -113,9 +113,10 @@ class FastPaths(RunCore):
         max_tokens: int | None,
         input_tokens: int | None,
     ) -> Step | None:
-        """``before_llm_call`` for a plain run with budgets on the in-process ledger, in one
-        pass and one lock: check, reserve, count. None: take the other paths (nothing was
-        changed), which say why a cap or budget refuses."""
+        """``before_llm_call`` for a plain run with budgets, held in the in-process ledger or
+        in an open pool, in one pass and one lock: check, reserve, count. None: take the
+        other paths (nothing was changed), which go to the ledger or say why a cap or budget
+        refuses."""
         rates = self._fast_rates.get(model) or self._rates(model)
         if rates is None:
             return None
@@ -155,20 +156,26 @@ class FastPaths(RunCore):
             ):
                 return None
             rid = f"{self.id}:{next(_ids)}"
-            keys, held, ends, metrics, _ = self._bucket_plan
+            keys, held, ends, metrics, pairs = self._bucket_plan
             tokens = float(est_in + max_out)
-            committed = self._local.reserve_amounts(  # type: ignore[union-attr]
-                rid,
-                keys,
-                [worst if m == "cost" else tokens if m == "tokens" else 1.0 for m in metrics],
-                held,
-                ends,
-                now=now,
-                lease_until=now + self.policy.lease_seconds,
-                watch=self._watch,
-            )
+            amounts = [worst if m == "cost" else tokens if m == "tokens" else 1.0 for m in metrics]
+            local = self._local
+            committed: list[float] | ReserveOutcome | None
+            if local is not None:
+                committed = local.reserve_amounts(
+                    rid,
+                    keys,
+                    amounts,
+                    held,
+                    ends,
+                    now=now,
+                    lease_until=now + self.policy.lease_seconds,
+                    watch=self._watch,
+                )
+            else:
+                committed = self.warden._serve_pooled_now(rid, pairs, keys, amounts, self._watch)
             if type(committed) is not list:
-                return None  # refused or cancelled: the general path says which
+                return None  # refused, cancelled or a trip to the ledger: the general path
             c.iterations += 1
             c.reserved_usd += worst
             c.reserved_input_tokens += est_in
@@ -197,12 +204,14 @@ class FastPaths(RunCore):
         return step
 
     def _local_step(self, step: Step) -> bool:
-        """A pending step on the in-process ledger's current buckets, of a plain run."""
+        """A pending step of a plain run on its current buckets, held in the in-process
+        ledger or in a pool."""
         return (
-            self._local is not None
+            self._amounts
             and step.buckets is self._bucket_cache[2]
             and self._fast_ok
             and not step.done
+            and (self._local is not None or self.warden._pools.holds(step.id))
         )
 
     def _local_llm_record(
@@ -225,14 +234,15 @@ class FastPaths(RunCore):
         tokens = float(usage.input_tokens + usage.output_tokens)
         failed = outcome != "ok"
         worst = step.reserved_usd
+        amounts = [cost if m == "cost" else tokens if m == "tokens" else 1.0 for m in metrics]
         with self._lock:
-            committed = self._local.commit_amounts(  # type: ignore[union-attr]
-                step.id,
-                keys,
-                [cost if m == "cost" else tokens if m == "tokens" else 1.0 for m in metrics],
-                ends,
-                now=self.warden.clock(),
-            )
+            local = self._local
+            if local is not None:
+                committed = local.commit_amounts(
+                    step.id, keys, amounts, ends, now=self.warden.clock()
+                )
+            else:
+                committed = self.warden._finish_pooled(step.id, keys, amounts)
             self._pending.pop(step.id, None)
             step.done = True
             c = self.counters

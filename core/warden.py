@@ -28,7 +28,7 @@ from .ledger.base import (
 from .ledger.memory import MemoryLedger
 from .pause import PauseHandle
 from .policy import SCOPES, Limits, Policy
-from .pools import Pools, projected
+from .pools import PoolKey, Pools, projected
 from .pricing import PriceBook
 from .routing import Complexity
 from .run import Run
@@ -570,6 +570,32 @@ class Warden:
         if cancel is None:
             cancel = await self._apoll_cancel(watch)
         return self._pooled_amounts(rid, plan, cancel)
+
+    def _serve_pooled_now(
+        self,
+        rid: str,
+        pairs: PoolKey,
+        keys: Sequence[str],
+        amounts: Sequence[float],
+        watch: Sequence[str],
+    ) -> list[float] | None:
+        """A call from an open pool when that needs no trip to the ledger: the buckets'
+        committed spend as this process knows them. None (nothing taken) when no pool
+        serves it, when a cancel poll is due (sync and async callers poll differently) or
+        when it is known to be cancelled: the general path then does and says the rest."""
+        if watch and (
+            not self._settler.enabled
+            or self._settler.due
+            or time.monotonic() >= self._next_cancel_poll
+        ):
+            return None
+        known_cancels = self._cancelled_known
+        if known_cancels and any(target in known_cancels for target in watch):
+            return None
+        if not self._pools.serve_amounts(rid, pairs, amounts):
+            return None
+        known = self._settler.known
+        return [known.get(key, _NO_SPEND)[0] for key in keys]
 
     def _pooled_amounts(
         self,

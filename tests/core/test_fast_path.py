@@ -63,12 +63,20 @@ class _NoCostEvents(ListSink):
         return kind is not CostEvent
 
 
-def _play(policy: Policy, seed: int, fast: bool) -> list[Any]:
+class _SlowSettling(Warden):
+    """Pools close only when told (not by the background thread, on the wall clock)."""
+
+    settle_seconds = 3600.0
+
+
+def _play(policy: Policy, seed: int, fast: bool, ledger: str | None = None) -> list[Any]:
     """One random sequence of calls; everything observable, in order (odd seeds: with a
-    sink that wants no CostEvents)."""
+    sink that wants no CostEvents). ``ledger``: a shared ledger (pools) instead of memory."""
     rng = random.Random(seed)
     clock, sink = FakeClock(), (_NoCostEvents() if seed % 2 else ListSink())
-    warden = Warden(policy, clock=clock, sinks=[sink], log_events=False)
+    warden = _SlowSettling(
+        policy, clock=clock, sinks=[sink], log_events=False, ledger=ledger or "memory://"
+    )
     run = warden.run(user="u1", agent="a", run_id="run-1")
     if not fast:
         run._fast_ok = False
@@ -79,7 +87,16 @@ def _play(policy: Policy, seed: int, fast: bool) -> list[Any]:
     run.finish()
     seen.append(run.report.model_dump(exclude={"run_id"}))
     seen.append([_event(e) for e in sink.events])
-    seen.append(sorted((k, round(b.committed, 12)) for k, b in warden.ledger._buckets.items()))
+    if ledger is None:
+        seen.append(sorted((k, round(b.committed, 12)) for k, b in warden.ledger._buckets.items()))
+    else:
+        seen.append(
+            [
+                round(warden.spent(b.scope, "u1" if b.scope == "user" else None, b.window), 12)
+                for b in policy.budgets
+            ]
+        )
+        warden.close()
     return seen
 
 
@@ -132,6 +149,38 @@ def _event(event: Any) -> dict[str, Any]:
 def test_fast_and_general_paths_agree_on_everything(name: str, seed: int) -> None:
     fast, general = _play(POLICIES[name], seed, True), _play(POLICIES[name], seed, False)
     assert fast == general
+
+
+#: Budgets large enough for pools (a shared ledger reserves many calls at once), and run caps
+#: that refuse along the way.
+POOLED = Policy(
+    limits=Limits(max_cost_usd=0.05, max_iterations=15, max_repeated_tool_calls=2),
+    budgets=[
+        Budget(scope="user", window="day", max_cost_usd=1_000.0),
+        Budget(scope="global", window="1m", max_requests=10**9),
+    ],
+)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_and_general_paths_agree_on_a_pooled_sqlite_ledger(seed: int, tmp_path: Any) -> None:
+    fast = _play(POOLED, seed, True, f"sqlite:///{tmp_path}/fast.db")
+    general = _play(POOLED, seed, False, f"sqlite:///{tmp_path}/general.db")
+    assert fast == general
+
+
+def test_pooled_calls_take_the_one_pass_path(tmp_path: Any) -> None:
+    warden = _SlowSettling(POOLED, log_events=False, ledger=f"sqlite:///{tmp_path}/p.db")
+    run = warden.run(user="u1")
+    for _ in range(3):  # one to the ledger, one opens a pool, one asks about cancels
+        step = run.before_llm_call("gpt-4o-mini", input_tokens=100, max_tokens=10)
+        run.record_llm_call(step, Usage(input_tokens=100, output_tokens=10))
+    served = run._local_llm_step("gpt-4o-mini", None, 10, 100)  # no trip due: one pass
+    assert served is not None and run._local_step(served)
+    run.record_llm_call(served, Usage(input_tokens=100, output_tokens=5))
+    run.finish()
+    assert warden.spent("user", "u1") > 0
+    warden.close()
 
 
 @pytest.mark.parametrize("name", ["caps", "budgets", "tools"])
