@@ -59,6 +59,8 @@ BucketPlan = tuple[
 #: What a commit reports: bucket states, or (in-process ledger) committed spend per bucket.
 Committed = tuple[BucketState, ...] | list[float]
 _SPEND_CAPS = ("max_cost_usd",)
+#: Which of (dollars, tokens, one request) a bucket of each metric counts.
+_METRIC_INDEX = {"cost": 0, "tokens": 1, "requests": 2}
 _RUN_LABELS = {
     cap: f"run:{cap}" for cap in ("max_cost_usd", "max_input_tokens", "max_output_tokens")
 }
@@ -144,6 +146,7 @@ class RunCore:
         self._bucket_plan: BucketPlan = ((), (), (), (), ())
         # the cached buckets' labels, limits and lowest alert bars (see _local_llm_record)
         self._bucket_bars: tuple[tuple[str, float, float], ...] = ()
+        self._metric_picks: tuple[int, ...] = ()  # see _amounts
         self._token_cache: TokenCache = {}
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
@@ -269,7 +272,13 @@ class RunCore:
             tuple((ref.key, limit) for ref, limit in zip(refs, held, strict=True)),
         )
         self._bucket_bars = tuple((ref.label, ref.limit, self._bar(ref.limit)) for ref in refs)
+        self._metric_picks = tuple(_METRIC_INDEX.get(ref.metric, 2) for ref in refs)
         return refs
+
+    def _amounts_of(self, cost: float, tokens: float) -> list[float]:
+        """What a call of ``cost`` dollars and ``tokens`` tokens counts in each cached bucket
+        (dollars, tokens or one request), in the order of the bucket plan."""
+        return list(map((cost, tokens, 1.0).__getitem__, self._metric_picks))
 
     def _bar(self, limit: float) -> float:
         """The spend at which ``limit`` reaches the lowest alert level (within rounding)."""
@@ -290,11 +299,8 @@ class RunCore:
         if refs and refs is self._bucket_cache[2]:
             direct = warden._in_process
             if direct or warden._pools.holds(step.id):
-                keys, _, ends, metrics, _ = self._bucket_plan
-                tokens = float(usage.input_tokens + usage.output_tokens)
-                amounts = [
-                    cost if m == "cost" else tokens if m == "tokens" else 1.0 for m in metrics
-                ]
+                keys, _, ends, _, _ = self._bucket_plan
+                amounts = self._amounts_of(cost, float(usage.input_tokens + usage.output_tokens))
                 if direct:
                     return warden._commit_amounts(step.id, keys, amounts, ends)
                 return warden._finish_pooled(step.id, keys, amounts)

@@ -156,9 +156,10 @@ class FastPaths(RunCore):
             ):
                 return None
             rid = f"{self.id}:{next(_ids)}"
-            keys, held, ends, metrics, pairs = self._bucket_plan
-            tokens = float(est_in + max_out)
-            amounts = [worst if m == "cost" else tokens if m == "tokens" else 1.0 for m in metrics]
+            keys, held, ends, _, pairs = self._bucket_plan
+            amounts = list(
+                map((worst, float(est_in + max_out), 1.0).__getitem__, self._metric_picks)
+            )
             local = self._local
             committed: list[float] | ReserveOutcome | None
             if local is not None:
@@ -230,11 +231,11 @@ class FastPaths(RunCore):
         real_model = model or step.model
         bill = self._bills.get(real_model)
         cost = bill(usage) if bill is not None else self._price_result(step, usage, model, None)[2]
-        keys, _, ends, metrics, _ = self._bucket_plan
+        keys, _, ends, _, _ = self._bucket_plan
         tokens = float(usage.input_tokens + usage.output_tokens)
         failed = outcome != "ok"
         worst = step.reserved_usd
-        amounts = [cost if m == "cost" else tokens if m == "tokens" else 1.0 for m in metrics]
+        amounts = list(map((cost, tokens, 1.0).__getitem__, self._metric_picks))
         with self._lock:
             local = self._local
             if local is not None:
@@ -381,11 +382,7 @@ class FastPaths(RunCore):
         charges: Sequence[Charge] = ()
         amounts: list[float] | None = None
         if refs and (warden._in_process or warden._pools.enabled):  # as plain amounts
-            tokens = float(est_in + max_out)
-            amounts = [
-                worst if m == "cost" else tokens if m == "tokens" else 1.0
-                for m in self._bucket_plan[3]
-            ]
+            amounts = self._amounts_of(worst, float(est_in + max_out))
         elif refs:
             charges = self._charges(refs, worst, est_in + max_out)
         return (self._next_id(), model, est_in, max_out, worst, refs, retry, charges, amounts)
