@@ -132,6 +132,13 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             await invocation.run.afinish()
         return None
 
+    def _invocation(self, state: Any) -> Invocation:
+        """This invocation, from the agent's state (or by thread for a resumed agent)."""
+        invocation = state.get(_KEY) if type(state) is dict else None
+        if type(invocation) is Invocation:
+            return invocation
+        return self._invocations.of(state, _KEY)
+
     # ---- model calls ---------------------------------------------------------------------
 
     def _reserve(self, invocation: Invocation, request: ModelRequest[Any]) -> Step:
@@ -253,7 +260,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> ModelResult:
         """Check, route and annotate a model call; end the agent when it is refused."""
-        invocation = self._invocations.of(request.state, _KEY)
+        invocation = self._invocation(request.state)
         if invocation.stopped is not None:
             return self._ended(invocation, request, invocation.stopped)
         try:
@@ -278,7 +285,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResult:
         """Check, route and annotate a model call; end the agent when it is refused."""
-        invocation = self._invocations.of(request.state, _KEY)
+        invocation = self._invocation(request.state)
         if invocation.stopped is not None:
             return self._ended(invocation, request, invocation.stopped)
         try:
@@ -348,7 +355,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         handler: Callable[[ToolCallRequest], ToolResult],
     ) -> ToolResult:
         """Check a tool call before it runs; record how it went."""
-        invocation = self._invocations.of(request.state, _KEY)
+        invocation = self._invocation(request.state)
         if invocation.stopped is not None:
             return refusal_tool_message(invocation.stopped, dict(request.tool_call))
         try:
@@ -377,7 +384,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         handler: Callable[[ToolCallRequest], Awaitable[ToolResult]],
     ) -> ToolResult:
         """Check a tool call before it runs; record how it went."""
-        invocation = self._invocations.of(request.state, _KEY)
+        invocation = self._invocation(request.state)
         if invocation.stopped is not None:
             return refusal_tool_message(invocation.stopped, dict(request.tool_call))
         try:
@@ -488,8 +495,9 @@ def _answered(response: ModelResponse[Any], started: float, record: bool) -> dic
     """What ``after_llm_call`` needs of a response. The core reads the text only to estimate
     the output when usage is missing, or to record it (``record``: ``Policy.record_content``),
     so it is only built then."""
-    latency_s = _since(started)
-    message = _last_ai(response)
+    latency_s = time.perf_counter() - started
+    result = response.result
+    message = result[-1] if result and type(result[-1]) is AIMessage else _last_ai(response)
     usage = usage_from_message(message)
     text = None
     if usage is None or record:
