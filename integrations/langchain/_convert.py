@@ -112,9 +112,13 @@ def tool_names(tools: Sequence[Any] | None) -> list[str] | None:
         return None
     names: list[str] = []
     for tool in tools:
-        if isinstance(tool, Mapping):
+        # ``type(...) is dict`` first: a dict is a Mapping, and the exact check is cheaper.
+        if type(tool) is dict or isinstance(tool, Mapping):
             function = tool.get("function")
-            name = function.get("name") if isinstance(function, Mapping) else tool.get("name")
+            if type(function) is dict or isinstance(function, Mapping):
+                name = function.get("name")
+            else:
+                name = tool.get("name")
         else:
             name = getattr(tool, "name", None) or getattr(tool, "__name__", None)
         if isinstance(name, str):
@@ -124,8 +128,10 @@ def tool_names(tools: Sequence[Any] | None) -> list[str] | None:
 
 class ToolNames:
     """``tool_names`` remembered for the tools last asked about: an agent offers the same
-    tools at every step, so their names are only read again when the tools change (other
-    items, or items that compare unequal: an equal tool has the same name)."""
+    tools at every step, so the same names (the same list) come back. The same tool objects
+    are recognised at once; LangChain hands a chat model's callbacks fresh copies of its
+    tool dicts at every call, whose names are cheaper to read again than the copies are to
+    compare (an equal tool has the same name)."""
 
     def __init__(self) -> None:
         self._last: tuple[tuple[Any, ...], list[str] | None] = ((), None)
@@ -135,10 +141,12 @@ class ToolNames:
         if not tools:
             return None
         items = tuple(tools)
-        last = self._last  # one read: another thread may replace it meanwhile
-        if last[0] == items:
-            return last[1]
+        last_items, last_names = self._last  # one read: another thread may replace it
+        if last_items and items[0] is last_items[0] and items == last_items:
+            return last_names
         names = tool_names(items)
+        if names == last_names:
+            names = last_names
         self._last = (items, names)
         return names
 

@@ -53,6 +53,18 @@ def test_remembered_tool_names_follow_the_tools_offered() -> None:
     assert names.names([Named("other")]) == ["other"], "a new tool object, a new name"
 
 
+def test_fresh_copies_of_the_same_tool_dicts_give_the_same_names_list() -> None:
+    """LangChain passes a chat model's callbacks new copies of its tool dicts at each call."""
+    names = ToolNames()
+    offered = [{"type": "function", "function": {"name": n, "parameters": {}}} for n in "ab"]
+    first = names.names(offered)
+    again = names.names([dict(tool) for tool in offered])
+    assert first == ["a", "b"]
+    assert again is first, "the same names: the same list"
+    renamed = [{"type": "function", "function": {"name": "c"}}, offered[1]]
+    assert names.names(renamed) == ["c", "b"]
+
+
 def test_remembered_tool_names_equal_the_plain_conversion() -> None:
     names = ToolNames()
     offers = [
