@@ -56,6 +56,13 @@ BucketPlan = tuple[
     tuple[str, ...],
     tuple[tuple[str, float], ...],
 ]
+#: Per bucket set: refs by key, the bucket plan, (label, limit, alert bar) and metric picks.
+BucketDerived = tuple[
+    dict[str, BucketRef],
+    BucketPlan,
+    tuple[tuple[str, float, float], ...],
+    tuple[int, ...],
+]
 #: What a commit reports: bucket states, or (in-process ledger) committed spend per bucket.
 Committed = tuple[BucketState, ...] | list[float]
 _SPEND_CAPS = ("max_cost_usd",)
@@ -262,18 +269,34 @@ class RunCore:
             return refs
         self._bucket_cache = self.warden._bucket_refs(self.attribution, self._lineage[-1].id, now)
         refs = self._bucket_cache[2]
-        self._by_key = {ref.key: ref for ref in refs}
-        held = tuple(ref.limit * self._stop_level for ref in refs)
-        self._bucket_plan = (
-            tuple(ref.key for ref in refs),
-            held,
-            tuple(ref.window.end for ref in refs),
-            tuple(ref.metric for ref in refs),
-            tuple((ref.key, limit) for ref, limit in zip(refs, held, strict=True)),
-        )
-        self._bucket_bars = tuple((ref.label, ref.limit, self._bar(ref.limit)) for ref in refs)
-        self._metric_picks = tuple(_METRIC_INDEX.get(ref.metric, 2) for ref in refs)
+        self._by_key, self._bucket_plan, self._bucket_bars, self._metric_picks = self._derived(refs)
         return refs
+
+    def _derived(self, refs: tuple[BucketRef, ...]) -> BucketDerived:
+        """What the hot paths read of ``refs`` (keys, held limits, ends, metrics, alert bars),
+        computed once per bucket set and shared, read-only, by the warden's runs."""
+        cache = self.warden._bucket_derived
+        levels = (self._stop_level, self._lowest_level)
+        hit = cache.get(id(refs))
+        if hit is not None and hit[0] is refs and hit[1] == levels:
+            return cast(BucketDerived, hit[2])
+        held = tuple(ref.limit * self._stop_level for ref in refs)
+        derived: BucketDerived = (
+            {ref.key: ref for ref in refs},
+            (
+                tuple(ref.key for ref in refs),
+                held,
+                tuple(ref.window.end for ref in refs),
+                tuple(ref.metric for ref in refs),
+                tuple((ref.key, limit) for ref, limit in zip(refs, held, strict=True)),
+            ),
+            tuple((ref.label, ref.limit, self._bar(ref.limit)) for ref in refs),
+            tuple(_METRIC_INDEX.get(ref.metric, 2) for ref in refs),
+        )
+        if len(cache) > 4096:
+            cache.clear()
+        cache[id(refs)] = (refs, levels, derived)
+        return derived
 
     def _amounts_of(self, cost: float, tokens: float) -> list[float]:
         """What a call of ``cost`` dollars and ``tokens`` tokens counts in each cached bucket

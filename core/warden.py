@@ -101,6 +101,8 @@ class Warden:
         self._warned_models: set[str] = set()
         self._marked: set[str] = set()
         self._refs: dict[tuple[Any, ...], tuple[Policy, float, float, tuple[BucketRef, ...]]] = {}
+        #: what runs derive from a bucket set (``RunCore._derived``), by the set's id
+        self._bucket_derived: dict[int, tuple[Any, Any, Any]] = {}
         self.on_limit = on_limit
         self._sleep = sleep
         self._asleep_fn = asleep
