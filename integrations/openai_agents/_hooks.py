@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Coroutine
 from typing import Any, NoReturn
 
 from agents.agent import Agent
@@ -23,12 +24,11 @@ from ._routing import outcome_of
 from ._state import GovernedRun, LlmCall, scope_key
 from ._translate import (
     agent_tool_names,
-    estimate_input_tokens,
     model_name,
-    response_outcome,
+    read_response,
     response_text,
-    tool_arguments,
     tool_call_id,
+    tool_call_of,
     tool_result_failed,
     usage_of,
 )
@@ -170,13 +170,21 @@ class BudgetRunHooks(RunHooks[Any]):
         input_items: list[TResponseInputItem],
     ) -> None:
         """Reserve the model call, or refuse it before the model runs; add the step's notes."""
-        state = self._governed(context, agent)
-        step = await self._reserve(state, agent, system_prompt, input_items)
-        call = LlmCall(state, step, input_items, system_prompt, agent)
+        state = self._states.get(scope_key(context)) or self._governed(context, agent)
+        model, tool_names = model_name(agent.model), agent_tool_names(agent)
+        try:
+            step = await self._reservation(
+                state, agent, model, tool_names, system_prompt, input_items
+            )
+        except BudgetError as exc:
+            await self._refuse(state, exc)
+        call = LlmCall(state, step, input_items, system_prompt, agent, model, tool_names)
         state.llm_calls[id(context)] = call
         state.tool_results.clear()  # a new turn: the last one's tools are done
+        state.parsed_arguments.clear()
         self._calls_by_input[id(input_items)] = call
-        add_notes(input_items, step)
+        if step.hint or step.final:
+            add_notes(input_items, step)
         if self._inner is not None:
             await self._inner.on_llm_start(context, agent, system_prompt, input_items)
 
@@ -188,25 +196,27 @@ class BudgetRunHooks(RunHooks[Any]):
         call = state.llm_calls.pop(id(context), None) if state is not None else None
         if state is not None and call is not None:
             self._calls_by_input.pop(id(call.input_items), None)
-            state.last_text = response_text(response) or state.last_text
+            tool_names = None if agent.mcp_servers else call.tool_names
+            text, outcome = read_response(response, tool_names, state.parsed_arguments)
+            state.last_text = text or state.last_text
             state.last_response, state.last_agent = response, agent
             if not call.settled:
                 call.settled = True
                 latency_s = time.monotonic() - call.started
                 usage = usage_of(response.usage)
                 # The core reads the text only to estimate a missing usage, or to record it.
-                text = None
+                output_text = None
                 if usage is None or state.run.policy.record_content:
-                    text = response_text(response, include_tool_calls=True)
+                    output_text = response_text(response, include_tool_calls=True)
                 await state.run.arecord_llm_call(
                     call.step,
                     usage,
                     # Without the routed provider the agent's own model answered, whatever
                     # the step chose: price the model that ran.
-                    model=call.dispatched_model or model_name(agent.model),
+                    model=call.dispatched_model or call.model,
                     latency_s=latency_s,
-                    outcome=response_outcome(response, agent),
-                    output_text=text,
+                    outcome=outcome,
+                    output_text=output_text,
                 )
         if self._inner is not None:
             await self._inner.on_llm_end(context, agent, response)
@@ -215,12 +225,10 @@ class BudgetRunHooks(RunHooks[Any]):
         self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool
     ) -> None:
         """Pass the tool call through the policy's tool caps and rules, or refuse it."""
-        state = self._governed(context, agent)
-        call_id = tool_call_id(context)
+        state = self._states.get(scope_key(context)) or self._governed(context, agent)
+        call_id, arguments = tool_call_of(context, state.parsed_arguments)
         try:
-            tool_step = await state.run.abefore_tool_call(
-                tool.name, tool_arguments(context), call_id=call_id
-            )
+            tool_step = await state.run.abefore_tool_call(tool.name, arguments, call_id=call_id)
         except BudgetError as exc:
             await self._refuse(state, exc)
         state.tool_steps[call_id or f"{tool.name}#{id(context)}"] = (tool_step, time.monotonic())
@@ -357,28 +365,38 @@ class BudgetRunHooks(RunHooks[Any]):
             run_id=run_id,
         )
 
-    async def _reserve(
+    def _reservation(
         self,
         state: GovernedRun,
         agent: Agent[Any],
+        model: str | None,
+        tool_names: list[str],
         system_prompt: str | None,
         input_items: str | list[Any],
-    ) -> Step:
+    ) -> Coroutine[Any, Any, Step]:
+        """The run's reservation of a model call of ``agent`` (``model``:
+        ``model_name(agent.model)``), to await; a plain call, not a coroutine of its own."""
         routed = self.warden.policy.routing is not None
+        return state.run.abefore_llm_call(
+            None if routed and agent.model is None else model,
+            input_tokens=state.input_tokens.estimate(system_prompt, input_items),
+            max_tokens=agent.model_settings.max_tokens,
+            tools=tool_names,
+        )
+
+    async def _reserve_again(self, call: LlmCall) -> None:
+        state = call.state
         try:
-            return await state.run.abefore_llm_call(
-                None if routed and agent.model is None else model_name(agent.model),
-                input_tokens=estimate_input_tokens(system_prompt, input_items),
-                max_tokens=agent.model_settings.max_tokens,
-                tools=agent_tool_names(agent),
+            call.step = await self._reservation(
+                state,
+                call.agent,
+                call.model,
+                call.tool_names,
+                call.system_prompt,
+                call.input_items,
             )
         except BudgetError as exc:
             await self._refuse(state, exc)
-
-    async def _reserve_again(self, call: LlmCall) -> None:
-        call.step = await self._reserve(
-            call.state, call.agent, call.system_prompt, call.input_items
-        )
         call.settled = False
         call.started = time.monotonic()
         call.dispatched_model = None

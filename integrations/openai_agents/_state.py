@@ -11,6 +11,8 @@ from agents.items import ModelResponse
 
 from budgetwarden import Run, Step, ToolStep
 
+from ._translate import InputTokens, ParsedArguments
+
 __all__ = ["GovernedRun", "LlmCall", "scope_key"]
 
 
@@ -38,6 +40,8 @@ class GovernedRun:
     llm_calls: dict[int, LlmCall] = field(default_factory=dict)  # by id(run context)
     tool_steps: dict[str, tuple[ToolStep, float]] = field(default_factory=dict)  # by call id
     tool_results: dict[str, str] = field(default_factory=dict)  # by call id, this turn's
+    parsed_arguments: ParsedArguments = field(default_factory=dict)  # this turn's tool calls
+    input_tokens: InputTokens = field(default_factory=InputTokens)
     last_text: str | None = None
     last_response: ModelResponse | None = None
     last_agent: Agent[Any] | None = None
@@ -53,7 +57,7 @@ class GovernedRun:
         return node
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LlmCall:
     """One model call in flight: its reservation, and what the routed model dispatched."""
 
@@ -62,6 +66,8 @@ class LlmCall:
     input_items: Any  # the very object the SDK passes on to Model.get_response
     system_prompt: str | None
     agent: Agent[Any]
+    model: str | None  # the agent's model name, as model_name() reads it
+    tool_names: list[str]  # the agent's tools and handoffs, as agent_tool_names() reads them
     started: float = field(default_factory=time.monotonic)
     dispatched_model: str | None = None
     settled: bool = False

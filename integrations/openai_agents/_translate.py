@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from agents.agent import Agent
@@ -20,14 +20,18 @@ from budgetwarden.compress import compress_messages
 from budgetwarden.usage import chars_message_tokens
 
 __all__ = [
+    "InputTokens",
+    "ParsedArguments",
     "estimate_input_tokens",
     "estimate_messages",
     "agent_tool_names",
     "compress_input",
     "model_name",
+    "read_response",
     "response_outcome",
     "response_text",
     "tool_arguments",
+    "tool_call_of",
     "tool_call_id",
     "tool_result_failed",
     "usage_of",
@@ -38,6 +42,27 @@ _TOOL_FAILURE_OPENINGS = (
     "An error occurred while running the tool.",
     "An error occurred while parsing tool arguments.",
 )
+
+#: Function-call arguments a response carried, parsed once: call id -> (JSON text, value).
+ParsedArguments = dict[str, tuple[str, Any]]
+
+#: The C scanner ``json.loads`` runs, after its whitespace and trailing-data checks.
+_Scanner = Callable[[str, int], tuple[Any, int]]
+_scan_json: _Scanner = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _parse_json(text: str) -> Any:
+    """``json.loads(text)``: a document with nothing around it (what models send) goes
+    straight to the scanner; anything else (whitespace, trailing data, a BOM) to json.loads.
+    A malformed document raises the same error either way."""
+    if type(text) is str:
+        try:
+            value, end = _scan_json(text, 0)
+        except StopIteration:  # no JSON value at its very start
+            return json.loads(text)
+        if end == len(text):
+            return value
+    return json.loads(text)
 
 
 def usage_of(usage: AgentsUsage | None) -> Usage | None:
@@ -66,7 +91,9 @@ def model_name(model: str | Model | None) -> str | None:
 
 def agent_tool_names(agent: Agent[Any]) -> list[str]:
     """Names of the tools and handoffs an agent offers the model (static ones only)."""
-    names = [str(getattr(tool, "name", type(tool).__name__)) for tool in agent.tools]
+    names: list[str] = []
+    for tool in agent.tools:  # a loop, not a comprehension: one frame less per model call
+        names.append(str(getattr(tool, "name", type(tool).__name__)))
     for handoff in agent.handoffs:
         if isinstance(handoff, Handoff):
             names.append(handoff.tool_name)
@@ -144,6 +171,39 @@ def estimate_input_tokens(system_prompt: str | None, input_items: str | list[Any
     return tokens
 
 
+class InputTokens:
+    """The input estimates of one run's model calls, counting each turn's new items only.
+
+    The SDK hands the model fresh item dicts at every turn, but equal ones: last turn's
+    input, then what that turn added. When the input starts with items equal to the last
+    input's (one C-level list comparison), their count is reused and only the rest is
+    counted; anything else (a handoff's filtered input, a trimmed history) is counted whole.
+    Equal items have equal texts, so the figure is always ``estimate_input_tokens``'s.
+    """
+
+    __slots__ = ("_items", "_tokens")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._tokens = 0
+
+    def estimate(self, system_prompt: str | None, input_items: str | list[Any]) -> int:
+        """``estimate_input_tokens(system_prompt, input_items)``; remembers the items."""
+        if isinstance(input_items, str):
+            return estimate_input_tokens(system_prompt, input_items)
+        tokens = chars_message_tokens(len(system_prompt)) if system_prompt else 0
+        seen = self._items
+        known = len(seen)
+        if known and input_items[:known] == seen:
+            counted, new = self._tokens, input_items[known:]
+        else:
+            counted, new = 0, input_items
+        for item in new:
+            counted += chars_message_tokens(_item_chars(item))
+        self._items, self._tokens = input_items[:], counted
+        return tokens + counted
+
+
 def response_text(response: ModelResponse, *, include_tool_calls: bool = False) -> str:
     """The text a model call produced (its messages, optionally its tool calls' arguments)."""
     parts: list[str] = []
@@ -170,6 +230,18 @@ def tool_call_id(context: Any) -> str | None:
     return context.tool_call_id if isinstance(context, ToolContext) else None
 
 
+def tool_call_of(context: Any, parsed: ParsedArguments) -> tuple[str | None, Any]:
+    """``(tool_call_id(context), tool_arguments(context))``, taking the arguments from
+    ``parsed`` (where :func:`read_response` left them) when they are the same JSON text."""
+    if not isinstance(context, ToolContext):
+        return None, None
+    call_id, text = context.tool_call_id, context.tool_arguments
+    known = parsed.pop(call_id, None)
+    if known is not None and known[0] == text:
+        return call_id, known[1]
+    return call_id, tool_arguments(context)
+
+
 def tool_result_failed(result: object) -> bool:
     """Whether a tool's result is the message the SDK substitutes for a failed call."""
     return isinstance(result, str) and result.startswith(_TOOL_FAILURE_OPENINGS)
@@ -181,6 +253,31 @@ def _valid_json(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def read_response(
+    response: ModelResponse, tool_names: list[str] | None, parsed: ParsedArguments
+) -> tuple[str, str]:
+    """``(response_text(response), response_outcome(response, agent))`` in one pass, with
+    ``tool_names`` the agent's (None when it has MCP servers). The arguments of its tool
+    calls are parsed into ``parsed`` by call id, for :func:`tool_call_of` to take."""
+    parts: list[str] = []
+    outcome = "ok"
+    for item in response.output:
+        if isinstance(item, ResponseOutputMessage):
+            text = _content_text(item.content)
+            if text:
+                parts.append(text)
+        elif outcome == "ok" and isinstance(item, ResponseFunctionToolCall):
+            try:
+                value = _parse_json(item.arguments or "{}")
+            except ValueError:
+                outcome = "tool_call_error"
+                continue
+            parsed[item.call_id] = (item.arguments, value)
+            if tool_names is not None and item.name not in tool_names:
+                outcome = "tool_call_error"
+    return "\n".join(parts), outcome
 
 
 def response_outcome(response: ModelResponse, agent: Agent[Any]) -> str:
