@@ -16,6 +16,7 @@ step; targets (issue 9): <= 3% memory, <= 10% SQLite, <= 15% Redis on loopback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import traceback
@@ -24,7 +25,16 @@ from typing import Any
 
 from budgetwarden import Budget, Limits, Policy, Warden
 
-from ._harness import Context, interleave, paired_overhead, stats, verdict, write_result
+from ._harness import (
+    Context,
+    bytecodes,
+    interleave,
+    our_code_dirs,
+    paired_overhead,
+    stats,
+    verdict,
+    write_result,
+)
 
 STEPS = 8
 TARGETS = {"memory": 3.0, "sqlite": 10.0, "redis": 15.0}
@@ -83,6 +93,36 @@ def _extra(times: dict[str, dict[str, list[float]]], name: str, base: str) -> di
     }
 
 
+def _call_into(variant: Callable[[], int], made: list[int]) -> None:
+    made.append(variant())
+
+
+def count_bytecodes(
+    variants: dict[str, Callable[[], int]],
+    names: list[str],
+    setup: dict[str, Callable[[], None]] | None = None,
+) -> dict[str, Any]:
+    """Bytecodes per step of one traced invocation of each named variant: in all, and in
+    budgetwarden's own code; each against the do-nothing variant ("noop")."""
+    ours = our_code_dirs()
+    out: dict[str, Any] = {}
+    for name in names:
+        if setup and name in setup:
+            setup[name]()
+        made: list[int] = []
+        counts = bytecodes(functools.partial(_call_into, variants[name], made), ours)
+        steps = max(made[0] if made else 1, 1)
+        out[name] = {
+            "per_step": round(counts["total"] / steps),
+            "budgetwarden_per_step": round(counts["ours"] / steps),
+        }
+    base = out.get("noop", {}).get("per_step")
+    for counted in out.values():
+        if base:
+            counted["vs_noop_pct"] = round((counted["per_step"] / base - 1.0) * 100.0, 2)
+    return out
+
+
 # ---------------------------------------------------------------------------- LangChain
 def langchain_middleware(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]:
     """create_agent: no middleware, a do-nothing one, ModelCallLimitMiddleware, BudgetMiddleware."""
@@ -106,6 +146,9 @@ def langchain_middleware(ctx: Context, guards: dict[str, Warden]) -> dict[str, A
         ours[ledger] = f"budgetwarden/{ledger}"
     times = interleave(variants, rounds=ctx.scale(100, 3), warmup=ctx.scale(3, 1))
     out = summarize(times, "noop", ours)
+    out["bytecodes"] = count_bytecodes(
+        variants, ["noop", "ModelCallLimitMiddleware", *ours.values()]
+    )
     out["noop_vs_bare_pct"] = _extra(times, "noop", "bare")
     out["ModelCallLimitMiddleware_vs_bare_pct"] = _extra(times, "ModelCallLimitMiddleware", "bare")
     out["budgetwarden_memory_vs_bare_pct"] = _extra(times, "budgetwarden/memory", "bare")
@@ -133,6 +176,7 @@ def langchain_handler(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]
         ours[ledger] = f"budgetwarden/{ledger}"
     times = interleave(variants, rounds=ctx.scale(100, 3), warmup=ctx.scale(3, 1))
     out = summarize(times, "noop", ours)
+    out["bytecodes"] = count_bytecodes(variants, ["noop", *ours.values()])
     out["noop_vs_bare_pct"] = _extra(times, "noop", "bare")
     out["budgetwarden_memory_vs_bare_pct"] = _extra(times, "budgetwarden/memory", "bare")
     return out
@@ -160,9 +204,11 @@ def openai_agents(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]:
             variants[f"budgetwarden/{ledger}"] = _oa.invoker(loop, STEPS, hooks)
             ours[ledger] = f"budgetwarden/{ledger}"
         times = interleave(variants, rounds=ctx.scale(100, 3), warmup=ctx.scale(3, 1))
+        counted = count_bytecodes(variants, ["noop", *ours.values()])
     finally:
         loop.close()
     out = summarize(times, "noop", ours)
+    out["bytecodes"] = counted
     out["noop_vs_bare_pct"] = _extra(times, "noop", "bare")
     out["budgetwarden_memory_vs_bare_pct"] = _extra(times, "budgetwarden/memory", "bare")
     return out
@@ -204,6 +250,8 @@ def crewai(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]:
         setup={name: k.setup for name, k in kickoffs.items()},
     )
     out = summarize(times, "noop", ours)
+    setups: dict[str, Callable[[], None]] = {name: k.setup for name, k in kickoffs.items()}
+    out["bytecodes"] = count_bytecodes(dict(kickoffs.items()), ["noop", *ours.values()], setups)
     out["noop_vs_bare_pct"] = _extra(times, "noop", "bare")
     out["budgetwarden_memory_vs_bare_pct"] = _extra(times, "budgetwarden/memory", "bare")
     return out

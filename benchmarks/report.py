@@ -271,6 +271,25 @@ def _adapters(r: Result) -> str:
                 rows.append([label, _pct(o["wall"]), _pct(o["cpu"]), delta, "", ""])
         header = ["comparison", "wall", "CPU", "CPU µs/step added", "target", "verdict"]
         out.append(_table(header, rows))
+        if counted := sec.get("bytecodes"):
+            out.append(
+                "Python bytecodes per step, one traced invocation (deterministic: what the "
+                "timings above vary around):\n"
+            )
+            out.append(
+                _table(
+                    ["variant", "bytecodes/step", "of which budgetwarden's", "vs noop"],
+                    [
+                        [
+                            name,
+                            f"{c['per_step']:,}",
+                            f"{c['budgetwarden_per_step']:,}",
+                            f"{c['vs_noop_pct']:+.1f}%" if "vs_noop_pct" in c else "",
+                        ]
+                        for name, c in counted.items()
+                    ],
+                )
+            )
     return "\n".join(out)
 
 

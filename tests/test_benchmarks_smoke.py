@@ -41,3 +41,22 @@ def test_quick_core_benchmark_writes_its_results(tmp_path: Path) -> None:
     assert data["profile"]["by_self_time"]
     summary = (tmp_path / "BENCHMARKS.md").read_text()
     assert "Core hot path" in summary
+
+
+def test_bytecodes_are_counted_in_all_and_in_our_code() -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks._harness import bytecodes, our_code_dirs
+    from budgetwarden.usage import estimate_message_tokens
+
+    def theirs() -> int:
+        return sum(range(3))
+
+    messages = [{"role": "user", "content": "hello " * 20}] * 3
+    ours = bytecodes(lambda: estimate_message_tokens(messages), our_code_dirs())
+    assert 0 < ours["ours"] <= ours["total"]
+    assert (
+        bytecodes(lambda: estimate_message_tokens(messages * 2), our_code_dirs())["ours"]
+        > ours["ours"]
+    ), "more messages, more of our bytecodes"
+    other = bytecodes(theirs, our_code_dirs())
+    assert other["ours"] == 0 and other["total"] > 0
