@@ -174,12 +174,12 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
     def _prepared(self, request: ModelRequest[Any], step: Step) -> ModelRequest[Any]:
         """The request as the step says: routed model, compressed context, budget notes, and
         no tools for the final-answer call."""
-        routed = step.model and step.model != step.requested_model
+        routed = step.model if step.model and step.model != step.requested_model else None
         if not (routed or step.compress or step.hint or step.final):
             return request  # the usual call: as the agent asked for it
         overrides: dict[str, Any] = {}
         if routed:
-            overrides["model"] = self._models.get(step.model)
+            overrides["model"] = self._models.get(routed)
         if step.compress:
             ratio = self.warden.policy.compress_ratio
             budget = self._compress_to or max(int(step.input_tokens * ratio), 1)
