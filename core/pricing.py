@@ -19,7 +19,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,11 @@ class _Rule:
     tier_on_total: bool = False  # Dashscope picks the tier by input + cache tokens
     output_by_output: bool = False  # Vertex above_128k: the output rate by output tokens
     fee: float = 0.0  # per prompt token (Azure AI Model Router)
+    one_rate: bool = field(init=False)  # one band, no fee, output not banded: see ``bill``
+
+    def __post_init__(self) -> None:
+        one_rate = not (self.steps or self.tiers or self.output_by_output or self.fee)
+        object.__setattr__(self, "one_rate", one_rate)
 
     def band(self, tokens: int) -> _Band:
         """The band LiteLLM bills a request of ``tokens`` prompt tokens at."""
@@ -163,6 +168,13 @@ class _Rule:
 
     def bill(self, u: Usage) -> float:
         """USD for one call's tokens, in LiteLLM's order of operations."""
+        if (
+            self.one_rate
+            and not u.cache_read_tokens
+            and not u.cache_write_tokens
+            and not u.reasoning_tokens
+        ):  # the same figure as below, where every other term is an exact 0.0
+            return u.input_tokens * self.base.input + u.output_tokens * self.base.output
         i, o, z = u.input_tokens, u.output_tokens, u.reasoning_tokens
         r = u.cache_read_tokens if self.cache else 0
         w = u.cache_write_tokens if self.cache > 1 else 0
