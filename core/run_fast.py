@@ -464,7 +464,12 @@ class FastPaths(RunCore):
             or (rules.allow is not None and name not in rules.allow)
         ):
             return None
-        wall, errors, tool_calls, repeat = self._tool_caps()
+        cached = self._fast_tool_caps
+        if cached is not None and cached[0] is self.limits:
+            caps: ToolCaps = cached[1]
+        else:
+            caps = self._tool_caps()
+        wall, errors, tool_calls, repeat = caps
         signature = tool_signature(name, args) if repeat is not None else name
         per_tool = rules.max_calls.get(name) if rules.max_calls else None
         warden, c = self.warden, self.counters
@@ -481,7 +486,7 @@ class FastPaths(RunCore):
                 or (repeat is not None and same and c.tool_streak >= repeat)
             ):
                 return None
-            step = ToolStep(self._next_id(), name, call_id, signature, 0.0, now)
+            step = ToolStep(f"{self.id}:{next(_ids)}", name, call_id, signature, 0.0, now)
             c.tool_calls += 1
             c.tool_calls_by_name[name] = used + 1
             c.tool_streak = c.tool_streak + 1 if same else 1
