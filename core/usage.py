@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -123,9 +123,9 @@ def chars_message_tokens(chars: int) -> int:
     return TOKENS_PER_MESSAGE - (-chars // CHARS_PER_TOKEN)
 
 
-#: Per-message estimates a caller may keep between calls: id -> (message, tokens).
-TokenCache = dict[int, tuple[Any, int]]
-_CACHE_LIMIT = 4096
+#: What a caller keeps between calls for ``estimate_message_tokens`` (a run keeps one): the
+#: last transcript measured, its per-message counts and their sum.
+TokenCache = dict[int, Any]
 
 
 def estimate_message_tokens(
@@ -135,8 +135,9 @@ def estimate_message_tokens(
 
     Fast and deliberately simple: text length / 4 plus a few tokens per message. It is
     used for reservations, where a slight overestimate is safe and speed matters. With a
-    ``cache`` (a run keeps one), a message seen at an earlier call of the same transcript is
-    not measured again: agents re-send the same message objects at every step.
+    ``cache`` (a run keeps one), the messages of the last transcript measured are not
+    measured again: agents re-send the same message objects at every step, most often the
+    whole transcript with a few messages appended.
     """
     if messages is None:
         return 0
@@ -145,45 +146,45 @@ def estimate_message_tokens(
     if cache is None:
         return sum(message_tokens(message) for message in messages)
     current = tuple(messages)
-    known, counts, total = _transcript_prefix(cache, current)
-    if known == len(current):
+    last = cache.get(_LAST)
+    if last is None:
+        return _measure(cache, current, {})
+    previous: tuple[Any, ...]
+    counts: list[int]
+    total: int
+    previous, counts, total = last
+    seen = len(previous)
+    if len(current) < seen or sum(map(operator.is_, current, previous)) != seen:
+        # not the last transcript with messages appended: reuse its counts, by object
+        return _measure(
+            cache, current, {id(m): (m, n) for m, n in zip(previous, counts, strict=True)}
+        )
+    if len(current) == seen:
         return total  # the same transcript again
-    for message in current[known:]:
-        hit = cache.get(id(message))
-        if hit is not None and hit[0] is message:
-            tokens = hit[1]
-        else:  # message_tokens(message), without two calls per message
-            tokens = TOKENS_PER_MESSAGE - (-_message_chars(message) // CHARS_PER_TOKEN)
-            if len(cache) >= _CACHE_LIMIT:
-                cache.clear()
-            cache[id(message)] = (message, tokens)
+    counts = counts[:]  # the last transcript, then the new messages (checked in C above)
+    for message in current[seen:]:
+        tokens = TOKENS_PER_MESSAGE - (-_message_chars(message) // CHARS_PER_TOKEN)
         counts.append(tokens)
         total += tokens
-    cache[_LAST] = (current, counts, total)  # type: ignore[assignment]  # its own kind of slot
+    cache[_LAST] = (current, counts, total)
     return total
 
 
-#: The cache slot of the last transcript measured (no object's id is negative).
+#: The cache's one slot: the last transcript measured.
 _LAST = -1
 
 
-def _transcript_prefix(cache: TokenCache, current: tuple[Any, ...]) -> tuple[int, list[int], int]:
-    """How many leading messages are the same objects as at the last call, their counts and
-    the counts' sum.
-
-    Agents re-send the transcript with a few messages appended, so this is usually all of
-    the last one: a pointer comparison per message instead of a lookup.
-    """
-    last = cache.get(_LAST)
-    if last is None:
-        return 0, [], 0
-    previous, counts, total = cast(tuple[tuple[Any, ...], list[int], int], last)
-    if len(current) >= len(previous) and sum(map(operator.is_, current, previous)) == len(previous):
-        return len(previous), counts[:], total  # all of it again (checked in C, no Python loop)
-    same = 0
-    for new, old in zip(current, previous, strict=False):
-        if new is not old:
-            break
-        same += 1
-    kept = counts[:same]
-    return same, kept, sum(kept)
+def _measure(cache: TokenCache, current: tuple[Any, ...], known: dict[int, Any]) -> int:
+    """Measure ``current`` (reusing the counts in ``known``: id -> (message, tokens)), and
+    remember it as the last transcript."""
+    counts, total = [], 0
+    for message in current:
+        hit = known.get(id(message))
+        if hit is not None and hit[0] is message:
+            tokens = hit[1]
+        else:
+            tokens = TOKENS_PER_MESSAGE - (-_message_chars(message) // CHARS_PER_TOKEN)
+        counts.append(tokens)
+        total += tokens
+    cache[_LAST] = (current, counts, total)
+    return total
