@@ -23,8 +23,6 @@ __all__ = [
     "outcome_of_error",
     "outcome_of_message",
     "tool_failed",
-    "ToolNames",
-    "tool_names",
     "usage_from_message",
     "usage_from_output",
     "usage_from_result",
@@ -104,51 +102,6 @@ def model_and_max_tokens(
     if not (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
         limit = None
     return model, limit
-
-
-def tool_names(tools: Sequence[Any] | None) -> list[str] | None:
-    """Names of the tools offered to the model: BaseTools, OpenAI-format dicts or callables."""
-    if not tools:
-        return None
-    names: list[str] = []
-    for tool in tools:
-        # ``type(...) is dict`` first: a dict is a Mapping, and the exact check is cheaper.
-        if type(tool) is dict or isinstance(tool, Mapping):
-            function = tool.get("function")
-            if type(function) is dict or isinstance(function, Mapping):
-                name = function.get("name")
-            else:
-                name = tool.get("name")
-        else:
-            name = getattr(tool, "name", None) or getattr(tool, "__name__", None)
-        if isinstance(name, str):
-            names.append(name)
-    return names
-
-
-class ToolNames:
-    """``tool_names`` remembered for the tools last asked about: an agent offers the same
-    tools at every step, so the same names (the same list) come back. The same tool objects
-    are recognised at once; LangChain hands a chat model's callbacks fresh copies of its
-    tool dicts at every call, whose names are cheaper to read again than the copies are to
-    compare (an equal tool has the same name)."""
-
-    def __init__(self) -> None:
-        self._last: tuple[tuple[Any, ...], list[str] | None] = ((), None)
-
-    def names(self, tools: Sequence[Any] | None) -> list[str] | None:
-        """The names of ``tools`` (see ``tool_names``)."""
-        if not tools:
-            return None
-        items = tuple(tools)
-        last_items, last_names = self._last  # one read: another thread may replace it
-        if last_items and items[0] is last_items[0] and items == last_items:
-            return last_names
-        names = tool_names(items)
-        if names == last_names:
-            names = last_names
-        self._last = (items, names)
-        return names
 
 
 def _detail(details: Any, key: str) -> int:

@@ -18,7 +18,6 @@ from budgetwarden.run import Run, Step, ToolStep
 
 from ._attribution import Attribution
 from ._convert import (
-    ToolNames,
     model_and_max_tokens,
     model_from_message,
     model_from_output,
@@ -88,7 +87,6 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         # Every LangChain run under way -> the invocation it belongs to (by its key).
         self._runs: dict[Key, _Invocation] = {}
         self._tool_runs: set[Key] = set()
-        self._tools = ToolNames()
 
     # ---- run bookkeeping -------------------------------------------------------------
 
@@ -287,7 +285,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 model,
                 prompt,
                 max_tokens=max_tokens,
-                tools=self._tools.names(params.get("tools") if params else None),
+                tools=params.get("tools") if params else None,  # the core only counts them
             )
         except BudgetError as exc:
             raise self._refuse(invocation, run_id, exc) from None

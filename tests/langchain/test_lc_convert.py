@@ -15,7 +15,6 @@ from budgetwarden.compress import compress_messages as compress_turns
 from budgetwarden.integrations.langchain import BudgetCallbackHandler
 from budgetwarden.integrations.langchain._convert import (
     outcome_of_error,
-    tool_names,
     usage_from_result,
 )
 
@@ -84,12 +83,6 @@ def test_legacy_token_usage_is_read_from_llm_output() -> None:
     usage = usage_from_result(result)
     assert usage is not None
     assert (usage.input_tokens, usage.output_tokens) == (12, 3)
-
-
-def test_tool_names_from_openai_dicts_and_tools() -> None:
-    tools = [{"type": "function", "function": {"name": "search"}}, {"name": "calc"}]
-    assert tool_names(tools) == ["search", "calc"]
-    assert tool_names([]) is None
 
 
 def test_a_plain_text_llm_chain_is_governed_through_on_llm_start() -> None:

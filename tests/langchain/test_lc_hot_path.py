@@ -11,13 +11,13 @@ import asyncio
 from typing import Any
 
 import pytest
+from langchain.agents import create_agent
 from langchain_core.messages import AIMessage
 from lc_fakes import CountedTool, ScriptedChatModel, agent_graph, inputs, make_warden
 from pydantic import BaseModel, ConfigDict
 
 from budgetwarden import Limits, Policy
 from budgetwarden.integrations.langchain import BudgetCallbackHandler, BudgetMiddleware
-from budgetwarden.integrations.langchain._convert import ToolNames, tool_names
 from budgetwarden.integrations.langchain.middleware import _model_limits
 from budgetwarden.usage import estimate_tokens
 
@@ -28,53 +28,6 @@ def run_agent(agent: Any, mode: str, text: str = "answer after 2") -> Any:
     if mode == "sync":
         return agent.invoke(inputs(text))
     return asyncio.run(agent.ainvoke(inputs(text)))
-
-
-# ---------------------------------------------------------------------------- tool names
-
-
-class Named:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def test_remembered_tool_names_follow_the_tools_offered() -> None:
-    names = ToolNames()
-    search, calc = Named("search"), Named("calc")
-    tools = [search]
-    assert names.names(tools) == ["search"]
-    assert names.names([search]) == ["search"], "another list of the same tools"
-    tools.append(calc)  # the same list, changed in place
-    assert names.names(tools) == ["search", "calc"]
-    assert names.names([calc]) == ["calc"]
-    assert names.names([{"type": "function", "function": {"name": "lookup"}}]) == ["lookup"]
-    assert names.names([]) is None
-    assert names.names(None) is None
-    assert names.names([Named("other")]) == ["other"], "a new tool object, a new name"
-
-
-def test_fresh_copies_of_the_same_tool_dicts_give_the_same_names_list() -> None:
-    """LangChain passes a chat model's callbacks new copies of its tool dicts at each call."""
-    names = ToolNames()
-    offered = [{"type": "function", "function": {"name": n, "parameters": {}}} for n in "ab"]
-    first = names.names(offered)
-    again = names.names([dict(tool) for tool in offered])
-    assert first == ["a", "b"]
-    assert again is first, "the same names: the same list"
-    renamed = [{"type": "function", "function": {"name": "c"}}, offered[1]]
-    assert names.names(renamed) == ["c", "b"]
-
-
-def test_remembered_tool_names_equal_the_plain_conversion() -> None:
-    names = ToolNames()
-    offers = [
-        [Named("a"), {"name": "b"}],
-        [{"type": "function", "function": {"name": "c"}}],
-        [Named("a"), {"name": "b"}],
-        [len],
-    ]
-    for tools in offers:
-        assert names.names(tools) == tool_names(tools)
 
 
 # ---------------------------------------------------------------------------- model limits
@@ -196,20 +149,29 @@ def test_the_handler_records_each_response_under_record_content(search: CountedT
     assert events[-1].response
 
 
-def test_the_handler_sees_the_tools_of_each_call(search: CountedTool) -> None:
-    """Two agents with other tools through one handler: each call counts its own tools."""
+@pytest.mark.parametrize("adapter", ["handler", "middleware"])
+def test_each_call_offers_the_core_its_own_tools(
+    adapter: str, search: CountedTool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agents with other tools through one handler (one middleware): each model call hands
+    the core the tools it offers (routing counts them)."""
+    from budgetwarden.run import Run
+
     warden, _ = make_warden()
-    handler = BudgetCallbackHandler(warden)
-    seen: list[list[str] | None] = []
-    names = handler._tools.names
+    seen: list[int] = []
+    before = Run.before_llm_call
 
-    def spy(tools: Any) -> list[str] | None:
-        seen.append(names(tools))
-        return seen[-1]
+    def spy(run: Run, *args: Any, **kwargs: Any) -> Any:
+        seen.append(len(kwargs.get("tools") or ()))
+        return before(run, *args, **kwargs)
 
-    handler._tools.names = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(Run, "before_llm_call", spy)
+    handler, middleware = BudgetCallbackHandler(warden), BudgetMiddleware(warden)
     lookup = CountedTool("lookup")
     for tools in ([search.tool], [search.tool, lookup.tool], [lookup.tool]):
         model = ScriptedChatModel(tool=tools[0].name, answer_after=0)
-        agent_graph(model, tools).invoke(inputs(), config={"callbacks": [handler]})
-    assert seen == [["search"], ["search", "lookup"], ["lookup"]]
+        if adapter == "handler":
+            agent_graph(model, tools).invoke(inputs(), config={"callbacks": [handler]})
+        else:
+            create_agent(model, tools, middleware=[middleware]).invoke(inputs())
+    assert seen == [1, 2, 1]
