@@ -495,10 +495,14 @@ class FastPaths(RunCore):
         return step, streak
 
     def _local_tool_step(self, name: str, args: Any, call_id: str | None) -> ToolStep | None:
-        """``before_tool_call`` of a free tool in a plain run on the in-process ledger while
-        nothing is cancelled in this process (the cancel check then has nothing to find)."""
+        """``before_tool_call`` of a free tool in a plain run when its cancel check would
+        find nothing without asking anyone: on the in-process ledger while nothing is
+        cancelled in this process, on a shared one between polls (``_between_polls``)."""
         ledger = self._in_process
-        if ledger is None or ledger._cancels:
+        if ledger is not None:
+            if ledger._cancels:
+                return None
+        elif not self.warden._between_polls(self._watch):
             return None
         claim = self._quick_tool_claim(name, args, call_id)
         return claim[0] if claim is not None else None

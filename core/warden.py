@@ -573,6 +573,19 @@ class Warden:
             cancel = await self._apoll_cancel(watch)
         return self._pooled_amounts(rid, plan, cancel)
 
+    def _between_polls(self, watch: Sequence[str]) -> bool:
+        """True when a cancel check of ``watch`` on a shared ledger needs no trip now (no
+        poll due, nothing to settle) and finds nothing: no cancel made through this warden
+        or seen at the last poll."""
+        if watch and (
+            not self._settler.enabled
+            or self._settler.due
+            or time.monotonic() >= self._next_cancel_poll
+        ):
+            return False
+        known_cancels = self._cancelled_known
+        return not (known_cancels and any(target in known_cancels for target in watch))
+
     def _serve_pooled_now(
         self,
         rid: str,
@@ -585,16 +598,7 @@ class Warden:
         committed spend as this process knows them. None (nothing taken) when no pool
         serves it, when a cancel poll is due (sync and async callers poll differently) or
         when it is known to be cancelled: the general path then does and says the rest."""
-        if watch and (
-            not self._settler.enabled
-            or self._settler.due
-            or time.monotonic() >= self._next_cancel_poll
-        ):
-            return None
-        known_cancels = self._cancelled_known
-        if known_cancels and any(target in known_cancels for target in watch):
-            return None
-        if not self._pools.serve_amounts(rid, pairs, amounts):
+        if not self._between_polls(watch) or not self._pools.serve_amounts(rid, pairs, amounts):
             return None
         known = self._settler.known
         return [known.get(key, _NO_SPEND)[0] for key in keys]
