@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import json.encoder
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .policy import Limits, ToolRules
+
+if TYPE_CHECKING:
+    from .usage import Usage
 
 __all__ = ["Counters", "Refusal", "llm_refusal", "tool_refusal", "tool_signature"]
 
@@ -34,6 +37,45 @@ class Counters:
     last_llm_failed: bool = False
     last_tool_signature: str | None = None
     tool_streak: int = 0
+
+    def hold_llm(self, worst: float, est_in: int, max_out: int, retry: bool) -> None:
+        """Count a model call about to be made, and what it holds until it reports."""
+        self.iterations += 1
+        self.reserved_usd += worst
+        self.reserved_input_tokens += est_in
+        self.reserved_output_tokens += max_out
+        if retry:
+            self.retries += 1
+
+    def settle_llm(
+        self,
+        held: tuple[float, int, int],
+        usage: Usage,
+        cost: float,
+        failed: bool,
+    ) -> None:
+        """Count a finished model call: free what it held (``held``: dollars, input and
+        output tokens; never below zero), add what it used."""
+        worst, est_in, max_out = held
+        left = self.reserved_usd - worst
+        self.reserved_usd = left if left > 0 else 0.0
+        left_in = self.reserved_input_tokens - est_in
+        self.reserved_input_tokens = left_in if left_in > 0 else 0
+        left_out = self.reserved_output_tokens - max_out
+        self.reserved_output_tokens = left_out if left_out > 0 else 0
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cache_read_tokens += usage.cache_read_tokens
+        self.cache_write_tokens += usage.cache_write_tokens
+        self.cost_usd += cost
+        if cost > worst:
+            self.overshoot_usd += cost - worst
+        self.last_llm_failed = failed
+        if failed:
+            self.errors += 1
+            self.consecutive_errors += 1
+        else:
+            self.consecutive_errors = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -681,28 +681,12 @@ class RunCore:
         """Count a finished model call and emit its events; its CostEvent, built only when
         the caller (``want``) or a sink wants it."""
         failed = outcome != "ok"
-        worst, est_in, max_out = step.reserved_usd, step.input_tokens, step.max_tokens
+        held = (step.reserved_usd, step.input_tokens, step.max_tokens)
         with self._lock:
             self._pending.pop(step.id, None)  # the reservation is settled: drop its hold
             step.done = True
-            overshoot = cost - worst if cost > worst else 0.0
             for run in self._lineage:
-                c = run.counters
-                left = c.reserved_usd - worst  # what is held never goes below zero
-                c.reserved_usd = left if left > 0 else 0.0
-                left_in = c.reserved_input_tokens - est_in
-                c.reserved_input_tokens = left_in if left_in > 0 else 0
-                left_out = c.reserved_output_tokens - max_out
-                c.reserved_output_tokens = left_out if left_out > 0 else 0
-                c.input_tokens += usage.input_tokens
-                c.output_tokens += usage.output_tokens
-                c.cache_read_tokens += usage.cache_read_tokens
-                c.cache_write_tokens += usage.cache_write_tokens
-                c.cost_usd += cost
-                c.overshoot_usd += overshoot
-                c.last_llm_failed = failed
-                c.errors += int(failed)
-                c.consecutive_errors = c.consecutive_errors + 1 if failed else 0
+                run.counters.settle_llm(held, usage, cost, failed)
             if model and model not in self._models:
                 self._models.append(model)
             if self.policy.routing is not None:

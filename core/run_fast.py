@@ -48,6 +48,35 @@ LlmClaim = tuple[
 ToolClaim = tuple[ToolStep, tuple[int, str | None]]
 
 
+def _plain_step(
+    rid: str,
+    model: str | None,
+    pressed: bool,
+    max_out: int,
+    est_in: int,
+    worst: float,
+    now: float,
+    retry: bool,
+    refs: tuple[BucketRef, ...],
+) -> Step:
+    """The Step of a plain run's model call: the caller's model, no routing, no final-answer
+    or hint rule; ``pressed``: a cap or budget is at the degrade level (compress)."""
+    return Step(
+        rid,
+        model,
+        model,
+        None,
+        _NO_ROUTING,
+        pressed,
+        max_out,
+        est_in,
+        worst,
+        now,
+        retry,
+        buckets=refs,
+    )
+
+
 class FastPaths(RunCore):
     """One-pass ``before`` steps for plain runs (see the module docstring)."""
 
@@ -106,6 +135,56 @@ class FastPaths(RunCore):
                 self._fast_rates[model] = rates
         return rates
 
+    def _llm_call(
+        self,
+        model: str | None,
+        messages: Any,
+        max_tokens: int | None,
+        input_tokens: int | None,
+    ) -> tuple[int, int, float, float, tuple[BucketRef, ...], bool] | None:
+        """A plain run's next model call as the fast paths see it: input estimate, output
+        limit, worst cost, time, current buckets, and whether it retries a failed call.
+        None: a banded price (the general path prices it)."""
+        rates = self._fast_rates.get(model) or self._rates(model)
+        if rates is None:
+            return None
+        if input_tokens is not None:
+            est_in = input_tokens
+        else:
+            est_in = estimate_message_tokens(messages, self._token_cache)
+        max_out = max_tokens if max_tokens is not None else self.policy.default_max_output_tokens
+        now = self.warden.clock()
+        since, until, refs = self._bucket_cache
+        if not since <= now < until:
+            refs = self._buckets(now)
+        worst = est_in * rates[0] + max_out * rates[1]
+        return est_in, max_out, worst, now, refs, self.counters.last_llm_failed
+
+    def _caps_refuse(
+        self, est_in: int, max_out: int, worst: float, now: float, retry: bool
+    ) -> bool:
+        """Whether one of the run's own caps refuses this model call (under the run's lock;
+        the general path then says which, and may wait or ask)."""
+        cached = self._fast_llm_caps
+        if cached is not None and cached[0] is self.limits:
+            caps: LlmCaps = cached[1]
+        else:
+            caps = self._llm_caps()
+        wall, errors, iterations, retries, cap_in, cap_out, cap_cost = caps
+        c = self.counters
+        return (
+            (wall is not None and now - self.started_at >= wall)
+            or (errors is not None and c.consecutive_errors >= errors)
+            or (iterations is not None and c.iterations >= iterations)
+            or (retries is not None and retry and c.retries >= retries)
+            or (cap_in is not None and c.input_tokens + c.reserved_input_tokens + est_in > cap_in)
+            or (
+                cap_out is not None
+                and c.output_tokens + c.reserved_output_tokens + max_out > cap_out
+            )
+            or (cap_cost is not None and c.cost_usd + c.reserved_usd + worst > cap_cost)
+        )
+
     def _local_llm_step(
         self,
         model: str | None,
@@ -117,43 +196,13 @@ class FastPaths(RunCore):
         in an open pool, in one pass and one lock: check, reserve, count. None: take the
         other paths (nothing was changed), which go to the ledger or say why a cap or budget
         refuses."""
-        rates = self._fast_rates.get(model) or self._rates(model)
-        if rates is None:
+        call = self._llm_call(model, messages, max_tokens, input_tokens)
+        if call is None:
             return None
-        if input_tokens is not None:
-            est_in = input_tokens
-        else:
-            est_in = estimate_message_tokens(messages, self._token_cache)
-        max_out = max_tokens if max_tokens is not None else self.policy.default_max_output_tokens
-        worst = est_in * rates[0] + max_out * rates[1]
-        cached = self._fast_llm_caps
-        if cached is not None and cached[0] is self.limits:
-            caps: LlmCaps = cached[1]
-        else:
-            caps = self._llm_caps()
-        wall, errors, iterations, retries, cap_in, cap_out, cap_cost = caps
-        now = self.warden.clock()
-        since, until, refs = self._bucket_cache
-        if not since <= now < until:
-            refs = self._buckets(now)
+        est_in, max_out, worst, now, refs, retry = call
         c = self.counters
-        retry = c.last_llm_failed
         with self._lock:
-            if (
-                (wall is not None and now - self.started_at >= wall)
-                or (errors is not None and c.consecutive_errors >= errors)
-                or (iterations is not None and c.iterations >= iterations)
-                or (retries is not None and retry and c.retries >= retries)
-                or (
-                    cap_in is not None
-                    and c.input_tokens + c.reserved_input_tokens + est_in > cap_in
-                )
-                or (
-                    cap_out is not None
-                    and c.output_tokens + c.reserved_output_tokens + max_out > cap_out
-                )
-                or (cap_cost is not None and c.cost_usd + c.reserved_usd + worst > cap_cost)
-            ):
+            if self._caps_refuse(est_in, max_out, worst, now, retry):
                 return None
             rid = f"{self.id}:{next(_ids)}"
             keys, held, ends, _, pairs = self._bucket_plan
@@ -177,30 +226,13 @@ class FastPaths(RunCore):
                 committed = self.warden._serve_pooled_now(rid, pairs, keys, amounts, self._watch)
             if type(committed) is not list:
                 return None  # refused, cancelled or a trip to the ledger: the general path
-            c.iterations += 1
-            c.reserved_usd += worst
-            c.reserved_input_tokens += est_in
-            c.reserved_output_tokens += max_out
-            if retry:
-                c.retries += 1
+            c.hold_llm(worst, est_in, max_out, retry)
             ratios = self._ratios
             for ref, spent in zip(refs, committed, strict=True):
                 if ref.limit > 0:
                     ratios[ref.label] = spent / ref.limit
-            step = Step(
-                rid,
-                model,
-                model,
-                None,
-                _NO_ROUTING,
-                bool(ratios) and max(ratios.values()) >= self._degrade_at,
-                max_out,
-                est_in,
-                worst,
-                now,
-                retry,
-                buckets=refs,
-            )
+            pressed = bool(ratios) and max(ratios.values()) >= self._degrade_at
+            step = _plain_step(rid, model, pressed, max_out, est_in, worst, now, retry, refs)
             self._pending[rid] = step
         return step
 
@@ -247,25 +279,7 @@ class FastPaths(RunCore):
             self._pending.pop(step.id, None)
             step.done = True
             c = self.counters
-            left = c.reserved_usd - worst
-            c.reserved_usd = left if left > 0 else 0.0
-            left_in = c.reserved_input_tokens - step.input_tokens
-            c.reserved_input_tokens = left_in if left_in > 0 else 0
-            left_out = c.reserved_output_tokens - step.max_tokens
-            c.reserved_output_tokens = left_out if left_out > 0 else 0
-            c.input_tokens += usage.input_tokens
-            c.output_tokens += usage.output_tokens
-            c.cache_read_tokens += usage.cache_read_tokens
-            c.cache_write_tokens += usage.cache_write_tokens
-            c.cost_usd += cost
-            if cost > worst:
-                c.overshoot_usd += cost - worst
-            c.last_llm_failed = failed
-            if failed:
-                c.errors += 1
-                c.consecutive_errors += 1
-            else:
-                c.consecutive_errors = 0
+            c.settle_llm((worst, step.input_tokens, step.max_tokens), usage, cost, failed)
             if real_model and real_model not in self._models:
                 self._models.append(real_model)
             if self._near_alert(committed):
@@ -335,50 +349,15 @@ class FastPaths(RunCore):
         reservation; None: take the general path (nothing was changed)."""
         if not self._fast_ok:
             return None
-        rates = self._fast_rates.get(model) or self._rates(model)
-        if rates is None:
+        call = self._llm_call(model, messages, max_tokens, input_tokens)
+        if call is None:
             return None
-        if input_tokens is not None:
-            est_in = input_tokens
-        else:
-            est_in = estimate_message_tokens(messages, self._token_cache)
-        max_out = max_tokens if max_tokens is not None else self.policy.default_max_output_tokens
-        worst = est_in * rates[0] + max_out * rates[1]
+        est_in, max_out, worst, now, refs, retry = call
         warden, c = self.warden, self.counters
-        cached = self._fast_llm_caps
-        if cached is not None and cached[0] is self.limits:
-            caps: LlmCaps = cached[1]
-        else:
-            caps = self._llm_caps()
-        wall, errors, iterations, retries, cap_in, cap_out, cap_cost = caps
-        now = warden.clock()
-        since, until, refs = self._bucket_cache
-        if not since <= now < until:
-            refs = self._buckets(now)
-        retry = c.last_llm_failed
         with self._lock:
-            if (
-                (wall is not None and now - self.started_at >= wall)
-                or (errors is not None and c.consecutive_errors >= errors)
-                or (iterations is not None and c.iterations >= iterations)
-                or (retries is not None and retry and c.retries >= retries)
-                or (
-                    cap_in is not None
-                    and c.input_tokens + c.reserved_input_tokens + est_in > cap_in
-                )
-                or (
-                    cap_out is not None
-                    and c.output_tokens + c.reserved_output_tokens + max_out > cap_out
-                )
-                or (cap_cost is not None and c.cost_usd + c.reserved_usd + worst > cap_cost)
-            ):
+            if self._caps_refuse(est_in, max_out, worst, now, retry):
                 return None  # a cap refuses: the general path says which, and may wait or ask
-            c.iterations += 1
-            c.reserved_usd += worst
-            c.reserved_input_tokens += est_in
-            c.reserved_output_tokens += max_out
-            if retry:
-                c.retries += 1
+            c.hold_llm(worst, est_in, max_out, retry)
         charges: Sequence[Charge] = ()
         amounts: list[float] | None = None
         if refs and (warden._in_process or warden._pools.enabled):  # as plain amounts
@@ -433,20 +412,9 @@ class FastPaths(RunCore):
                 return None
             elif outcome.states:
                 self._bucket_ratios(outcome.states, refs)
-            step = Step(
-                rid,
-                model,
-                model,
-                None,
-                _NO_ROUTING,
-                self._pressure() is not None,
-                max_out,
-                est_in,
-                worst,
-                self.warden.clock(),
-                retry,
-                buckets=refs,
-            )
+            pressed = self._pressure() is not None
+            now = self.warden.clock()
+            step = _plain_step(rid, model, pressed, max_out, est_in, worst, now, retry, refs)
             self._pending[rid] = step
         return step
 
