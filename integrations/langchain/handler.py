@@ -363,13 +363,18 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             raise self._refuse(invocation, key, exc) from None
         invocation.tool_steps[key] = (tool_step, perf_counter(), call_id)
 
-    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        """Record a finished tool call; an error ToolMessage counts as a failed call."""
+    def _tool_ended(self, run_id: UUID) -> tuple[Key, _Invocation] | None:
+        """A tool run ends: forget it; its key and invocation (None once that is over)."""
         key = run_id.int if type(run_id) is UUID else run_id
         self._tool_runs.discard(key)
         invocation = self._close(key)
-        if invocation is None:
+        return None if invocation is None else (key, invocation)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Record a finished tool call; an error ToolMessage counts as a failed call."""
+        if (ended := self._tool_ended(run_id)) is None:
             return
+        key, invocation = ended
         if pending := invocation.tool_steps.pop(key, None):
             tool_step, started, call_id = pending
             # ``tool_failed`` and ``_tool_message``, with one type check for both.
@@ -390,11 +395,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Record a tool call that raised."""
-        key = run_id.int if type(run_id) is UUID else run_id
-        self._tool_runs.discard(key)
-        invocation = self._close(key)
-        if invocation is None:
+        if (ended := self._tool_ended(run_id)) is None:
             return
+        key, invocation = ended
         if pending := invocation.tool_steps.pop(key, None):
             tool_step, started, _ = pending
             invocation.run.record_tool_call(
