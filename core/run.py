@@ -64,8 +64,11 @@ class Run(FastPaths):
     ) -> Step:
         """Reserve the worst case of the next model call, or refuse it with BudgetExceeded.
 
-        A budget with ``when_exhausted="wait"`` holds the call (sleeping) until its window
-        frees it; ``Warden(on_limit=...)`` may grant more before a refusal.
+        ``messages`` are estimated unless ``input_tokens`` is given; ``max_tokens`` bounds the
+        output (default: the policy's ``default_max_output_tokens``); ``tools`` are the tools
+        offered, in any form (routing's complexity heuristic counts them). A budget with
+        ``when_exhausted="wait"`` holds the call (sleeping) until its window frees it;
+        ``Warden(on_limit=...)`` may grant more before a refusal.
         """
         if self._amounts and self._fast_ok:
             local = self._local_llm_step(model, messages, max_tokens, input_tokens)
