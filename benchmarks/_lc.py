@@ -162,3 +162,23 @@ def invoker(graph: Any, steps: int, callbacks: list[Any] | None = None) -> Calla
         return calls
 
     return invoke
+
+
+def openai_client_agent(
+    steps: int, middleware: Sequence[AgentMiddleware[Any, Any, Any]] = ()
+) -> Any:
+    """The same agent over LangChain's real ``ChatOpenAI`` (request building, response
+    parsing) answered by a canned HTTP endpoint (``_openai_http``)."""
+    import httpx
+    from langchain_openai import ChatOpenAI
+
+    from ._openai_http import BASE_URL, transport
+
+    model = ChatOpenAI(
+        model="gpt-4o-mini",
+        api_key="sk-bench-offline",  # type: ignore[arg-type]
+        base_url=BASE_URL,
+        http_client=httpx.Client(transport=transport(steps, "search", "query")),
+        max_retries=0,
+    )
+    return create_agent(model, [search_tool()], middleware=middleware)

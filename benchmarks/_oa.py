@@ -125,10 +125,14 @@ def make_agent(steps: int) -> Agent[Any]:
 
 
 def invoker(
-    loop: asyncio.AbstractEventLoop, steps: int, hooks: Callable[[], RunHooks[Any] | None]
+    loop: asyncio.AbstractEventLoop,
+    steps: int,
+    hooks: Callable[[], RunHooks[Any] | None],
+    agent: Agent[Any] | None = None,
 ) -> Callable[[], int]:
-    """One ``Runner.run`` on ``loop``; returns its model calls (checked)."""
-    agent = make_agent(steps)
+    """One ``Runner.run`` of ``agent`` (default: over the scripted model) on ``loop``;
+    returns its model calls (checked)."""
+    agent = agent or make_agent(steps)
 
     def invoke() -> int:
         result = loop.run_until_complete(
@@ -140,3 +144,22 @@ def invoker(
         return calls
 
     return invoke
+
+
+def make_openai_client_agent(steps: int) -> Agent[Any]:
+    """The same agent over the SDK's own ``OpenAIChatCompletionsModel`` and the real
+    ``AsyncOpenAI`` client, answered by a canned HTTP endpoint (``_openai_http``)."""
+    import httpx
+    from agents import OpenAIChatCompletionsModel
+    from openai import AsyncOpenAI
+
+    from ._openai_http import BASE_URL, transport
+
+    client = AsyncOpenAI(
+        api_key="sk-bench-offline",
+        base_url=BASE_URL,
+        http_client=httpx.AsyncClient(transport=transport(steps, "search", "q")),
+        max_retries=0,
+    )
+    model = OpenAIChatCompletionsModel(model="gpt-4o-mini", openai_client=client)
+    return Agent(name="researcher", instructions="Research.", model=model, tools=[search])

@@ -124,24 +124,28 @@ def count_bytecodes(
 
 
 # ---------------------------------------------------------------------------- LangChain
-def langchain_middleware(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]:
-    """create_agent: no middleware, a do-nothing one, ModelCallLimitMiddleware, BudgetMiddleware."""
+def langchain_middleware(
+    ctx: Context, guards: dict[str, Warden], client: bool = False
+) -> dict[str, Any]:
+    """create_agent: no middleware, a do-nothing one, ModelCallLimitMiddleware, BudgetMiddleware
+    (``client``: over the real ChatOpenAI client and a canned endpoint)."""
     from langchain.agents.middleware import ModelCallLimitMiddleware
 
     from budgetwarden.integrations.langchain import BudgetMiddleware
 
     from . import _lc
 
+    make = _lc.openai_client_agent if client else _lc.agent
     variants: dict[str, Callable[[], int]] = {
-        "bare": _lc.invoker(_lc.agent(STEPS), STEPS),
-        "noop": _lc.invoker(_lc.agent(STEPS, [_lc.NoopMiddleware()]), STEPS),
+        "bare": _lc.invoker(make(STEPS), STEPS),
+        "noop": _lc.invoker(make(STEPS, [_lc.NoopMiddleware()]), STEPS),
         "ModelCallLimitMiddleware": _lc.invoker(
-            _lc.agent(STEPS, [ModelCallLimitMiddleware(run_limit=10_000)]), STEPS
+            make(STEPS, [ModelCallLimitMiddleware(run_limit=10_000)]), STEPS
         ),
     }
     ours = {}
     for ledger, warden in guards.items():
-        graph = _lc.agent(STEPS, [BudgetMiddleware(warden, user="u1")])
+        graph = make(STEPS, [BudgetMiddleware(warden, user="u1")])
         variants[f"budgetwarden/{ledger}"] = _lc.invoker(graph, STEPS)
         ours[ledger] = f"budgetwarden/{ledger}"
     times = interleave(variants, rounds=ctx.scale(100, 3), warmup=ctx.scale(3, 1))
@@ -158,13 +162,16 @@ def langchain_middleware(ctx: Context, guards: dict[str, Warden]) -> dict[str, A
     return out
 
 
-def langchain_handler(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]:
-    """The same create_agent agent: no callbacks, a do-nothing handler, BudgetCallbackHandler."""
+def langchain_handler(
+    ctx: Context, guards: dict[str, Warden], client: bool = False
+) -> dict[str, Any]:
+    """The same create_agent agent: no callbacks, a do-nothing handler, BudgetCallbackHandler
+    (``client``: over the real ChatOpenAI client and a canned endpoint)."""
     from budgetwarden.integrations.langchain import BudgetCallbackHandler
 
     from . import _lc
 
-    graph = _lc.agent(STEPS)
+    graph = _lc.openai_client_agent(STEPS) if client else _lc.agent(STEPS)
     variants: dict[str, Callable[[], int]] = {
         "bare": _lc.invoker(graph, STEPS),
         "noop": _lc.invoker(graph, STEPS, [_lc.NoopHandler()]),
@@ -183,17 +190,19 @@ def langchain_handler(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]
 
 
 # ---------------------------------------------------------------------------- Agents SDK
-def openai_agents(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]:
-    """Runner.run with no hooks, do-nothing RunHooks, BudgetRunHooks (a fresh one per run)."""
+def openai_agents(ctx: Context, guards: dict[str, Warden], client: bool = False) -> dict[str, Any]:
+    """Runner.run with no hooks, do-nothing RunHooks, BudgetRunHooks (a fresh one per run);
+    ``client``: over the SDK's OpenAIChatCompletionsModel, the real client, a canned endpoint."""
     from budgetwarden.integrations.openai_agents import BudgetRunHooks
 
     from . import _oa
 
     loop = asyncio.new_event_loop()
+    agent = _oa.make_openai_client_agent(STEPS) if client else _oa.make_agent(STEPS)
     try:
         variants: dict[str, Callable[[], int]] = {
-            "bare": _oa.invoker(loop, STEPS, lambda: None),
-            "noop": _oa.invoker(loop, STEPS, _oa.NoopHooks),
+            "bare": _oa.invoker(loop, STEPS, lambda: None, agent),
+            "noop": _oa.invoker(loop, STEPS, _oa.NoopHooks, agent),
         }
         ours = {}
         for ledger, warden in guards.items():
@@ -201,7 +210,7 @@ def openai_agents(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]:
             def hooks(w: Warden = warden) -> BudgetRunHooks:
                 return BudgetRunHooks(w, user="u1")
 
-            variants[f"budgetwarden/{ledger}"] = _oa.invoker(loop, STEPS, hooks)
+            variants[f"budgetwarden/{ledger}"] = _oa.invoker(loop, STEPS, hooks, agent)
             ours[ledger] = f"budgetwarden/{ledger}"
         times = interleave(variants, rounds=ctx.scale(100, 3), warmup=ctx.scale(3, 1))
         counted = count_bytecodes(variants, ["noop", *ours.values()])
@@ -262,6 +271,11 @@ SECTIONS: dict[str, Callable[[Context, dict[str, Warden]], dict[str, Any]]] = {
     "langchain_callback_handler": langchain_handler,
     "openai_agents_run_hooks": openai_agents,
     "crewai_guard_crew": crewai,
+    # The same agents over the frameworks' real OpenAI clients (request building, response
+    # parsing), answered by a canned HTTP endpoint: a step as an application pays for it.
+    "langchain_middleware_openai_client": functools.partial(langchain_middleware, client=True),
+    "langchain_callback_handler_openai_client": functools.partial(langchain_handler, client=True),
+    "openai_agents_run_hooks_openai_client": functools.partial(openai_agents, client=True),
 }
 
 

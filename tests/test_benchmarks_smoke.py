@@ -60,3 +60,19 @@ def test_bytecodes_are_counted_in_all_and_in_our_code() -> None:
     ), "more messages, more of our bytecodes"
     other = bytecodes(theirs, our_code_dirs())
     assert other["ours"] == 0 and other["total"] > 0
+
+
+def test_the_openai_client_agents_run_against_the_canned_endpoint() -> None:
+    """The real ChatOpenAI and AsyncOpenAI clients, answered by the canned endpoint, make the
+    scripted number of calls (the benchmark checks this at every invocation too)."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import _lc, _oa
+
+    assert _lc.invoker(_lc.openai_client_agent(3), 3)() == 4
+    loop = asyncio.new_event_loop()
+    try:
+        assert _oa.invoker(loop, 3, lambda: None, _oa.make_openai_client_agent(3))() == 4
+    finally:
+        loop.close()
