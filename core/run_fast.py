@@ -1,12 +1,12 @@
-"""The common case of ``before_llm_call`` and ``before_tool_call``, in one pass each.
+"""The common case of the ``before_*`` and ``record_*`` calls, in one pass each.
 
-An agent step runs between two framework steps that push our data out of the CPU caches,
-so what a guarded call costs there grows with every function and object it touches, not
-only with the work it does. Most calls are plain: no routing, no parent run, no final-answer
-or hint rules, no grant, nothing refused. For those runs these methods make the same
-decisions as the general path (``RunCore``: plans, attempts, waits, grants) with a fraction
-of the calls, and hand over to it (by returning None, having changed nothing) as soon as
-anything is not plain: a cap that would refuse, a refused reservation, a banded price.
+What a guard costs an agent step is the Python it runs there (the benchmarks count its
+bytecodes per step: every function call and attribute read counts). Most calls are plain:
+no routing, no parent run, no final-answer or hint rules, no grant, nothing refused. For
+those runs these methods make the same decisions as the general path (``RunCore``: plans,
+attempts, waits, grants) with a fraction of the work, and hand over to it (by returning None
+or False, having changed nothing) as soon as anything is not plain: a cap that would refuse,
+a refused reservation, a trip the ledger must make, a banded price.
 ``tests/core/test_fast_path.py`` runs both paths side by side and compares everything.
 """
 
