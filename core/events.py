@@ -191,8 +191,8 @@ class Sink(Protocol):
 
     A sink may also have ``wants(event_type) -> bool``: when no sink wants CostEvents,
     adapters do not build them (a sink without ``wants`` is given every event). A run asks
-    once, when it opens: a sink that starts wanting them (a log level turned to debug) gets
-    them from the next run on.
+    about CostEvents once, when it opens (and about RunFinished when it ends): a sink that
+    starts wanting them (a log level turned to debug) gets them from the next run on.
     """
 
     def emit(self, event: Event) -> None:
