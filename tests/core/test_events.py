@@ -204,3 +204,36 @@ def test_a_sink_that_does_not_want_cost_events_gets_none_and_callers_still_get_t
     assert any(isinstance(e, BudgetAlert) for e in sink.events)  # alerts still go out
     step = run.before_llm_call("gpt-4o-mini", input_tokens=100, max_tokens=10)
     assert run.record_llm_call(step, Usage(input_tokens=100, output_tokens=10)) is None
+
+
+def test_a_sink_is_asked_about_cost_events_once_per_run_when_it_opens() -> None:
+    """A sink that starts wanting CostEvents mid-run gets them from the next run on."""
+    from budgetwarden import Warden
+    from budgetwarden.events import Event
+
+    class Switchable:
+        def __init__(self) -> None:
+            self.on = False
+            self.asked = 0
+            self.events: list[Event] = []
+
+        def wants(self, kind: type[Event]) -> bool:
+            if kind is CostEvent:
+                self.asked += 1
+            return self.on or kind is not CostEvent
+
+        def emit(self, event: Event) -> None:
+            self.events.append(event)
+
+    sink = Switchable()
+    warden = Warden(Policy(), sinks=[sink], log_events=False)
+    first = warden.run(user="u1")
+    sink.on = True  # e.g. debug logging turned on while the run goes
+    for _ in range(3):
+        step = first.before_llm_call("gpt-4o-mini", input_tokens=10, max_tokens=5)
+        first.record_llm_call(step, Usage(input_tokens=10, output_tokens=5))
+    assert sink.asked == 1 and not any(isinstance(e, CostEvent) for e in sink.events)
+    second = warden.run(user="u1")
+    step = second.before_llm_call("gpt-4o-mini", input_tokens=10, max_tokens=5)
+    second.record_llm_call(step, Usage(input_tokens=10, output_tokens=5))
+    assert [e.run_id for e in sink.events if isinstance(e, CostEvent)] == [second.id]
