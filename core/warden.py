@@ -753,30 +753,39 @@ class Warden:
             return ()
         if self._in_process:
             return self.ledger.commit(rid, charges, now=self.clock())
-        if self._pools.holds(rid):
-            self._pools.finish(rid, [c.amount for c in charges])
-            self._settler.watch(self._flush_due)
-            return self._settler.project(charges)
-        if self._settler.enabled and self._fallback_ledger is None:
-            states = self._settler.defer(rid, charges)
-            self._settler.watch(self._flush_due)
-            if self._settler.due:
+        kept = self._commit_later(rid, charges)
+        if kept is not None:
+            states, deferred = kept
+            if deferred and self._settler.due:
                 self._flush()
             return states
         now = self.clock()
         return self._ledger_call(lambda lg: lg.commit(rid, charges, now=now))
 
-    async def _acommit(self, rid: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
-        if not charges:
-            return ()
+    def _commit_later(
+        self, rid: str, charges: Sequence[Charge]
+    ) -> tuple[tuple[BucketState, ...], bool] | None:
+        """A commit on a shared ledger that needs no trip now: a pooled call's (its pool
+        lands the total) or one deferred to ride on the next trip (then True: the caller
+        flushes if enough waits). The buckets' states as this process knows them; None: the
+        commit must go to the ledger now."""
         if self._pools.holds(rid):
             self._pools.finish(rid, [c.amount for c in charges])
             self._settler.watch(self._flush_due)
-            return self._settler.project(charges)
+            return self._settler.project(charges), False
         if self._settler.enabled and self._fallback_ledger is None:
             states = self._settler.defer(rid, charges)
             self._settler.watch(self._flush_due)
-            if self._settler.due:
+            return states, True
+        return None
+
+    async def _acommit(self, rid: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
+        if not charges:
+            return ()
+        kept = self._commit_later(rid, charges)
+        if kept is not None:
+            states, deferred = kept
+            if deferred and self._settler.due:
                 await self._aflush()
             return states
         now = self.clock()
