@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from budgetwarden import Budget, BudgetExceeded, Policy, Usage, Warden
@@ -58,3 +60,23 @@ def try_call(warden: Warden, **attribution: str) -> float | BudgetExceeded:
         return exc
     finally:
         run.finish()
+
+
+def run_together(
+    target: Callable[..., None],
+    heads: Sequence[tuple[Any, ...]],
+    tail: tuple[Any, ...] = (),
+    timeout: float = 120.0,
+) -> list[Any]:
+    """One forked process per ``heads`` entry, calling ``target(*head, go, results, *tail)``;
+    all released at once by ``go``, each putting one answer on ``results``: the answers."""
+    ctx = multiprocessing.get_context("fork")
+    go, results = ctx.Event(), ctx.Queue()
+    workers = [ctx.Process(target=target, args=(*head, go, results, *tail)) for head in heads]
+    for worker in workers:
+        worker.start()
+    go.set()
+    answers = [results.get(timeout=timeout) for _ in workers]
+    for worker in workers:
+        worker.join(10)
+    return answers

@@ -17,7 +17,7 @@ import pytest
 from budgetwarden import Budget, BudgetExceeded, Warden
 from budgetwarden.ledger import Charge, Ledger, open_ledger
 
-from .helpers import MODEL, ShiftedClock, guarded_call, policy, try_call
+from .helpers import MODEL, ShiftedClock, guarded_call, policy, run_together, try_call
 
 CTX = multiprocessing.get_context("fork")
 PROCESSES = 8
@@ -58,17 +58,8 @@ def test_eight_processes_with_pools_never_overspend_and_use_the_budget_up(
     """A $2.50 budget starts with room for 2,500 worst-case calls: pools of 32 while more
     than 1,000 are left, single calls after; 8 x 400 calls use it up, never past it."""
     budget = Budget(scope="workspace", window="day", max_cost_usd=2.5)
-    go, results = CTX.Event(), CTX.Queue()
-    workers = [
-        CTX.Process(target=_spender, args=(ledger_uri, i, go, results, budget, 400))
-        for i in range(PROCESSES)
-    ]
-    for worker in workers:
-        worker.start()
-    go.set()
-    reports = [results.get(timeout=180) for _ in workers]
-    for worker in workers:
-        worker.join(10)
+    heads = [(ledger_uri, i) for i in range(PROCESSES)]
+    reports = run_together(_spender, heads, (budget, 400), timeout=180)
     warden = Warden(policy(budget), ledger=ledger_uri, clock=ShiftedClock(), log_events=False)
     total = warden.spent("workspace", "acme")
     assert total == pytest.approx(sum(r[0] for r in reports), abs=1e-9)  # every pool landed
@@ -95,16 +86,7 @@ def _in_child(target: Any, *args: Any) -> Any:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_eight_processes_never_overspend_one_budget_and_use_it_up(ledger_uri: str) -> None:
-    go, results = CTX.Event(), CTX.Queue()
-    workers = [
-        CTX.Process(target=_spender, args=(ledger_uri, i, go, results)) for i in range(PROCESSES)
-    ]
-    for worker in workers:
-        worker.start()
-    go.set()
-    reports = [results.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(10)
+    reports = run_together(_spender, [(ledger_uri, i) for i in range(PROCESSES)])
 
     warden = Warden(policy(BUDGET), ledger=ledger_uri, clock=ShiftedClock(), log_events=False)
     total = warden.spent("workspace", "acme")

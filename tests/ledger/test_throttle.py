@@ -5,7 +5,6 @@ refused at once."""
 from __future__ import annotations
 
 import math
-import multiprocessing
 import time
 from collections import Counter
 from typing import Any
@@ -14,9 +13,8 @@ import pytest
 
 from budgetwarden import Budget, BudgetExceeded, Usage, Warden
 
-from .helpers import MODEL, policy
+from .helpers import MODEL, policy, run_together
 
-CTX = multiprocessing.get_context("fork")
 PROCESSES = 3
 CALLS = 6
 RATE = 5
@@ -49,15 +47,7 @@ def _caller(uri: str, mode: str, go: Any, results: Any) -> None:
 
 
 def _run_processes(uri: str, mode: str) -> list[tuple[list[float], int, list[float]]]:
-    go, results = CTX.Event(), CTX.Queue()
-    workers = [CTX.Process(target=_caller, args=(uri, mode, go, results)) for _ in range(PROCESSES)]
-    for worker in workers:
-        worker.start()
-    go.set()
-    answers = [results.get(timeout=60) for _ in workers]
-    for worker in workers:
-        worker.join(10)
-    return answers
+    return run_together(_caller, [(uri, mode)] * PROCESSES, timeout=60)
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
