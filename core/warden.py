@@ -495,21 +495,30 @@ class Warden:
         plan = self._pools.plan(charges, self._settler.known)
         if plan is not None:
             pool_rid, pooled = plan
-            outcome = self._ledger_call(
-                lambda lg: _reserve_on(lg, pool_rid, pooled, now, lease, watch, settle),
-                lambda: _unavailable(charges),
-                settle=settle,
-            )
-            self._settler.saw(outcome.states)
+            outcome = self._reserve_trip(pool_rid, pooled, (now, lease), watch, settle, charges)
             if outcome.ok:
                 self._pools.open(pool_rid, pooled, rid, charges)
                 return outcome
             if outcome.cancelled is not None or self._fallback_ledger is not None:
                 return outcome
             settle = []  # sent with the pool's try: now the call alone
+        return self._reserve_trip(rid, charges, (now, lease), watch, settle, charges)
+
+    def _reserve_trip(
+        self,
+        rid: str,
+        charges: Sequence[Charge],
+        when: tuple[float, float],
+        watch: Sequence[str],
+        settle: list[Settlement],
+        refused_for: Sequence[Charge],
+    ) -> ReserveOutcome:
+        """One reservation on the ledger at ``when`` (now, lease end), deferred commits
+        riding along, with fault handling (refused for ``refused_for`` while it is down)."""
+        now, lease = when
         outcome = self._ledger_call(
             lambda lg: _reserve_on(lg, rid, charges, now, lease, watch, settle),
-            lambda: _unavailable(charges),
+            lambda: _unavailable(refused_for),
             settle=settle,
         )
         self._settler.saw(outcome.states)
@@ -681,11 +690,7 @@ class Warden:
                 )
         except LedgerUnavailable as exc:
             self._fail_over(exc)
-            outcome = self._ledger_call(
-                lambda lg: _reserve_on(lg, rid, charges, now, lease, watch, settle),
-                lambda: _unavailable(refused_for),
-                settle=settle,
-            )
+            return self._reserve_trip(rid, charges, (now, lease), watch, settle, refused_for)
         self._settler.saw(outcome.states)
         return outcome
 
