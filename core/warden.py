@@ -496,13 +496,25 @@ class Warden:
         if plan is not None:
             pool_rid, pooled = plan
             outcome = self._reserve_trip(pool_rid, pooled, (now, lease), watch, settle, charges)
-            if outcome.ok:
-                self._pools.open(pool_rid, pooled, rid, charges)
-                return outcome
-            if outcome.cancelled is not None or self._fallback_ledger is not None:
+            if self._pool_tried(outcome, pool_rid, pooled, rid, charges):
                 return outcome
             settle = []  # sent with the pool's try: now the call alone
         return self._reserve_trip(rid, charges, (now, lease), watch, settle, charges)
+
+    def _pool_tried(
+        self,
+        outcome: ReserveOutcome,
+        pool_rid: str,
+        pooled: Sequence[Charge],
+        rid: str,
+        charges: Sequence[Charge],
+    ) -> bool:
+        """After a pool's reservation: True when its outcome is the call's (the pool opened
+        with the call in it, a cancel, or the ledger is down); False: try the call alone."""
+        if outcome.ok:
+            self._pools.open(pool_rid, pooled, rid, charges)
+            return True
+        return outcome.cancelled is not None or self._fallback_ledger is not None
 
     def _reserve_trip(
         self,
@@ -654,10 +666,7 @@ class Warden:
         if plan is not None:
             pool_rid, pooled = plan
             outcome = await self._areserve_trip(pool_rid, pooled, watch, settle, charges)
-            if outcome.ok:
-                self._pools.open(pool_rid, pooled, rid, charges)
-                return outcome
-            if outcome.cancelled is not None or self._fallback_ledger is not None:
+            if self._pool_tried(outcome, pool_rid, pooled, rid, charges):
                 return outcome
             settle = []  # sent with the pool's try: now the call alone
         return await self._areserve_trip(rid, charges, watch, settle, charges)
