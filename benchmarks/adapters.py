@@ -7,7 +7,9 @@ model calls and ``STEPS`` tool calls per invocation) runs in interleaved rounds 
 - ``noop``: a do-nothing hook of the kind our adapter uses (the framework's own cost of a
   hook, which is not ours to remove);
 - ``budgetwarden/<ledger>``: our adapter with a production-like policy (run caps and two
-  budgets) on the memory, SQLite and Redis ledgers.
+  budgets) on the memory, SQLite and Redis ledgers;
+- for the LangChain middleware, ``budgetwarden/memory, empty Policy()`` as well: no cap and
+  no budget, what the accounting every run does costs on its own.
 
 Overhead is ours against ``noop``, per round (same moment, same load), in % of the time per
 step; targets (issue 9): <= 3% memory, <= 10% SQLite, <= 15% Redis on loopback.
@@ -38,6 +40,9 @@ from ._harness import (
 
 STEPS = 8
 TARGETS = {"memory": 3.0, "sqlite": 10.0, "redis": 15.0}
+#: The LangChain middleware again, on the memory ledger with ``Policy()``: no cap, no budget,
+#: only the accounting every run does (estimate, pricing, counters, attribution).
+EMPTY = "budgetwarden/memory, empty Policy()"
 
 
 def policy() -> Policy:
@@ -148,11 +153,18 @@ def langchain_middleware(
         graph = make(STEPS, [BudgetMiddleware(warden, user="u1")])
         variants[f"budgetwarden/{ledger}"] = _lc.invoker(graph, STEPS)
         ours[ledger] = f"budgetwarden/{ledger}"
+    floor = []
+    if not client:  # what the per-step accounting costs with nothing to enforce
+        empty = Warden(Policy())
+        variants[EMPTY] = _lc.invoker(make(STEPS, [BudgetMiddleware(empty, user="u1")]), STEPS)
+        floor.append(EMPTY)
     times = interleave(variants, rounds=ctx.scale(100, 3), warmup=ctx.scale(3, 1))
     out = summarize(times, "noop", ours)
     out["bytecodes"] = count_bytecodes(
-        variants, ["noop", "ModelCallLimitMiddleware", *ours.values()]
+        variants, ["noop", "ModelCallLimitMiddleware", *ours.values(), *floor]
     )
+    if floor:
+        out["budgetwarden_memory_empty_policy_vs_noop_pct"] = _extra(times, EMPTY, "noop")
     out["noop_vs_bare_pct"] = _extra(times, "noop", "bare")
     out["ModelCallLimitMiddleware_vs_bare_pct"] = _extra(times, "ModelCallLimitMiddleware", "bare")
     out["budgetwarden_memory_vs_bare_pct"] = _extra(times, "budgetwarden/memory", "bare")

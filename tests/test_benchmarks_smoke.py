@@ -7,6 +7,7 @@ every figure is there, and that PriceBook and LiteLLM agree on every price it co
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,26 @@ def test_the_openai_client_agents_run_against_the_canned_endpoint() -> None:
         assert _oa.invoker(loop, 3, lambda: None, _oa.make_openai_client_agent(3))() == 4
     finally:
         loop.close()
+
+
+def test_the_langchain_middleware_section_measures_the_empty_policy_floor(
+    tmp_path: Path,
+) -> None:
+    import benchmarks._env  # noqa: F401  (offline, telemetry off)
+    from benchmarks import adapters
+    from benchmarks._harness import Context
+    from budgetwarden import Warden
+
+    warden = Warden(adapters.policy())
+    try:
+        out = adapters.langchain_middleware(Context(quick=True, out=tmp_path), {"memory": warden})
+    finally:
+        warden.close()
+    floor = out["budgetwarden_memory_empty_policy_vs_noop_pct"]
+    assert math.isfinite(floor["wall"]["median"]) and math.isfinite(floor["cpu"]["median"])
+    counted = out["bytecodes"]
+    empty, full = counted[adapters.EMPTY], counted["budgetwarden/memory"]
+    assert 0 < empty["budgetwarden_per_step"] < full["budgetwarden_per_step"], (
+        "caps and budgets are work the empty policy does not do"
+    )
+    assert out["verdict"]["memory"] in ("pass", "fail")
