@@ -69,4 +69,6 @@ def test_refuse_mode_refuses_the_excess_at_once(ledger_uri: str) -> None:
     windows = Counter(w for got, _, _ in answers for w in got)
     assert refused > 0
     assert max(windows.values()) <= RATE
-    assert max(w for _, _, waits in answers for w in waits) < 0.1  # no call waited
+    # No call slept until the window turned (up to 1 s). Half a window, not less: a busy
+    # machine can hold a call on SQLite's lock for a tenth of a second without any wait.
+    assert max(w for _, _, waits in answers for w in waits) < 0.5
