@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--only NAME[,NAME]] [--out DIR]``: run, record, summarise.
+"""``python -m benchmarks [--quick] [--only NAME[,NAME]] [--out DIR] [--processes N]``: run,
+record, summarise.
 
 Each benchmark writes ``<out>/<name>.json``; the summary (``BENCHMARKS.md`` at the repo root,
 or ``<out>/BENCHMARKS.md`` when ``--out`` is given) is regenerated from every JSON in ``out``.
@@ -20,6 +21,8 @@ from ._ledgers import probe, redis_server, sqlite_file
 
 SUITES = ("core", "adapters", "ledgers", "imports", "containment", "routing")
 NEEDS_LEDGERS = {"adapters", "ledgers"}
+#: Adapter overheads are pooled from this many fresh processes (see ``Context.processes``).
+PROCESSES = 4
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -29,12 +32,22 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--only", default="", help=f"comma-separated benchmarks: {', '.join(SUITES)}"
     )
     parser.add_argument("--out", type=Path, default=None, help="results folder")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help=f"fresh processes that share the adapter rounds (default {PROCESSES}; 1 if --quick)",
+    )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SUITES)
     unknown = sorted(set(chosen) - set(SUITES))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}: choose from {', '.join(SUITES)}")
     args.suites = [s for s in SUITES if s in chosen]
+    if args.processes is None:
+        args.processes = 1 if args.quick else PROCESSES
+    elif args.processes < 1:
+        parser.error("--processes must be 1 or more")
     return args
 
 
@@ -43,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     out = args.out or RESULTS
     markdown = (args.out / "BENCHMARKS.md") if args.out else ROOT / "BENCHMARKS.md"
-    ctx = Context(quick=args.quick, out=out)
+    ctx = Context(quick=args.quick, out=out, processes=args.processes)
     failed = []
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:

@@ -46,6 +46,9 @@ class Context:
     sqlite_uri: str | None = None
     redis_uri: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: Fresh processes that share the adapter benchmark's rounds, one after another: a
+    #: process's memory layout moves its median overhead by a point or two.
+    processes: int = 1
 
     def scale(self, full: int, quick: int) -> int:
         """``full`` repetitions normally, ``quick`` under ``--quick``."""

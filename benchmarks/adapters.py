@@ -19,15 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from budgetwarden import Budget, Limits, Policy, Warden
 
+from . import _env  # noqa: F401  (offline environment, also in a worker process)
 from ._harness import (
+    ROOT,
     Context,
     bytecodes,
     interleave,
@@ -67,9 +75,7 @@ def wardens(ctx: Context) -> dict[str, Warden]:
     return {name: Warden(policy(), ledger=uri) for name, uri in uris.items() if uri}
 
 
-def summarize(
-    times: dict[str, dict[str, list[float]]], base: str, ours: dict[str, str]
-) -> dict[str, Any]:
+def summarize(times: Times, base: str, ours: dict[str, str]) -> dict[str, Any]:
     """Per-variant stats, and each of ``ours`` (ledger -> variant) against ``base``."""
     out: dict[str, Any] = {
         "variants": {
@@ -91,11 +97,59 @@ def summarize(
     return out
 
 
-def _extra(times: dict[str, dict[str, list[float]]], name: str, base: str) -> dict[str, Any]:
+def _extra(times: Times, name: str, base: str) -> dict[str, Any]:
     return {
         "wall": paired_overhead(times["wall_us"][name], times["wall_us"][base]),
         "cpu": paired_overhead(times["cpu_us"][name], times["cpu_us"][base]),
     }
+
+
+#: Times of one process's rounds: "wall_us" / "cpu_us" -> variant -> µs per step, per round.
+Times = dict[str, dict[str, list[float]]]
+#: Comparisons besides the targets' (noop vs bare, ...): result key -> (variant, base).
+_VS_BARE = {
+    "noop_vs_bare_pct": ("noop", "bare"),
+    "budgetwarden_memory_vs_bare_pct": ("budgetwarden/memory", "bare"),
+}
+
+
+@dataclass(frozen=True)
+class Share:
+    """A process's part of a section: 1/``of`` of its rounds; ``count``: count bytecodes."""
+
+    of: int
+    count: bool
+
+    def rounds(self, ctx: Context, full: int, quick: int) -> int:
+        """This process's rounds of a section that runs ``full`` (``quick``) in all."""
+        return max(-(-ctx.scale(full, quick) // self.of), 1)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one process measured of a section, before it is pooled with the others."""
+
+    times: Times
+    ours: dict[str, str]  # ledger -> our variant
+    comparisons: dict[str, tuple[str, str]]
+    bytecodes: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """As JSON, for a worker process to hand back."""
+        return {
+            "times": self.times,
+            "ours": self.ours,
+            "comparisons": {key: list(pair) for key, pair in self.comparisons.items()},
+            "bytecodes": self.bytecodes,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Measured | dict[str, Any]:
+        """What ``to_json`` wrote (or a section's "skipped" answer, as it is)."""
+        if "times" not in raw:
+            return raw
+        comparisons = {key: (pair[0], pair[1]) for key, pair in raw["comparisons"].items()}
+        return cls(raw["times"], raw["ours"], comparisons, raw["bytecodes"])
 
 
 def _call_into(variant: Callable[[], int], made: list[int]) -> None:
@@ -130,8 +184,8 @@ def count_bytecodes(
 
 # ---------------------------------------------------------------------------- LangChain
 def langchain_middleware(
-    ctx: Context, guards: dict[str, Warden], client: bool = False
-) -> dict[str, Any]:
+    ctx: Context, guards: dict[str, Warden], share: Share, client: bool = False
+) -> Measured:
     """create_agent: no middleware, a do-nothing one, ModelCallLimitMiddleware, BudgetMiddleware
     (``client``: over the real ChatOpenAI client and a canned endpoint)."""
     from langchain.agents.middleware import ModelCallLimitMiddleware
@@ -158,25 +212,27 @@ def langchain_middleware(
         empty = Warden(Policy())
         variants[EMPTY] = _lc.invoker(make(STEPS, [BudgetMiddleware(empty, user="u1")]), STEPS)
         floor.append(EMPTY)
-    times = interleave(variants, rounds=ctx.scale(100, 3), warmup=ctx.scale(3, 1))
-    out = summarize(times, "noop", ours)
-    out["bytecodes"] = count_bytecodes(
-        variants, ["noop", "ModelCallLimitMiddleware", *ours.values(), *floor]
-    )
-    if floor:
-        out["budgetwarden_memory_empty_policy_vs_noop_pct"] = _extra(times, EMPTY, "noop")
-    out["noop_vs_bare_pct"] = _extra(times, "noop", "bare")
-    out["ModelCallLimitMiddleware_vs_bare_pct"] = _extra(times, "ModelCallLimitMiddleware", "bare")
-    out["budgetwarden_memory_vs_bare_pct"] = _extra(times, "budgetwarden/memory", "bare")
-    out["budgetwarden_memory_vs_ModelCallLimitMiddleware_pct"] = _extra(
-        times, "budgetwarden/memory", "ModelCallLimitMiddleware"
-    )
-    return out
+    times = interleave(variants, rounds=share.rounds(ctx, 100, 3), warmup=ctx.scale(3, 1))
+    counted = None
+    if share.count:
+        names = ["noop", "ModelCallLimitMiddleware", *ours.values(), *floor]
+        counted = count_bytecodes(variants, names)
+    comparisons = {"budgetwarden_memory_empty_policy_vs_noop_pct": (EMPTY, "noop")} if floor else {}
+    comparisons |= {
+        "noop_vs_bare_pct": ("noop", "bare"),
+        "ModelCallLimitMiddleware_vs_bare_pct": ("ModelCallLimitMiddleware", "bare"),
+        "budgetwarden_memory_vs_bare_pct": ("budgetwarden/memory", "bare"),
+        "budgetwarden_memory_vs_ModelCallLimitMiddleware_pct": (
+            "budgetwarden/memory",
+            "ModelCallLimitMiddleware",
+        ),
+    }
+    return Measured(times, ours, comparisons, counted)
 
 
 def langchain_handler(
-    ctx: Context, guards: dict[str, Warden], client: bool = False
-) -> dict[str, Any]:
+    ctx: Context, guards: dict[str, Warden], share: Share, client: bool = False
+) -> Measured:
     """The same create_agent agent: no callbacks, a do-nothing handler, BudgetCallbackHandler
     (``client``: over the real ChatOpenAI client and a canned endpoint)."""
     from budgetwarden.integrations.langchain import BudgetCallbackHandler
@@ -193,16 +249,15 @@ def langchain_handler(
         handler = BudgetCallbackHandler(warden, user="u1")
         variants[f"budgetwarden/{ledger}"] = _lc.invoker(graph, STEPS, [handler])
         ours[ledger] = f"budgetwarden/{ledger}"
-    times = interleave(variants, rounds=ctx.scale(100, 3), warmup=ctx.scale(3, 1))
-    out = summarize(times, "noop", ours)
-    out["bytecodes"] = count_bytecodes(variants, ["noop", *ours.values()])
-    out["noop_vs_bare_pct"] = _extra(times, "noop", "bare")
-    out["budgetwarden_memory_vs_bare_pct"] = _extra(times, "budgetwarden/memory", "bare")
-    return out
+    times = interleave(variants, rounds=share.rounds(ctx, 100, 3), warmup=ctx.scale(3, 1))
+    counted = count_bytecodes(variants, ["noop", *ours.values()]) if share.count else None
+    return Measured(times, ours, _VS_BARE, counted)
 
 
 # ---------------------------------------------------------------------------- Agents SDK
-def openai_agents(ctx: Context, guards: dict[str, Warden], client: bool = False) -> dict[str, Any]:
+def openai_agents(
+    ctx: Context, guards: dict[str, Warden], share: Share, client: bool = False
+) -> Measured:
     """Runner.run with no hooks, do-nothing RunHooks, BudgetRunHooks (a fresh one per run);
     ``client``: over the SDK's OpenAIChatCompletionsModel, the real client, a canned endpoint."""
     from budgetwarden.integrations.openai_agents import BudgetRunHooks
@@ -224,19 +279,15 @@ def openai_agents(ctx: Context, guards: dict[str, Warden], client: bool = False)
 
             variants[f"budgetwarden/{ledger}"] = _oa.invoker(loop, STEPS, hooks, agent)
             ours[ledger] = f"budgetwarden/{ledger}"
-        times = interleave(variants, rounds=ctx.scale(100, 3), warmup=ctx.scale(3, 1))
-        counted = count_bytecodes(variants, ["noop", *ours.values()])
+        times = interleave(variants, rounds=share.rounds(ctx, 100, 3), warmup=ctx.scale(3, 1))
+        counted = count_bytecodes(variants, ["noop", *ours.values()]) if share.count else None
     finally:
         loop.close()
-    out = summarize(times, "noop", ours)
-    out["bytecodes"] = counted
-    out["noop_vs_bare_pct"] = _extra(times, "noop", "bare")
-    out["budgetwarden_memory_vs_bare_pct"] = _extra(times, "budgetwarden/memory", "bare")
-    return out
+    return Measured(times, ours, _VS_BARE, counted)
 
 
 # ---------------------------------------------------------------------------- CrewAI
-def crewai(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]:
+def crewai(ctx: Context, guards: dict[str, Warden], share: Share) -> Measured:
     """crew.kickoff() bare, inside do-nothing scoped hooks, and guard_crew(...).kickoff()."""
     # CrewAI logs a warning per call about its own approximate token count: same for every
     # variant, silenced so the output stays readable.
@@ -264,21 +315,20 @@ def crewai(ctx: Context, guards: dict[str, Warden]) -> dict[str, Any]:
 
         kickoffs[f"budgetwarden/{ledger}"] = _crew.Kickoff(STEPS, guarded)
         ours[ledger] = f"budgetwarden/{ledger}"
+    setups: dict[str, Callable[[], None]] = {name: k.setup for name, k in kickoffs.items()}
     times = interleave(
         dict(kickoffs.items()),
-        rounds=ctx.scale(60, 2),
-        warmup=ctx.scale(2, 1),
-        setup={name: k.setup for name, k in kickoffs.items()},
+        rounds=share.rounds(ctx, 120, 2),
+        warmup=ctx.scale(3, 1),
+        setup=setups,
     )
-    out = summarize(times, "noop", ours)
-    setups: dict[str, Callable[[], None]] = {name: k.setup for name, k in kickoffs.items()}
-    out["bytecodes"] = count_bytecodes(dict(kickoffs.items()), ["noop", *ours.values()], setups)
-    out["noop_vs_bare_pct"] = _extra(times, "noop", "bare")
-    out["budgetwarden_memory_vs_bare_pct"] = _extra(times, "budgetwarden/memory", "bare")
-    return out
+    counted = None
+    if share.count:
+        counted = count_bytecodes(dict(kickoffs.items()), ["noop", *ours.values()], setups)
+    return Measured(times, ours, _VS_BARE, counted)
 
 
-SECTIONS: dict[str, Callable[[Context, dict[str, Warden]], dict[str, Any]]] = {
+SECTIONS: dict[str, Callable[[Context, dict[str, Warden], Share], Measured]] = {
     "langchain_middleware": langchain_middleware,
     "langchain_callback_handler": langchain_handler,
     "openai_agents_run_hooks": openai_agents,
@@ -292,28 +342,118 @@ SECTIONS: dict[str, Callable[[Context, dict[str, Warden]], dict[str, Any]]] = {
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    """Every adapter's overhead; writes results/adapters.json."""
+    """Every adapter's overhead, measured in ``ctx.processes`` fresh processes one after
+    another (a share of the rounds each) and pooled; writes results/adapters.json."""
     started = time.perf_counter()
-    guards = wardens(ctx)
     data: dict[str, Any] = {
         "steps_per_invocation": {"model_calls": STEPS + 1, "tool_calls": STEPS},
         "policy": policy().model_dump(mode="json", exclude_defaults=True),
-        "ledgers": sorted(guards),
+        "ledgers": sorted(["memory", *(n for n, uri in _shared_uris(ctx).items() if uri)]),
         "targets_pct": TARGETS,
+        "processes": ctx.processes,
         "notes": list(ctx.notes),
         "sections": {},
     }
-    for name, section in SECTIONS.items():
-        t0 = time.perf_counter()
-        try:
-            data["sections"][name] = section(ctx, guards)
-        except ImportError as exc:
-            data["sections"][name] = {"skipped": f"{type(exc).__name__}: {exc}"}
-        except Exception as exc:  # one broken adapter must not lose the others' figures
-            traceback.print_exc()
-            data["sections"][name] = {"skipped": f"crashed: {type(exc).__name__}: {exc}"}
-        print(f"[benchmarks]   adapters/{name}: {time.perf_counter() - t0:.1f} s", flush=True)
-    for warden in guards.values():
-        warden.close()
+    if ctx.processes <= 1:
+        parts = [measure(ctx, list(SECTIONS), Share(1, True))]
+    else:
+        parts = [_in_worker(ctx, index, list(SECTIONS)) for index in range(ctx.processes)]
+    for name in SECTIONS:
+        data["sections"][name] = pooled([part[name] for part in parts])
     write_result(ctx, "adapters", data, started)
     return data
+
+
+def measure(ctx: Context, names: list[str], share: Share) -> dict[str, Any]:
+    """The named sections measured in this process (a section that cannot run: skipped)."""
+    guards = wardens(ctx)
+    got: dict[str, Any] = {}
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            try:
+                got[name] = SECTIONS[name](ctx, guards, share)
+            except ImportError as exc:
+                got[name] = {"skipped": f"{type(exc).__name__}: {exc}"}
+            except Exception as exc:  # one broken adapter must not lose the others' figures
+                traceback.print_exc()
+                got[name] = {"skipped": f"crashed: {type(exc).__name__}: {exc}"}
+            print(f"[benchmarks]   adapters/{name}: {time.perf_counter() - t0:.1f} s", flush=True)
+    finally:
+        for warden in guards.values():
+            warden.close()
+    return got
+
+
+def pooled(parts: list[Measured | dict[str, Any]]) -> dict[str, Any]:
+    """One section's figures from every process's share: per-round samples pooled (each
+    round stays paired with its own base), bytecodes from the process that counted them,
+    and each process's own median overhead beside the pooled one."""
+    skipped = next((p for p in parts if not isinstance(p, Measured)), None)
+    if skipped is not None:
+        return skipped
+    measured = [p for p in parts if isinstance(p, Measured)]
+    first = measured[0]
+    times = {
+        clock: {name: [x for m in measured for x in m.times[clock][name]] for name in samples}
+        for clock, samples in first.times.items()
+    }
+    out = summarize(times, "noop", first.ours)
+    if len(measured) > 1:
+        out["overhead_by_process_pct"] = {
+            ledger: [
+                paired_overhead(m.times["wall_us"][variant], m.times["wall_us"]["noop"])["median"]
+                for m in measured
+            ]
+            for ledger, variant in first.ours.items()
+        }
+    counted = next((m.bytecodes for m in measured if m.bytecodes is not None), None)
+    if counted is not None:
+        out["bytecodes"] = counted
+    for key, (name, base) in first.comparisons.items():
+        out[key] = _extra(times, name, base)
+    return out
+
+
+def _shared_uris(ctx: Context) -> dict[str, str | None]:
+    return {"sqlite": ctx.sqlite_uri, "redis": ctx.redis_uri}
+
+
+def _in_worker(ctx: Context, index: int, names: list[str]) -> dict[str, Any]:
+    """Measure every section in a fresh process (its share of the rounds; the first one also
+    counts bytecodes) and read back what it measured."""
+    print(f"[benchmarks]   adapters: process {index + 1} of {ctx.processes}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bw-bench-worker-") as folder:
+        answer = Path(folder) / "measured.json"
+        order = {
+            "quick": ctx.quick,
+            "processes": ctx.processes,
+            "count": index == 0,
+            "uris": _shared_uris(ctx),
+            "sections": names,
+            "answer": str(answer),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.adapters", json.dumps(order)],
+            cwd=ROOT,
+            check=False,
+        )
+        if done.returncode != 0 or not answer.exists():
+            reason = {"skipped": f"crashed: worker process exited with {done.returncode}"}
+            return dict.fromkeys(names, reason)
+        raw = json.loads(answer.read_text(encoding="utf-8"))
+    return {name: Measured.from_json(got) for name, got in raw.items()}
+
+
+def _worker(order: dict[str, Any]) -> None:
+    """A worker process's part of ``run``: measure, and write the raw samples as JSON."""
+    ctx = Context(quick=order["quick"], out=Path(order["answer"]).parent)
+    ctx.processes = order["processes"]
+    ctx.sqlite_uri, ctx.redis_uri = order["uris"]["sqlite"], order["uris"]["redis"]
+    got = measure(ctx, order["sections"], Share(ctx.processes, order["count"]))
+    raw = {name: m.to_json() if isinstance(m, Measured) else m for name, m in got.items()}
+    Path(order["answer"]).write_text(json.dumps(raw), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    _worker(json.loads(sys.argv[1]))

@@ -229,14 +229,27 @@ def _core(r: Result) -> str:
     return "\n".join(out)
 
 
+#: Keys of an adapter section ending in "_pct" that are not comparisons of two variants.
+_NOT_COMPARISONS = {"overhead_pct", "overhead_by_process_pct"}
+
+
+def _pooled_from(processes: int) -> str:
+    if processes <= 1:
+        return ", from one process"
+    return (
+        f", pooled from {processes} fresh processes run one after another (each with its "
+        "share of the rounds; each one's own median is shown beside)"
+    )
+
+
 def _adapters(r: Result) -> str:
     out = [
         "## Adapter overhead per agent step\n",
         f"Each invocation: {r['steps_per_invocation']['model_calls']} model calls and "
         f"{r['steps_per_invocation']['tool_calls']} tool calls of a scripted agent; time per "
         "model call (µs, wall and CPU). Overhead: budgetwarden against the do-nothing hook of "
-        "the same kind, median of per-round ratios (interquartile range in brackets). "
-        f"Ledgers measured: {', '.join(r['ledgers'])}.\n",
+        "the same kind, median of per-round ratios (interquartile range in brackets)"
+        f"{_pooled_from(r.get('processes', 1))}. Ledgers measured: {', '.join(r['ledgers'])}.\n",
     ]
     out += [f"> {note}\n" for note in r.get("notes", [])]
     for name, sec in r["sections"].items():
@@ -253,23 +266,33 @@ def _adapters(r: Result) -> str:
                 ],
             )
         )
+        by_process = sec.get("overhead_by_process_pct", {})
         rows = [
             [
                 f"budgetwarden/{ledger} vs {sec['overhead_vs']}",
                 _pct(o["wall"]),
                 _pct(o["cpu"]),
                 f"{o['cpu']['delta_median']:+,.0f}",
+                " / ".join(f"{x:+.1f}" for x in by_process.get(ledger, [])),
                 f"≤ {r['targets_pct'][ledger]:g}%",
                 _mark(sec["verdict"][ledger]),
             ]
             for ledger, o in sec["overhead_pct"].items()
         ]
         for key, o in sec.items():
-            if key.endswith("_pct") and key != "overhead_pct" and isinstance(o, dict):
+            if key.endswith("_pct") and key not in _NOT_COMPARISONS and isinstance(o, dict):
                 label = key.removesuffix("_pct").replace("_vs_", " vs ").replace("_", " ")
                 delta = f"{o['cpu']['delta_median']:+,.0f}"
-                rows.append([label, _pct(o["wall"]), _pct(o["cpu"]), delta, "", ""])
-        header = ["comparison", "wall", "CPU", "CPU µs/step added", "target", "verdict"]
+                rows.append([label, _pct(o["wall"]), _pct(o["cpu"]), delta, "", "", ""])
+        header = [
+            "comparison",
+            "wall",
+            "CPU",
+            "CPU µs/step added",
+            "wall, each process",
+            "target",
+            "verdict",
+        ]
         out.append(_table(header, rows))
         if counted := sec.get("bytecodes"):
             out.append(

@@ -89,9 +89,12 @@ def test_the_langchain_middleware_section_measures_the_empty_policy_floor(
 
     warden = Warden(adapters.policy())
     try:
-        out = adapters.langchain_middleware(Context(quick=True, out=tmp_path), {"memory": warden})
+        measured = adapters.langchain_middleware(
+            Context(quick=True, out=tmp_path), {"memory": warden}, adapters.Share(1, True)
+        )
     finally:
         warden.close()
+    out = adapters.pooled([measured])
     floor = out["budgetwarden_memory_empty_policy_vs_noop_pct"]
     assert math.isfinite(floor["wall"]["median"]) and math.isfinite(floor["cpu"]["median"])
     counted = out["bytecodes"]
@@ -100,3 +103,24 @@ def test_the_langchain_middleware_section_measures_the_empty_policy_floor(
         "caps and budgets are work the empty policy does not do"
     )
     assert out["verdict"]["memory"] in ("pass", "fail")
+
+
+def test_adapter_rounds_from_several_processes_are_pooled(tmp_path: Path) -> None:
+    """Two worker processes measure a section (a share of the rounds each, the first one
+    counting bytecodes); the pooled figures hold every process's rounds."""
+    import benchmarks._env  # noqa: F401  (offline, telemetry off)
+    from benchmarks import adapters
+    from benchmarks._harness import Context
+
+    ctx = Context(quick=True, out=tmp_path, processes=2)
+    names = ["langchain_callback_handler"]
+    parts = [adapters._in_worker(ctx, index, names)[names[0]] for index in range(2)]
+    assert all(isinstance(part, adapters.Measured) for part in parts), parts
+    first, second = parts
+    assert first.bytecodes is not None and second.bytecodes is None
+    out = adapters.pooled(parts)
+    per_process = len(first.times["wall_us"]["noop"])
+    assert per_process == 2  # 3 quick rounds, shared by 2 processes, rounded up
+    assert out["variants"]["noop"]["wall_us_per_step"]["n"] == 2 * per_process
+    assert len(out["overhead_by_process_pct"]["memory"]) == 2
+    assert out["bytecodes"]["budgetwarden/memory"]["budgetwarden_per_step"] > 0
