@@ -70,7 +70,7 @@ class Run(FastPaths):
         ``when_exhausted="wait"`` holds the call (sleeping) until its window frees it;
         ``Warden(on_limit=...)`` may grant more before a refusal.
         """
-        if self._amounts and self._fast_ok:
+        if self._one_pass and self._fast_ok:
             local = self._local_llm_step(model, messages, max_tokens, input_tokens)
             if local is not None:
                 return local
@@ -110,7 +110,7 @@ class Run(FastPaths):
         tools: Sequence[Any] | None = None,
     ) -> Step:
         """Async twin of ``before_llm_call`` (waits await; they never block the loop)."""
-        if self._amounts and self._fast_ok:
+        if self._one_pass and self._fast_ok:
             local = self._local_llm_step(model, messages, max_tokens, input_tokens)
             if local is not None:
                 return local

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 import random
 import threading
@@ -181,6 +182,10 @@ class RunCore:
         self._local = in_process if self._has_budgets else None
         # plain amounts on the in-process ledger or from pools (see run_fast), with budgets
         self._amounts = self._has_budgets and (in_process is not None or warden._pools.enabled)
+        # the one-pass paths of run_fast serve it: plain amounts, or no budgets at all
+        self._one_pass = self._amounts or not self._has_budgets
+        if not self._has_budgets:  # no window ever turns: the buckets are always none
+            self._bucket_cache = (-math.inf, math.inf, ())
         self._wants_cost = warden._wants(CostEvent)  # asked once per run: see Sink.wants
 
     def _plain(self) -> bool:

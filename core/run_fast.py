@@ -192,10 +192,10 @@ class FastPaths(RunCore):
         max_tokens: int | None,
         input_tokens: int | None,
     ) -> Step | None:
-        """``before_llm_call`` for a plain run with budgets, held in the in-process ledger or
-        in an open pool, in one pass and one lock: check, reserve, count. None: take the
-        other paths (nothing was changed), which go to the ledger or say why a cap or budget
-        refuses."""
+        """``before_llm_call`` for a plain run whose budgets are held in the in-process
+        ledger or in an open pool, or that has no budgets, in one pass and one lock: check,
+        reserve, count. None: take the other paths (nothing was changed), which go to the
+        ledger or say why a cap or budget refuses."""
         call = self._llm_call(model, messages, max_tokens, input_tokens)
         if call is None:
             return None
@@ -222,8 +222,10 @@ class FastPaths(RunCore):
                     lease_until=now + self.policy.lease_seconds,
                     watch=self._watch,
                 )
-            else:
+            elif self._has_budgets:
                 committed = self.warden._serve_pooled_now(rid, pairs, keys, amounts, self._watch)
+            else:  # nothing to hold: only the cancel check, when it needs no one
+                committed = [] if self._nothing_cancelled() else None
             if type(committed) is not list:
                 return None  # refused, cancelled or a trip to the ledger: the general path
             c.hold_llm(worst, est_in, max_out, retry)
@@ -238,14 +240,27 @@ class FastPaths(RunCore):
 
     def _local_step(self, step: Step) -> bool:
         """A pending step of a plain run on its current buckets, held in the in-process
-        ledger or in a pool."""
+        ledger or in a pool, or of a plain run without budgets."""
         return (
-            self._amounts
+            self._one_pass
             and step.buckets is self._bucket_cache[2]
             and self._fast_ok
             and not step.done
-            and (self._local is not None or self.warden._pools.holds(step.id))
+            and (
+                self._local is not None
+                or not self._has_budgets
+                or self.warden._pools.holds(step.id)
+            )
         )
+
+    def _nothing_cancelled(self) -> bool:
+        """Whether a cancel check of this run would find nothing without asking anyone: on
+        the in-process ledger while nothing is cancelled in this process, on a shared one
+        between polls (``_between_polls``)."""
+        ledger = self._in_process
+        if ledger is not None:
+            return not ledger._cancels
+        return self.warden._between_polls(self._watch)
 
     def _local_llm_record(
         self,
@@ -274,8 +289,10 @@ class FastPaths(RunCore):
                 committed = local.commit_amounts(
                     step.id, keys, amounts, ends, now=self.warden.clock()
                 )
-            else:
+            elif keys:
                 committed = self.warden._finish_pooled(step.id, keys, amounts)
+            else:  # no budgets: nothing to commit
+                committed = []
             self._pending.pop(step.id, None)
             step.done = True
             c = self.counters
@@ -466,11 +483,7 @@ class FastPaths(RunCore):
         """``before_tool_call`` of a free tool in a plain run when its cancel check would
         find nothing without asking anyone: on the in-process ledger while nothing is
         cancelled in this process, on a shared one between polls (``_between_polls``)."""
-        ledger = self._in_process
-        if ledger is not None:
-            if ledger._cancels:
-                return None
-        elif not self.warden._between_polls(self._watch):
+        if not self._nothing_cancelled():
             return None
         claim = self._quick_tool_claim(name, args, call_id)
         return claim[0] if claim is not None else None

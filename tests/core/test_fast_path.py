@@ -183,6 +183,29 @@ def test_pooled_calls_take_the_one_pass_path(tmp_path: Any) -> None:
     warden.close()
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_and_general_paths_agree_without_budgets_on_a_shared_ledger(
+    seed: int, tmp_path: Any
+) -> None:
+    """No budgets on SQLite: the one-pass path skips the cancel trip only between polls."""
+    fast = _play(POLICIES["caps"], seed, True, f"sqlite:///{tmp_path}/fast.db")
+    general = _play(POLICIES["caps"], seed, False, f"sqlite:///{tmp_path}/general.db")
+    assert fast == general
+
+
+def test_a_run_without_budgets_takes_the_one_pass_path_until_it_is_cancelled() -> None:
+    warden = Warden(POLICIES["caps"], clock=FakeClock(), log_events=False)
+    run = warden.run(user="u1")
+    step = run._local_llm_step("gpt-4o-mini", None, 10, 10)  # nothing to reserve: one pass
+    assert step is not None and step.buckets == () and run._local_step(step)
+    run.record_llm_call(step, Usage(input_tokens=10, output_tokens=5))
+    assert run.report.iterations == 1 and run.report.cost_usd > 0
+    warden.cancel(run.id, reason="stop")
+    assert run._local_llm_step("gpt-4o-mini", None, 10, 10) is None  # the general path says
+    with pytest.raises(BudgetError):
+        run.before_llm_call("gpt-4o-mini", input_tokens=10, max_tokens=10)
+
+
 @pytest.mark.parametrize("name", ["caps", "budgets", "tools"])
 def test_the_sequences_reach_refusals_and_alerts(name: str) -> None:
     """The comparison above means something only if the sequences hit the hard cases."""
