@@ -447,9 +447,13 @@ def _in_worker(ctx: Context, index: int, names: list[str]) -> dict[str, Any]:
 
 def _worker(order: dict[str, Any]) -> None:
     """A worker process's part of ``run``: measure, and write the raw samples as JSON."""
-    ctx = Context(quick=order["quick"], out=Path(order["answer"]).parent)
-    ctx.processes = order["processes"]
-    ctx.sqlite_uri, ctx.redis_uri = order["uris"]["sqlite"], order["uris"]["redis"]
+    ctx = Context(
+        quick=order["quick"],
+        out=Path(order["answer"]).parent,
+        sqlite_uri=order["uris"]["sqlite"],
+        redis_uri=order["uris"]["redis"],
+        processes=order["processes"],
+    )
     got = measure(ctx, order["sections"], Share(ctx.processes, order["count"]))
     raw = {name: m.to_json() if isinstance(m, Measured) else m for name, m in got.items()}
     Path(order["answer"]).write_text(json.dumps(raw), encoding="utf-8")
