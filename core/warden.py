@@ -589,10 +589,7 @@ class Warden:
         """Async twin of ``_serve_pooled``."""
         if not self._pools.serve_amounts(rid, plan[4], amounts):
             return None
-        cancel = self._cancel_now_known(watch, True)
-        if cancel is None:
-            cancel = await self._apoll_cancel(watch)
-        return self._pooled_amounts(rid, plan, cancel)
+        return self._pooled_amounts(rid, plan, await self._acheck_cancel(watch, True))
 
     def _between_polls(self, watch: Sequence[str]) -> bool:
         """True when a cancel check of ``watch`` on a shared ledger needs no trip now (no
