@@ -8,12 +8,13 @@ Targets (issue 9): a ``before_llm_call`` + ``after_llm_call`` pair on the memory
 from __future__ import annotations
 
 import cProfile
+import gc
 import itertools
 import math
 import pstats
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -135,6 +136,113 @@ def _run_lifecycle(ctx: Context) -> list[float]:
             pass
 
     return timed_batches(open_finish, batch=200, batches=ctx.scale(20, 3))
+
+
+# ---------------------------------------------------------------------------- cold caches
+#: Small dicts walked before each cold step: about 10 MB, more than this machine's caches,
+#: as an agent framework's own work between two of our calls is.
+EVICT_OBJECTS = 100_000
+
+
+def cold_step(ctx: Context) -> dict[str, Any]:
+    """One agent step as the adapters make it (model call, then tool call) with the CPU
+    caches warm (back to back) and cold (after walking ``EVICT_OBJECTS`` dicts, untimed).
+
+    In an agent the framework runs between our calls and evicts our code and data from the
+    caches, so every object we touch costs a trip to memory. Cold is what a step of ours
+    costs there, which the adapters' "µs per step added" figures show; the do-nothing step
+    (four calls to empty methods) is the floor a cold measurement itself pays.
+    """
+    messages = texts.chat(texts.prose(2400))
+    junk = [{"n": i, "s": str(i), "l": [i]} for i in range(EVICT_OBJECTS)]
+    production = Warden(policies()["run caps + 2 budgets"])
+    steps: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {
+        "do-nothing step": (_Idle, _idle_step),
+        "run caps + 2 budgets": (
+            lambda: production.run(user="u1", agent="bench"),
+            partial(_guarded_step, messages, itertools.count()),
+        ),
+        "no caps": (
+            lambda: Warden(Policy()).run(user="u1", agent="bench"),
+            partial(_guarded_step, messages, itertools.count()),
+        ),
+    }
+    per_round = ctx.scale(50, 10)
+    samples: dict[str, dict[str, list[float]]] = {n: {"warm": [], "cold": []} for n in steps}
+    for _ in range(ctx.scale(20, 3)):
+        for name, (open_run, step) in steps.items():
+            for mode in ("warm", "cold"):
+                run = open_run()
+                samples[name][mode].append(_timed_steps(run, step, per_round, junk, mode))
+                run.finish()
+    out: dict[str, Any] = {"evict_objects": EVICT_OBJECTS, "steps_per_sample": per_round}
+    out["step_us"] = {
+        name: {mode: stats(values, 2) for mode, values in by_mode.items()}
+        for name, by_mode in samples.items()
+    }
+    return out
+
+
+def _timed_steps(
+    run: Any, step: Callable[[Any], None], count: int, junk: list[dict[str, Any]], mode: str
+) -> float:
+    """µs per step of ``count`` steps, each after a walk over ``junk`` when ``mode`` is cold."""
+    step(run)  # warm up the run's caches (buckets, rates)
+    total = 0
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(count):
+            if mode == "cold":
+                _walk(junk)
+            t0 = time.perf_counter_ns()
+            step(run)
+            total += time.perf_counter_ns() - t0
+    finally:
+        gc.enable()
+    return total / count / 1000.0
+
+
+def _walk(junk: list[dict[str, Any]]) -> int:
+    """Touch every object of ``junk`` (evicts what the caches held)."""
+    total = 0
+    for item in junk:
+        total += item["n"] + len(item["l"])
+    return total
+
+
+def _guarded_step(messages: list[dict[str, str]], ids: Iterator[int], run: Any) -> None:
+    """A model call and a tool call, recorded as the adapters record them."""
+    step = run.before_llm_call(MODEL, messages, max_tokens=512)
+    run.record_llm_call(step, USAGE, latency_s=0.5)
+    tool = run.before_tool_call("search", {"query": f"query {next(ids)}"})
+    run.record_tool_call(tool, ok=True)
+
+
+class _Idle:
+    """A run whose four calls do nothing (the floor of a cold measurement)."""
+
+    def before_llm_call(self) -> None:
+        """Nothing."""
+
+    def record_llm_call(self) -> None:
+        """Nothing."""
+
+    def before_tool_call(self) -> None:
+        """Nothing."""
+
+    def record_tool_call(self) -> None:
+        """Nothing."""
+
+    def finish(self) -> None:
+        """Nothing."""
+
+
+def _idle_step(run: Any) -> None:
+    run.before_llm_call()
+    run.record_llm_call()
+    run.before_tool_call()
+    run.record_tool_call()
 
 
 # ---------------------------------------------------------------------------- breakdown
@@ -404,6 +512,7 @@ def run(ctx: Context) -> dict[str, Any]:
     data: dict[str, Any] = {}
     sections: dict[str, Callable[[Context], dict[str, Any]]] = {
         "hot_path": hot_path,
+        "cold_step": cold_step,
         "breakdown_us": breakdown,
         "profile": profile,
         "pricing": pricing,

@@ -124,6 +124,29 @@ def _verdicts(results: dict[str, Result]) -> str:
 
 
 # ---------------------------------------------------------------------------- sections
+def _cold(cold: dict[str, Any] | None) -> list[str]:
+    """The warm and cold agent step of the core section (absent from older results)."""
+    if not cold:
+        return []
+    rows = []
+    for name, m in cold["step_us"].items():
+        warm, chilled = m["warm"]["median"], m["cold"]["median"]
+        rows.append(
+            [name, _spread(m["warm"], " µs"), _spread(m["cold"], " µs"), f"{chilled / warm:.1f}x"]
+        )
+    return [
+        "### One agent step, warm and cold\n",
+        "A model call and a tool call as the adapters make them (`before_llm_call`, "
+        "`record_llm_call`, `before_tool_call`, `record_tool_call`), µs per step: back to back "
+        "(warm caches), and each after a walk over "
+        f"{cold['evict_objects']:,} small dicts (cold caches), as in an agent, whose framework "
+        "evicts our code and data between two of our calls. Cold is what an agent step pays "
+        "for the core; the adapter tables below add the glue of each framework. The "
+        "do-nothing step (four empty method calls) is what a cold measurement costs by itself.\n",
+        _table(["step", "warm", "cold", "cold / warm"], rows),
+    ]
+
+
 def _core(r: Result) -> str:
     hot = r["hot_path"]
     rows = [
@@ -143,6 +166,7 @@ def _core(r: Result) -> str:
             if "tool_pair_us" in hot
             else "\n"
         ),
+        *_cold(r.get("cold_step")),
         "What the pieces of a pair cost alone (µs per call):\n",
         _table(["piece", "µs"], [[k, _spread(v)] for k, v in r["breakdown_us"].items()]),
         f"cProfile of {r['profile']['pairs']:,} pairs (run caps + 2 budgets), by own time:\n",

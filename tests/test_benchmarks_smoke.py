@@ -40,8 +40,13 @@ def test_quick_core_benchmark_writes_its_results(tmp_path: Path) -> None:
     assert estimate["timing_us"]["estimate_message_tokens"]["median"] > 0
     assert set(estimate["error_by_text"]) == {"english prose", "python code", "json"}
     assert data["profile"]["by_self_time"]
+    cold = data["cold_step"]["step_us"]
+    assert set(cold) == {"do-nothing step", "run caps + 2 budgets", "no caps"}
+    guarded = cold["run caps + 2 budgets"]
+    # evicting the caches before each step makes it dearer: the measurement measures something
+    assert guarded["cold"]["median"] > guarded["warm"]["median"] > 0
     summary = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "Core hot path" in summary
+    assert "Core hot path" in summary and "One agent step, warm and cold" in summary
 
 
 def test_bytecodes_are_counted_in_all_and_in_our_code() -> None:
