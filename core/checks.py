@@ -63,10 +63,11 @@ class Counters:
         self.reserved_input_tokens = left_in if left_in > 0 else 0
         left_out = self.reserved_output_tokens - max_out
         self.reserved_output_tokens = left_out if left_out > 0 else 0
-        self.input_tokens += usage.input_tokens
-        self.output_tokens += usage.output_tokens
-        self.cache_read_tokens += usage.cache_read_tokens
-        self.cache_write_tokens += usage.cache_write_tokens
+        fields: dict[str, int] = usage.__dict__  # one read of the model (see run_fast)
+        self.input_tokens += fields["input_tokens"]
+        self.output_tokens += fields["output_tokens"]
+        self.cache_read_tokens += fields["cache_read_tokens"]
+        self.cache_write_tokens += fields["cache_write_tokens"]
         self.cost_usd += cost
         if cost > worst:
             self.overshoot_usd += cost - worst

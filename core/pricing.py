@@ -168,16 +168,19 @@ class _Rule:
 
     def bill(self, u: Usage) -> float:
         """USD for one call's tokens, in LiteLLM's order of operations."""
-        if (
-            self.one_rate
-            and not u.cache_read_tokens
-            and not u.cache_write_tokens
-            and not u.reasoning_tokens
-        ):  # the same figure as below, where every other term is an exact 0.0
-            return u.input_tokens * self.base.input + u.output_tokens * self.base.output
-        i, o, z = u.input_tokens, u.output_tokens, u.reasoning_tokens
-        r = u.cache_read_tokens if self.cache else 0
-        w = u.cache_write_tokens if self.cache > 1 else 0
+        f: dict[str, int] = u.__dict__  # its fields, in one read of the model (see run_fast)
+        i, o, z, r, w = (
+            f["input_tokens"],
+            f["output_tokens"],
+            f["reasoning_tokens"],
+            f["cache_read_tokens"],
+            f["cache_write_tokens"],
+        )
+        if self.one_rate and not r and not w and not z:
+            # the same figure as below, where every other term is an exact 0.0
+            return i * self.base.input + o * self.base.output
+        r = r if self.cache else 0
+        w = w if self.cache > 1 else 0
         b = (
             self.band(max(i, r + w) if self.tier_on_total else i)
             if self.steps or self.tiers

@@ -33,6 +33,8 @@ class Run(FastPaths):
     ``finish`` (or use the run as a ``with`` / ``async with`` block).
     """
 
+    __slots__ = ()
+
     # ------------------------------------------------------------------ context managers
     def __enter__(self) -> Run:
         return self

@@ -118,6 +118,62 @@ class _Move:
 class RunCore:
     """State and private machinery of a run; see ``Run`` for the API."""
 
+    # Slots, not a ``__dict__``: a run has more attributes than CPython 3.11 keeps in a
+    # class's shared keys (30), so without slots every run's ``__dict__`` is a real dict and
+    # the interpreter cannot specialise ``self.method()`` (a type and a dict lookup per call)
+    __slots__ = (
+        "__weakref__",
+        "_alerted",
+        "_amounts",
+        "_bills",
+        "_bucket_bars",
+        "_bucket_cache",
+        "_bucket_plan",
+        "_by_key",
+        "_cap_bars",
+        "_default_max_out",
+        "_degrade_at",
+        "_event_base",
+        "_extras",
+        "_fast_llm_caps",
+        "_fast_ok",
+        "_fast_rates",
+        "_fast_tool_caps",
+        "_free_tools",
+        "_has_budgets",
+        "_in_process",
+        "_lease_seconds",
+        "_lineage",
+        "_local",
+        "_lock",
+        "_lowest_level",
+        "_metric_picks",
+        "_models",
+        "_one_pass",
+        "_pending",
+        "_ratios",
+        "_route",
+        "_routed",
+        "_stop_level",
+        "_token_cache",
+        "_wants_cost",
+        "_watch",
+        "attribution",
+        "children",
+        "counters",
+        "final_cap",
+        "finished_at",
+        "id",
+        "limits",
+        "parent",
+        "policy",
+        "started_at",
+        "stop_reason",
+        "stopped",
+        "success",
+        "warden",
+    )
+
     def __init__(
         self,
         warden: Warden,
@@ -164,9 +220,14 @@ class RunCore:
         self._has_budgets = bool(self.policy.budgets)
         self._fast_llm_caps: tuple[Limits, Any] | None = None  # see run_fast
         self._fast_tool_caps: tuple[Limits, Any] | None = None
-        self._cap_bars: tuple[Limits, float, float, float] | None = None  # see _near_alert
+        self._cap_bars: tuple[Limits, float, float, int, float, int, float] | None = None
         self._fast_rates: dict[str | None, tuple[float, float]] = {}
         self._bills: dict[str | None, Callable[[Usage], float]] = {}
+        # policy figures the fast paths read per call, as plain attributes: a pydantic
+        # model's attribute read is not specialised by the interpreter (see run_fast)
+        self._default_max_out = self.policy.default_max_output_tokens
+        self._lease_seconds = self.policy.lease_seconds
+        self._free_tools: dict[str, tuple[bool, int | None]] = {}  # see _tool_rule
         self._watch = self._cancel_targets()
         self._event_base = {
             "run_id": self.id,
@@ -316,7 +377,7 @@ class RunCore:
     def _committed_ratios(self, refs: Sequence[BucketRef], committed: Sequence[float]) -> None:
         """Refresh the budgets' ratios from their committed spend, in the order of ``refs``."""
         ratios = self._ratios
-        for ref, spent in zip(refs, committed, strict=True):
+        for ref, spent in zip(refs, committed):  # noqa: B905 (see run_fast)
             if ref.limit > 0:
                 ratios[ref.label] = spent / ref.limit
 

@@ -8,6 +8,18 @@ attempts, waits, grants) with a fraction of the work, and hand over to it (by re
 or False, having changed nothing) as soon as anything is not plain: a cap that would refuse,
 a refused reservation, a trip the ledger must make, a banded price.
 ``tests/core/test_fast_path.py`` runs both paths side by side and compares everything.
+
+Inside an agent these calls run with cold CPU caches (the framework ran in between), so
+what matters is what they touch, and some Python is far dearer there than its bytecode
+count says (callgrind, CPython 3.11, in a LangChain agent):
+
+- a C function called with a keyword parses it with ``vgetargskeywords``: ``zip(...,
+  strict=True)`` costs about ten times a plain ``zip``. The hot loops zip sequences that are
+  built together (one item per bucket), so they use a plain ``zip``;
+- a pydantic model's attribute read goes through ``__getattr__`` support and is never
+  specialised: the policy figures these paths need are read once per run (or per
+  ``Limits``, or per tool name), and a ``Usage`` is read through its ``__dict__`` (where
+  pydantic keeps the fields) once per call.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from typing import Any, cast
 from .buckets import BucketRef
 from .checks import tool_signature
 from .ledger.base import Charge, ReserveOutcome, new_charge
+from .policy import Limits
 from .run_core import RunCore, _ids
 from .run_events import llm_event
 from .steps import Step, ToolStep
@@ -31,6 +44,10 @@ LlmCaps = tuple[
     float | None, int | None, int | None, int | None, int | None, int | None, float | None
 ]
 ToolCaps = tuple[float | None, int | None, int | None, int | None]
+#: The Limits object read, then each spend cap (0: none) and its lowest alert bar.
+CapBars = tuple[Limits, float, float, int, float, int, float]
+#: A tool name under the policy's tool rules: free and unrestricted, and its own call cap.
+ToolRule = tuple[bool, int | None]
 #: A claimed model call: id, model, input estimate, max output, worst cost, buckets, retry,
 #: charges, and the same as plain amounts for the in-process ledger (else None).
 LlmClaim = tuple[
@@ -79,6 +96,8 @@ def _plain_step(
 
 class FastPaths(RunCore):
     """One-pass ``before`` steps for plain runs (see the module docstring)."""
+
+    __slots__ = ()
 
     def _plain(self) -> bool:
         """A run the fast paths can serve: no routing, no parent, no final-answer or hint
@@ -152,7 +171,7 @@ class FastPaths(RunCore):
             est_in = input_tokens
         else:
             est_in = estimate_message_tokens(messages, self._token_cache)
-        max_out = max_tokens if max_tokens is not None else self.policy.default_max_output_tokens
+        max_out = max_tokens if max_tokens is not None else self._default_max_out
         now = self.warden.clock()
         since, until, refs = self._bucket_cache
         if not since <= now < until:
@@ -206,9 +225,8 @@ class FastPaths(RunCore):
                 return None
             rid = f"{self.id}:{next(_ids)}"
             keys, held, ends, _, pairs = self._bucket_plan
-            amounts = list(
-                map((worst, float(est_in + max_out), 1.0).__getitem__, self._metric_picks)
-            )
+            figures = (worst, float(est_in + max_out), 1.0)
+            amounts = [figures[i] for i in self._metric_picks]
             local = self._local
             committed: list[float] | ReserveOutcome | None
             if local is not None:
@@ -219,7 +237,7 @@ class FastPaths(RunCore):
                     held,
                     ends,
                     now=now,
-                    lease_until=now + self.policy.lease_seconds,
+                    lease_until=now + self._lease_seconds,
                     watch=self._watch,
                 )
             elif self._has_budgets:
@@ -230,7 +248,7 @@ class FastPaths(RunCore):
                 return None  # refused, cancelled or a trip to the ledger: the general path
             c.hold_llm(worst, est_in, max_out, retry)
             ratios = self._ratios
-            for ref, spent in zip(refs, committed, strict=True):
+            for ref, spent in zip(refs, committed):  # noqa: B905 (one per bucket)
                 if ref.limit > 0:
                     ratios[ref.label] = spent / ref.limit
             pressed = bool(ratios) and max(ratios.values()) >= self._degrade_at
@@ -279,10 +297,12 @@ class FastPaths(RunCore):
         bill = self._bills.get(real_model)
         cost = bill(usage) if bill is not None else self._price_result(step, usage, model, None)[2]
         keys, _, ends, _, _ = self._bucket_plan
-        tokens = float(usage.input_tokens + usage.output_tokens)
+        fields = usage.__dict__
+        tokens = float(fields["input_tokens"] + fields["output_tokens"])
         failed = outcome != "ok"
         worst = step.reserved_usd
-        amounts = list(map((cost, tokens, 1.0).__getitem__, self._metric_picks))
+        figures = (cost, tokens, 1.0)
+        amounts = [figures[i] for i in self._metric_picks]
         with self._lock:
             local = self._local
             if local is not None:
@@ -329,31 +349,46 @@ class FastPaths(RunCore):
         their spend) by a plain run; True when a budget or a spend cap reached the lowest
         alert level (``_after_commit`` then says which alerts that crosses)."""
         ratios, near = self._ratios, False
-        for (label, limit, bar), spent in zip(self._bucket_bars, committed, strict=True):
+        for (label, limit, bar), spent in zip(self._bucket_bars, committed):  # noqa: B905
             if limit > 0:
                 ratios[label] = spent / limit
                 if spent >= bar:
                     near = True
-        lim, c = self.limits, self.counters
-        bars = self._cap_bars
-        if bars is None or bars[0] is not lim:  # read once per Limits object
-            bars = (
-                lim,
-                self._bar(lim.max_cost_usd or 0.0),
-                self._bar(lim.max_input_tokens or 0),
-                self._bar(lim.max_output_tokens or 0),
-            )
-            self._cap_bars = bars
-        if lim.max_cost_usd:
-            ratios["run:max_cost_usd"] = c.cost_usd / lim.max_cost_usd
-            near = near or c.cost_usd >= bars[1]
-        if lim.max_input_tokens:
-            ratios["run:max_input_tokens"] = c.input_tokens / lim.max_input_tokens
-            near = near or c.input_tokens >= bars[2]
-        if lim.max_output_tokens:
-            ratios["run:max_output_tokens"] = c.output_tokens / lim.max_output_tokens
-            near = near or c.output_tokens >= bars[3]
+        c, bars = self.counters, self._cap_bars
+        if bars is None or bars[0] is not self.limits:
+            bars = self._read_cap_bars()
+        _, cap_cost, bar_cost, cap_in, bar_in, cap_out, bar_out = bars
+        if cap_cost:
+            ratios["run:max_cost_usd"] = c.cost_usd / cap_cost
+            near = near or c.cost_usd >= bar_cost
+        if cap_in:
+            ratios["run:max_input_tokens"] = c.input_tokens / cap_in
+            near = near or c.input_tokens >= bar_in
+        if cap_out:
+            ratios["run:max_output_tokens"] = c.output_tokens / cap_out
+            near = near or c.output_tokens >= bar_out
         return near
+
+    def _read_cap_bars(self) -> CapBars:
+        """The spend caps of the run's ``Limits`` (0: none) and their lowest alert bars,
+        read once per ``Limits`` object (a grant replaces it)."""
+        lim = self.limits
+        cost, tokens_in, tokens_out = (
+            lim.max_cost_usd or 0.0,
+            lim.max_input_tokens or 0,
+            lim.max_output_tokens or 0,
+        )
+        bars: CapBars = (
+            lim,
+            cost,
+            self._bar(cost),
+            tokens_in,
+            self._bar(tokens_in),
+            tokens_out,
+            self._bar(tokens_out),
+        )
+        self._cap_bars = bars
+        return bars
 
     def _quick_llm_claim(
         self,
@@ -439,16 +474,12 @@ class FastPaths(RunCore):
         """The checks and counts of ``before_tool_call`` for a free, unrestricted tool of a
         plain run, before its cancel check; None: take the general path (tool rules, a
         price, a refusal)."""
-        rules = self.policy.tools
-        if (
-            not self._fast_ok
-            or self.final_cap is not None
-            or name in rules.price_usd
-            or name in rules.deny
-            or name in rules.require_approval
-            or (rules.allow is not None and name not in rules.allow)
-        ):
+        if not self._fast_ok or self.final_cap is not None:
             return None
+        rule = self._free_tools.get(name) or self._tool_rule(name)
+        if not rule[0]:
+            return None
+        per_tool = rule[1]
         cached = self._fast_tool_caps
         if cached is not None and cached[0] is self.limits:
             caps: ToolCaps = cached[1]
@@ -456,7 +487,6 @@ class FastPaths(RunCore):
             caps = self._tool_caps()
         wall, errors, tool_calls, repeat = caps
         signature = tool_signature(name, args) if repeat is not None else name
-        per_tool = rules.max_calls.get(name) if rules.max_calls else None
         warden, c = self.warden, self.counters
         now = warden.clock()
         with self._lock:
@@ -478,6 +508,20 @@ class FastPaths(RunCore):
             c.last_tool_signature = signature
             self._pending[step.id] = step
         return step, streak
+
+    def _tool_rule(self, name: str) -> ToolRule:
+        """Whether the policy's tool rules leave ``name`` free and unrestricted (no price,
+        deny, approval, or allow list without it), and its own call cap; read once per name."""
+        rules = self.policy.tools
+        free = not (
+            name in rules.price_usd
+            or name in rules.deny
+            or name in rules.require_approval
+            or (rules.allow is not None and name not in rules.allow)
+        )
+        rule: ToolRule = (free, rules.max_calls.get(name) if rules.max_calls else None)
+        self._free_tools[name] = rule
+        return rule
 
     def _local_tool_step(self, name: str, args: Any, call_id: str | None) -> ToolStep | None:
         """``before_tool_call`` of a free tool in a plain run when its cancel check would

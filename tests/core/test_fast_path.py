@@ -51,6 +51,10 @@ POLICIES = {
         tools=ToolRules(deny=["rm"], price_usd={"serp": 0.001}, max_calls={"search": 4}),
         budgets=[Budget(scope="user", window="day", max_cost_usd=0.004)],
     ),
+    "allow list": Policy(  # the fast path reads each tool's rules once per run
+        limits=Limits(max_repeated_tool_calls=2),
+        tools=ToolRules(allow=["search", "fetch", "serp"], max_calls={"fetch": 2}),
+    ),
 }
 MODELS = ["gpt-4o-mini", "gpt-4o", "claude-sonnet-4-20250514"]
 TOOLS = ["search", "fetch", "serp", "rm"]
