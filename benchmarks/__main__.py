@@ -20,6 +20,8 @@ from ._harness import RESULTS, ROOT, Context
 from ._ledgers import probe, redis_server, sqlite_file
 
 SUITES = ("core", "adapters", "ledgers", "imports", "containment", "routing")
+#: Run only when named in ``--only`` (slow, and needs valgrind).
+OPT_IN = ("callgrind",)
 NEEDS_LEDGERS = {"adapters", "ledgers"}
 #: Adapter overheads are pooled from this many fresh processes (see ``Context.processes``).
 PROCESSES = 4
@@ -29,7 +31,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (< 1 min)")
     parser.add_argument(
-        "--only", default="", help=f"comma-separated benchmarks: {', '.join(SUITES)}"
+        "--only",
+        default="",
+        help=f"comma-separated benchmarks: {', '.join(SUITES + OPT_IN)} "
+        f"(all but {', '.join(OPT_IN)} by default)",
     )
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     parser.add_argument(
@@ -40,10 +45,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SUITES)
-    unknown = sorted(set(chosen) - set(SUITES))
+    unknown = sorted(set(chosen) - set(SUITES + OPT_IN))
     if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}: choose from {', '.join(SUITES)}")
-    args.suites = [s for s in SUITES if s in chosen]
+        parser.error(f"unknown benchmark(s) {unknown}: choose from {', '.join(SUITES + OPT_IN)}")
+    args.suites = [s for s in SUITES + OPT_IN if s in chosen]
     if args.processes is None:
         args.processes = 1 if args.quick else PROCESSES
     elif args.processes < 1:

@@ -544,7 +544,32 @@ def _routing(r: Result) -> str:
     return routing_markdown(r)
 
 
+def _callgrind(r: Result) -> str:
+    per_step, added = r["per_step"], r["added_pct"]
+    events = list(added)
+    rows = [[name, *(f"{v[e]:,.0f}" for e in events)] for name, v in per_step.items()]
+    rows.append(["added", *(f"{added[e]:+.2f}%" for e in events)])
+    return "\n".join(
+        [
+            "## Instructions and cache misses per step (callgrind)\n",
+            "The LangChain middleware agent of the adapter section (scripted model, "
+            f"{r['steps_per_invocation']['model_calls']} model calls per invocation), "
+            f"{r['invocations']} invocation(s) under `valgrind --tool=callgrind` with "
+            f"simulated caches ({', '.join(r['caches'])}), hash seed fixed: the same run "
+            "gives the same counts to a few tenths of a percent, where timings move by half "
+            "a point. Per model call: instructions (Ir), L1 misses (I1mr, D1mr, D1mw), "
+            "last-level misses (ILmr, DLmr, DLmw) and estimated cycles "
+            f"(Ir + {r['weights']['l1_miss']} * L1 misses + {r['weights']['ll_miss']} * LL "
+            "misses): a yardstick for changes to our code, not a time (the weights are "
+            "the usual ones, not this CPU's; what a step takes is in the adapter section). "
+            "Run with `python -m benchmarks --only callgrind` (needs valgrind; about 30 s).\n",
+            _table(["variant", *events], rows),
+        ]
+    )
+
+
 SECTIONS += [
+    ("callgrind", _callgrind),
     ("ledgers", _ledgers),
     ("containment", _containment),
     ("routing", _routing),

@@ -129,3 +129,35 @@ def test_adapter_rounds_from_several_processes_are_pooled(tmp_path: Path) -> Non
     assert out["variants"]["noop"]["wall_us_per_step"]["n"] == 2 * per_process
     assert len(out["overhead_by_process_pct"]["memory"]) == 2
     assert out["bytecodes"]["budgetwarden/memory"]["budgetwarden_per_step"] > 0
+
+
+def test_callgrind_counts_what_the_middleware_adds(tmp_path: Path) -> None:
+    """``--only callgrind`` counts the agent's instructions and cache misses under valgrind,
+    with a do-nothing middleware and with ours: ours adds instructions, deterministically."""
+    import os
+    import shutil
+
+    import pytest
+
+    if shutil.which("valgrind") is None:
+        why = "valgrind is not installed (apt-get install valgrind)"
+        if os.environ.get("BUDGETWARDEN_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{why}, and BUDGETWARDEN_REQUIRE_SERVICES=1 says it must run")
+        pytest.skip(f"{why}; set BUDGETWARDEN_REQUIRE_SERVICES=1 to make this a failure")
+    command = ["-m", "benchmarks", "--quick", "--only", "callgrind", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, *command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((tmp_path / "callgrind.json").read_text())
+    noop, ours = data["per_step"]["noop"], data["per_step"]["budgetwarden/memory"]
+    assert noop["Ir"] > 100_000, "a step of the agent runs well over 100k instructions"
+    assert ours["Ir"] > noop["Ir"] and ours["est_cycles"] > noop["est_cycles"]
+    assert 0 < data["added_pct"]["Ir"] < 50
+    summary = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "Instructions and cache misses per step (callgrind)" in summary
