@@ -1,18 +1,20 @@
-"""What our adapter costs an agent step in machine instructions and cache misses (callgrind).
+"""What our adapters cost an agent step in machine instructions and cache misses (callgrind).
 
 Timings move by half a point between runs and bytecode counts miss what the interpreter
 does for each bytecode (a keyword parsed in C, an attribute read that is never specialised).
 This benchmark counts what the CPU executes instead, deterministically (fixed hash seed,
-fixed simulated caches): the LangChain agent of the adapter benchmark runs under
-``valgrind --tool=callgrind`` with a do-nothing middleware and with ours, and only its
-invocations are counted (collection is toggled on ``builtin_sorted``, through which the
-worker calls them; the agent sorts nothing itself). The warm-up invocations run without
-instrumentation, which the worker turns on with ``callgrind_control`` (valgrind's package).
+fixed simulated caches): the scripted LangChain and Agents SDK agents of the adapter
+benchmark run under ``valgrind --tool=callgrind`` with do-nothing hooks and with ours (the
+LangChain middleware, the Agents SDK run hooks), and only their invocations are counted
+(collection is toggled on ``calliter_iternext``: the worker calls each one through
+``next(iter(invoke, None))``, which neither framework uses; both sort, so ``sorted`` would
+not do). The warm-up invocations run without instrumentation, which
+the worker turns on with ``callgrind_control`` (valgrind's package).
 
 Per step: instructions (Ir), L1 misses (I1mr, D1mr, D1mw) and last-level misses (ILmr,
 DLmr, DLmw), and an estimate of cycles, ``Ir + 10 * L1 misses + 100 * LL misses`` (the
 usual cachegrind weights). Needs valgrind (``apt-get install valgrind``); run it with
-``python -m benchmarks --only callgrind`` (about 30 s; not part of the default run).
+``python -m benchmarks --only callgrind`` (about a minute; not part of the default run).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from ._harness import ROOT, Context, write_result
 CACHES = ("--I1=32768,8,64", "--D1=49152,12,64", "--LL=2097152,16,64")
 L1_WEIGHT, LL_WEIGHT = 10, 100
 EVENTS = ("Ir", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
+AGENTS = ("langchain_middleware", "openai_agents_run_hooks")
 VARIANTS = ("noop", "budgetwarden/memory")
 STEPS = 8  # tool turns per invocation, as in the adapter benchmark
 
@@ -44,14 +48,14 @@ def run(ctx: Context) -> dict[str, Any]:
     if valgrind is None:
         raise RuntimeError("valgrind not found: install it (apt-get install valgrind) first")
     invocations, warmup = ctx.scale(4, 1), ctx.scale(5, 2)
-    with ThreadPoolExecutor(max_workers=len(VARIANTS)) as pool:
-        counted = dict(
-            zip(
-                VARIANTS,
-                pool.map(lambda v: _count(valgrind, v, invocations, warmup), VARIANTS),
-                strict=True,
-            )
+    jobs = [(agent, variant) for agent in AGENTS for variant in VARIANTS]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = list(
+            pool.map(lambda job: _count(valgrind, job[0], job[1], invocations, warmup), jobs)
         )
+    counted: dict[str, dict[str, dict[str, float]]] = {agent: {} for agent in AGENTS}
+    for (agent, variant), events in zip(jobs, results, strict=True):
+        counted[agent][variant] = events
     data: dict[str, Any] = {
         "invocations": invocations,
         "warmup_invocations": warmup,
@@ -59,15 +63,20 @@ def run(ctx: Context) -> dict[str, Any]:
         "caches": list(CACHES),
         "weights": {"l1_miss": L1_WEIGHT, "ll_miss": LL_WEIGHT},
         "per_step": counted,
-        "added_pct": _added(counted["budgetwarden/memory"], counted["noop"]),
+        "added_pct": {
+            agent: _added(by_variant["budgetwarden/memory"], by_variant["noop"])
+            for agent, by_variant in counted.items()
+        },
     }
     write_result(ctx, "callgrind", data, started)
     return data
 
 
-def _count(valgrind: str, variant: str, invocations: int, warmup: int) -> dict[str, float]:
-    """Events per step (model call) of ``invocations`` counted invocations of ``variant``,
-    after ``warmup`` uncounted ones."""
+def _count(
+    valgrind: str, agent: str, variant: str, invocations: int, warmup: int
+) -> dict[str, float]:
+    """Events per step (model call) of ``invocations`` counted invocations of ``agent`` with
+    ``variant``, after ``warmup`` uncounted ones."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         command = [
@@ -77,11 +86,12 @@ def _count(valgrind: str, variant: str, invocations: int, warmup: int) -> dict[s
             *CACHES,
             "--instr-atstart=no",  # the worker turns it on after its warm-up (callgrind_control)
             "--collect-atstart=no",
-            "--toggle-collect=builtin_sorted",
+            "--toggle-collect=calliter_iternext",
             f"--callgrind-out-file={out}",
             sys.executable,
             "-m",
             "benchmarks.callgrind",
+            agent,
             variant,
             str(invocations),
             str(warmup),
@@ -117,21 +127,11 @@ def _added(ours: dict[str, float], base: dict[str, float]) -> dict[str, float]:
     return {k: round((ours[k] / base[k] - 1.0) * 100.0, 2) for k in base if base[k]}
 
 
-def _worker(variant: str, invocations: int, warmup: int) -> None:
+def _worker(agent: str, variant: str, invocations: int, warmup: int) -> None:
     """Under valgrind: ``warmup`` invocations, then ``invocations`` counted ones."""
     import gc
 
-    from budgetwarden import Warden
-    from budgetwarden.integrations.langchain import BudgetMiddleware
-
-    from . import _lc
-    from .adapters import policy
-
-    if variant == "noop":
-        middleware: Any = _lc.NoopMiddleware()
-    else:
-        middleware = BudgetMiddleware(Warden(policy()), user="u1")
-    invoke = _lc.invoker(_lc.agent(STEPS, [middleware]), STEPS)
+    invoke = _invoker(agent, variant)
     for _ in range(warmup):  # not instrumented: at near native speed
         invoke()
     command = ["callgrind_control", "--instr=on", str(os.getpid())]
@@ -140,10 +140,39 @@ def _worker(variant: str, invocations: int, warmup: int) -> None:
     gc.collect()
     gc.disable()
     for _ in range(invocations):
-        sorted((0,), key=lambda _: invoke())  # counted: collection toggles on builtin_sorted
+        next(iter(invoke, None))  # counted: collection toggles on calliter_iternext
+
+
+def _invoker(agent: str, variant: str) -> Callable[[], int]:
+    """One invocation of the scripted ``agent`` with do-nothing hooks or ours."""
+    from budgetwarden import Warden
+
+    from .adapters import policy
+
+    warden = Warden(policy())
+    if agent == "openai_agents_run_hooks":
+        import asyncio
+
+        from budgetwarden.integrations.openai_agents import BudgetRunHooks
+
+        from . import _oa
+
+        def hooks() -> Any:
+            return _oa.NoopHooks() if variant == "noop" else BudgetRunHooks(warden, user="u1")
+
+        return _oa.invoker(asyncio.new_event_loop(), STEPS, hooks)
+    from budgetwarden.integrations.langchain import BudgetMiddleware
+
+    from . import _lc
+
+    if variant == "noop":
+        middleware: Any = _lc.NoopMiddleware()
+    else:
+        middleware = BudgetMiddleware(warden, user="u1")
+    return _lc.invoker(_lc.agent(STEPS, [middleware]), STEPS)
 
 
 if __name__ == "__main__":
     from . import _env  # noqa: F401  (offline, before any framework import)
 
-    _worker(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

@@ -545,25 +545,30 @@ def _routing(r: Result) -> str:
 
 
 def _callgrind(r: Result) -> str:
-    per_step, added = r["per_step"], r["added_pct"]
-    events = list(added)
-    rows = [[name, *(f"{v[e]:,.0f}" for e in events)] for name, v in per_step.items()]
-    rows.append(["added", *(f"{added[e]:+.2f}%" for e in events)])
+    events = list(next(iter(r["added_pct"].values())))
+    rows = []
+    for agent, by_variant in r["per_step"].items():
+        rows += [[agent, name, *(f"{v[e]:,.0f}" for e in events)] for name, v in by_variant.items()]
+        added = r["added_pct"][agent]
+        rows.append([agent, "**added**", *(f"{added[e]:+.2f}%" for e in events)])
     return "\n".join(
         [
             "## Instructions and cache misses per step (callgrind)\n",
-            "The LangChain middleware agent of the adapter section (scripted model, "
-            f"{r['steps_per_invocation']['model_calls']} model calls per invocation), "
+            "The scripted LangChain middleware and Agents SDK agents of the adapter section "
+            f"({r['steps_per_invocation']['model_calls']} model calls per invocation), "
             f"{r['invocations']} invocation(s) under `valgrind --tool=callgrind` with "
-            f"simulated caches ({', '.join(r['caches'])}), hash seed fixed: the same run "
-            "gives the same counts to a few tenths of a percent, where timings move by half "
-            "a point. Per model call: instructions (Ir), L1 misses (I1mr, D1mr, D1mw), "
+            f"simulated caches ({', '.join(r['caches'])}), hash seed fixed: on a quiet machine "
+            "the same code gives the same instruction counts to about 0.1 % (cache misses "
+            "move more; framework code that looks at the clock makes a loaded machine's "
+            "counts differ a little), where timings move by half a point. Per model call: "
+            "instructions (Ir), L1 misses (I1mr, D1mr, D1mw), "
             "last-level misses (ILmr, DLmr, DLmw) and estimated cycles "
             f"(Ir + {r['weights']['l1_miss']} * L1 misses + {r['weights']['ll_miss']} * LL "
             "misses): a yardstick for changes to our code, not a time (the weights are "
             "the usual ones, not this CPU's; what a step takes is in the adapter section). "
-            "Run with `python -m benchmarks --only callgrind` (needs valgrind; about 30 s).\n",
-            _table(["variant", *events], rows),
+            "Run with `python -m benchmarks --only callgrind` (needs valgrind; about a "
+            "minute).\n",
+            _table(["agent", "variant", *events], rows),
         ]
     )
 
