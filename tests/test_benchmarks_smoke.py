@@ -11,21 +11,29 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_core_benchmark_writes_its_results(tmp_path: Path) -> None:
+def _quick_run(tmp_path: Path, name: str, timeout: float) -> dict[str, Any]:
+    """``python -m benchmarks --quick --only NAME --out tmp_path``; its JSON results."""
+    command = ["-m", "benchmarks", "--quick", "--only", name, "--out", str(tmp_path)]
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "core", "--out", str(tmp_path)],
+        [sys.executable, *command],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    data = json.loads((tmp_path / "core.json").read_text())
+    data: dict[str, Any] = json.loads((tmp_path / f"{name}.json").read_text())
+    return data
+
+
+def test_quick_core_benchmark_writes_its_results(tmp_path: Path) -> None:
+    data = _quick_run(tmp_path, "core", timeout=600)
     assert data["benchmark"] == "core" and data["quick"] is True
     env = data["environment"]
     assert env["cpu_count"] >= 1 and env["versions"]["budgetwarden"] and env["date"]
@@ -144,17 +152,7 @@ def test_callgrind_counts_what_the_middleware_adds(tmp_path: Path) -> None:
         if os.environ.get("BUDGETWARDEN_REQUIRE_SERVICES") == "1":
             pytest.fail(f"{why}, and BUDGETWARDEN_REQUIRE_SERVICES=1 says it must run")
         pytest.skip(f"{why}; set BUDGETWARDEN_REQUIRE_SERVICES=1 to make this a failure")
-    command = ["-m", "benchmarks", "--quick", "--only", "callgrind", "--out", str(tmp_path)]
-    done = subprocess.run(
-        [sys.executable, *command],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    data = json.loads((tmp_path / "callgrind.json").read_text())
+    data = _quick_run(tmp_path, "callgrind", timeout=1500)
     assert set(data["per_step"]) == {"langchain_middleware", "openai_agents_run_hooks"}
     for agent, by_variant in data["per_step"].items():
         noop, ours = by_variant["noop"], by_variant["budgetwarden/memory"]
