@@ -40,6 +40,9 @@ __all__ = ["Approver", "Warden"]
 
 #: Called for a tool in ``ToolRules.require_approval``: (tool, args, run) -> allow?
 Approver = Callable[[str, Any, Run], bool]
+#: A policy, the attribution fields its budgets' scopes read (in order), and whether a
+#: budget has a "run" window (whose buckets are per root run).
+RefPlan = tuple[Policy, tuple[str, ...], bool]
 _log = logging.getLogger("budgetwarden")
 _T = TypeVar("_T")
 _ATTRIBUTES = ("agent", "user", "workspace", "workflow", "task_class", "key", "thread", "feature")
@@ -101,6 +104,7 @@ class Warden:
         self._warned_models: set[str] = set()
         self._marked: set[str] = set()
         self._refs: dict[tuple[Any, ...], tuple[Policy, float, float, tuple[BucketRef, ...]]] = {}
+        self._ref_plan: RefPlan | None = None  # what the key of _refs reads (see _bucket_refs)
         #: what runs derive from a bucket set (``RunCore._derived``), by the set's id
         self._bucket_derived: dict[int, tuple[Any, Any, Any]] = {}
         self.on_limit = on_limit
@@ -420,10 +424,14 @@ class Warden:
         self, attribution: Mapping[str, str | None], root_run_id: str, now: float
     ) -> tuple[float, float, tuple[BucketRef, ...]]:
         """The buckets runs with this attribution count against now, and the span of time
-        they hold for; shared by runs of the same attribution until a window turns."""
+        they hold for; shared until a window turns by every run with the same values of
+        the scopes the budgets use (a thread or task nobody budgets does not split them)."""
         policy = self.policy  # a warden whose policy is replaced must not reuse old buckets
-        per_run = any(b.window == "run" for b in policy.budgets)
-        key = (*attribution.items(), root_run_id if per_run else None)
+        plan = self._ref_plan
+        if plan is None or plan[0] is not policy:
+            plan = self._ref_plan = _ref_plan(policy)
+        _, scopes, per_run = plan
+        key = (*map(attribution.get, scopes), root_run_id if per_run else None)
         cached = self._refs.get(key)
         if cached is not None and cached[0] is policy and cached[1] <= now < cached[2]:
             return cached[1:]
@@ -1086,6 +1094,12 @@ class _LocalLedger(MemoryLedger):
             self._successor = ledger
             replayed, self._replayed = self._replayed, []
         return _per_bucket(replayed)
+
+
+def _ref_plan(policy: Policy) -> RefPlan:
+    """What a run's buckets depend on under ``policy`` (see ``Warden._bucket_refs``)."""
+    scopes = tuple(dict.fromkeys(b.scope for b in policy.budgets if b.scope != "global"))
+    return policy, scopes, any(b.window == "run" for b in policy.budgets)
 
 
 def _per_bucket(commits: Sequence[tuple[str, Sequence[Charge]]]) -> dict[str, float]:

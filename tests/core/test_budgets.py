@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from budgetwarden import Budget, BudgetExceeded, Limits, Policy, PriceBook, ToolRules
@@ -67,6 +69,41 @@ def test_tag_scopes_budget_custom_attributes() -> None:
         run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
     with pytest.raises(BudgetExceeded, match="tag:team=search"):
         run.before_llm_call("gpt-4o-mini")
+
+
+def test_runs_share_buckets_unless_a_budgeted_scope_differs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run's buckets depend only on the scopes the budgets use: runs of one user in new
+    threads (no thread budget) reuse them, a thread budget splits them per thread."""
+    import budgetwarden.warden as warden_module
+
+    computed: list[dict[str, str | None]] = []
+    real = warden_module.matching_buckets
+
+    def counting(budgets: Any, attribution: Any, **kwargs: Any) -> Any:
+        computed.append(dict(attribution))
+        return real(budgets, attribution, **kwargs)
+
+    monkeypatch.setattr(warden_module, "matching_buckets", counting)
+    per_user = Policy(budgets=[Budget(scope="user", max_requests=100)])
+    warden, _, _ = make_warden(per_user)
+    for thread in ("t1", "t2", "t3"):
+        run = warden.run(user="u1", thread=thread, task_class=f"task {thread}")
+        run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    assert len(computed) == 1  # one user, three threads: the same buckets
+    run = warden.run(user="u2", thread="t1")
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    assert len(computed) == 2 and warden.spent("user", "u1") == 3
+
+    per_thread = Policy(budgets=[Budget(scope="thread", max_requests=1)])
+    warden, _, _ = make_warden(per_thread)
+    for thread in ("t1", "t2"):
+        run = warden.run(user="u1", thread=thread)
+        run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    assert warden.spent("thread", "t1") == 1 and warden.spent("thread", "t2") == 1
+    with pytest.raises(BudgetExceeded, match="thread=t1"):
+        warden.run(user="u1", thread="t1").before_llm_call("gpt-4o-mini")
 
 
 def test_cancel_stops_matching_runs_at_their_next_call_until_lifted() -> None:
