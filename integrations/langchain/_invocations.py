@@ -23,6 +23,8 @@ class Invocation:
     run: Run
     stopped: BudgetError | None = None
     told: dict[str, int] = field(default_factory=dict)
+    #: ``Policy.record_content`` of the run, read once (a pydantic read per call is dear)
+    record_content: bool = False
 
     def tells(self, exc: BudgetExceeded) -> bool:
         """True for a tool-call cap the model hears of in this turn: it is told and goes on.
@@ -48,7 +50,8 @@ class Invocations:
     def open(self, thread: str | None = None) -> Invocation:
         """A new invocation on the running LangGraph thread."""
         thread = thread or thread_id()
-        return Invocation(self._attribution.open_run(self._warden, thread, parent=parent_run()))
+        run = self._attribution.open_run(self._warden, thread, parent=parent_run())
+        return Invocation(run, record_content=run.policy.record_content)
 
     def of(self, state: Any, key: str) -> Invocation:
         """The invocation in ``state[key]``; an agent resumed from a checkpoint (which does

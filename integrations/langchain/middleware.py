@@ -275,7 +275,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             invocation.run.record_llm_call(step, **_failed(exc, started))
             raise
         invocation.run.record_llm_call(
-            step, **_answered(response, started, invocation.run.policy.record_content)
+            step, **_answered(response, started, invocation.record_content)
         )
         return self._final_answer(invocation, step, response) if step.final else response
 
@@ -300,7 +300,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             await invocation.run.arecord_llm_call(step, **_failed(exc, started))
             raise
         await invocation.run.arecord_llm_call(
-            step, **_answered(response, started, invocation.run.policy.record_content)
+            step, **_answered(response, started, invocation.record_content)
         )
         return self._final_answer(invocation, step, response) if step.final else response
 

@@ -341,6 +341,7 @@ class BudgetRunHooks(RunHooks[Any]):
             run=self._open_run(agent, parent), scope=scope, usage_key=usage_key, parent=parent
         )
         state.agent_name = agent.name
+        state.routed = state.run.policy.routing is not None
         self._states[scope] = state
         if parent is None:
             weakref.finalize(context.usage, self._abandon, usage_key)
@@ -376,9 +377,8 @@ class BudgetRunHooks(RunHooks[Any]):
     ) -> Coroutine[Any, Any, Step]:
         """The run's reservation of a model call of ``agent`` (``model``:
         ``model_name(agent.model)``), to await; a plain call, not a coroutine of its own."""
-        routed = self.warden.policy.routing is not None
         return state.run.abefore_llm_call(
-            None if routed and agent.model is None else model,
+            None if state.routed and agent.model is None else model,
             input_tokens=state.input_tokens.estimate(system_prompt, input_items),
             max_tokens=agent.model_settings.max_tokens,
             tools=tool_names,

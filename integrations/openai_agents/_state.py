@@ -47,6 +47,8 @@ class GovernedRun:
     last_agent: Agent[Any] | None = None
     final_output: Any = None
     finished: bool = False
+    #: whether the run's policy routes (read once: a pydantic read per call is dear)
+    routed: bool = False
 
     @property
     def root(self) -> GovernedRun:

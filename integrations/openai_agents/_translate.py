@@ -89,11 +89,15 @@ def model_name(model: str | Model | None) -> str | None:
     return named if isinstance(named, str) else None
 
 
+_NO_NAME = object()
+
+
 def agent_tool_names(agent: Agent[Any]) -> list[str]:
     """Names of the tools and handoffs an agent offers the model (static ones only)."""
     names: list[str] = []
     for tool in agent.tools:  # a loop, not a comprehension: one frame less per model call
-        names.append(str(getattr(tool, "name", type(tool).__name__)))
+        name = getattr(tool, "name", _NO_NAME)  # the type's name only when it has none
+        names.append(str(name) if name is not _NO_NAME else type(tool).__name__)
     for handoff in agent.handoffs:
         if isinstance(handoff, Handoff):
             names.append(handoff.tool_name)
