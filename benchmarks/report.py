@@ -544,6 +544,10 @@ def _routing(r: Result) -> str:
     return routing_markdown(r)
 
 
+def _range(samples: list[dict[str, float]], key: str) -> str:
+    return f"{min(x[key] for x in samples):+.2f} … {max(x[key] for x in samples):+.2f}"
+
+
 def _callgrind(r: Result) -> str:
     events = list(next(iter(r["added_pct"].values())))
     rows = []
@@ -551,23 +555,26 @@ def _callgrind(r: Result) -> str:
         rows += [[agent, name, *(f"{v[e]:,.0f}" for e in events)] for name, v in by_variant.items()]
         added = r["added_pct"][agent]
         rows.append([agent, "**added**", *(f"{added[e]:+.2f}%" for e in events)])
+        spread = r.get("added_pct_by_layout", {}).get(agent, [])
+        if len(spread) > 1:
+            rows.append([agent, "added, range over layouts", *(_range(spread, e) for e in events)])
     return "\n".join(
         [
             "## Instructions and cache misses per step (callgrind)\n",
             "The scripted LangChain middleware and Agents SDK agents of the adapter section "
             f"({r['steps_per_invocation']['model_calls']} model calls per invocation), "
             f"{r['invocations']} invocation(s) under `valgrind --tool=callgrind` with "
-            f"simulated caches ({', '.join(r['caches'])}), hash seed fixed: on a quiet machine "
-            "the same code gives the same instruction counts to about 0.1 % (cache misses "
-            "move more; framework code that looks at the clock makes a loaded machine's "
-            "counts differ a little), where timings move by half a point. Per model call: "
+            f"simulated caches ({', '.join(r['caches'])}), hash seed fixed, averaged over "
+            f"{len(r.get('layouts', [0]))} memory layouts (a layout moves the counts by up to "
+            "0.5 % of a step, through hash collisions: as much as a small change to our "
+            "code; the range over layouts is shown). Per model call: "
             "instructions (Ir), L1 misses (I1mr, D1mr, D1mw), "
             "last-level misses (ILmr, DLmr, DLmw) and estimated cycles "
             f"(Ir + {r['weights']['l1_miss']} * L1 misses + {r['weights']['ll_miss']} * LL "
             "misses): a yardstick for changes to our code, not a time (the weights are "
             "the usual ones, not this CPU's; what a step takes is in the adapter section). "
-            "Run with `python -m benchmarks --only callgrind` (needs valgrind; about a "
-            "minute).\n",
+            "Run with `python -m benchmarks --only callgrind` (needs valgrind; about three "
+            "minutes).\n",
             _table(["agent", "variant", *events], rows),
         ]
     )

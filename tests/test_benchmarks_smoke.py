@@ -154,6 +154,8 @@ def test_callgrind_counts_what_the_middleware_adds(tmp_path: Path) -> None:
         pytest.skip(f"{why}; set BUDGETWARDEN_REQUIRE_SERVICES=1 to make this a failure")
     data = _quick_run(tmp_path, "callgrind", timeout=1500)
     assert set(data["per_step"]) == {"langchain_middleware", "openai_agents_run_hooks"}
+    assert data["layouts"] == [0]  # --quick: one memory layout
+    assert all(len(v) == 1 for v in data["added_pct_by_layout"].values())
     for agent, by_variant in data["per_step"].items():
         noop, ours = by_variant["noop"], by_variant["budgetwarden/memory"]
         assert noop["Ir"] > 100_000, "a step of the agent runs well over 100k instructions"
