@@ -225,8 +225,7 @@ class FastPaths(RunCore):
                 return None
             rid = f"{self.id}:{next(_ids)}"
             keys, held, ends, _, pairs = self._bucket_plan
-            figures = (worst, float(est_in + max_out), 1.0)
-            amounts = [figures[i] for i in self._metric_picks]
+            amounts = self._amounts_of(worst, float(est_in + max_out))
             local = self._local
             committed: list[float] | ReserveOutcome | None
             if local is not None:
@@ -301,8 +300,7 @@ class FastPaths(RunCore):
         tokens = float(fields["input_tokens"] + fields["output_tokens"])
         failed = outcome != "ok"
         worst = step.reserved_usd
-        figures = (cost, tokens, 1.0)
-        amounts = [figures[i] for i in self._metric_picks]
+        amounts = self._amounts_of(cost, tokens)
         with self._lock:
             local = self._local
             if local is not None:

@@ -316,7 +316,7 @@ class MemoryLedger(SyncLedger):
                     return ReserveOutcome.refusal(BucketState(key, spent, reserved, limit), amount)
                 held.append(bucket)
                 committed.append(spent)
-            for bucket, amount in zip(held, amounts):  # noqa: B905
+            for bucket, amount in zip(held, amounts):  # noqa: B905 (see run_fast)
                 holds = bucket.holds
                 if holds:
                     bucket.hold(reservation_id, amount, lease_until)
@@ -349,7 +349,7 @@ class MemoryLedger(SyncLedger):
                     was_held.drop(reservation_id)
             first = self._first_commit(reservation_id, now)
             buckets, committed = self._buckets, []
-            for key, amount, end in zip(keys, amounts, ends):  # noqa: B905
+            for key, amount, end in zip(keys, amounts, ends):  # noqa: B905 (see run_fast)
                 bucket = buckets.get(key)
                 if bucket is None:
                     bucket = self._new_bucket_at(key, end, now)
