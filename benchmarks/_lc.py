@@ -107,6 +107,30 @@ class NoopMiddleware(AgentMiddleware[_NoopState, Any, Any]):
         return handler(request)
 
 
+class CountingMiddleware(NoopMiddleware):
+    """The least a guard does: a model-call cap, and each call's usage added up (the floor
+    under any budget middleware; ours also prices, reserves, attributes and checks tools)."""
+
+    def __init__(self, max_calls: int = 10**9) -> None:
+        super().__init__()
+        self.max_calls = max_calls
+        self.model_calls = 0
+        self.total_tokens = 0
+
+    def wrap_model_call(
+        self, request: ModelRequest[Any], handler: Callable[[ModelRequest[Any]], ModelResponse[Any]]
+    ) -> ModelResponse[Any]:
+        if self.model_calls >= self.max_calls:
+            raise RuntimeError(f"model call cap {self.max_calls} reached")
+        response = handler(request)
+        self.model_calls += 1
+        message = response.result[-1]
+        usage = message.usage_metadata if isinstance(message, AIMessage) else None
+        if usage:
+            self.total_tokens += usage["input_tokens"] + usage["output_tokens"]
+        return response
+
+
 class NoopHandler(BaseCallbackHandler):
     """The callbacks BudgetCallbackHandler implements, doing nothing (and raising errors)."""
 

@@ -10,6 +10,8 @@ model calls and ``STEPS`` tool calls per invocation) runs in interleaved rounds 
   budgets) on the memory, SQLite and Redis ledgers;
 - for the LangChain middleware, ``budgetwarden/memory, empty Policy()`` as well: no cap and
   no budget, what the accounting every run does costs on its own.
+- and a counting middleware: a model-call cap and a usage total, the least a guard of the
+  same kind does (``_lc.CountingMiddleware``).
 
 Overhead is ours against ``noop``, per round (same moment, same load), in % of the time per
 step; targets (issue 9): <= 3% memory, <= 10% SQLite, <= 15% Redis on loopback.
@@ -51,6 +53,8 @@ TARGETS = {"memory": 3.0, "sqlite": 10.0, "redis": 15.0}
 #: The LangChain middleware again, on the memory ledger with ``Policy()``: no cap, no budget,
 #: only the accounting every run does (estimate, pricing, counters, attribution).
 EMPTY = "budgetwarden/memory, empty Policy()"
+#: A do-almost-nothing guard of the same kind: a call cap and a usage total (``_lc``).
+COUNTING = "counting middleware (call cap, usage total)"
 
 
 def policy() -> Policy:
@@ -208,16 +212,21 @@ def langchain_middleware(
         variants[f"budgetwarden/{ledger}"] = _lc.invoker(graph, STEPS)
         ours[ledger] = f"budgetwarden/{ledger}"
     floor = []
-    if not client:  # what the per-step accounting costs with nothing to enforce
+    if not client:  # the accounting alone, and the least a guard does
         empty = Warden(Policy())
         variants[EMPTY] = _lc.invoker(make(STEPS, [BudgetMiddleware(empty, user="u1")]), STEPS)
         floor.append(EMPTY)
+        variants[COUNTING] = _lc.invoker(make(STEPS, [_lc.CountingMiddleware()]), STEPS)
+        floor.append(COUNTING)
     times = interleave(variants, rounds=share.rounds(ctx, 100, 3), warmup=ctx.scale(3, 1))
     counted = None
     if share.count:
         names = ["noop", "ModelCallLimitMiddleware", *ours.values(), *floor]
         counted = count_bytecodes(variants, names)
-    comparisons = {"budgetwarden_memory_empty_policy_vs_noop_pct": (EMPTY, "noop")} if floor else {}
+    comparisons = {}
+    if floor:
+        comparisons["budgetwarden_memory_empty_policy_vs_noop_pct"] = (EMPTY, "noop")
+        comparisons["counting_middleware_vs_noop_pct"] = (COUNTING, "noop")
     comparisons |= {
         "noop_vs_bare_pct": ("noop", "bare"),
         "ModelCallLimitMiddleware_vs_bare_pct": ("ModelCallLimitMiddleware", "bare"),

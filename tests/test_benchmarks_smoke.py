@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -92,7 +94,7 @@ def test_the_openai_client_agents_run_against_the_canned_endpoint() -> None:
         loop.close()
 
 
-def test_the_langchain_middleware_section_measures_the_empty_policy_floor(
+def test_the_langchain_middleware_section_measures_the_empty_policy_and_counting_floors(
     tmp_path: Path,
 ) -> None:
     import benchmarks._env  # noqa: F401  (offline, telemetry off)
@@ -108,14 +110,33 @@ def test_the_langchain_middleware_section_measures_the_empty_policy_floor(
     finally:
         warden.close()
     out = adapters.pooled([measured])
-    floor = out["budgetwarden_memory_empty_policy_vs_noop_pct"]
-    assert math.isfinite(floor["wall"]["median"]) and math.isfinite(floor["cpu"]["median"])
+    for key in ("budgetwarden_memory_empty_policy_vs_noop_pct", "counting_middleware_vs_noop_pct"):
+        floor = out[key]
+        assert math.isfinite(floor["wall"]["median"]) and math.isfinite(floor["cpu"]["median"])
     counted = out["bytecodes"]
     empty, full = counted[adapters.EMPTY], counted["budgetwarden/memory"]
     assert 0 < empty["budgetwarden_per_step"] < full["budgetwarden_per_step"], (
         "caps and budgets are work the empty policy does not do"
     )
+    counting = counted[adapters.COUNTING]
+    assert counting["budgetwarden_per_step"] == 0  # benchmark code, not ours
+    assert counted["noop"]["per_step"] < counting["per_step"] < full["per_step"]
     assert out["verdict"]["memory"] in ("pass", "fail")
+
+
+def test_the_counting_middleware_adds_up_usage_and_caps_model_calls() -> None:
+    """The floor the LangChain section compares against does a guard's least: it counts each
+    model call's usage, and refuses the call after its cap."""
+    import benchmarks._env  # noqa: F401  (offline, telemetry off)
+    from benchmarks import _lc
+
+    counting = _lc.CountingMiddleware()
+    assert _lc.invoker(_lc.agent(3, [counting]), 3)() == 4
+    assert (counting.model_calls, counting.total_tokens) == (4, 4 * 640)
+    capped = _lc.CountingMiddleware(max_calls=2)
+    with pytest.raises(RuntimeError, match="model call cap 2"):
+        _lc.invoker(_lc.agent(3, [capped]), 3)()
+    assert capped.model_calls == 2
 
 
 def test_adapter_rounds_from_several_processes_are_pooled(tmp_path: Path) -> None:
