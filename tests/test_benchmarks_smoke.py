@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from services import binary_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,16 +164,7 @@ def test_adapter_rounds_from_several_processes_are_pooled(tmp_path: Path) -> Non
 def test_callgrind_counts_what_the_middleware_adds(tmp_path: Path) -> None:
     """``--only callgrind`` counts the agent's instructions and cache misses under valgrind,
     with a do-nothing middleware and with ours: ours adds instructions, deterministically."""
-    import os
-    import shutil
-
-    import pytest
-
-    if shutil.which("valgrind") is None:
-        why = "valgrind is not installed (apt-get install valgrind)"
-        if os.environ.get("BUDGETWARDEN_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{why}, and BUDGETWARDEN_REQUIRE_SERVICES=1 says it must run")
-        pytest.skip(f"{why}; set BUDGETWARDEN_REQUIRE_SERVICES=1 to make this a failure")
+    binary_or_skip("valgrind", install="valgrind")
     data = _quick_run(tmp_path, "callgrind", timeout=1500)
     assert set(data["per_step"]) == {"langchain_middleware", "openai_agents_run_hooks"}
     assert data["layouts"] == [0]  # --quick: one memory layout

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from services import binary_or_skip
 
 BACKENDS = ("memory", "sqlite", "redis")
 
@@ -26,13 +25,7 @@ def _free_port() -> int:
 
 def _redis_server_or_skip() -> str:
     """The redis-server binary; skip (or fail when CI requires services) without it."""
-    binary = shutil.which("redis-server")
-    if binary is not None:
-        return binary
-    why = "redis-server is not installed (apt-get install redis-server)"
-    if os.environ.get("BUDGETWARDEN_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{why}, and BUDGETWARDEN_REQUIRE_SERVICES=1 says Redis tests must run")
-    pytest.skip(f"{why}; set BUDGETWARDEN_REQUIRE_SERVICES=1 to make this a failure")
+    return binary_or_skip("redis-server", install="redis-server")
 
 
 class RedisServer:

@@ -6,14 +6,12 @@ Without Chromium the tests skip with a message, unless ``BUDGETWARDEN_REQUIRE_SE
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
+from services import binary_or_skip
 
 _NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 _FLAGS = (
@@ -42,14 +40,7 @@ PROBE = (
 
 def chromium() -> str:
     """The Chromium binary, or skip (fail under BUDGETWARDEN_REQUIRE_SERVICES=1)."""
-    for name in _NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    message = "chromium is not installed (apt-get install chromium): dashboard test skipped"
-    if os.environ.get("BUDGETWARDEN_REQUIRE_SERVICES") == "1":
-        pytest.fail(message.replace("skipped", "required (BUDGETWARDEN_REQUIRE_SERVICES=1)"))
-    pytest.skip(message)
+    return binary_or_skip(*_NAMES, install="chromium")
 
 
 def with_probe(page: str) -> str:
