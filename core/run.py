@@ -17,8 +17,8 @@ from typing import Any
 from .errors import BudgetExceeded
 from .events import CostEvent
 from .pause import PauseHandle
-from .run_core import _Attempt
 from .run_fast import FastPaths
+from .run_limits import _Attempt
 from .steps import FINAL_ANSWER_INSTRUCTION, Step, ToolStep
 from .usage import Usage
 

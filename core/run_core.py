@@ -1,44 +1,37 @@
-"""The machinery behind ``Run``: its state, and the private steps of each decision.
+"""The machinery behind ``Run``, in layers, each a class on the one below:
 
-``Run`` (``run.py``) is the public API adapters call; this base class keeps the counters,
-the routing state and the pending reservations, and turns the pure rules (``checks``,
-``routing``) and the ledger's answers into steps, refusals, waits and grants.
+- ``RunCore`` (here): a run's state (counters, routing state, pending reservations), its
+  buckets and pressure ratios, and what every call counts;
+- ``RunLimits`` (``run_limits``): what a refused call does next (wait, ask, grant, refuse);
+- ``RunCalls`` (``run_calls``): each model and tool call on the general path (plan, hold,
+  commit, record);
+- ``FastPaths`` (``run_fast``): the common cases in one pass;
+- ``Run`` (``run.py``): the public API adapters call.
+
+They turn the pure rules (``checks``, ``routing``) and the ledger's answers into steps,
+refusals, waits and grants.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import os
-import random
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import routing as routes
 from .buckets import BucketRef
-from .checks import (
-    Counters,
-    Refusal,
-    final_cap,
-    hint_text,
-    llm_refusal,
-    tool_refusal,
-    tool_rule_refusal,
-    tool_signature,
-    usage_ratio,
-)
-from .errors import BudgetError, BudgetExceeded, ToolDenied
-from .events import CostEvent, Notice, RunFinished, trusted
-from .grants import Grant, LimitReached, extend_limits, grantable
-from .ledger.base import BucketState, Charge, ReserveOutcome, new_charge
+from .checks import Counters
+from .errors import BudgetError, BudgetExceeded
+from .events import CostEvent
+from .ledger.base import BucketState, Charge, new_charge
 from .ledger.memory import MemoryLedger
 from .policy import Limits
 from .report import RunReport
-from .run_events import alert_levels, bucket_crossings, cap_crossings, llm_event, tool_event
-from .steps import Plan, Step, ToolStep
+from .run_events import alert_levels, bucket_crossings, cap_crossings
+from .steps import Step, ToolStep
 from .usage import TokenCache, Usage, estimate_message_tokens, estimate_tokens
 
 if TYPE_CHECKING:
@@ -66,7 +59,6 @@ BucketDerived = tuple[
 ]
 #: What a commit reports: bucket states, or (in-process ledger) committed spend per bucket.
 Committed = tuple[BucketState, ...] | list[float]
-_SPEND_CAPS = ("max_cost_usd",)
 #: Which of (dollars, tokens, one request) a bucket of each metric counts.
 _METRIC_INDEX = {"cost": 0, "tokens": 1, "requests": 2}
 _RUN_LABELS = {
@@ -82,37 +74,8 @@ def _floor(value: _N) -> _N:
 _N = TypeVar("_N", int, float)
 
 
-@functools.lru_cache(maxsize=256)
-def _caller_choice(model: str | None) -> routes.RouteChoice:
-    """The route of a call without a routing policy: the caller's own model."""
-    return routes.RouteChoice(model, None, "caller model (no routing policy)")
-
-
 #: Ratios this close below a level count as reaching it ($0.3 x 3 of $1.00 is 90%).
 RATIO_TOLERANCE = 1e-9
-
-
-@dataclass(slots=True)
-class _Attempt:
-    """Where one ``before_llm_call`` stands: its plans, the one tried, what it waited."""
-
-    plans: list[Plan]
-    index: int = 0
-    waited: float = 0.0
-    asked: set[str] = field(default_factory=set)
-
-    @property
-    def plan(self) -> Plan:
-        return self.plans[self.index]
-
-
-@dataclass(frozen=True, slots=True)
-class _Move:
-    """What to do after a refusal: try the next plan, wait, ask for a grant, or give up."""
-
-    kind: str  # "next" | "wait" | "ask" | "refuse"
-    seconds: float = 0.0
-    question: LimitReached | None = None
 
 
 class RunCore:
@@ -381,27 +344,6 @@ class RunCore:
             if ref.limit > 0:
                 ratios[ref.label] = spent / ref.limit
 
-    def _commit_llm(self, step: Step, usage: Usage, cost: float) -> Committed:
-        """Commit a model call's real amounts: plain amounts to the in-process ledger when
-        the step's buckets are the current ones, else charges through the warden."""
-        refs, warden = step.buckets, self.warden
-        if refs and refs is self._bucket_cache[2]:
-            direct = warden._in_process
-            if direct or warden._pools.holds(step.id):
-                keys, _, ends, _, _ = self._bucket_plan
-                amounts = self._amounts_of(cost, float(usage.input_tokens + usage.output_tokens))
-                if direct:
-                    return warden._commit_amounts(step.id, keys, amounts, ends)
-                return warden._finish_pooled(step.id, keys, amounts)
-        return warden._commit(step.id, self._llm_commit_charges(step, usage, cost))
-
-    async def _acommit_llm(self, step: Step, usage: Usage, cost: float) -> Committed:
-        """Async twin of ``_commit_llm``."""
-        warden = self.warden
-        if step.buckets and (warden._in_process or warden._pools.holds(step.id)):
-            return self._commit_llm(step, usage, cost)  # nothing to await
-        return await self.warden._acommit(step.id, self._llm_commit_charges(step, usage, cost))
-
     def _keyed(self, refs: tuple[BucketRef, ...]) -> dict[str, BucketRef]:
         """``refs`` by ledger key (the cached mapping when they are the cached buckets)."""
         if refs is self._bucket_cache[2]:
@@ -437,67 +379,6 @@ class RunCore:
                 return f"{label} at {ratio:.0%}"
         return None
 
-    def _llm_plans(self, request: Request) -> list[Plan]:
-        """Plans to try in order: the routed model, then one tier down when routing allows."""
-        model, est_in, max_out, tool_count = request
-        with self._lock:
-            routing = self.policy.routing
-            if routing is not None and not self._routed:
-                self._route = routes.start_state(
-                    routing,
-                    task_class=self.attribution.get("task_class"),
-                    requested_model=model,
-                    prompt_tokens=est_in,
-                    tool_count=tool_count,
-                    complexity=self.warden.complexity,
-                )
-                self._routed = True
-            choices = self._route_choices(model)
-        refs = self._buckets(self.warden.clock())
-        retry = self.counters.last_llm_failed
-        warden = self.warden
-        plans = []
-        for choice in choices:
-            worst = warden.prices.worst_case_cost(
-                warden._pricing_model(choice.model, self), est_in, max_out
-            )
-            charges = self._charges(refs, worst, est_in + max_out) if refs else []
-            plans.append(Plan(self._next_id(), choice, worst, refs, retry, charges))
-        return plans
-
-    def _route_choices(self, model: str | None) -> list[routes.RouteChoice]:
-        routing = self.policy.routing
-        if routing is None:
-            return [_caller_choice(model)]
-        first = routes.choose(
-            routing, self._route, requested_model=model, pressure=self._pressure()
-        )
-        choices = [first]
-        if routing.skip_unaffordable and not first.downgraded and first.tier is not None:
-            lower = routes.choose(routing, self._route, requested_model=model, step_down=1)
-            if lower.model != first.model:
-                choices.append(lower)
-        return choices
-
-    def _claim(self, plan: Plan, request: Request) -> Refusal | None:
-        """Check the run's own caps (and its parents') and count the call, atomically."""
-        _, est_in, max_out, _ = request
-        now = self.warden.clock()
-        with self._lock:
-            for run in self._lineage:
-                refusal = llm_refusal(
-                    run.limits,
-                    run.counters,
-                    elapsed=now - run.started_at,
-                    input_tokens=est_in,
-                    max_output_tokens=max_out,
-                    worst_cost=plan.worst_cost,
-                )
-                if refusal is not None:
-                    return refusal
-            self._count_llm(plan.worst_cost, plan.retry, est_in, max_out, +1)
-            return None
-
     def _count_llm(self, worst: float, retry: bool, est_in: int, max_out: int, sign: int) -> None:
         for run in self._lineage:
             c = run.counters
@@ -507,205 +388,6 @@ class RunCore:
             c.reserved_output_tokens = _floor(c.reserved_output_tokens + sign * max_out)
             if retry:
                 c.retries += sign
-
-    def _unclaim(self, plan: Plan, request: Request, outcome: ReserveOutcome) -> Refusal:
-        _, est_in, max_out, _ = request
-        with self._lock:
-            self._count_llm(plan.worst_cost, plan.retry, est_in, max_out, -1)
-        return self._ledger_refusal(outcome)
-
-    def _next_move(self, attempt: _Attempt, refusal: Refusal) -> _Move:
-        """After a refusal: a cheaper plan, a wait for the window, a grant, or the end."""
-        spend = refusal.cap in _SPEND_CAPS or (
-            refusal.cap.startswith("budget:") and self._budget_of(refusal.cap) == "cost"
-        )
-        if spend and attempt.index + 1 < len(attempt.plans):
-            attempt.index += 1
-            return _Move("next")
-        seconds = self._throttle_seconds(refusal, attempt.waited)
-        if seconds is not None:
-            attempt.waited += seconds
-            self._emit_wait(refusal, seconds)
-            return _Move("wait", seconds=seconds)
-        question = self._question(refusal, attempt.asked)
-        return _Move("ask", question=question) if question else _Move("refuse")
-
-    def _budget_of(self, label: str) -> str | None:
-        ref = self._ref_of(label)
-        return ref.budget.metric if ref else None
-
-    def _ref_of(self, label: str) -> BucketRef | None:
-        return next((r for r in self._buckets(self.warden.clock()) if r.label == label), None)
-
-    def _throttle_seconds(self, refusal: Refusal, waited: float) -> float | None:
-        """How long to hold a call refused by a ``when_exhausted="wait"`` budget, or None."""
-        ref = self._ref_of(refusal.cap) if refusal.cap.startswith("budget:") else None
-        if ref is None or ref.budget.when_exhausted != "wait" or ref.window.resets_at is None:
-            return None
-        span = ref.window.end - ref.window.start
-        jitter = random.uniform(0.0, min(0.1 * span, 0.5))  # spread the herd at the edge
-        seconds = max(ref.window.end - self.warden.clock(), 0.0) + jitter
-        if waited + seconds > ref.budget.max_wait_seconds:
-            return None
-        return seconds
-
-    def _emit_wait(self, refusal: Refusal, seconds: float) -> None:
-        self.warden._emit_all(
-            [
-                Notice(
-                    **self._event_fields(),
-                    code="wait",
-                    level="info",
-                    message=f"{refusal.cap} is exhausted: waiting {seconds:.2f}s for its window",
-                    data={"cap": refusal.cap, "seconds": seconds},
-                )
-            ]
-        )
-
-    def _question(self, refusal: Refusal, asked: set[str]) -> LimitReached | None:
-        """The question for ``on_limit``, once per cap per call, when a grant could help."""
-        if self.warden.on_limit is None or not grantable(refusal.cap) or refusal.cap in asked:
-            return None
-        asked.add(refusal.cap)
-        return LimitReached(
-            cap=refusal.cap,
-            limit=refusal.limit,
-            used=refusal.used,
-            requested=refusal.requested,
-            run_id=self.id,
-            report=self.report,
-            resets_at=self._resets_at(refusal.cap),
-        )
-
-    def _apply_grant(self, grant: Grant | None, refusal: Refusal) -> bool:
-        """Extend the refused cap by a grant (and say so in an event); False if none."""
-        if grant is None:
-            return False
-        with self._lock:
-            self._fast_ok = False  # granted runs take the general path (it adds the grants)
-            if refusal.cap.startswith("budget:"):
-                self._extras[refusal.cap] = self._extras.get(refusal.cap, 0.0) + grant.extra
-            else:
-                for run in self._lineage:
-                    run.limits = extend_limits(run.limits, refusal.cap, grant.extra)
-        self.warden._emit_all(
-            [
-                Notice(
-                    **self._event_fields(),
-                    code="grant",
-                    level="warning",
-                    message=f"{grant.by} granted {grant.extra:g} more of {refusal.cap}",
-                    data={
-                        "cap": refusal.cap,
-                        "extra": grant.extra,
-                        "by": grant.by,
-                        "note": grant.note,
-                    },
-                )
-            ]
-        )
-        return True
-
-    def _hold_llm(self, plan: Plan, outcome: ReserveOutcome, request: Request) -> Step:
-        model, est_in, max_out, _ = request
-        with self._lock:
-            self._bucket_ratios(outcome.states, plan.refs)
-            final = self._final_cap(plan, outcome, est_in, max_out)
-            step = Step(
-                id=plan.id,
-                model=plan.choice.model,
-                requested_model=model,
-                tier=plan.choice.tier,
-                route_reason=plan.choice.reason,
-                compress=self._pressure() is not None,
-                max_tokens=max_out,
-                input_tokens=est_in,
-                reserved_usd=plan.worst_cost,
-                started_at=self.warden.clock(),
-                retry=plan.retry,
-                final=final is not None,
-                final_cap=final,
-                hint=self._hint(),
-                buckets=plan.refs,
-            )
-            if final is not None:
-                self.final_cap = final
-            self._pending[step.id] = step
-            return step
-
-    def _final_cap(
-        self, plan: Plan, outcome: ReserveOutcome, est_in: int, max_out: int
-    ) -> str | None:
-        """The cap this call is the last call of, when ``Limits.final_answer`` is on."""
-        chain = self._lineage
-        if not any(run.limits.final_answer for run in chain):
-            return None
-        for run in chain:
-            cap = final_cap(
-                run.limits,
-                run.counters,
-                input_tokens=est_in,
-                max_output_tokens=max_out,
-                worst_cost=plan.worst_cost,
-            )
-            if cap is not None:
-                return cap
-        labels = {ref.key: ref.label for ref in plan.refs}
-        for state, charge in zip(outcome.states, plan.charges, strict=False):
-            if (
-                charge.amount > 0
-                and charge.limit - state.committed - state.reserved < charge.amount
-            ):
-                return labels.get(state.key, state.key)
-        return None
-
-    def _hint(self) -> str | None:
-        """A note on what is left, past the warn level, when the policy enables hints."""
-        if not self.policy.budget_hints:
-            return None
-        warn = self.policy.thresholds.warn - RATIO_TOLERANCE
-        if usage_ratio(self.limits, self.counters) < warn:
-            return None
-        return hint_text(self.remaining())
-
-    def _ledger_refusal(self, outcome: ReserveOutcome) -> Refusal:
-        if outcome.cancelled is not None:
-            return Refusal("cancelled", 0, 0)
-        state = outcome.refused
-        assert state is not None
-        return Refusal(
-            self._label_of(state.key),
-            state.limit,
-            round(state.committed + state.reserved, 9),
-            round(outcome.refused_amount, 9),
-        )
-
-    def _label_of(self, key: str) -> str:
-        ref = next((r for r in self._buckets(self.warden.clock()) if r.key == key), None)
-        return ref.label if ref else key
-
-    def _resets_at(self, cap: str) -> float | None:
-        ref = self._ref_of(cap) if cap.startswith("budget:") else None
-        return ref.window.resets_at if ref else None
-
-    def _refuse(self, refusal: Refusal) -> BudgetError:
-        """Record a refusal and build the exception that says so."""
-        if refusal.tool_denied is not None:
-            return ToolDenied(refusal.cap, refusal.tool_denied, self.report)
-        exc = BudgetExceeded(
-            refusal.cap,
-            refusal.limit,
-            refusal.used,
-            None,
-            resets_at=self._resets_at(refusal.cap),
-            requested=refusal.requested,
-            run_id=self.id,
-        )
-        with self._lock:
-            self.stopped = exc
-        exc.report = self.report
-        self.warden._emit_refusal(self, exc)
-        return exc
 
     def _price_result(
         self, step: Step, usage: Usage | None, model: str | None, output_text: str | None
@@ -723,67 +405,6 @@ class RunCore:
             bill = warden.prices.biller(warden._pricing_model(real_model, self))
             self._bills[real_model] = bill
         return usage, real_model, bill(usage)
-
-    def _llm_commit_charges(self, step: Step, usage: Usage, cost: float) -> list[Charge]:
-        """The real amounts of a model call against the buckets it reserved on."""
-        if not step.buckets:
-            return []
-        tokens = usage.input_tokens + usage.output_tokens
-        return self._charges(step.buckets, cost, tokens, held=False)
-
-    def _record_llm(
-        self,
-        step: Step,
-        usage: Usage,
-        model: str | None,
-        cost: float,
-        states: Committed,
-        latency_s: float | None,
-        outcome: str,
-        output_text: str | None,
-        prompt_text: str | None,
-        want: bool = True,
-    ) -> CostEvent | None:
-        """Count a finished model call and emit its events; its CostEvent, built only when
-        the caller (``want``) or a sink wants it."""
-        failed = outcome != "ok"
-        held = (step.reserved_usd, step.input_tokens, step.max_tokens)
-        with self._lock:
-            self._pending.pop(step.id, None)  # the reservation is settled: drop its hold
-            step.done = True
-            for run in self._lineage:
-                run.counters.settle_llm(held, usage, cost, failed)
-            if model and model not in self._models:
-                self._models.append(model)
-            if self.policy.routing is not None:
-                self._route = routes.after_outcome(
-                    self.policy.routing, self._route, outcome=outcome, model=step.model
-                )
-            alerts = self._after_commit(states, step.buckets)
-            wanted = self._wants_cost  # by a sink: then it is emitted too
-            if not want and not wanted:
-                event = None
-            else:
-                record = self.policy.record_content
-                event = llm_event(
-                    self._event_base,
-                    self.warden.clock(),
-                    step,
-                    usage,
-                    model,
-                    cost,
-                    latency_s=latency_s,
-                    outcome=outcome,
-                    retries=self.counters.retries,
-                    ratios=dict(self._ratios),
-                    prompt=prompt_text if record else None,
-                    response=output_text if record else None,
-                )
-                if wanted:
-                    alerts.append(event)
-        if alerts:
-            self.warden._emit_all(alerts)
-        return event
 
     def _after_commit(self, states: Committed, refs: tuple[BucketRef, ...]) -> list[Any]:
         """Update pressure ratios and return the alerts this commit crossed (none, without
@@ -868,57 +489,6 @@ class RunCore:
         return caps
 
     # ------------------------------------------------------------------ tool internals
-    def _plan_tool(self, name: str, args: Any, call_id: str | None) -> ToolStep | Refusal:
-        """A counted ToolStep, or the cap that refuses it; tool rules raise ToolDenied."""
-        rules = self.policy.tools
-        rule = tool_rule_refusal(rules, name)
-        if rule is not None:
-            raise self._refuse(replace(rule, cap=name))
-        if name in rules.require_approval and not self.warden._approve(name, args, self):
-            raise self._refuse(
-                Refusal(name, 0, 0, tool_denied="it needs approval and none was given")
-            )
-        if self.final_cap is not None:  # the final-answer call was made: no tools after it
-            return self._after_final_refusal()
-        now = self.warden.clock()
-        watched = any(run.limits.max_repeated_tool_calls is not None for run in self._lineage)
-        signature = tool_signature(name, args) if watched else name  # only a repeat cap looks
-        price = rules.price_usd.get(name, 0.0)
-        with self._lock:
-            for run in self._lineage:
-                refusal = tool_refusal(
-                    run.limits,
-                    rules,
-                    run.counters,
-                    name=name,
-                    signature=signature,
-                    elapsed=now - run.started_at,
-                    price=price,
-                )
-                if refusal is not None:
-                    return refusal
-            step = ToolStep(
-                self._next_id(),
-                name,
-                call_id,
-                signature,
-                price,
-                now,
-                self._buckets(now) if price > 0 else (),
-            )
-            self._count_tool(step, +1)
-            self._pending[step.id] = step
-        return step
-
-    def _after_final_refusal(self) -> Refusal:
-        cap = self.final_cap or "final_answer"
-        limit = getattr(self.limits, cap, None) if cap.startswith("max_") else None
-        used = {
-            "max_iterations": self.counters.iterations,
-            "max_cost_usd": self.counters.cost_usd,
-        }.get(cap, 0)
-        return Refusal(cap, float(limit or 0), float(used))
-
     def _count_tool(self, step: ToolStep, sign: int) -> None:
         for run in self._lineage:
             c = run.counters
@@ -930,115 +500,7 @@ class RunCore:
                 c.tool_streak = c.tool_streak + 1 if same else 1
                 c.last_tool_signature = step.signature
 
-    def _tool_charges(self, step: ToolStep) -> list[Charge]:
-        """A priced tool call's dollars against the run's dollar budgets."""
-        refs = [ref for ref in step.buckets if ref.metric == "cost"]
-        return self._charges(refs, step.price_usd, 0) if refs else []
-
-    def _unplan_tool(self, step: ToolStep, outcome: ReserveOutcome) -> Refusal:
-        with self._lock:
-            self._pending.pop(step.id, None)
-            self._count_tool(step, -1)
-        return self._ledger_refusal(outcome)
-
-    def _tool_step(self, step: ToolStep | str) -> ToolStep:
-        if isinstance(step, ToolStep):
-            return step
-        with self._lock:
-            for pending in self._pending.values():
-                if isinstance(pending, ToolStep) and pending.name == step:
-                    return pending
-        raise KeyError(
-            f"no pending call of tool {step!r} in run {self.id}: pass the ToolStep "
-            "that before_tool_call returned"
-        )
-
-    def _record_tool(
-        self,
-        step: ToolStep,
-        ok: bool,
-        latency_s: float | None,
-        states: tuple[BucketState, ...],
-        want: bool = True,
-    ) -> CostEvent | None:
-        """Count a finished tool call and emit its events (see ``_record_llm``)."""
-        with self._lock:
-            self._drop_hold(step)
-            for run in self._lineage:
-                c = run.counters
-                c.cost_usd += step.price_usd
-                c.errors += int(not ok)
-                c.consecutive_errors = 0 if ok else c.consecutive_errors + 1
-            alerts = self._after_commit(states, step.buckets) if step.price_usd else []
-            event, wanted = None, self._wants_cost
-            if want or wanted:
-                event = tool_event(
-                    self._event_base,
-                    self.warden.clock(),
-                    step,
-                    ok=ok,
-                    latency_s=latency_s,
-                    ratios=dict(self._ratios),
-                )
-                if wanted:
-                    alerts.append(event)
-        if alerts:
-            self.warden._emit_all(alerts)
-        return event
-
     # ------------------------------------------------------------------ ending
-    def _unhold(self, step: Step | ToolStep) -> bool:
-        with self._lock:
-            if step.done or self._pending.pop(step.id, None) is None:
-                return False
-            step.done = True
-            if isinstance(step, ToolStep):
-                self._count_tool(step, -1)
-            else:
-                self._count_llm(
-                    step.reserved_usd, step.retry, step.input_tokens, step.max_tokens, -1
-                )
-            return True
-
-    def _end(
-        self, stop_reason: str | None, error: BaseException | None, success: bool | None
-    ) -> tuple[list[Step | ToolStep], bool]:
-        """Mark the run ended; the calls it still holds, and whether this is its first end."""
-        with self._lock:
-            first = self.finished_at is None
-            if first:
-                self.finished_at = self.warden.clock()
-            self.stop_reason = stop_reason or self._stop_reason_for(error)
-            if success is not None:
-                self.success = success
-            leftovers = [s for s in self._pending.values() if not s.done]
-            for step in leftovers:  # calls that never reported back: free what they hold
-                self._drop_hold(step)
-            return leftovers, first
-
-    def _emit_finished(self, first: bool) -> None:
-        """One ``RunFinished`` event per run, at its first end (built only if a sink wants
-        it: the structlog sink logs it at debug level)."""
-        if not first or not self.warden._wants(RunFinished):
-            return
-        with self._lock:
-            c = self.counters
-            end = self.finished_at if self.finished_at is not None else self.warden.clock()
-            reason = self.stop_reason or (self.stopped.cap if self.stopped else None)
-            fields = dict(
-                self._event_fields(),
-                stop_reason=reason,
-                partial=reason not in (None, "completed", "error"),
-                success=self.success,
-                iterations=c.iterations,
-                tool_calls=c.tool_calls,
-                input_tokens=c.input_tokens,
-                output_tokens=c.output_tokens,
-                cost_usd=round(c.cost_usd, 12),
-                wall_seconds=round(max(end - self.started_at, 0.0), 6),
-            )  # the figures of ``self.report``, without building it
-        self.warden._emit_all([trusted(RunFinished, fields)])
-
     def _stop_reason_for(self, error: BaseException | None) -> str:
         if isinstance(error, BudgetExceeded):
             return error.cap
@@ -1047,12 +509,6 @@ class RunCore:
         if self.stopped is not None:
             return self.stopped.cap
         return self.final_cap or "completed"
-
-    def _held_in_ledger(self, step: Step | ToolStep) -> bool:
-        """True when the step's reservation holds something in the ledger to release."""
-        if isinstance(step, ToolStep):
-            return bool(self._tool_charges(step))
-        return bool(step.buckets)
 
     def _drop_hold(self, step: Step | ToolStep) -> None:
         """Forget a call's reservation (it was committed, or will never be)."""

@@ -31,7 +31,8 @@ from .buckets import BucketRef
 from .checks import tool_signature
 from .ledger.base import Charge, ReserveOutcome, new_charge
 from .policy import Limits
-from .run_core import RunCore, _ids
+from .run_calls import RunCalls
+from .run_core import _ids
 from .run_events import llm_event
 from .steps import Step, ToolStep
 from .usage import Usage, estimate_message_tokens
@@ -94,7 +95,7 @@ def _plain_step(
     )
 
 
-class FastPaths(RunCore):
+class FastPaths(RunCalls):
     """One-pass ``before`` steps for plain runs (see the module docstring)."""
 
     __slots__ = ()

@@ -1,0 +1,225 @@
+"""What a run does when a cap or budget is reached: try the next plan, wait for a window,
+ask ``on_limit`` for a grant, or refuse with an error that says which cap and what to do."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from .buckets import BucketRef
+from .checks import Refusal, final_cap, hint_text, usage_ratio
+from .errors import BudgetError, BudgetExceeded, ToolDenied
+from .events import Notice
+from .grants import Grant, LimitReached, extend_limits, grantable
+from .ledger.base import ReserveOutcome
+from .run_core import RATIO_TOLERANCE, RunCore
+from .steps import Plan
+
+__all__ = ["RunLimits"]
+
+_SPEND_CAPS = ("max_cost_usd",)
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """Where one ``before_llm_call`` stands: its plans, the one tried, what it waited."""
+
+    plans: list[Plan]
+    index: int = 0
+    waited: float = 0.0
+    asked: set[str] = field(default_factory=set)
+
+    @property
+    def plan(self) -> Plan:
+        return self.plans[self.index]
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """What to do after a refusal: try the next plan, wait, ask for a grant, or give up."""
+
+    kind: str  # "next" | "wait" | "ask" | "refuse"
+    seconds: float = 0.0
+    question: LimitReached | None = None
+
+
+class RunLimits(RunCore):
+    """The layer of ``Run`` that answers a refusal: the next move, the question for
+    ``on_limit`` and its grant, and the error a refused call raises."""
+
+    __slots__ = ()
+
+    def _next_move(self, attempt: _Attempt, refusal: Refusal) -> _Move:
+        """After a refusal: a cheaper plan, a wait for the window, a grant, or the end."""
+        spend = refusal.cap in _SPEND_CAPS or (
+            refusal.cap.startswith("budget:") and self._budget_of(refusal.cap) == "cost"
+        )
+        if spend and attempt.index + 1 < len(attempt.plans):
+            attempt.index += 1
+            return _Move("next")
+        seconds = self._throttle_seconds(refusal, attempt.waited)
+        if seconds is not None:
+            attempt.waited += seconds
+            self._emit_wait(refusal, seconds)
+            return _Move("wait", seconds=seconds)
+        question = self._question(refusal, attempt.asked)
+        return _Move("ask", question=question) if question else _Move("refuse")
+
+    def _budget_of(self, label: str) -> str | None:
+        ref = self._ref_of(label)
+        return ref.budget.metric if ref else None
+
+    def _ref_of(self, label: str) -> BucketRef | None:
+        return next((r for r in self._buckets(self.warden.clock()) if r.label == label), None)
+
+    def _throttle_seconds(self, refusal: Refusal, waited: float) -> float | None:
+        """How long to hold a call refused by a ``when_exhausted="wait"`` budget, or None."""
+        ref = self._ref_of(refusal.cap) if refusal.cap.startswith("budget:") else None
+        if ref is None or ref.budget.when_exhausted != "wait" or ref.window.resets_at is None:
+            return None
+        span = ref.window.end - ref.window.start
+        jitter = random.uniform(0.0, min(0.1 * span, 0.5))  # spread the herd at the edge
+        seconds = max(ref.window.end - self.warden.clock(), 0.0) + jitter
+        if waited + seconds > ref.budget.max_wait_seconds:
+            return None
+        return seconds
+
+    def _emit_wait(self, refusal: Refusal, seconds: float) -> None:
+        self.warden._emit_all(
+            [
+                Notice(
+                    **self._event_fields(),
+                    code="wait",
+                    level="info",
+                    message=f"{refusal.cap} is exhausted: waiting {seconds:.2f}s for its window",
+                    data={"cap": refusal.cap, "seconds": seconds},
+                )
+            ]
+        )
+
+    def _question(self, refusal: Refusal, asked: set[str]) -> LimitReached | None:
+        """The question for ``on_limit``, once per cap per call, when a grant could help."""
+        if self.warden.on_limit is None or not grantable(refusal.cap) or refusal.cap in asked:
+            return None
+        asked.add(refusal.cap)
+        return LimitReached(
+            cap=refusal.cap,
+            limit=refusal.limit,
+            used=refusal.used,
+            requested=refusal.requested,
+            run_id=self.id,
+            report=self.report,
+            resets_at=self._resets_at(refusal.cap),
+        )
+
+    def _apply_grant(self, grant: Grant | None, refusal: Refusal) -> bool:
+        """Extend the refused cap by a grant (and say so in an event); False if none."""
+        if grant is None:
+            return False
+        with self._lock:
+            self._fast_ok = False  # granted runs take the general path (it adds the grants)
+            if refusal.cap.startswith("budget:"):
+                self._extras[refusal.cap] = self._extras.get(refusal.cap, 0.0) + grant.extra
+            else:
+                for run in self._lineage:
+                    run.limits = extend_limits(run.limits, refusal.cap, grant.extra)
+        self.warden._emit_all(
+            [
+                Notice(
+                    **self._event_fields(),
+                    code="grant",
+                    level="warning",
+                    message=f"{grant.by} granted {grant.extra:g} more of {refusal.cap}",
+                    data={
+                        "cap": refusal.cap,
+                        "extra": grant.extra,
+                        "by": grant.by,
+                        "note": grant.note,
+                    },
+                )
+            ]
+        )
+        return True
+
+    def _final_cap(
+        self, plan: Plan, outcome: ReserveOutcome, est_in: int, max_out: int
+    ) -> str | None:
+        """The cap this call is the last call of, when ``Limits.final_answer`` is on."""
+        chain = self._lineage
+        if not any(run.limits.final_answer for run in chain):
+            return None
+        for run in chain:
+            cap = final_cap(
+                run.limits,
+                run.counters,
+                input_tokens=est_in,
+                max_output_tokens=max_out,
+                worst_cost=plan.worst_cost,
+            )
+            if cap is not None:
+                return cap
+        labels = {ref.key: ref.label for ref in plan.refs}
+        for state, charge in zip(outcome.states, plan.charges, strict=False):
+            if (
+                charge.amount > 0
+                and charge.limit - state.committed - state.reserved < charge.amount
+            ):
+                return labels.get(state.key, state.key)
+        return None
+
+    def _hint(self) -> str | None:
+        """A note on what is left, past the warn level, when the policy enables hints."""
+        if not self.policy.budget_hints:
+            return None
+        warn = self.policy.thresholds.warn - RATIO_TOLERANCE
+        if usage_ratio(self.limits, self.counters) < warn:
+            return None
+        return hint_text(self.remaining())
+
+    def _ledger_refusal(self, outcome: ReserveOutcome) -> Refusal:
+        if outcome.cancelled is not None:
+            return Refusal("cancelled", 0, 0)
+        state = outcome.refused
+        assert state is not None
+        return Refusal(
+            self._label_of(state.key),
+            state.limit,
+            round(state.committed + state.reserved, 9),
+            round(outcome.refused_amount, 9),
+        )
+
+    def _label_of(self, key: str) -> str:
+        ref = next((r for r in self._buckets(self.warden.clock()) if r.key == key), None)
+        return ref.label if ref else key
+
+    def _resets_at(self, cap: str) -> float | None:
+        ref = self._ref_of(cap) if cap.startswith("budget:") else None
+        return ref.window.resets_at if ref else None
+
+    def _refuse(self, refusal: Refusal) -> BudgetError:
+        """Record a refusal and build the exception that says so."""
+        if refusal.tool_denied is not None:
+            return ToolDenied(refusal.cap, refusal.tool_denied, self.report)
+        exc = BudgetExceeded(
+            refusal.cap,
+            refusal.limit,
+            refusal.used,
+            None,
+            resets_at=self._resets_at(refusal.cap),
+            requested=refusal.requested,
+            run_id=self.id,
+        )
+        with self._lock:
+            self.stopped = exc
+        exc.report = self.report
+        self.warden._emit_refusal(self, exc)
+        return exc
+
+    def _after_final_refusal(self) -> Refusal:
+        cap = self.final_cap or "final_answer"
+        limit = getattr(self.limits, cap, None) if cap.startswith("max_") else None
+        used = {
+            "max_iterations": self.counters.iterations,
+            "max_cost_usd": self.counters.cost_usd,
+        }.get(cap, 0)
+        return Refusal(cap, float(limit or 0), float(used))

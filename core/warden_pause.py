@@ -1,0 +1,189 @@
+"""A warden's pause handles (kept in the ledger, so a paused run survives a restart) and
+its waits: the nap until a paused run may go on, and a throttled call's wait."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar, Unpack
+
+from .buckets import matching_buckets
+from .events import Notice
+from .ledger import Ledger
+from .ledger.base import BucketState, ValueStore
+from .pause import PauseHandle
+from .warden_faults import LinkArgs
+from .warden_ledger import LedgerTrips
+
+__all__ = ["PauseHandles"]
+
+_T = TypeVar("_T")
+
+
+class PauseHandles(LedgerTrips):
+    """The layer of ``Warden`` that keeps pause handles and waits: ``sleep`` / ``asleep``
+    are how it waits (tests pass their clock's)."""
+
+    def __init__(
+        self,
+        *,
+        sleep: Callable[[float], None],
+        asleep: Callable[[float], Awaitable[None]] | None,
+        **link: Unpack[LinkArgs],
+    ) -> None:
+        super().__init__(**link)
+        self._sleep = sleep
+        self._asleep_fn = asleep
+
+    def save_handle(self, handle: PauseHandle) -> str:
+        """Keep a pause handle in the ledger (so it survives a restart); returns its id."""
+        self._values().put_value(self._handle_key(handle.id), handle.to_json())
+        self._emit_all(
+            [
+                Notice(
+                    ts=self.clock(),
+                    run_id=handle.run_id,
+                    code="pause",
+                    level="warning",
+                    message=f"run {handle.run_id} paused at {handle.cap}; handle {handle.id}",
+                    data={"handle": handle.id, "cap": handle.cap, "resets_at": handle.resets_at},
+                )
+            ]
+        )
+        return handle.id
+
+    async def asave_handle(self, handle: PauseHandle) -> str:
+        """Async twin of ``save_handle`` (the ledger write runs in a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.save_handle, handle)
+
+    def load_handle(self, handle_id: str) -> PauseHandle | None:
+        """A saved pause handle, or None if there is none (or it was resumed)."""
+        text = self._values().get_value(self._handle_key(handle_id))
+        return PauseHandle.from_json(text) if text is not None else None
+
+    def drop_handle(self, handle_id: str) -> None:
+        """Forget a pause handle (done by ``nap_and_resume`` once resumed)."""
+        self._values().delete_value(self._handle_key(handle_id))
+
+    def paused(self) -> list[PauseHandle]:
+        """Every saved pause handle of this namespace."""
+        prefix = self._handle_key("")
+        store = self._values()
+        texts = [store.get_value(key) for key in store.list_values(prefix)]
+        return [PauseHandle.from_json(t) for t in texts if t is not None]
+
+    def ready_to_resume(self, handle: PauseHandle) -> bool:
+        """True when the window that stopped the run has reset or its budget has room again
+        (someone raised it); a run cap is ready at once (a resumed run gets fresh caps)."""
+        if not handle.cap.startswith("budget:"):
+            return handle.cap != "cancelled" or not self.ledger.cancelled([f"run={handle.run_id}"])
+        now = self.clock()
+        if handle.resets_at is not None and now >= handle.resets_at:
+            return True
+        refs = matching_buckets(
+            self.policy.budgets,
+            handle.attribution,
+            run_id=handle.run_id,
+            now=now,
+            timezone=self.policy.timezone,
+            namespace=self.namespace,
+        )
+        ref = next((r for r in refs if r.label == handle.cap), None)
+        if ref is None:
+            return True  # the budget was removed from the policy
+        state = self._ledger_call(state_reader(ref.key, now, ref.limit))
+        return state.committed + state.reserved < ref.limit * self.policy.thresholds.stop
+
+    def wait_until_resumable(
+        self, handle: PauseHandle, *, poll_seconds: float = 5.0, timeout: float | None = None
+    ) -> bool:
+        """Sleep until ``ready_to_resume`` (or ``timeout`` seconds); True when ready."""
+        waited = 0.0
+        while not self.ready_to_resume(handle):
+            if timeout is not None and waited >= timeout:
+                return False
+            step = self._nap_length(handle, poll_seconds)
+            self._sleep(step)
+            waited += step
+        return True
+
+    async def await_resumable(
+        self, handle: PauseHandle, *, poll_seconds: float = 5.0, timeout: float | None = None
+    ) -> bool:
+        """Async twin of ``wait_until_resumable`` (never blocks the event loop)."""
+        waited = 0.0
+        while not self.ready_to_resume(handle):
+            if timeout is not None and waited >= timeout:
+                return False
+            step = self._nap_length(handle, poll_seconds)
+            await self._asleep(step)
+            waited += step
+        return True
+
+    def nap_and_resume(
+        self,
+        handle: PauseHandle | str,
+        resume: Callable[[PauseHandle], _T],
+        *,
+        poll_seconds: float = 5.0,
+    ) -> _T:
+        """Wait until the paused run may go on, then ``resume(handle)`` and forget the handle.
+
+        ``handle`` may be an id saved by ``save_handle`` (e.g. in another process).
+        """
+        found = self._handle(handle)
+        self.wait_until_resumable(found, poll_seconds=poll_seconds)
+        result = resume(found)
+        self.drop_handle(found.id)
+        return result
+
+    async def anap_and_resume(
+        self,
+        handle: PauseHandle | str,
+        resume: Callable[[PauseHandle], Awaitable[_T]],
+        *,
+        poll_seconds: float = 5.0,
+    ) -> _T:
+        """Async twin of ``nap_and_resume``."""
+        found = self._handle(handle)
+        await self.await_resumable(found, poll_seconds=poll_seconds)
+        result = await resume(found)
+        self.drop_handle(found.id)
+        return result
+
+    def _handle(self, handle: PauseHandle | str) -> PauseHandle:
+        if isinstance(handle, PauseHandle):
+            return handle
+        found = self.load_handle(handle)
+        if found is None:
+            raise KeyError(f"no pause handle {handle!r} in ledger {self.ledger.uri}")
+        return found
+
+    def _nap_length(self, handle: PauseHandle, poll_seconds: float) -> float:
+        if handle.resets_at is None:
+            return poll_seconds
+        return max(min(handle.resets_at - self.clock(), poll_seconds), 0.01)
+
+    def _handle_key(self, handle_id: str) -> str:
+        return f"handle|{self.namespace}|{handle_id}"
+
+    def _values(self) -> ValueStore:
+        if not isinstance(self.ledger, ValueStore):
+            raise TypeError(f"ledger {self.ledger.uri} cannot keep pause handles")
+        return self.ledger
+
+    async def _asleep(self, seconds: float) -> None:
+        if self._asleep_fn is not None:
+            await self._asleep_fn(seconds)
+        elif self._sleep is not time.sleep:
+            self._sleep(seconds)  # an injected (test) clock's sleep
+        else:
+            import asyncio
+
+            await asyncio.sleep(seconds)
+
+
+def state_reader(key: str, now: float, limit: float) -> Callable[[Ledger], BucketState]:
+    return lambda ledger: ledger.state(key, now=now, limit=limit)
