@@ -121,7 +121,11 @@ class Budget(_Frozen):
     name: str | None = Field(None, description="Stable name; defaults to scope/window/metric.")
     when_exhausted: Literal["refuse", "wait"] = "refuse"
     max_wait_seconds: float = Field(0.0, ge=0)
-    hard: bool = Field(True, description="Fail closed when the ledger is unreachable.")
+    hard: bool = Field(
+        True,
+        description="While the ledger is unreachable, refuse calls for this budget (with "
+        "Policy.ledger_failure='closed'); False: let them go on, counted locally.",
+    )
 
     @field_validator("scope")
     @classmethod
@@ -291,7 +295,9 @@ class Policy(_Frozen):
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     timezone: str = "UTC"
     ledger_failure: Literal["closed", "open"] = Field(
-        "closed", description="When the ledger is unreachable: refuse calls, or count locally."
+        "closed",
+        description="When the ledger is unreachable: 'closed' refuses new calls if any budget "
+        "is hard (Budget.hard); 'open' counts locally. All-soft budgets always fail open.",
     )
     lease_seconds: float = Field(300.0, gt=0, description="Lifetime of an unreleased reservation.")
     record_content: bool = Field(False, description="Put prompt and response text in events.")

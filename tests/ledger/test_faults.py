@@ -134,15 +134,19 @@ async def test_async_calls_fail_closed_and_keep_finished_calls(own_redis: RedisS
     assert len(notices(sink, "ledger_recovered")) == 1
 
 
-def test_soft_budgets_fail_open_by_default(own_redis: RedisServer) -> None:
+@pytest.mark.parametrize("ledger_failure", [None, "closed"])
+def test_soft_budgets_fail_open_even_when_the_policy_says_closed(
+    own_redis: RedisServer, ledger_failure: str | None
+) -> None:
+    """``ledger_failure="closed"`` (given or by default) protects hard budgets only."""
     soft = Budget(scope="workspace", window="day", max_cost_usd=1.0, hard=False)
+    given = policy(soft) if ledger_failure is None else policy(soft, ledger_failure="closed")
     sink = ListSink()
-    warden = Warden(
-        policy(soft), ledger=own_redis.url(timeout="0.2"), clock=FakeClock(), sinks=[sink]
-    )
+    warden = Warden(given, ledger=own_redis.url(timeout="0.2"), clock=FakeClock(), sinks=[sink])
     own_redis.stop()
     finished_call(warden)
     assert notices(sink, "ledger_unavailable")[0].data["mode"] == "open"
+    warden.run(workspace="acme").before_llm_call(MODEL, input_tokens=100)  # not refused
 
 
 def test_close_says_when_local_spend_could_not_be_handed_over(own_redis: RedisServer) -> None:
