@@ -6,6 +6,7 @@ import math
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -62,3 +63,44 @@ def test_dst_day_is_twenty_three_hours_long() -> None:
     moment = datetime(2026, 3, 29, 12, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
     day = window_at("day", moment, "Europe/Paris")
     assert day.end - day.start == 23 * 3600
+
+
+CLOCK_CHANGES = [
+    ("Europe/Paris", "2024-03-31"),  # clock forward an hour
+    ("Europe/Paris", "2024-10-27"),  # clock back an hour
+    ("America/New_York", "2024-11-03"),
+    ("Australia/Lord_Howe", "2024-04-07"),  # clock back half an hour
+    ("Australia/Lord_Howe", "2024-10-06"),  # forward half an hour
+]
+
+
+@pytest.mark.parametrize(("zone", "day"), CLOCK_CHANGES)
+@pytest.mark.parametrize("window", ["1m", "15m", "30m", "1h", "8h"])
+def test_windows_of_a_day_tile_clock_change_days_on_wall_clock_boundaries(
+    zone: str, day: str, window: str
+) -> None:
+    tz = ZoneInfo(zone)
+    size = int(window[:-1]) * {"m": 60, "h": 3600}[window[-1]]
+    moment = datetime.fromisoformat(day).replace(tzinfo=tz).timestamp() - 3 * 3600
+    for _ in range(1200):  # every 97 s over 32 hours around the change
+        occurrence = window_at(window, moment, zone)
+        assert occurrence.start <= moment < occurrence.end
+        assert window_at(window, occurrence.end, zone).start == occurrence.end
+        start = datetime.fromtimestamp(occurrence.start, tz)
+        on_boundary = (start.hour * 3600 + start.minute * 60 + start.second) % size == 0
+        at_a_change = datetime.fromtimestamp(occurrence.start - 1, tz).utcoffset() != (
+            start.utcoffset()
+        )
+        assert on_boundary or at_a_change
+        moment += 97
+
+
+@pytest.mark.parametrize("day", ["2024-03-31", "2024-10-27"])
+def test_eight_hour_windows_keep_their_hours_on_clock_change_days(day: str) -> None:
+    tz = ZoneInfo("Europe/Paris")
+    occurrence = window_at("8h", datetime.fromisoformat(day).replace(tzinfo=tz).timestamp(), tz.key)
+    starts = []
+    for _ in range(4):
+        starts.append(datetime.fromtimestamp(occurrence.start, tz).strftime("%H:%M"))
+        occurrence = window_at("8h", occurrence.end, tz.key)
+    assert starts == ["00:00", "08:00", "16:00", "00:00"]
