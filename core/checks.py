@@ -33,7 +33,12 @@ class Counters:
     reserved_output_tokens: int = 0
     retries: int = 0
     errors: int = 0
+    #: Failed calls in a row: the failed model calls since the last successful one plus the
+    #: failed tool calls since the last successful one (a model that answers and asks again
+    #: for a failing tool ends no row; see ``count_tool_result``).
     consecutive_errors: int = 0
+    llm_error_streak: int = 0
+    tool_error_streak: int = 0
     last_llm_failed: bool = False
     last_tool_signature: str | None = None
     tool_streak: int = 0
@@ -74,9 +79,21 @@ class Counters:
         self.last_llm_failed = failed
         if failed:
             self.errors += 1
+            self.llm_error_streak += 1
             self.consecutive_errors += 1
-        else:
-            self.consecutive_errors = 0
+        elif self.llm_error_streak:
+            self.consecutive_errors -= self.llm_error_streak
+            self.llm_error_streak = 0
+
+    def count_tool_result(self, ok: bool) -> None:
+        """Count a finished tool call's outcome in the error counters."""
+        if not ok:
+            self.errors += 1
+            self.tool_error_streak += 1
+            self.consecutive_errors += 1
+        elif self.tool_error_streak:
+            self.consecutive_errors -= self.tool_error_streak
+            self.tool_error_streak = 0
 
 
 @dataclass(frozen=True, slots=True)

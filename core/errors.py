@@ -137,7 +137,7 @@ class ModelDenied(BudgetError):
         super().__init__(
             f"budgetwarden cannot price model {model!r} and Policy.unknown_model is 'deny'; "
             f"add a price: Policy(prices={{{model!r}: {{'input_cost_per_token': ..., "
-            "'output_cost_per_token': ...}}}) or set unknown_model='fallback'."
+            "'output_cost_per_token': ...}}) or set unknown_model='fallback'."
         )
 
 

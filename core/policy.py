@@ -83,7 +83,11 @@ class Limits(_Frozen):
         None, ge=0, description="Model calls made right after a failed one."
     )
     max_consecutive_errors: int | None = Field(
-        None, ge=0, description="Failed model or tool calls in a row before the run stops."
+        None,
+        ge=0,
+        description="Failed calls in a row before the run stops: failed model calls since the "
+        "last successful one plus failed tool calls since the last successful one (so a "
+        "model that keeps calling a failing tool is stopped).",
     )
     max_repeated_tool_calls: int | None = Field(
         None,
@@ -94,6 +98,20 @@ class Limits(_Frozen):
         False,
         description="Make the last call a cap allows without tools, asking for a final answer.",
     )
+
+    def held_at(self, level: float) -> Limits:
+        """These limits with the spend caps (dollars, input and output tokens) at ``level``
+        of their figures (``Thresholds.stop``): what a run may use before it stops."""
+        if level >= 1:
+            return self
+        update: dict[str, float | int] = {}
+        if self.max_cost_usd is not None:
+            update["max_cost_usd"] = self.max_cost_usd * level
+        if self.max_input_tokens is not None:
+            update["max_input_tokens"] = int(self.max_input_tokens * level)
+        if self.max_output_tokens is not None:
+            update["max_output_tokens"] = int(self.max_output_tokens * level)
+        return self.model_copy(update=update) if update else self
 
 
 class Budget(_Frozen):

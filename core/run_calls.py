@@ -81,7 +81,7 @@ class RunCalls(RunLimits):
         with self._lock:
             for run in self._lineage:
                 refusal = llm_refusal(
-                    run.limits,
+                    run._held_limits(),
                     run.counters,
                     elapsed=now - run.started_at,
                     input_tokens=est_in,
@@ -227,7 +227,7 @@ class RunCalls(RunLimits):
         with self._lock:
             for run in self._lineage:
                 refusal = tool_refusal(
-                    run.limits,
+                    run._held_limits(),
                     rules,
                     run.counters,
                     name=name,
@@ -287,8 +287,7 @@ class RunCalls(RunLimits):
             for run in self._lineage:
                 c = run.counters
                 c.cost_usd += step.price_usd
-                c.errors += int(not ok)
-                c.consecutive_errors = 0 if ok else c.consecutive_errors + 1
+                c.count_tool_result(ok)
             alerts = self._after_commit(states, step.buckets) if step.price_usd else []
             event, wanted = None, self._wants_cost
             if want or wanted:

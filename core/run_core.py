@@ -104,6 +104,7 @@ class RunCore:
         "_fast_tool_caps",
         "_free_tools",
         "_has_budgets",
+        "_held",
         "_in_process",
         "_lease_seconds",
         "_lineage",
@@ -180,6 +181,7 @@ class RunCore:
         self._lowest_level = alert_levels(self.policy.thresholds)[0]
         self._degrade_at = self.policy.thresholds.degrade - RATIO_TOLERANCE
         self._stop_level = self.policy.thresholds.stop
+        self._held: tuple[Limits, Limits] | None = None  # (limits, held at the stop level)
         self._has_budgets = bool(self.policy.budgets)
         self._fast_llm_caps: tuple[Limits, Any] | None = None  # see run_fast
         self._fast_tool_caps: tuple[Limits, Any] | None = None
@@ -216,6 +218,14 @@ class RunCore:
         return False  # the general path only (FastPaths says when a run is plain)
 
     # ================================================================== internals
+    def _held_limits(self) -> Limits:
+        """The run's limits with the spend caps held at the policy's stop level (the figures
+        calls are checked against), read once per ``Limits`` object (a grant replaces it)."""
+        lim, held = self.limits, self._held
+        if held is None or held[0] is not lim:
+            held = self._held = (lim, lim.held_at(self._stop_level))
+        return held[1]
+
     @property
     def report(self) -> RunReport:
         """What the run did so far (children included), and why it stopped."""

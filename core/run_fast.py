@@ -117,15 +117,15 @@ class FastPaths(RunCalls):
         cached = self._fast_llm_caps
         if cached is not None and cached[0] is self.limits:
             return cast(LlmCaps, cached[1])
-        lim = self.limits
+        lim, held = self.limits, self._held_limits()
         caps: LlmCaps = (
             lim.max_wall_seconds,
             lim.max_consecutive_errors,
             lim.max_iterations,
             lim.max_retries,
-            lim.max_input_tokens,
-            lim.max_output_tokens,
-            lim.max_cost_usd,
+            held.max_input_tokens,
+            held.max_output_tokens,
+            held.max_cost_usd,
         )
         self._fast_llm_caps = (lim, caps)
         return caps
@@ -545,12 +545,7 @@ class FastPaths(RunCalls):
         with self._lock:
             self._pending.pop(step.id, None)
             step.done = True
-            c = self.counters
-            if ok:
-                c.consecutive_errors = 0
-            else:
-                c.errors += 1
-                c.consecutive_errors += 1
+            self.counters.count_tool_result(ok)
         return True
 
     def _quick_tool_checked(self, claim: ToolClaim, outcome: ReserveOutcome) -> ToolStep | None:

@@ -150,7 +150,7 @@ class RunLimits(RunCore):
             return None
         for run in chain:
             cap = final_cap(
-                run.limits,
+                run._held_limits(),
                 run.counters,
                 input_tokens=est_in,
                 max_output_tokens=max_out,

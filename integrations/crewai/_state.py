@@ -22,6 +22,7 @@ from crewai.events.types.llm_events import LLMCallCompletedEvent, LLMCallFailedE
 from crewai.hooks.dispatch import HookAborted, InterceptionPoint, register_scoped, scoped_hooks
 from crewai.hooks.llm_hooks import LLMCallHookContext
 from crewai.hooks.tool_hooks import ToolCallHookContext
+from crewai.utilities.i18n import I18N_DEFAULT
 
 from budgetwarden import BudgetError, BudgetExceeded, Run, ToolDenied, ToolStep, Usage
 
@@ -379,8 +380,19 @@ def _tool_names(ctx: LLMCallHookContext) -> list[str] | None:
     return [str(getattr(tool, "name", tool)) for tool in tools]
 
 
+def _error_openings() -> tuple[str, ...]:
+    """How CrewAI's results of a failed tool begin: "Error executing tool" (native tool
+    calls), "Error:" (bad arguments), and in ReAct mode its translated "I encountered an
+    error ..." texts (read from CrewAI's own translations, so another language works too)."""
+    texts = (I18N_DEFAULT.errors("tool_usage_exception"), I18N_DEFAULT.errors("tool_usage_error"))
+    return ("Error executing tool", "Error:", *(text.split("{", 1)[0] for text in texts))
+
+
+_ERROR_OPENINGS = _error_openings()
+
+
 def _looks_failed(result: Any) -> bool:
-    return isinstance(result, str) and result.startswith(("Error executing tool", "Error:"))
+    return isinstance(result, str) and result.lstrip().startswith(_ERROR_OPENINGS)
 
 
 def _stop_notice(error: Exception) -> str:

@@ -147,6 +147,35 @@ def test_consecutive_errors_cap_and_a_success_resets_the_streak() -> None:
     assert info.value.cap == "max_consecutive_errors"
 
 
+def test_a_model_that_keeps_calling_a_failing_tool_reaches_the_consecutive_errors_cap() -> None:
+    """A successful model call between failed tool calls does not end their row."""
+    warden, _, _ = make_warden(Policy(limits=Limits(max_consecutive_errors=3)))
+    run = warden.run()
+    for _ in range(3):
+        run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+        run.after_tool_call(run.before_tool_call("t"), ok=False)
+    with pytest.raises(BudgetExceeded) as info:
+        run.before_llm_call("gpt-4o-mini")
+    assert info.value.cap == "max_consecutive_errors" and info.value.used == 3
+
+
+def test_a_successful_call_ends_only_the_row_of_its_own_kind() -> None:
+    warden, _, _ = make_warden(Policy(limits=Limits(max_consecutive_errors=3)))
+    run = warden.run()
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage(), outcome="timeout")
+    run.after_tool_call(run.before_tool_call("t"), ok=False)
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())  # ends the model row
+    run.after_tool_call(run.before_tool_call("t"), ok=False)
+    run.after_tool_call(run.before_tool_call("t"), ok=True)  # ends the tool row
+    run.after_tool_call(run.before_tool_call("t"), ok=False)
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage(), outcome="timeout")
+    run.after_tool_call(run.before_tool_call("t"), ok=False)  # 1 model + 2 tool failures
+    with pytest.raises(BudgetExceeded) as info:
+        run.before_tool_call("t")
+    assert info.value.cap == "max_consecutive_errors" and info.value.used == 3
+    assert run.report.errors == 6
+
+
 def test_repeated_identical_tool_calls_are_refused_and_a_different_call_resets() -> None:
     warden, _, _ = make_warden(Policy(limits=Limits(max_repeated_tool_calls=2)))
     run = warden.run()
@@ -258,8 +287,11 @@ def test_unknown_model_is_refused_when_policy_denies() -> None:
     from budgetwarden import ModelDenied
 
     warden, _, _ = make_warden(Policy(unknown_model="deny"))
-    with pytest.raises(ModelDenied, match="add a price"):
+    with pytest.raises(ModelDenied, match="add a price") as info:
         warden.run().before_llm_call("my-private-model")
+    fix = str(info.value).split("add a price: ", 1)[1].split(" or set ", 1)[0]
+    assert fix.startswith("Policy(prices=")
+    compile(fix, "<the fix the message suggests>", "eval")  # the snippet is valid Python
 
 
 def test_model_known_only_after_the_call_is_priced_with_its_real_name() -> None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from budgetwarden import Budget, BudgetExceeded, Limits, Policy, Routing
+from budgetwarden import (
+    Budget,
+    BudgetExceeded,
+    Limits,
+    ModelPrice,
+    Policy,
+    Routing,
+    Thresholds,
+)
 
 from .helpers import make_warden, usage
 
@@ -89,3 +97,32 @@ def test_custom_stop_level_refuses_before_the_limit() -> None:
             run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
             made += 1
     assert made == 8
+
+
+@pytest.mark.parametrize(
+    ("limits", "first", "refused", "allowed"),
+    [
+        (Limits(max_cost_usd=1.0), (350, 350), (100, 100), (10, 10)),  # $0.70, +$0.20, +$0.02
+        (Limits(max_output_tokens=1000), (0, 700), (0, 150), (0, 50)),
+        (Limits(max_input_tokens=1000), (700, 0), (150, 0), (50, 0)),
+    ],
+    ids=["dollars", "output tokens", "input tokens"],
+)
+def test_a_stop_level_below_one_holds_the_run_caps_as_it_holds_budgets(
+    limits: Limits, first: tuple[int, int], refused: tuple[int, int], allowed: tuple[int, int]
+) -> None:
+    """Thresholds.stop applies to the run's own spend caps: no call may take the run past it
+    (here 80 % of the cap; the refused call would end at 85 or 90 %)."""
+    prices = {"m": ModelPrice(input_cost_per_token=1e-3, output_cost_per_token=1e-3)}
+    thresholds = Thresholds(warn=0.5, degrade=0.6, stop=0.8)
+    warden, _, _ = make_warden(Policy(limits=limits, thresholds=thresholds, prices=prices))
+    run = warden.run()
+    run.after_llm_call(
+        run.before_llm_call("m", input_tokens=first[0], max_tokens=first[1]), usage(*first)
+    )
+    with pytest.raises(BudgetExceeded) as info:
+        run.before_llm_call("m", input_tokens=refused[0], max_tokens=refused[1])
+    cap, figure = next((name, value) for name, value in limits if value is not None)
+    assert info.value.cap == cap and info.value.limit == pytest.approx(figure * 0.8)
+    step = run.before_llm_call("m", input_tokens=allowed[0], max_tokens=allowed[1])
+    run.after_llm_call(step, usage(*allowed))

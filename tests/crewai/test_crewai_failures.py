@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from crewai_fakes import ScriptedLLM, SearchTool, make_crew
 
-from budgetwarden import Limits, ModelDenied, Policy, Run, Warden
+from budgetwarden import CostEvent, Limits, ListSink, ModelDenied, Policy, Run, Warden
 from budgetwarden.integrations.crewai import guard_crew
 
 
@@ -46,3 +46,29 @@ def test_an_error_of_the_crew_itself_propagates_unchanged() -> None:
 
     with pytest.raises(ConnectionError, match="provider is down"):
         guard_crew(crew, Warden(Policy())).kickoff()
+
+
+class FailingTool(SearchTool):
+    """A tool whose every run raises."""
+
+    def _run(self, query: str = "") -> str:
+        self.runs += 1
+        raise ValueError("search backend down")
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["react", "native-tools"])
+def test_a_failing_tool_is_recorded_as_an_error_and_ends_the_row_at_the_cap(native: bool) -> None:
+    """CrewAI words a failed tool differently in ReAct and native mode; both count as errors,
+    and a model that keeps asking for the failing tool meets max_consecutive_errors."""
+    sink = ListSink()
+    limits = Limits(max_iterations=8, max_consecutive_errors=2)
+    warden = Warden(Policy(limits=limits), sinks=[sink], log_events=False)
+    llm, tool = ScriptedLLM(native=native), FailingTool()
+
+    result = guard_crew(make_crew([llm], tools=[tool]), warden, user="u1").kickoff()
+
+    statuses = [e.status for e in sink.events if isinstance(e, CostEvent) and e.kind == "tool"]
+    assert statuses == ["error", "error"]
+    assert tool.runs >= 2
+    assert result.cap == "max_consecutive_errors"
+    assert llm.calls == 2  # the third model call would follow a second failed tool call
