@@ -259,9 +259,12 @@ class CrewRunState:
             output_text=call.text,
         )
 
-    def settle_all(self) -> None:
-        """Commit every call still pending (the kickoff is over, so all have returned)."""
+    def settle_all(self, failed: BaseException | None = None) -> None:
+        """Commit every call still pending (the kickoff is over, so all have returned). When
+        the kickoff raised ``failed``, a call with no sign of an answer failed with it."""
         for call in self._pending_calls():
+            if failed is not None and call.outcome == "ok" and not call.has_answered():
+                call.outcome = outcome_of_error(failed)
             self.settle(call)
 
     def _settle_answered(self, lane: int) -> None:

@@ -236,10 +236,10 @@ class _Kickoff:
     def end_with_error(self, error: BaseException) -> GuardedCrewOutput:
         """The kickoff raised: a budget stop becomes a partial output, anything else re-raises."""
         state = self.state
-        state.settle_all()
         ours = isinstance(error, BudgetAbort) or (
             isinstance(error, HookAborted) and state.stopped is not None
         )
+        state.settle_all(failed=None if ours else error)
         if state.failure is not None:
             state.finish(error=state.failure)
             raise state.failure from None

@@ -194,13 +194,17 @@ async def _run_guarded(
 ) -> GuardedResult:
     hooks, kwargs = _prepare(warden, input, options)
     usage = _context_of(input, kwargs).usage
+    error: BaseException | None = None
     try:
         result = await Runner.run(starting_agent, input, hooks=hooks, **kwargs)
     except BudgetError as exc:
         turns = _max_turns(input, kwargs)
         return _stopped(exc, hooks, hooks.governed(usage), starting_agent, turns)
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
-        await hooks.aclose(usage=usage)
+        await hooks.aclose(error, usage=usage)
     return _completed(result, hooks.governed(usage))
 
 
@@ -209,13 +213,17 @@ def _run_guarded_sync(
 ) -> GuardedResult:
     hooks, kwargs = _prepare(warden, input, options)
     usage = _context_of(input, kwargs).usage
+    error: BaseException | None = None
     try:
         result = Runner.run_sync(starting_agent, input, hooks=hooks, **kwargs)
     except BudgetError as exc:
         turns = _max_turns(input, kwargs)
         return _stopped(exc, hooks, hooks.governed(usage), starting_agent, turns)
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
-        hooks.close(usage=usage)
+        hooks.close(error, usage=usage)
     return _completed(result, hooks.governed(usage))
 
 

@@ -143,12 +143,17 @@ class BudgetRunHooks(RunHooks[Any]):
         """Finish every run still open (one an exception ended before its final output), or
         only those of the run context whose ``usage`` is given."""
         for state in self._innermost_first(usage):
+            self._record_unanswered(state, error)
             self._end(state)
             state.run.finish(_unfinished_reason(error), error=error)
 
     async def aclose(self, error: BaseException | None = None, *, usage: object = None) -> None:
         """Async twin of :meth:`close`."""
         for state in self._innermost_first(usage):
+            for call, outcome, latency_s in _unanswered(state, error):
+                await state.run.arecord_llm_call(
+                    call.step, Usage(), model=_priced(call), latency_s=latency_s, outcome=outcome
+                )
             self._end(state)
             await state.run.afinish(_unfinished_reason(error), error=error)
 
@@ -213,7 +218,7 @@ class BudgetRunHooks(RunHooks[Any]):
                     usage,
                     # Without the routed provider the agent's own model answered, whatever
                     # the step chose: price the model that ran.
-                    model=call.dispatched_model or call.model,
+                    model=_priced(call),
                     latency_s=latency_s,
                     outcome=outcome,
                     output_text=output_text,
@@ -414,6 +419,14 @@ class BudgetRunHooks(RunHooks[Any]):
             self._calls_by_input.pop(id(call.input_items), None)
         state.finished = True
 
+    @staticmethod
+    def _record_unanswered(state: GovernedRun, error: BaseException | None) -> None:
+        """Record as failed the model calls the run ended without (see ``_unanswered``)."""
+        for call, outcome, latency_s in _unanswered(state, error):
+            state.run.record_llm_call(
+                call.step, Usage(), model=_priced(call), latency_s=latency_s, outcome=outcome
+            )
+
     def _innermost_first(self, usage: object = None) -> list[GovernedRun]:
         states = [s for s in self._states.values() if usage is None or s.usage_key == id(usage)]
         return sorted(states, key=_depth, reverse=True)
@@ -423,6 +436,7 @@ class BudgetRunHooks(RunHooks[Any]):
         self._outermost.pop(usage_key, None)
         for state in self._innermost_first():
             if state.usage_key == usage_key:
+                self._record_unanswered(state, None)
                 self._end(state)
                 state.run.finish("error")
 
@@ -440,6 +454,27 @@ def _depth(state: GovernedRun) -> int:
     while node.parent is not None:
         depth, node = depth + 1, node.parent
     return depth
+
+
+def _unanswered(
+    state: GovernedRun, error: BaseException | None
+) -> list[tuple[LlmCall, str, float]]:
+    """The model calls of a run ended without their answer (the model raised, or the run was
+    cancelled meanwhile), taken off it: each with its outcome (from ``error`` when known) and
+    latency. They are recorded as failed (providers bill no failed call), like the other
+    adapters record a model call that raised."""
+    outcome = outcome_of(error) if error is not None else "provider_error"
+    now, calls = time.monotonic(), []
+    for call in state.llm_calls.values():
+        if not call.settled:
+            call.settled = True
+            calls.append((call, outcome, now - call.started))
+    return calls
+
+
+def _priced(call: LlmCall) -> str | None:
+    """The model a call is priced as: the routed one it was sent to, else the agent's own."""
+    return call.dispatched_model or call.model
 
 
 def _unfinished_reason(error: BaseException | None) -> str | None:

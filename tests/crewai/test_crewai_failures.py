@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from crewai_fakes import ScriptedLLM, SearchTool, make_crew
 
-from budgetwarden import CostEvent, Limits, ListSink, ModelDenied, Policy, Run, Warden
+from budgetwarden import Budget, CostEvent, Limits, ListSink, ModelDenied, Policy, Run, Warden
 from budgetwarden.integrations.crewai import guard_crew
 
 
@@ -46,6 +48,32 @@ def test_an_error_of_the_crew_itself_propagates_unchanged() -> None:
 
     with pytest.raises(ConnectionError, match="provider is down"):
         guard_crew(crew, Warden(Policy())).kickoff()
+
+
+def test_a_model_call_that_raised_is_recorded_as_failed_and_not_charged() -> None:
+    """An LLM that raises without emitting CrewAI's failed event: the kickoff's own error
+    says the pending call failed; it is recorded as such, and costs nothing."""
+
+    class FailsSecond(ScriptedLLM):
+        def call(self, *args: Any, **kwargs: Any) -> Any:
+            if self.calls == 1:
+                self._calls += 1
+                raise ConnectionError("provider is down")
+            return super().call(*args, **kwargs)
+
+    sink = ListSink()
+    per_user = Policy(budgets=[Budget(scope="user", window="day", max_cost_usd=10.0)])
+    warden = Warden(per_user, sinks=[sink], log_events=False)
+    crew = make_crew([FailsSecond()], tools=[SearchTool()])
+    crew.agents[0].max_retry_limit = 0
+
+    with pytest.raises(ConnectionError, match="provider is down"):
+        guard_crew(crew, warden, user="u1").kickoff()
+
+    calls = [e for e in sink.events if isinstance(e, CostEvent) and e.kind == "llm"]
+    assert [(e.status, e.outcome) for e in calls] == [("ok", "ok"), ("error", "provider_error")]
+    assert calls[1].cost_usd == 0
+    assert warden.spent("user", "u1") == pytest.approx(calls[0].cost_usd)
 
 
 class FailingTool(SearchTool):

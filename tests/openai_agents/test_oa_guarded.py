@@ -9,7 +9,7 @@ from agents import Agent, RunHooks, SQLiteSession
 from agents.exceptions import MaxTurnsExceeded
 from oa_scripted import ScriptedModel, message, tool_call
 
-from budgetwarden import BudgetExceeded, ToolDenied
+from budgetwarden import BudgetExceeded, CostEvent, ToolDenied
 from budgetwarden.integrations.openai_agents import run_guarded, run_guarded_sync
 
 
@@ -102,3 +102,13 @@ async def test_a_denied_tool_keeps_the_models_last_text(make_warden, tools) -> N
     result = await run_guarded(agent_with(tools, ScriptedModel(turns)), "find", warden)
     assert result.output == "Let me search."
     assert result.stopped is not None and result.stopped.run_data is not None
+
+
+async def test_a_model_call_that_raised_is_recorded_with_the_error_s_outcome(
+    make_warden, sink, tools
+) -> None:
+    model = ScriptedModel([[tool_call("search", {"q": "a"})], TimeoutError("model timed out")])
+    with pytest.raises(TimeoutError):
+        await run_guarded(agent_with(tools, model), "find", make_warden(), user="u1")
+    calls = [e for e in sink.events if isinstance(e, CostEvent) and e.kind == "llm"]
+    assert [(e.status, e.outcome) for e in calls] == [("ok", "ok"), ("error", "timeout")]

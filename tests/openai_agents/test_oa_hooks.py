@@ -12,7 +12,7 @@ from agents import Agent, ModelSettings, RunHooks, Runner
 from agents.exceptions import AgentsException, MaxTurnsExceeded, UserError
 from oa_scripted import ScriptedModel, message, tool_call
 
-from budgetwarden import BudgetExceeded, PriceBook, ToolDenied, Usage
+from budgetwarden import BudgetExceeded, CostEvent, PriceBook, ToolDenied, Usage
 from budgetwarden.integrations.openai_agents import AgentsBudgetExceeded, BudgetRunHooks
 
 MODEL = "gpt-4o-mini"
@@ -216,6 +216,28 @@ async def test_close_finishes_a_run_the_sdk_ended_with_an_error(make_warden, too
     await hooks.aclose(info.value)
     assert hooks.active_runs == 0
     assert hooks.report is not None and hooks.report.stop_reason == "error"
+
+
+@pytest.mark.parametrize("ended_by", ["close", "garbage collection"])
+async def test_a_model_call_that_raised_is_recorded_as_failed_and_frees_its_hold(
+    make_warden, sink, tools, ended_by: str
+) -> None:
+    """The SDK calls no hook when the model raises: the call is recorded as failed when the
+    run ends (close, or the SDK dropping its context), and what it reserved is freed."""
+    per_user = [{"scope": "user", "window": "day", "max_cost_usd": 10.0}]
+    warden = make_warden(limits={"max_iterations": 10}, budgets=per_user)
+    hooks = BudgetRunHooks(warden, user="u1")
+    model = ScriptedModel([[tool_call("search", {"q": "a"})], ConnectionError("provider down")])
+    with pytest.raises(ConnectionError):
+        await Runner.run(looping_agent(tools, model), "find it", hooks=hooks)
+    if ended_by == "close":
+        await hooks.aclose(ConnectionError("provider down"))
+    else:
+        gc.collect()
+    calls = [e for e in sink.events if isinstance(e, CostEvent) and e.kind == "llm"]
+    assert [(e.status, e.outcome) for e in calls] == [("ok", "ok"), ("error", "provider_error")]
+    assert calls[1].cost_usd == 0 and hooks.active_runs == 0
+    assert warden.remaining("user", "u1") == pytest.approx(10.0 - calls[0].cost_usd)
 
 
 async def test_your_own_hooks_still_see_every_event(make_warden, tools) -> None:
