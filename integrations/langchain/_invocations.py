@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +49,13 @@ class Invocations:
         self._lock = threading.Lock()
 
     def open(self, thread: str | None = None) -> Invocation:
-        """A new invocation on the running LangGraph thread."""
+        """A new invocation on the running LangGraph thread. An exception that ends the
+        agent skips ``after_agent``: its run is finished when LangGraph drops its state."""
         thread = thread or thread_id()
         run = self._attribution.open_run(self._warden, thread, parent=parent_run())
-        return Invocation(run, record_content=run.policy.record_content)
+        invocation = Invocation(run, record_content=run.policy.record_content)
+        weakref.finalize(invocation, _finish_if_open, run)
+        return invocation
 
     def of(self, state: Any, key: str) -> Invocation:
         """The invocation in ``state[key]``; an agent resumed from a checkpoint (which does
@@ -86,6 +90,12 @@ class Invocations:
         """Invocations resumed from a checkpoint and not finished yet, by thread."""
         with self._lock:
             return dict(self._resumed)
+
+
+def _finish_if_open(run: Run) -> None:
+    """The invocation was dropped before ``after_agent`` (an exception ended the agent)."""
+    if run.finished_at is None:
+        run.finish("error")
 
 
 def thread_id() -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import Counter
 from typing import Any
 
@@ -13,7 +14,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from lc_fakes import Clock, CountedTool, ScriptedChatModel, agent_graph, inputs, make_warden
 
-from budgetwarden import Budget, BudgetExceeded, Limits, Policy, ToolRules
+from budgetwarden import Budget, BudgetExceeded, Limits, Policy, RunFinished, ToolRules
 from budgetwarden.integrations.langchain import BudgetMiddleware
 
 MODES = ["sync", "async"]
@@ -224,6 +225,29 @@ def test_a_finished_agent_is_untouched_and_its_run_completes(search: CountedTool
     assert result["messages"][-1].text == "Done after 2 tool turns."
     assert "budgetwarden" not in result
     assert [e.kind for e in sink.cost_events] == ["llm", "tool", "llm", "tool", "llm"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_run_an_exception_ended_is_finished_when_langgraph_drops_it(
+    mode: str, search: CountedTool
+) -> None:
+    """after_agent does not run when the model raises: the run still ends, once, as an
+    error, and a run that completed keeps its stop reason when its state is dropped."""
+    warden, sink = make_warden(Policy(limits=Limits(max_iterations=5)))
+    failing = ScriptedChatModel(fail_calls=frozenset({2}))
+    agent = agent_graph(failing, [search.tool], middleware=[BudgetMiddleware(warden)])
+    with pytest.raises(RuntimeError, match="scripted provider error"):
+        run_agent(agent, mode)
+    gc.collect()
+    finished = [e for e in sink.events if isinstance(e, RunFinished)]
+    assert [(e.stop_reason, e.iterations) for e in finished] == [("error", 2)]
+
+    completing = ScriptedChatModel(answer_after=1)
+    agent = agent_graph(completing, [search.tool], middleware=[BudgetMiddleware(warden)])
+    run_agent(agent, mode)
+    gc.collect()
+    finished = [e for e in sink.events if isinstance(e, RunFinished)]
+    assert [e.stop_reason for e in finished] == ["error", "completed"]
 
 
 async def test_concurrent_ainvokes_of_one_agent_keep_separate_counters(
