@@ -38,6 +38,13 @@ def _advice(cap: str) -> str:
     return f"raise Limits.{cap} in the policy if the run needs more"
 
 
+#: Stops that no figure explains: what happened, in words.
+_WITHOUT_FIGURES = {
+    "cancelled": "it was cancelled from outside (warden.cancel)",
+    "ledger_unavailable": "its ledger is unreachable and the policy fails closed",
+}
+
+
 class BudgetExceeded(BudgetError):
     """A call was refused because a cap or a budget has no room left for it.
 
@@ -81,6 +88,8 @@ class BudgetExceeded(BudgetError):
         if self.resets_at is not None:
             stamp = datetime.fromtimestamp(self.resets_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
             when = f"; it resets at {stamp}"
+        if self.cap in _WITHOUT_FIGURES:
+            return f"budgetwarden stopped {who}: {_WITHOUT_FIGURES[self.cap]}; {_advice(self.cap)}."
         return (
             f"budgetwarden stopped {who} at {self.cap}: {_figure(self.used)} of "
             f"{_figure(self.limit)} used{need}{when}; {_advice(self.cap)}."

@@ -114,6 +114,8 @@ def test_cancel_stops_matching_runs_at_their_next_call_until_lifted() -> None:
     with pytest.raises(BudgetExceeded) as info:
         run.before_llm_call("gpt-4o-mini")
     assert info.value.cap == "cancelled"
+    assert f"stopped run {run.id}: it was cancelled from outside" in str(info.value)
+    assert "0 of 0" not in str(info.value) and "warden.uncancel" in str(info.value)
     with pytest.raises(BudgetExceeded):
         run.before_tool_call("search")
     bystander.before_llm_call("gpt-4o-mini")
