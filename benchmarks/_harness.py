@@ -241,7 +241,8 @@ def our_code_dirs() -> tuple[str, ...]:
 def bytecodes(fn: Callable[[], object], ours: tuple[str, ...]) -> dict[str, int]:
     """Python bytecodes one call of ``fn`` executes, in every thread: in all, and in files
     under ``ours``. Deterministic where timings are noisy; tracing makes the call ~50x
-    slower, so this is counted once, apart from the timed rounds."""
+    slower, so this is counted once, apart from the timed rounds. The collector is run
+    before and held off during the call, as in the timed rounds."""
     counts = {"total": 0, "ours": 0}
     known: dict[str, bool] = {}
 
@@ -262,6 +263,8 @@ def bytecodes(fn: Callable[[], object], ours: tuple[str, ...]) -> dict[str, int]
 
     import threading
 
+    gc.collect()  # as in the timed rounds: no variant runs another's finalizers or cleanup
+    gc.disable()
     threading.settrace(trace)
     sys.settrace(trace)
     try:
@@ -269,6 +272,7 @@ def bytecodes(fn: Callable[[], object], ours: tuple[str, ...]) -> dict[str, int]
     finally:
         sys.settrace(None)
         threading.settrace(None)  # type: ignore[arg-type]
+        gc.enable()
     counts["total"] += counts["ours"]
     return counts
 
