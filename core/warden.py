@@ -5,9 +5,9 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from .buckets import BucketRef, bucket_key, matching_buckets
 from .errors import BudgetExceeded, ModelDenied
@@ -15,7 +15,7 @@ from .events import Notice, Sink, StructlogSink
 from .grants import Grant, LimitReached, OnLimit
 from .ledger import Ledger, open_ledger
 from .ledger.base import BucketState
-from .policy import SCOPES, Limits, Policy
+from .policy import SCOPES, Budget, Limits, Policy
 from .pricing import PriceBook
 from .routing import Complexity
 from .run import Run
@@ -30,6 +30,9 @@ Approver = Callable[[str, Any, Run], bool]
 #: A policy, the attribution fields its budgets' scopes read (in order), and whether a
 #: budget has a "run" window (whose buckets are per root run).
 RefPlan = tuple[Policy, tuple[str, ...], bool]
+#: What a budget counts (``Budget.metric``).
+Metric = Literal["cost", "tokens", "requests"]
+_METRICS = ("cost", "tokens", "requests")
 _ATTRIBUTES = ("agent", "user", "workspace", "workflow", "task_class", "key", "thread", "feature")
 
 
@@ -128,41 +131,59 @@ class Warden(PauseHandles):
             attribution[f"tag:{tag}"] = value
         return Run(self, attribution=attribution, parent=parent, run_id=run_id, limits=limits)
 
-    def spent(self, scope: str, value: str | None = None, window: str | None = None) -> float:
+    def spent(
+        self,
+        scope: str,
+        value: str | None = None,
+        window: str | None = None,
+        *,
+        metric: Metric | None = None,
+    ) -> float:
         """Committed spend of every budget on ``scope`` (for ``value``) in the current window.
 
-        ``window`` picks one budget when several share the scope. Dollars, tokens or requests,
-        whichever the budget counts.
+        Dollars, tokens or requests, whichever the budget counts: when budgets on the scope
+        count different ones, ``window`` or ``metric`` ("cost", "tokens", "requests") picks.
         """
-        self._one_unit(scope, window)
+        budgets = self._budgets_on(scope, window, metric)
         self._flush()
-        return sum(s.committed for s in self._states(scope, value, window))
+        return sum(s.committed for s in self._states(budgets, scope, value))
 
     def remaining(
-        self, scope: str, value: str | None = None, window: str | None = None
+        self,
+        scope: str,
+        value: str | None = None,
+        window: str | None = None,
+        *,
+        metric: Metric | None = None,
     ) -> float | None:
-        """What is left (limit - committed - reserved) of the tightest matching budget.
-
-        Budgets on one scope may count different units (dollars, tokens, requests): then
-        ``window`` must pick one, or a ``ValueError`` says so.
-        """
-        self._one_unit(scope, window)
+        """What is left (limit - committed - reserved) of the tightest matching budget, in
+        its unit (``window`` or ``metric`` picks when budgets on the scope count different
+        units, or a ``ValueError`` says so); None when no budget matches."""
+        budgets = self._budgets_on(scope, window, metric)
         self._flush()
-        states = list(self._states(scope, value, window))
+        states = self._states(budgets, scope, value)
         if not states:
             return None
         return min(max(s.limit - s.committed - s.reserved, 0.0) for s in states)
 
-    def _one_unit(self, scope: str, window: str | None) -> None:
-        metrics = {
-            b.metric
+    def _budgets_on(self, scope: str, window: str | None, metric: str | None) -> list[Budget]:
+        """The policy's budgets on ``scope`` (and ``window``, ``metric`` when given), all
+        counting one unit."""
+        if metric is not None and metric not in _METRICS:
+            raise ValueError(f"metric={metric!r}: use one of {list(_METRICS)}")
+        budgets = [
+            b
             for b in self.policy.budgets
-            if b.scope == scope and (window is None or b.window == window)
-        }
+            if b.scope == scope
+            and (window is None or b.window == window)
+            and (metric is None or b.metric == metric)
+        ]
+        metrics = sorted({b.metric for b in budgets})
         if len(metrics) > 1:
             raise ValueError(
-                f"budgets on scope {scope!r} count {sorted(metrics)}: pass window= to pick one"
+                f"budgets on scope {scope!r} count {metrics}: pass window= or metric= to pick one"
             )
+        return budgets
 
     def cancel(self, run_id: str | None = None, *, reason: str = "", **scopes: str) -> list[str]:
         """Stop matching runs from outside, at their next call (across processes sharing the
@@ -312,12 +333,12 @@ class Warden(PauseHandles):
             ]
         )
 
-    def _states(self, scope: str, value: str | None, window: str | None) -> list[BucketState]:
+    def _states(
+        self, budgets: Sequence[Budget], scope: str, value: str | None
+    ) -> list[BucketState]:
         now = self.clock()
         states = []
-        for budget in self.policy.budgets:
-            if budget.scope != scope or (window is not None and budget.window != window):
-                continue
+        for budget in budgets:
             val = "*" if scope == "global" else value
             if val is None or not budget.applies_to(val):
                 continue

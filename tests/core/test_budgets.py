@@ -180,3 +180,20 @@ def test_a_priced_tool_spends_from_dollar_budgets_and_is_refused_past_them() -> 
         run.before_tool_call("serp", {"q": "y"})
     assert info.value.cap == "budget:user=u1/day"
     assert run.report.tool_calls == 2
+
+
+def test_spend_queries_pick_a_unit_by_metric_when_one_window_counts_several() -> None:
+    budgets = [
+        Budget(scope="user", window="day", max_cost_usd=5.0),
+        Budget(scope="user", window="day", max_requests=100),
+    ]
+    warden, _, _ = make_warden(Policy(budgets=budgets))
+    run = warden.run(user="u1")
+    cost = run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage()).cost_usd
+    with pytest.raises(ValueError, match="or metric= to pick one"):
+        warden.spent("user", "u1")
+    assert warden.spent("user", "u1", metric="requests") == 1
+    assert warden.spent("user", "u1", "day", metric="cost") == pytest.approx(cost)
+    assert warden.remaining("user", "u1", metric="requests") == 99
+    with pytest.raises(ValueError, match="use one of"):
+        warden.remaining("user", "u1", metric="dollars")  # type: ignore[arg-type]
