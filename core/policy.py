@@ -27,6 +27,7 @@ __all__ = [
     "SCOPES",
     "Budget",
     "Limits",
+    "Metric",
     "Policy",
     "PolicyError",
     "Routing",
@@ -68,6 +69,10 @@ class PolicyError(ValueError):
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+#: What a budget counts: dollars, tokens or requests (``Budget.metric``).
+Metric = Literal["cost", "tokens", "requests"]
 
 
 class Limits(_Frozen):
@@ -182,7 +187,7 @@ class Budget(_Frozen):
         return self
 
     @property
-    def metric(self) -> Literal["cost", "tokens", "requests"]:
+    def metric(self) -> Metric:
         """What this budget counts."""
         if self.max_cost_usd is not None:
             return "cost"

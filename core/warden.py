@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast, get_args
 
 from .buckets import BucketRef, bucket_key, matching_buckets
 from .errors import BudgetExceeded, ModelDenied
@@ -15,7 +15,7 @@ from .events import Notice, Sink, StructlogSink
 from .grants import Grant, LimitReached, OnLimit
 from .ledger import Ledger, open_ledger
 from .ledger.base import BucketState
-from .policy import SCOPES, Budget, Limits, Policy
+from .policy import SCOPES, Budget, Limits, Metric, Policy
 from .pricing import PriceBook
 from .routing import Complexity
 from .run import Run
@@ -30,9 +30,7 @@ Approver = Callable[[str, Any, Run], bool]
 #: A policy, the attribution fields its budgets' scopes read (in order), and whether a
 #: budget has a "run" window (whose buckets are per root run).
 RefPlan = tuple[Policy, tuple[str, ...], bool]
-#: What a budget counts (``Budget.metric``).
-Metric = Literal["cost", "tokens", "requests"]
-_METRICS = ("cost", "tokens", "requests")
+_METRICS = get_args(Metric)
 _ATTRIBUTES = ("agent", "user", "workspace", "workflow", "task_class", "key", "thread", "feature")
 
 
