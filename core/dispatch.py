@@ -55,23 +55,51 @@ def usage_from_litellm(usage: Any) -> Usage | None:
 
 
 def classify_error(exc: BaseException) -> str | None:
-    """The outcome name of a provider error (timeout, rate_limited, provider_error), or None."""
+    """The outcome of a provider error, or None for an error it does not know.
+
+    ``timeout`` and ``rate_limited``; ``provider_error`` for an outage (5xx, a dropped
+    connection), which the fallback chain answers; ``request_error`` for a request the
+    provider refused (4xx: bad request, key, permission, context window, content policy),
+    which no other attempt fixes.
+    """
     name = type(exc).__name__
     if "RateLimit" in name:
         return "rate_limited"
     if "Timeout" in name:
         return "timeout"
     status = getattr(exc, "status_code", None)
-    if name in (
+    if isinstance(status, int) and status >= 400:
+        return _BY_STATUS.get(status) or ("request_error" if status < 500 else "provider_error")
+    if name in _OUTAGES:
+        return "provider_error"
+    if name in _REFUSALS:
+        return "request_error"
+    return None
+
+
+_BY_STATUS = {408: "timeout", 429: "rate_limited"}
+_OUTAGES = frozenset(
+    {
         "APIConnectionError",
         "ServiceUnavailableError",
         "InternalServerError",
         "BadGatewayError",
         "APIError",
         "MockException",
-    ) or (isinstance(status, int) and status >= 500):
-        return "provider_error"
-    return None
+    }
+)
+_REFUSALS = frozenset(
+    {
+        "BadRequestError",
+        "AuthenticationError",
+        "PermissionDeniedError",
+        "NotFoundError",
+        "UnprocessableEntityError",
+        "ContextWindowExceededError",
+        "ContentPolicyViolationError",
+        "UnsupportedParamsError",
+    }
+)
 
 
 def _prepare(run: Run, step: Step, messages: Sequence[Any]) -> list[Any]:
@@ -224,18 +252,26 @@ async def _arecord(run: Run, step: Step, response: Any, latency: float, outcome:
 
 
 def _record_failure(run: Run, step: Step, exc: Exception, latency: float) -> Exception:
+    """Record a provider error as a failed call and return it to retry; raise it when no
+    attempt can help (a refused request, after recording it) or it is not a provider's
+    (then the call did not happen: its reservation is released)."""
     outcome = classify_error(exc)
     if outcome is None:
         run.release(step)
         raise exc
     run.after_llm_call(step, Usage(), latency_s=latency, outcome=outcome)
+    if outcome == "request_error":
+        raise exc
     return exc
 
 
 async def _arecord_failure(run: Run, step: Step, exc: Exception, latency: float) -> Exception:
+    """Async twin of ``_record_failure``."""
     outcome = classify_error(exc)
     if outcome is None:
         await run.arelease(step)
         raise exc
     await run.aafter_llm_call(step, Usage(), latency_s=latency, outcome=outcome)
+    if outcome == "request_error":
+        raise exc
     return exc

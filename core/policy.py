@@ -37,7 +37,9 @@ __all__ = [
 
 #: Scopes a budget can be kept for; any other attribute goes as ``tag:<name>``.
 SCOPES = ("global", "workspace", "user", "agent", "workflow", "key", "thread", "task_class")
-#: Outcomes an LLM call can report.
+#: Outcomes an LLM call can report. ``provider_error`` is an outage (5xx, a dropped
+#: connection); ``request_error`` a request the provider refused (4xx: bad request, key,
+#: permission, context window, content policy), which no fallback or retry fixes.
 OUTCOMES = (
     "ok",
     "invalid_json",
@@ -46,6 +48,7 @@ OUTCOMES = (
     "timeout",
     "rate_limited",
     "provider_error",
+    "request_error",
 )
 Outcome = Literal[
     "ok",
@@ -55,6 +58,7 @@ Outcome = Literal[
     "timeout",
     "rate_limited",
     "provider_error",
+    "request_error",
 ]
 _ESCALATE: tuple[Outcome, ...] = ("invalid_json", "validation_failed", "tool_call_error")
 _FALLBACK: tuple[Outcome, ...] = ("timeout", "rate_limited", "provider_error")
@@ -257,7 +261,9 @@ class Routing(_Frozen):
     max_escalations: int = Field(2, ge=0)
     downgrade_on_pressure: bool = True
     override_caller_model: bool = Field(
-        False, description="Route even when the caller named a model outside the tiers."
+        False,
+        description="Start a run without a task class on a tier (by complexity, else the "
+        "cheapest) even when the caller named a model outside the tiers.",
     )
     skip_unaffordable: bool = Field(
         True, description="Try one tier down when a tier's reservation does not fit."

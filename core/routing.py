@@ -110,14 +110,14 @@ def choose(
     which moves one tier down. ``step_down`` (0 or 1) asks for one tier down because the
     chosen tier's reservation did not fit. A run never goes below ``start_tier - 1``.
     """
-    if state.start_tier is None:
-        return RouteChoice(requested_model, None, "caller model (unrouted)")
     if state.fallback_from is not None:
         chain = routing.fallbacks.get(state.fallback_from, [])
         if state.fallback_index < len(chain):
             model = chain[state.fallback_index]
             reason = f"fallback: {state.fallback_reason} from {state.fallback_from}"
             return RouteChoice(model, routing.tier_of(model), reason)
+    if state.start_tier is None:
+        return RouteChoice(requested_model, None, "caller model (unrouted)")
     top = len(routing.tiers) - 1
     tier = min(state.start_tier + state.escalations, top)
     reason = state.last_reason or f"tier {tier}"
@@ -133,13 +133,18 @@ def choose(
 def after_outcome(
     routing: Routing, state: RouteState, *, outcome: str, model: str | None
 ) -> RouteState:
-    """The routing state after a call ended with ``outcome`` on ``model``."""
-    if state.start_tier is None:
-        return state
+    """The routing state after a call ended with ``outcome`` on ``model``. A run on the
+    caller's own model (unrouted) walks that model's fallback chain too, when it has one."""
     if outcome in routing.fallback_on and model is not None:
         if state.fallback_from is not None:
             return replace(state, fallback_index=state.fallback_index + 1, fallback_reason=outcome)
-        return replace(state, fallback_from=model, fallback_index=0, fallback_reason=outcome)
+        if state.start_tier is not None or model in routing.fallbacks:
+            return replace(state, fallback_from=model, fallback_index=0, fallback_reason=outcome)
+        return state
+    if state.start_tier is None:
+        if outcome == "ok" and state.fallback_from is not None:
+            return replace(state, fallback_from=None, fallback_index=0)
+        return state
     if outcome in routing.escalate_on:
         if state.escalations < routing.max_escalations:
             top = len(routing.tiers) - 1

@@ -158,6 +158,33 @@ def test_usage_conversion_reads_cache_and_reasoning_details() -> None:
     assert classify_error(ValueError("x")) is None
 
 
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (lambda: litellm.BadRequestError("bad", "m", "openai"), "request_error"),
+        (lambda: litellm.AuthenticationError("key", "openai", "m"), "request_error"),
+        (lambda: litellm.ContextWindowExceededError("long", "m", "openai"), "request_error"),
+        (lambda: litellm.InternalServerError("down", "openai", "m"), "provider_error"),
+        (lambda: litellm.ServiceUnavailableError("down", "openai", "m"), "provider_error"),
+        (lambda: litellm.APIConnectionError("reset", "openai", "m"), "provider_error"),
+    ],
+)
+def test_refused_requests_and_outages_are_told_apart(error: object, outcome: str) -> None:
+    assert classify_error(error()) == outcome  # type: ignore[operator]
+
+
+def test_a_refused_request_is_recorded_and_raised_without_a_fallback() -> None:
+    """A 4xx is no outage: no fallback or retry fixes it, but the call happened."""
+    warden, sink, _ = make_warden(Policy(routing=ROUTING, limits=Limits(max_iterations=5)))
+    script = Scripted(litellm.BadRequestError("bad", "gpt-4o-mini", "openai"), reply("{}"))
+    with pytest.raises(litellm.BadRequestError), warden.run(task_class="extraction") as run:
+        complete(run, MESSAGES, router=script)
+    assert script.models == ["gpt-4o-mini"]
+    [event] = sink.cost_events
+    assert (event.status, event.outcome, event.cost_usd) == ("error", "request_error", 0)
+    assert run.report.iterations == 1 and run.report.errors == 1
+
+
 def test_no_model_to_call_is_a_clear_error_that_releases_the_reservation() -> None:
     warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=3)))
     with pytest.raises(ValueError, match="pass model="), warden.run() as run:

@@ -32,6 +32,7 @@ ROUTING = Routing(
         (None, None, "gpt-4o-mini", "default: cheapest tier"),
         (None, "my-model", "my-model", "caller model (unrouted)"),  # honoured
         ("unknown-class", "my-model", "my-model", "caller model (unrouted)"),
+        ("extraction", "my-model", "gpt-4o-mini", "task_class=extraction"),  # the class decides
     ],
 )
 def test_start_tier(task_class, requested, model, reason) -> None:
@@ -134,3 +135,33 @@ def test_complexity_heuristic_picks_a_tier_for_runs_without_a_class() -> None:
     )
     assert choose(ROUTING, short, requested_model=None).model == "gpt-4o-mini"
     assert choose(ROUTING, long_, requested_model=None).model == "o1"
+
+
+@pytest.mark.parametrize(
+    "tiers", [["gpt-4o-mini", "gpt-4o"], []], ids=["outside tiers", "no tiers"]
+)
+def test_a_caller_model_outside_the_tiers_walks_its_own_fallback_chain(tiers: list[str]) -> None:
+    routing = Routing(tiers=tiers, fallbacks={"my-model": ["azure/my-model", "backup"]})
+    state = start_state(routing, task_class=None, requested_model="my-model")
+    walked = []
+    for outcome in ("timeout", "rate_limited", "ok", "ok"):
+        choice = choose(routing, state, requested_model="my-model")
+        walked.append((choice.model, choice.reason))
+        state = after_outcome(routing, state, outcome=outcome, model=choice.model)
+    assert walked == [
+        ("my-model", "caller model (unrouted)"),
+        ("azure/my-model", "fallback: timeout from my-model"),
+        ("backup", "fallback: rate_limited from my-model"),
+        ("my-model", "caller model (unrouted)"),  # a success ends the fallback
+    ]
+    for _ in range(3):
+        state = after_outcome(routing, state, outcome="timeout", model="my-model")
+    assert fallback_exhausted(routing, state)
+
+
+def test_an_unrouted_model_without_a_chain_stays_on_an_outage() -> None:
+    routing = Routing(tiers=["gpt-4o-mini"], fallbacks={"other": ["backup"]})
+    state = start_state(routing, task_class=None, requested_model="my-model")
+    state = after_outcome(routing, state, outcome="timeout", model="my-model")
+    assert choose(routing, state, requested_model="my-model").model == "my-model"
+    assert not fallback_exhausted(routing, state)

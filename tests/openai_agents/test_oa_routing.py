@@ -82,6 +82,26 @@ async def test_an_outage_falls_back_within_the_same_turn(make_warden, sink, tool
     assert outcomes == [(CHEAP, "rate_limited"), (SPARE, "ok")]
 
 
+class BadRequestError(Exception):
+    """A provider's 400, as its SDK names it."""
+
+    status_code = 400
+
+
+async def test_a_refused_request_is_no_outage_and_gets_no_fallback(
+    make_warden, sink, tools
+) -> None:
+    models = scripted(loop_tool=None)
+    models[CHEAP].turns = [BadRequestError("context_length_exceeded")]
+    hooks = BudgetRunHooks(make_warden(routing={**TIERS, "fallbacks": {CHEAP: [SPARE]}}))
+    agent = Agent(name="analyst", tools=[tools.search])
+    with pytest.raises(BadRequestError):
+        await Runner.run(agent, "hi", hooks=hooks, run_config=routed(hooks, models))
+    assert (models[CHEAP].calls, models[SPARE].calls) == (1, 0)
+    outcomes = [(e.model, e.status, e.outcome) for e in sink.cost_events if e.kind == "llm"]
+    assert outcomes == [(CHEAP, "error", "request_error")]
+
+
 async def test_an_outage_without_fallback_surfaces_and_holds_nothing(make_warden, tools) -> None:
     models = scripted()
     models[CHEAP].turns = [TimeoutError("provider timed out")]
