@@ -157,6 +157,9 @@ class AlertEvaluator:
         self.callback = callback
         self.marks: Marks = marks if marks is not None else MemoryMarks()
         self.timezone = timezone
+        #: The firings the last ``evaluate`` could not deliver to the callback, with the
+        #: error; they fire again at the next ``evaluate``.
+        self.undelivered: list[tuple[Firing, Exception]] = []
 
     @classmethod
     def for_warden(
@@ -193,6 +196,7 @@ class AlertEvaluator:
     def evaluate(self, events: Sequence[Event], now: float | None = None) -> list[Firing]:
         """Deliver every firing not delivered before; returns the ones delivered now."""
         delivered = []
+        self.undelivered = []
         for firing in self.check(events, now):
             if not self.marks.mark_once(firing.key, firing.event.ts):
                 continue
@@ -212,8 +216,9 @@ class AlertEvaluator:
             return True
         try:
             self.callback(firing)
-        except Exception:
-            _log.exception("budgetwarden alert callback failed for %s; will retry", firing.key)
+        except Exception as exc:  # a webhook that is down: said once, retried next time
+            self.undelivered.append((firing, exc))
+            _log.warning("budgetwarden alert %s not delivered (%s); will retry", firing.key, exc)
             return False
         return True
 

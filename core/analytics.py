@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -192,10 +192,10 @@ class _Acc:
     output_tokens: int = 0
     cache_read_tokens: int = 0
 
-    def add(self, event: CostEvent) -> None:
+    def add(self, event: CostEvent, roots: Mapping[str, str]) -> None:
         self.costs.append(event.cost_usd)
         if event.run_id is not None:
-            self.runs.add(event.run_id)
+            self.runs.add(roots.get(event.run_id, event.run_id))
         self.input_tokens += event.input_tokens
         self.output_tokens += event.output_tokens
         self.cache_read_tokens += event.cache_read_tokens
@@ -219,9 +219,11 @@ def spend_by(events: Iterable[Event], dimension: str, *, tz: str = "UTC") -> lis
     if dimension not in DIMENSIONS:
         raise ValueError(f"cannot group by {dimension!r}: use one of {', '.join(DIMENSIONS)}")
     ZoneInfo(tz)  # an unknown zone fails here, with its name
+    costs = cost_events(events)
+    roots = run_roots(costs)  # a run is a task: a root run with every run nested under it
     groups: dict[str | None, _Acc] = defaultdict(_Acc)
-    for event in cost_events(events):
-        groups[_value(event, dimension, tz)].add(event)
+    for event in costs:
+        groups[_value(event, dimension, tz)].add(event, roots)
     total = math.fsum(c for acc in groups.values() for c in acc.costs)
     rows = [_spend_row(key, acc, total) for key, acc in groups.items()]
     if dimension == "day":
@@ -252,9 +254,10 @@ def daily_spend(
 ) -> dict[str, float]:
     """Spend per calendar day, every day from the first to the last (or ``start``..``end``)."""
     ZoneInfo(tz)
-    spend: dict[str, float] = defaultdict(float)
+    costs: dict[str, list[float]] = defaultdict(list)
     for event in cost_events(events):
-        spend[day_of(event.ts, tz)] += event.cost_usd
+        costs[day_of(event.ts, tz)].append(event.cost_usd)
+    spend = {day: math.fsum(day_costs) for day, day_costs in costs.items()}  # as spend_by
     if not spend and (start is None or end is None):
         return {}
     first = start or date.fromisoformat(min(spend))

@@ -95,12 +95,18 @@ _STATUS_TEXT = {
 }
 
 
+#: A daily series whose spread is below this share of its mean is flat.
+_FLAT = 1e-9
+
+
 def day_spikes(daily: Mapping[str, float], sigma: float = 2.0) -> list[Anomaly]:
     """Days above ``mean + sigma * pstdev`` of the daily series (at least 3 days)."""
     if len(daily) < 3:
         return []
     values = list(daily.values())
     mean, spread = statistics.fmean(values), statistics.pstdev(values)
+    if spread <= _FLAT * abs(mean):
+        return []  # a flat series: what spread there is, is rounding
     threshold = mean + sigma * spread
     return [
         Anomaly(

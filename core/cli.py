@@ -98,11 +98,11 @@ UntilOption = Annotated[
 ]
 EnvelopeOption = Annotated[
     float | None,
-    typer.Option("--envelope", help="Monthly envelope in USD (overrides the policy)."),
+    typer.Option("--envelope", min=0, help="Monthly envelope in USD (overrides the policy)."),
 ]
 RunUsdOption = Annotated[
     float | None,
-    typer.Option("--run-usd", help="Flag runs that cost more than this (USD)."),
+    typer.Option("--run-usd", min=0, help="Flag runs that cost more than this (USD)."),
 ]
 TzOption = Annotated[
     str | None,
@@ -127,6 +127,7 @@ def _load_report(
     now: str | None,
     dimensions: tuple[str, ...],
 ) -> Any:
+    from .anomalies import month_bounds
     from .cli_reports import load_with_progress, now_or, parse_when, settings
     from .spend_report import build_report
 
@@ -135,19 +136,31 @@ def _load_report(
         wall = now_or(now, chosen.timezone)
         start = parse_when(since, now=wall, tz=chosen.timezone)
         end = parse_when(until, now=wall, tz=chosen.timezone)
-        loaded = load_with_progress(events, err_console, since=start, until=end)
+        # the month projection is made at --now, else at the window's last moment (--until
+        # is exclusive), and counts the whole month to then whatever --since says
+        instant = wall if now is not None or end is None else min(end - _LAST_MOMENT, wall)
+        month_start = month_bounds(instant, chosen.timezone)[0].timestamp()
+        read_from = start if start is None or start <= month_start else month_start
+        loaded = load_with_progress(events, err_console, since=read_from, until=end)
     except (OSError, ValueError) as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    instant = wall if now is not None or end is None else min(end, wall)
+    window = loaded.events
+    if start is not None and read_from != start:
+        window = [e for e in loaded.events if e.ts >= start]
     return build_report(
-        loaded.events,
+        window,
         rules=chosen.rules,
         now=instant,
         tz=chosen.timezone,
         dimensions=dimensions,
         skipped=loaded.skipped,
+        month_events=loaded.events,
     )
+
+
+#: How far before an exclusive ``--until`` its window's last moment is (seconds).
+_LAST_MOMENT = 1e-3
 
 
 @app.command()
@@ -167,7 +180,7 @@ def report(
     run_usd: RunUsdOption = None,
     tz: TzOption = None,
     now: NowOption = None,
-    top: Annotated[int, typer.Option(help="Rows per table (days: all).")] = 15,
+    top: Annotated[int, typer.Option(min=1, help="Rows per table (days: all).")] = 15,
     json_out: JsonOption = False,
 ) -> None:
     """Where the money went: spend by agent, model, user, day...; P50/P95; anomalies; budget."""
@@ -227,7 +240,7 @@ def estimate(
     cache_hit_rate: Annotated[
         float | None, typer.Option(help="Share of re-sent prompt read from cache.")
     ] = None,
-    tasks_per_day: Annotated[float, typer.Option(help="Tasks a day, for the month.")] = 0.0,
+    tasks_per_day: Annotated[float, typer.Option(min=0, help="Tasks a day, for the month.")] = 0.0,
     from_events: Annotated[
         Path | None,
         typer.Option(help="Fit the shape to recorded runs in this .db or .jsonl file."),
@@ -290,13 +303,19 @@ def _fit(path: Path, task_class: str | None, model: str | None) -> tuple[Any, An
 @app.command()
 def breakeven(
     model: Annotated[str, typer.Option(help="The API model to compare with.")] = "gpt-4o-mini",
-    tokens_per_day: Annotated[float, typer.Option(help="Input + output tokens a day.")] = 10e6,
-    gpu_usd_per_hour: Annotated[float, typer.Option(help="Price of one GPU per hour.")] = 2.0,
+    tokens_per_day: Annotated[
+        float, typer.Option(min=0, help="Input + output tokens a day.")
+    ] = 10e6,
+    gpu_usd_per_hour: Annotated[
+        float, typer.Option(min=0, help="Price of one GPU per hour.")
+    ] = 2.0,
     tokens_per_second: Annotated[
         float, typer.Option(help="Sustained tokens/s of one GPU on your mix.")
     ] = 1000.0,
     utilisation: Annotated[float, typer.Option(help="Share of paid GPU hours serving.")] = 0.5,
-    ops_usd_per_month: Annotated[float, typer.Option(help="Fixed ops cost per month.")] = 0.0,
+    ops_usd_per_month: Annotated[
+        float, typer.Option(min=0, help="Fixed ops cost per month.")
+    ] = 0.0,
     input_share: Annotated[float, typer.Option(help="Share of the tokens that are input.")] = 0.75,
     input_usd_per_m: Annotated[
         float | None, typer.Option(help="API input price per M tokens (default: PriceBook).")
@@ -407,8 +426,15 @@ def alerts(
             fired = evaluator.evaluate(loaded.events, instant)
     if json_out:
         typer.echo(to_json([f.to_dict() for f in fired]))
-        return
-    render_firings(fired, console, delivered=not dry_run)
+    else:
+        render_firings(fired, console, delivered=not dry_run)
+    if evaluator.undelivered:
+        _, error = evaluator.undelivered[0]
+        err_console.print(
+            f"[red]{len(evaluator.undelivered)} alert(s) not delivered ({error}); they are "
+            "retried at the next run[/red]"
+        )
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -442,7 +468,11 @@ def cancel(
         )
         if value is not None
     }
-    warden = Warden(ledger=ledger, log_events=False)
+    try:
+        warden = Warden(ledger=ledger, log_events=False)
+    except (OSError, ValueError) as exc:  # an unknown scheme, a file that cannot be opened
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
     try:
         if lift:
             targets = warden.uncancel(run_id, **scopes)

@@ -67,8 +67,11 @@ def build_report(
     tz: str = "UTC",
     dimensions: Sequence[str] = DIMENSIONS,
     skipped: int = 0,
+    month_events: Sequence[Event] | None = None,
 ) -> SpendReport:
-    """Every figure over ``events``; ``now`` is the instant the month projection is made at."""
+    """Every figure over ``events``; ``now`` is the instant the month projection is made at,
+    over ``month_events`` when given (a report that starts mid-month still projects the
+    whole month's spend), else over ``events``."""
     rules = rules or AlertRules()
     costs = cost_events(events)
     runs = runs_of(events)
@@ -91,7 +94,9 @@ def build_report(
         success=success_by_task_class(runs),
         cache=cache_hit_rates(costs),
         anomalies=find_anomalies(costs, daily, rules, runs=runs),
-        budget=budget_status(costs, rules.monthly_envelope_usd, now, tz),
+        budget=budget_status(
+            costs if month_events is None else month_events, rules.monthly_envelope_usd, now, tz
+        ),
         rules=rules,
         skipped=skipped,
     )

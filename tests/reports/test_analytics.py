@@ -26,9 +26,10 @@ from budgetwarden.anomalies import (
     find_anomalies,
     heavy_users,
 )
+from budgetwarden.events import Event
 from budgetwarden.spend_report import build_report
 
-from .eventsets import DAY, JAN_1, at, hand_events
+from .eventsets import DAY, JAN_1, Call, at, hand_events, run_events
 
 approx = pytest.approx
 
@@ -69,6 +70,28 @@ def test_spend_rows_carry_calls_runs_tokens_and_share_dearest_first() -> None:
         800,
     )
     assert (summarizer.calls, summarizer.runs, summarizer.cache_read_tokens) == (1, 1, 2000)
+
+
+def test_a_task_with_nested_runs_counts_once_in_every_spend_table() -> None:
+    users = {row.key: row for row in spend_by(hand_events(), "user")}
+    assert (users["u5"].calls, users["u5"].runs) == (2, 1)  # R5 and its child R5c: one task
+    tasks = len(runs_of(hand_events()))
+    for dimension in ("workspace", "workflow"):
+        assert sum(row.runs for row in spend_by(hand_events(), dimension)) == tasks == 12
+
+
+def test_a_flat_daily_series_has_no_spike_whatever_order_its_costs_add_in() -> None:
+    orders = [(0.1, 0.2, 0.3), (0.3, 0.2, 0.1), (0.2, 0.3, 0.1), (0.3, 0.1, 0.2)]
+    events: list[Event] = []
+    for day, costs in enumerate(orders * 3, start=1):
+        calls = [Call(cost) for cost in costs]
+        events += run_events(
+            f"R{day}", day, calls, user="u1", agent="a", task_class="t", success=True
+        )
+    daily = daily_spend(events)
+    assert set(daily.values()) == {0.6}
+    assert daily == {row.key: row.cost_usd for row in spend_by(events, "day")}
+    assert day_spikes(daily, 2.0) == []
 
 
 def test_spend_by_day_fills_days_without_spend_in_calendar_order() -> None:

@@ -82,6 +82,22 @@ def test_report_since_and_until_select_days(store: Path) -> None:
     assert list(data["daily"]) == ["2026-01-08", "2026-01-09"]
 
 
+def test_the_month_budget_counts_the_whole_month_whatever_since_says(store: Path) -> None:
+    args = ["report", "--events", str(store), "--json", "--envelope", "25", "--now", "2026-01-11"]
+    whole = _json(args)["budget"]
+    for since in ("2026-01-08", "3d"):
+        assert _json([*args, "--since", since])["budget"] == whole  # $21 to date, not $14
+    assert whole["spent_usd"] == pytest.approx(21.0)
+
+
+def test_a_report_until_a_month_end_projects_that_month(store: Path) -> None:
+    data = _json(["report", "--events", str(store), "--json", "--until", "2026-02-01"])
+    budget = data["budget"]
+    assert budget["month"] == "2026-01"  # --until is exclusive: its last moment is in January
+    assert budget["spent_usd"] == pytest.approx(21.0)
+    assert budget["projected_usd"] == pytest.approx(21.0)  # the whole month has elapsed
+
+
 def test_report_prints_tables_for_people(store: Path) -> None:
     result = runner.invoke(
         app, ["report", "--events", str(store), "--now", "2026-01-11", "--envelope", "25"],
@@ -123,6 +139,11 @@ def test_report_explains_bad_input(store: Path, tmp_path: Path) -> None:
     assert bad_since.exit_code == 2 and "7d, 24h, 30m" in bad_since.output
     bad_tz = runner.invoke(app, ["report", "--events", str(store), "--tz", "Mars/Olympus"])
     assert bad_tz.exit_code == 2 and "unknown time zone 'Mars/Olympus'" in bad_tz.output
+    for flag, value in (("--top", "0"), ("--envelope", "-5"), ("--run-usd", "-1")):
+        bad = runner.invoke(app, ["report", "--events", str(store), flag, value], env=WIDE)
+        assert bad.exit_code == 2 and f"Invalid value for '{flag}'" in bad.output
+    negative = runner.invoke(app, ["breakeven", "--tokens-per-day", "-5"], env=WIDE)
+    assert negative.exit_code == 2 and "'--tokens-per-day'" in negative.output
 
 
 def test_dashboard_command_writes_one_html_file(store: Path, tmp_path: Path) -> None:
@@ -235,6 +256,20 @@ def test_alerts_command_delivers_each_alert_once_to_a_webhook(store: Path, webho
     assert envelope["event"]["type"] == "BudgetAlert" and envelope["event"]["level"] == 0.8
     second = runner.invoke(app, args, env=WIDE)
     assert "0 alert(s) delivered" in second.output and len(received) == 7
+
+
+def test_alerts_that_a_webhook_did_not_take_fail_the_command_and_go_again(
+    store: Path, webhook: Any
+) -> None:
+    """Cron must see a webhook that is down: exit 1, one line per run, no traceback."""
+    args = ["alerts", "--events", str(store), "--envelope", "25", "--now", "2026-01-11"]
+    down = runner.invoke(app, [*args, "--webhook", "http://127.0.0.1:9/down"], env=WIDE)
+    assert down.exit_code == 1
+    assert "not delivered" in down.output and "retried at the next run" in down.output
+    assert "Traceback" not in down.output
+    url, received = webhook
+    back = runner.invoke(app, [*args, "--webhook", url], env=WIDE)
+    assert back.exit_code == 0 and len(received) > 0  # what failed is delivered now
 
 
 def test_alerts_dry_run_and_jsonl_state(tmp_path: Path) -> None:
