@@ -223,11 +223,13 @@ def budget_status(
     events: Iterable[Event], envelope_usd: float | None, now: float, tz: str = "UTC"
 ) -> BudgetStatus:
     """Month-to-date spend at ``now`` against a monthly envelope, and the run-rate projection."""
-    start, _ = month_bounds(now, tz)
-    begin = start.timestamp()
+    start, following = month_bounds(now, tz)
+    begin, end = start.timestamp(), following.timestamp()
     spent = math.fsum(e.cost_usd for e in cost_events(events) if begin <= e.ts <= now)
     days_in_month = calendar.monthrange(start.year, start.month)[1]
-    elapsed = max((now - begin) / 86400, 1.0)
+    # the share of the month gone, in calendar days (a month with a clock change is an
+    # hour shorter or longer than its days)
+    elapsed = max(days_in_month * (now - begin) / (end - begin), 1.0)
     projected = spent * days_in_month / elapsed
     return BudgetStatus(
         month=start.strftime("%Y-%m"),

@@ -3,8 +3,9 @@
 ``Warden(policy, sinks=[OTelSink()])`` (needs ``pip install 'budgetwarden[otel]'``). Each
 ``CostEvent`` becomes one span, a child of whatever span is current when the call ends:
 
-- a model call: ``chat <model>`` (kind CLIENT) with ``gen_ai.operation.name="chat"``,
-  ``gen_ai.provider.name`` and ``gen_ai.system``, ``gen_ai.request.model`` (the model routed
+- a model call: ``chat <request model>`` (kind CLIENT) with ``gen_ai.operation.name="chat"``,
+  ``gen_ai.provider.name`` and ``gen_ai.system`` (the conventions' names: ``aws.bedrock``,
+  ``gcp.vertex_ai``, ``azure.ai.openai``...), ``gen_ai.request.model`` (the model routed
   to), ``gen_ai.response.model`` (the model that answered), ``gen_ai.usage.input_tokens``,
   ``gen_ai.usage.output_tokens``, ``gen_ai.usage.cache_read.input_tokens``,
   ``gen_ai.usage.cache_creation.input_tokens``, ``gen_ai.usage.reasoning.output_tokens``;
@@ -129,7 +130,8 @@ class OTelSink:
         end = int(event.ts * 1e9)
         start = end - int((event.latency_s or 0.0) * 1e9)
         llm = event.kind == "llm"
-        name = f"chat {event.model or 'unknown'}" if llm else f"execute_tool {event.tool}"
+        model = _requested_model(event) or event.model or "unknown"  # semconv: the request's
+        name = f"chat {model}" if llm else f"execute_tool {event.tool}"
         span = self._tracer.start_span(
             name,
             kind=SpanKind.CLIENT if llm else SpanKind.INTERNAL,
@@ -164,6 +166,21 @@ class OTelSink:
         self._cost.add(event.cost_usd, attrs)
 
 
+#: LiteLLM's provider prefixes (what events carry) whose GenAI semantic-convention name
+#: differs; the others are the same in both.
+_SEMCONV_PROVIDERS = {
+    "azure": "azure.ai.openai",
+    "azure_ai": "azure.ai.inference",
+    "bedrock": "aws.bedrock",
+    "bedrock_converse": "aws.bedrock",
+    "vertex_ai": "gcp.vertex_ai",
+    "gemini": "gcp.gemini",
+    "mistral": "mistral_ai",
+    "xai": "x_ai",
+    "watsonx": "ibm.watsonx.ai",
+}
+
+
 def _is_attribute(value: Any) -> bool:
     return isinstance(value, str | bool | int | float)
 
@@ -175,8 +192,9 @@ def _common_attributes(event: CostEvent) -> dict[str, Any]:
     }
     if event.kind == "llm":
         if event.provider:
-            attrs["gen_ai.provider.name"] = event.provider
-            attrs["gen_ai.system"] = event.provider
+            provider = _SEMCONV_PROVIDERS.get(event.provider, event.provider)
+            attrs["gen_ai.provider.name"] = provider
+            attrs["gen_ai.system"] = provider
         requested = _requested_model(event)
         if requested:
             attrs["gen_ai.request.model"] = requested

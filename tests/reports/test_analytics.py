@@ -5,8 +5,12 @@ See ``eventsets.py`` for the runs; the arithmetic is written next to each expect
 
 from __future__ import annotations
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 
+from budgetwarden import CostEvent
 from budgetwarden.alerts import AlertRules
 from budgetwarden.analytics import (
     cache_hit_rates,
@@ -210,6 +214,20 @@ def test_month_end_projection_is_the_linear_run_rate() -> None:
     assert budget_status(hand_events(), 100.0, now).status == "ok"  # 65.1 < 100
     assert budget_status(hand_events(), 20.0, now).status == "over"
     assert budget_status(hand_events(), None, now).status == "no_envelope"
+
+
+@pytest.mark.parametrize(
+    ("tz", "end_of_month"),
+    [("Europe/Paris", "2026-03-31T23:59:59"), ("America/New_York", "2026-11-30T23:59:59")],
+)
+def test_months_with_a_clock_change_elapse_in_calendar_days(tz: str, end_of_month: str) -> None:
+    """March in Paris is an hour short, November in New York an hour long: one second before
+    the month ends, all of its days have elapsed, and the projection is the spend."""
+    now = datetime.fromisoformat(end_of_month).replace(tzinfo=ZoneInfo(tz)).timestamp()
+    spend = [CostEvent(kind="llm", ts=now - 10, cost_usd=31.0)]
+    status = budget_status(spend, 31.02, now, tz)
+    assert status.days_elapsed == approx(status.days_in_month, abs=1e-3)
+    assert status.projected_usd == approx(31.0, abs=1e-3) and status.status == "ok"
 
 
 def test_projection_in_the_first_hours_counts_a_whole_day() -> None:

@@ -50,7 +50,7 @@ def test_a_model_call_becomes_a_genai_client_span(otel: Any) -> None:
         )
     )  # fmt: skip
     (span,) = exporter.get_finished_spans()
-    assert span.name == "chat gpt-4o-2024-08-06"
+    assert span.name == "chat gpt-4o"  # the conventions name it after the request's model
     assert span.kind.name == "CLIENT"
     a = span.attributes
     assert a["gen_ai.operation.name"] == "chat"
@@ -65,6 +65,20 @@ def test_a_model_call_becomes_a_genai_client_span(otel: Any) -> None:
     assert a["budgetwarden.route_reason"] == "task_class=extraction"
     assert span.end_time == int(at(1) * 1e9)
     assert span.end_time - span.start_time == 750_000_000
+
+
+@pytest.mark.parametrize(
+    ("provider", "named"),
+    [("bedrock", "aws.bedrock"), ("vertex_ai", "gcp.vertex_ai"), ("azure", "azure.ai.openai"),
+     ("gemini", "gcp.gemini"), ("mistral", "mistral_ai"), ("anthropic", "anthropic")],
+)  # fmt: skip
+def test_providers_carry_the_semantic_conventions_names(
+    otel: Any, provider: str, named: str
+) -> None:
+    sink, exporter, _, _ = otel
+    sink.emit(CostEvent(ts=at(1), provider=provider, model=f"{provider}/m", cost_usd=0.01))
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes["gen_ai.provider.name"] == span.attributes["gen_ai.system"] == named
 
 
 def test_a_failed_tool_call_is_an_error_span(otel: Any) -> None:
