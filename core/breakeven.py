@@ -9,10 +9,11 @@ For a daily token volume ``V`` (input and output together, ``input_share`` of it
   paid hours that produce tokens; ``tokens_per_second``: sustained throughput on your mix of
   input and output). ``gpus = ceil(V / that)`` (at least 1) and the month costs
   ``gpus * gpu_usd_per_hour * 720 + ops_usd_per_month``.
-- **Break-even**: the smallest daily volume at which the API costs at least as much as self-
-  hosting. Self-hosting is a staircase (one more GPU per step of capacity) and the API a
-  line, so the crossing is found GPU count by GPU count; there is none when one GPU's full
-  daily capacity costs less through the API than that GPU costs to rent.
+- **Break-even**: the daily volume above which self-hosting is always cheaper. Self-hosting
+  is a staircase (one more GPU per step of capacity) and the API a line, so the line can
+  cross a step and fall below the next one; the break-even is where it stays above. There
+  is none when one GPU's full daily capacity costs less through the API than that GPU costs
+  to rent.
 """
 
 from __future__ import annotations
@@ -70,17 +71,30 @@ class Breakeven(BaseModel):
 
 
 def _crossing(hosting: SelfHosted, api_per_token: float) -> tuple[float, int] | None:
-    """The smallest daily volume where the API costs at least self-hosting, and its GPUs."""
+    """The daily volume above which self-hosting is always cheaper, and its GPUs.
+
+    With ``g`` GPUs (volumes up to ``g`` GPUs' capacity) the API costs at least self-hosting
+    from ``(g * per_gpu + ops) / (30 * price)`` on; each added GPU lifts the staircase again,
+    so a crossing inside a step can be followed by a stretch where the API is cheaper. From
+    the step whose whole range is cheaper self-hosted, every later step is too: the answer is
+    that step's start, or the crossing inside the step before it when that one reaches it.
+    """
     per_gpu = hosting.gpu_usd_per_hour * HOURS_PER_MONTH
     capacity = hosting.tokens_per_gpu_day
-    if api_per_token <= 0 or api_per_token * capacity * DAYS_PER_MONTH <= per_gpu:
+    per_gpu_capacity = api_per_token * capacity * DAYS_PER_MONTH  # one GPU's volume via the API
+    if api_per_token <= 0 or per_gpu_capacity <= per_gpu:
         return None
-    # g GPUs break even where g * per_gpu + ops <= 30 * price * g * capacity, i.e. from
-    # g >= ops / margin on; below that the API is cheaper over the whole of g's capacity.
-    margin = api_per_token * capacity * DAYS_PER_MONTH - per_gpu
-    gpus = max(1, math.ceil(hosting.ops_usd_per_month / margin - 1e-12))
-    volume = (gpus * per_gpu + hosting.ops_usd_per_month) / (DAYS_PER_MONTH * api_per_token)
-    return max(volume, (gpus - 1) * capacity), gpus
+    margin = per_gpu_capacity - per_gpu
+    ops = hosting.ops_usd_per_month
+    # step g is cheaper self-hosted over its whole range once g * per_gpu + ops <= the API
+    # price of (g - 1) GPUs' capacity, that is from g >= (per_gpu_capacity + ops) / margin
+    whole = max(1, math.ceil((per_gpu_capacity + ops) / margin - 1e-12))
+    before = whole - 1
+    if before >= 1:
+        volume = (before * per_gpu + ops) / (DAYS_PER_MONTH * api_per_token)
+        if volume <= before * capacity:  # crosses inside the step before, and stays below
+            return volume, before
+    return max((whole - 1) * capacity, 0.0), whole
 
 
 def breakeven(

@@ -134,12 +134,37 @@ def test_self_hosting_against_the_api_and_the_break_even_volume() -> None:
     assert low.gpus == 1  # one GPU serves 1000 * 0.5 * 86400 = 43.2M tokens a day
     assert low.self_hosted_monthly_usd == pytest.approx(2000.0)  # 2 * 720 + 560
     assert low.cheaper == "api"
-    # 1 GPU: $2000 needs 44.4M/day > 43.2M capacity; 2 GPUs: $3440 / (30 * 1.5e-6) = 76.4M
-    assert low.breakeven_tokens_per_day == pytest.approx(3440 / 4.5e-5)
-    assert low.breakeven_gpus == 2
+    # One GPU's capacity costs $1944 a month through the API against $1440 rented. 2 GPUs
+    # cross at $3440 / (30 * 1.5e-6) = 76.4M, but a third GPU ($4880 at 86.4M) puts the API
+    # ($3888) below again; so do the 4th. From 5 GPUs on every step is cheaper self-hosted
+    # ((1944 + 560) / 504 = 4.97), and the 4-GPU step crosses at $6320 / 4.5e-5 = 140.4M.
+    assert low.breakeven_tokens_per_day == pytest.approx(6320 / 4.5e-5)
+    assert low.breakeven_gpus == 4
     high = breakeven("toy", 80e6, hosting, input_usd_per_token=1e-6, output_usd_per_token=3e-6)
     assert (high.gpus, high.cheaper) == (2, "self-hosted")
     assert high.self_hosted_monthly_usd == pytest.approx(3440.0)
+
+
+@pytest.mark.parametrize(
+    ("gpu_usd", "tokens_per_second", "ops", "price"),
+    [(2, 1000, 560, 1.5e-6), (1, 200, 20_000, 4.2e-6), (2.5, 2000, 500, 5e-6), (3, 1400, 0, 2e-6)],
+)
+def test_above_the_break_even_volume_self_hosting_is_always_cheaper(
+    gpu_usd: float, tokens_per_second: float, ops: float, price: float
+) -> None:
+    hosting = SelfHosted(
+        gpu_usd_per_hour=gpu_usd, tokens_per_second=tokens_per_second, ops_usd_per_month=ops
+    )
+    found = breakeven("toy", 1.0, hosting, input_usd_per_token=price, output_usd_per_token=price)
+    volume = found.breakeven_tokens_per_day
+    assert volume is not None
+    capacity = hosting.tokens_per_gpu_day
+    for step in range(1, 400):  # every GPU step's edges from the break-even up, and between
+        for v in (volume + step * capacity / 7, math.ceil(volume / capacity + step) * capacity):
+            api = v * 30 * price
+            assert api >= hosting.monthly_usd(v) - 1e-6, (v, api, hosting.monthly_usd(v))
+    just_below = [volume - capacity * f for f in (1e-9, 0.01, 0.3, 1.0, 2.5) if volume > 0]
+    assert any(v * 30 * price < hosting.monthly_usd(v) for v in just_below) or volume == 0
 
 
 def test_no_break_even_when_the_api_serves_a_gpus_capacity_for_less() -> None:
