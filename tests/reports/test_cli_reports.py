@@ -205,7 +205,7 @@ def test_breakeven_command_compares_a_month_each_way() -> None:
     )  # fmt: skip
     assert data["api_monthly_usd"] == pytest.approx(450.0)
     assert data["self_hosted_monthly_usd"] == pytest.approx(2000.0)
-    assert data["breakeven_tokens_per_day"] == pytest.approx(3440 / 4.5e-5)
+    assert data["breakeven_tokens_per_day"] == pytest.approx(6320 / 4.5e-5)  # see test_estimate
     mini = _json(["breakeven", "--model", "gpt-4o-mini", "--json"])
     # gpt-4o-mini: 0.75 * $0.15/M + 0.25 * $0.60/M
     assert mini["api_usd_per_token"] == pytest.approx(0.2625e-6)
