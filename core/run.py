@@ -17,6 +17,7 @@ from typing import Any
 from .errors import BudgetExceeded
 from .events import CostEvent
 from .pause import PauseHandle
+from .policy import OUTCOMES
 from .run_fast import FastPaths
 from .run_limits import _Attempt
 from .steps import FINAL_ANSWER_INSTRUCTION, Step, ToolStep
@@ -158,6 +159,8 @@ class Run(FastPaths):
         ``model`` is the real model when only known after the call (it is priced with that);
         without ``usage`` the output is estimated from ``output_text`` and marked estimated.
         """
+        if outcome not in _OUTCOMES:
+            raise _unknown_outcome(outcome)
         event = self._finish_llm(
             step, usage, model, latency_s, outcome, output_text, prompt_text, want=True
         )
@@ -177,6 +180,8 @@ class Run(FastPaths):
     ) -> None:
         """``after_llm_call`` for callers that do not use the CostEvent (adapters): it is
         then built only when a sink wants it, which saves work on every call."""
+        if outcome not in _OUTCOMES:
+            raise _unknown_outcome(outcome)
         if usage is not None and self._local_step(step):
             self._local_llm_record(step, usage, model, latency_s, outcome, output_text, prompt_text)
             return
@@ -196,6 +201,8 @@ class Run(FastPaths):
         prompt_text: str | None = None,
     ) -> CostEvent:
         """Async twin of ``after_llm_call``."""
+        if outcome not in _OUTCOMES:
+            raise _unknown_outcome(outcome)
         event = await self._afinish_llm(
             step, usage, model, latency_s, outcome, output_text, prompt_text, want=True
         )
@@ -214,6 +221,8 @@ class Run(FastPaths):
         prompt_text: str | None = None,
     ) -> None:
         """Async twin of ``record_llm_call``."""
+        if outcome not in _OUTCOMES:
+            raise _unknown_outcome(outcome)
         if usage is not None and self._local_step(step):
             self._local_llm_record(step, usage, model, latency_s, outcome, output_text, prompt_text)
             return
@@ -463,3 +472,10 @@ class Run(FastPaths):
             report=self.report,
             state=state or {},
         )
+
+
+_OUTCOMES = frozenset(OUTCOMES)
+
+
+def _unknown_outcome(outcome: str) -> ValueError:
+    return ValueError(f"outcome={outcome!r} is not an outcome: use one of {', '.join(OUTCOMES)}")

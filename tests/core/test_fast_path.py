@@ -113,7 +113,7 @@ def _llm(run: Run, rng: random.Random) -> Any:
     except BudgetError as exc:
         return ("refused", type(exc).__name__, getattr(exc, "cap", None))
     kept = _step(step)
-    outcome = rng.choice(["ok", "ok", "ok", "invalid_json", "error"])
+    outcome = rng.choice(["ok", "ok", "ok", "invalid_json", "provider_error"])
     usage = Usage(input_tokens=step.input_tokens, output_tokens=rng.randint(0, step.max_tokens))
     if rng.random() < 0.5:  # the adapters' variant, which has a fast path of its own
         run.record_llm_call(step, usage, outcome=outcome, latency_s=0.3)

@@ -311,3 +311,14 @@ def test_overshoot_is_committed_and_reported_not_hidden() -> None:
     assert event.overshoot_usd > 0
     assert run.report.cost_usd == pytest.approx(event.cost_usd)
     assert run.report.overshoot_usd == pytest.approx(event.overshoot_usd)
+
+
+def test_an_unknown_outcome_is_refused_with_the_outcomes_there_are() -> None:
+    warden, sink, _ = make_warden(Policy())
+    run = warden.run()
+    step = run.before_llm_call("gpt-4o-mini")
+    with pytest.raises(ValueError, match="outcome='timout' is not an outcome: use one of ok"):
+        run.after_llm_call(step, usage(), outcome="timout")
+    assert sink.cost_events == []  # nothing recorded under a misspelt outcome
+    run.after_llm_call(step, usage(), outcome="timeout")
+    assert [e.outcome for e in sink.cost_events] == ["timeout"]
