@@ -105,6 +105,7 @@ class Refusal:
     used: float
     requested: float | None = None
     tool_denied: str | None = None  # reason, when a tool rule (not a cap) refused
+    depth: int = 0  # whose cap: this run's (0), its parent's (1), ... (what a grant extends)
 
 
 def _common_refusal(limits: Limits, counters: Counters, elapsed: float) -> Refusal | None:

@@ -79,7 +79,7 @@ class RunCalls(RunLimits):
         _, est_in, max_out, _ = request
         now = self.warden.clock()
         with self._lock:
-            for run in self._lineage:
+            for depth, run in enumerate(self._lineage):
                 refusal = llm_refusal(
                     run._held_limits(),
                     run.counters,
@@ -89,7 +89,7 @@ class RunCalls(RunLimits):
                     worst_cost=plan.worst_cost,
                 )
                 if refusal is not None:
-                    return refusal
+                    return replace(refusal, depth=depth) if depth else refusal
             self._count_llm(plan.worst_cost, plan.retry, est_in, max_out, +1)
             return None
 
@@ -225,7 +225,7 @@ class RunCalls(RunLimits):
         signature = tool_signature(name, args) if watched else name  # only a repeat cap looks
         price = rules.price_usd.get(name, 0.0)
         with self._lock:
-            for run in self._lineage:
+            for depth, run in enumerate(self._lineage):
                 refusal = tool_refusal(
                     run._held_limits(),
                     rules,
@@ -236,7 +236,7 @@ class RunCalls(RunLimits):
                     price=price,
                 )
                 if refusal is not None:
-                    return refusal
+                    return replace(refusal, depth=depth) if depth else refusal
             step = ToolStep(
                 self._next_id(),
                 name,

@@ -98,16 +98,18 @@ class RunLimits(RunCore):
         )
 
     def _question(self, refusal: Refusal, asked: set[str]) -> LimitReached | None:
-        """The question for ``on_limit``, once per cap per call, when a grant could help."""
-        if self.warden.on_limit is None or not grantable(refusal.cap) or refusal.cap in asked:
+        """The question for ``on_limit``, once per cap per call, when a grant could help
+        (a parent's cap of the same name is another cap; the question names whose it is)."""
+        key = f"{refusal.cap}@{refusal.depth}"
+        if self.warden.on_limit is None or not grantable(refusal.cap) or key in asked:
             return None
-        asked.add(refusal.cap)
+        asked.add(key)
         return LimitReached(
             cap=refusal.cap,
             limit=refusal.limit,
             used=refusal.used,
             requested=refusal.requested,
-            run_id=self.id,
+            run_id=self._lineage[refusal.depth].id,
             report=self.report,
             resets_at=self._resets_at(refusal.cap),
         )
@@ -120,9 +122,9 @@ class RunLimits(RunCore):
             self._fast_ok = False  # granted runs take the general path (it adds the grants)
             if refusal.cap.startswith("budget:"):
                 self._extras[refusal.cap] = self._extras.get(refusal.cap, 0.0) + grant.extra
-            else:
-                for run in self._lineage:
-                    run.limits = extend_limits(run.limits, refusal.cap, grant.extra)
+            else:  # the run whose cap refused (the question named it), and no other
+                run = self._lineage[refusal.depth]
+                run.limits = extend_limits(run.limits, refusal.cap, grant.extra)
         self.warden._emit_all(
             [
                 Notice(

@@ -250,8 +250,13 @@ class Warden(PauseHandles):
             return False
         answer = self.approve(tool, args, cast(Run, run))
         if inspect.isawaitable(answer):
+            _close(answer)
             raise TypeError("Warden(approve=...) must be a plain function returning bool")
-        return bool(answer)
+        if not isinstance(answer, bool):  # "no" or 1 must not pass for a yes
+            raise TypeError(
+                f"Warden(approve=...) must return True or False for {tool!r}, got {answer!r}"
+            )
+        return answer
 
     def _bucket_refs(
         self, attribution: Mapping[str, str | None], root_run_id: str, now: float
@@ -299,15 +304,15 @@ class Warden(PauseHandles):
         if inspect.isawaitable(answer):
             _close(answer)
             raise TypeError("an async on_limit callback needs the async API (ainvoke, arun)")
-        return answer
+        return _granted(answer)
 
     async def _aask(self, question: LimitReached) -> Grant | None:
         if self.on_limit is None:
             return None
         answer = self.on_limit(question)
         if inspect.isawaitable(answer):
-            return await answer
-        return answer
+            answer = await answer
+        return _granted(answer)
 
     def _emit_refusal(self, run: RunCore, exc: BudgetExceeded) -> None:
         """A refused call is a warning Notice (threshold crossings are BudgetAlerts)."""
@@ -351,6 +356,16 @@ def _ref_plan(policy: Policy) -> RefPlan:
     """What a run's buckets depend on under ``policy`` (see ``Warden._bucket_refs``)."""
     scopes = tuple(dict.fromkeys(b.scope for b in policy.budgets if b.scope != "global"))
     return policy, scopes, any(b.window == "run" for b in policy.budgets)
+
+
+def _granted(answer: object) -> Grant | None:
+    """``on_limit``'s answer, which must be a ``Grant`` or None."""
+    if answer is None or isinstance(answer, Grant):
+        return answer
+    raise TypeError(
+        f"on_limit must return a Grant (to go on) or None (to stop), got {answer!r}: "
+        "return Grant(extra=..., by=...)"
+    )
 
 
 def _close(awaitable: object) -> None:

@@ -107,6 +107,37 @@ def test_a_grant_can_extend_calls_and_a_budget() -> None:
     assert warden.spent("user", "u1") == 2
 
 
+def test_a_grant_extends_the_cap_that_refused_and_only_the_runs_under_it() -> None:
+    asked: list[tuple[str, str]] = []
+
+    def grant(question: LimitReached) -> Grant:
+        asked.append((question.run_id, question.cap))
+        return Grant(extra=1, by="alice")
+
+    warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=3)), on_limit=grant)
+    parent = warden.run()
+    child = warden.run(parent=parent, limits=Limits(max_iterations=1))
+    for _ in range(2):  # the child's own cap refuses the second call: only it grows
+        child.after_llm_call(child.before_llm_call("gpt-4o-mini"), usage())
+    assert (child.limits.max_iterations, parent.limits.max_iterations) == (2, 3)
+    parent.after_llm_call(parent.before_llm_call("gpt-4o-mini"), usage())  # 3 of 3
+    child.after_llm_call(child.before_llm_call("gpt-4o-mini"), usage())  # both caps full
+    assert (child.limits.max_iterations, parent.limits.max_iterations) == (3, 4)
+    # asked for the child's cap, then (third call) the child's again and its parent's
+    assert asked == [(child.id, "max_iterations")] * 2 + [(parent.id, "max_iterations")]
+    assert parent.report.iterations == 4
+
+
+@pytest.mark.parametrize("answer", [True, 0.05, {"extra": 1}])
+def test_on_limit_must_answer_a_grant_or_none(answer: object) -> None:
+    warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=1)), on_limit=lambda q: answer)
+    run = warden.run()
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    with pytest.raises(TypeError, match="on_limit must return a Grant"):
+        run.before_llm_call("gpt-4o-mini")
+    assert run.report.iterations == 1 and run.counters.reserved_usd == 0
+
+
 async def test_async_on_limit_callbacks_are_awaited() -> None:
     async def grant(question: LimitReached) -> Grant:
         await asyncio.sleep(0)

@@ -211,6 +211,16 @@ def test_tools_needing_approval_are_denied_without_an_approver() -> None:
     assert asked == [{"amount": 5}]
 
 
+@pytest.mark.parametrize("answer", ["no", 1, None, "yes"])
+def test_an_approver_must_say_true_or_false(answer: object) -> None:
+    rules = ToolRules(require_approval=["pay"])
+    warden, _, _ = make_warden(Policy(tools=rules), approve=lambda tool, args, run: answer)
+    run = warden.run()
+    with pytest.raises(TypeError, match=f"must return True or False for 'pay', got {answer!r}"):
+        run.before_tool_call("pay", {"amount": 5})
+    assert run.report.tool_calls == 0  # the tool was not counted, let alone run
+
+
 def test_paid_tools_count_against_the_dollar_cap() -> None:
     policy = Policy(limits=Limits(max_cost_usd=0.025), tools=ToolRules(price_usd={"serp": 0.01}))
     warden, sink, _ = make_warden(policy)
