@@ -18,7 +18,7 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import routing as routes
@@ -277,12 +277,7 @@ class RunCore:
         return f"{self.id}:{next(_ids)}"
 
     def _cancel_targets(self) -> tuple[str, ...]:
-        targets = [f"run={run.id}" for run in self._lineage]
-        for scope in ("user", "workspace", "key", "agent", "thread", "workflow"):
-            value = self.attribution.get(scope)
-            if value is not None:
-                targets.append(f"{scope}={value}")
-        return tuple(targets)
+        return cancel_targets([run.id for run in self._lineage], self.attribution)
 
     def _llm_request(
         self,
@@ -534,3 +529,15 @@ class RunCore:
             c.reserved_usd = _floor(c.reserved_usd - step.reserved_usd)
             c.reserved_input_tokens = _floor(c.reserved_input_tokens - step.input_tokens)
             c.reserved_output_tokens = _floor(c.reserved_output_tokens - step.max_tokens)
+
+
+def cancel_targets(
+    run_ids: Sequence[str], attribution: Mapping[str, str | None]
+) -> tuple[str, ...]:
+    """What a cancel of these runs or of their attribution is kept under in the ledger."""
+    targets = [f"run={run_id}" for run_id in run_ids]
+    for scope in ("user", "workspace", "key", "agent", "thread", "workflow"):
+        value = attribution.get(scope)
+        if value is not None:
+            targets.append(f"{scope}={value}")
+    return tuple(targets)

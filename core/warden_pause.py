@@ -12,6 +12,7 @@ from .events import Notice
 from .ledger import Ledger
 from .ledger.base import BucketState, ValueStore
 from .pause import PauseHandle
+from .run_core import cancel_targets
 from .warden_faults import LinkArgs
 from .warden_ledger import LedgerTrips
 
@@ -78,7 +79,10 @@ class PauseHandles(LedgerTrips):
         """True when the window that stopped the run has reset or its budget has room again
         (someone raised it); a run cap is ready at once (a resumed run gets fresh caps)."""
         if not handle.cap.startswith("budget:"):
-            return handle.cap != "cancelled" or not self.ledger.cancelled([f"run={handle.run_id}"])
+            if handle.cap != "cancelled":
+                return True
+            watch = cancel_targets([handle.run_id], handle.attribution)  # its user's, too
+            return not self.ledger.cancelled(list(watch))
         now = self.clock()
         if handle.resets_at is not None and now >= handle.resets_at:
             return True
@@ -154,12 +158,17 @@ class PauseHandles(LedgerTrips):
         return result
 
     def _handle(self, handle: PauseHandle | str) -> PauseHandle:
-        if isinstance(handle, PauseHandle):
-            return handle
-        found = self.load_handle(handle)
+        """The saved handle to resume: one resumed already (or never saved, or saved under
+        another namespace) is not resumed again."""
+        handle_id = handle.id if isinstance(handle, PauseHandle) else handle
+        found = self.load_handle(handle_id)
         if found is None:
-            raise KeyError(f"no pause handle {handle!r} in ledger {self.ledger.uri}")
-        return found
+            raise KeyError(
+                f"no pause handle {handle_id!r} in ledger {self.ledger.uri} (namespace "
+                f"{self.namespace!r}): it was resumed already, or never saved "
+                "(warden.save_handle)"
+            )
+        return handle if isinstance(handle, PauseHandle) else found
 
     def _nap_length(self, handle: PauseHandle, poll_seconds: float) -> float:
         if handle.resets_at is None:

@@ -275,6 +275,24 @@ def test_nap_and_resume_sleeps_until_the_window_resets() -> None:
     assert clock.now >= handle.resets_at
     assert warden.load_handle(handle.id) is None
     assert any(isinstance(e, Notice) and e.code == "pause" for e in sink.events)
+    for again in (handle, handle.id):  # a handle is resumed once, by object or by id
+        with pytest.raises(KeyError, match="resumed already"):
+            warden.nap_and_resume(again, lambda h: h.state["step"])
+
+
+def test_a_run_paused_by_a_cancel_is_ready_once_every_cancel_is_lifted() -> None:
+    warden, _, _ = make_warden(Policy(on_exceeded="pause"))
+    run = warden.run(user="u1")
+    warden.cancel(user="u1")
+    with pytest.raises(BudgetExceeded):
+        run.before_llm_call("gpt-4o-mini")
+    handle = run.pause_handle("core", {"step": 1})
+    assert handle.cap == "cancelled"
+    assert not warden.ready_to_resume(handle)  # the user's cancel still stands
+    warden.uncancel(user="u1")
+    assert warden.ready_to_resume(handle)
+    warden.cancel(run_id=run.id)
+    assert not warden.ready_to_resume(handle)
 
 
 def test_a_raised_budget_makes_a_paused_run_ready_before_the_reset() -> None:
