@@ -106,6 +106,7 @@ class RunCore:
         "_has_budgets",
         "_held",
         "_in_process",
+        "_last_prompt",
         "_lease_seconds",
         "_lineage",
         "_local",
@@ -182,6 +183,7 @@ class RunCore:
         self._degrade_at = self.policy.thresholds.degrade - RATIO_TOLERANCE
         self._stop_level = self.policy.thresholds.stop
         self._held: tuple[Limits, Limits] | None = None  # (limits, held at the stop level)
+        self._last_prompt: int | None = None  # for a final answer's foresight (run_limits)
         self._has_budgets = bool(self.policy.budgets)
         self._fast_llm_caps: tuple[Limits, Any] | None = None  # see run_fast
         self._fast_tool_caps: tuple[Limits, Any] | None = None

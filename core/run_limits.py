@@ -146,28 +146,41 @@ class RunLimits(RunCore):
     def _final_cap(
         self, plan: Plan, outcome: ReserveOutcome, est_in: int, max_out: int
     ) -> str | None:
-        """The cap this call is the last call of, when ``Limits.final_answer`` is on."""
+        """The cap this call is the last call of, when ``Limits.final_answer`` is on: no room
+        would be left for the next call, whose prompt has grown by this call's answer and
+        its tool results (as much as the last call's grew, at least ``max_out``)."""
         chain = self._lineage
         if not any(run.limits.final_answer for run in chain):
             return None
+        next_in = self._next_prompt(est_in, max_out)
+        warden = self.warden
+        model = warden._pricing_model(plan.choice.model, self)
+        next_cost = warden.prices.worst_case_cost(model, next_in, max_out)
         for run in chain:
             cap = final_cap(
                 run._held_limits(),
                 run.counters,
-                input_tokens=est_in,
+                input_tokens=next_in,
                 max_output_tokens=max_out,
-                worst_cost=plan.worst_cost,
+                worst_cost=next_cost,
             )
             if cap is not None:
                 return cap
         labels = {ref.key: ref.label for ref in plan.refs}
-        for state, charge in zip(outcome.states, plan.charges, strict=False):
+        following = self._charges(plan.refs, next_cost, next_in + max_out)
+        for state, charge in zip(outcome.states, following, strict=False):
             if (
                 charge.amount > 0
                 and charge.limit - state.committed - state.reserved < charge.amount
             ):
                 return labels.get(state.key, state.key)
         return None
+
+    def _next_prompt(self, est_in: int, max_out: int) -> int:
+        """The next call's prompt tokens, foreseen from this one's (see ``_final_cap``)."""
+        last, self._last_prompt = self._last_prompt, est_in
+        growth = est_in - last if last is not None else 0
+        return est_in + max(growth, max_out)
 
     def _hint(self) -> str | None:
         """A note on what is left, past the warn level, when the policy enables hints."""

@@ -80,6 +80,27 @@ def test_a_dollar_cap_keeps_the_money_for_a_final_answer(search: CountedTool) ->
     assert stop["report"]["cost_usd"] == pytest.approx(0.003)
 
 
+@pytest.mark.parametrize("cap", [0.004 + i * 0.0007 for i in range(0, 40, 3)])
+def test_a_growing_prompt_still_ends_with_a_final_answer_under_a_dollar_cap(cap: float) -> None:
+    """Each call's prompt re-sends the last answer and tool result, so the next call costs
+    more than this one: the final call is foreseen with that growth, not this call's size."""
+    price = {"house": {"input_cost_per_token": 1e-5, "output_cost_per_token": 2e-5}}
+    model = ScriptedChatModel(
+        model_name="house", input_tokens=None, output_tokens=50, max_tokens=50
+    )
+    policy = Policy(limits=Limits(max_cost_usd=cap, final_answer=True), prices=price)
+    warden, _ = make_warden(policy)
+    search = CountedTool()
+    final = agent_graph(model, [search.tool], middleware=[BudgetMiddleware(warden)]).invoke(
+        inputs("find the answer")
+    )["messages"][-1]
+    assert model.offered[-1] == [] and final.text.startswith("Best answer so far")
+    stop = final.response_metadata["budgetwarden"]
+    report = stop["report"]  # within the cap but for what calls used beyond their estimate
+    assert stop["final_answer"] is True
+    assert report["cost_usd"] - report["overshoot_usd"] <= cap + 1e-12
+
+
 def test_without_the_option_the_last_call_keeps_its_tools(
     model: ScriptedChatModel, search: CountedTool
 ) -> None:
