@@ -42,6 +42,8 @@ class Settler:
         self._lock = threading.Lock()
         self._known: dict[str, tuple[float, float]] = {}  # key -> (committed, reserved)
         self._ticker_pid = 0  # the process whose background thread sends old commits
+        self._ticker: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def watch(self, flush: Callable[[], None]) -> None:
         """Make sure old commits get sent even when no call comes: a daemon thread that
@@ -51,11 +53,24 @@ class Settler:
             return
         self._ticker_pid = _process[0]  # a forked child starts its own
         ref = weakref.WeakMethod(flush)  # type: ignore[arg-type]
-        thread = threading.Thread(
-            target=_tick, args=(ref, self.max_age), name="budgetwarden-settle", daemon=True
+        self._ticker = threading.Thread(
+            target=_tick,
+            args=(ref, self.max_age, self._stopping),
+            name="budgetwarden-settle",
+            daemon=True,
         )
-        thread.start()
+        self._ticker.start()
         atexit.register(_last_flush, ref)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the background thread and wait for a send it is making (the warden closes
+        its ledger next: a connection must not close under a send)."""
+        ticker, self._ticker = self._ticker, None
+        self._stopping.set()
+        if ticker is not None and ticker is not threading.current_thread():
+            ticker.join(timeout)
+        self._stopping = threading.Event()  # a later watch() starts afresh
+        self._ticker_pid = 0
 
     def defer(self, reservation_id: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
         """Queue a commit; the bucket states it will leave, as far as this process knows."""
@@ -125,10 +140,11 @@ class Settler:
             known[state.key] = (state.committed, state.reserved)
 
 
-def _tick(ref: weakref.WeakMethod[Callable[[], None]], every: float) -> None:
-    """Send due commits every ``every`` seconds until the warden is gone."""
-    while True:
-        time.sleep(every)
+def _tick(
+    ref: weakref.WeakMethod[Callable[[], None]], every: float, stopping: threading.Event
+) -> None:
+    """Send due commits every ``every`` seconds until the warden is gone or stops it."""
+    while not stopping.wait(every):
         flush = ref()
         if flush is None:
             return

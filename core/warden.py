@@ -213,6 +213,7 @@ class Warden(PauseHandles):
 
     def close(self) -> None:
         """Close the ledger and any sink that can be closed."""
+        self._settler.stop()  # no background send may run on a connection being closed
         self._flush()
         self._last_reconcile()
         self.ledger.close()

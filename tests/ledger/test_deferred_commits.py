@@ -10,7 +10,11 @@ a cancel from elsewhere still stops the next model call.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -175,3 +179,42 @@ def test_deferred_commits_survive_a_ledger_that_goes_down(own_redis: RedisServer
     after = guarded_call(warden.run(workspace="acme"))
     assert warden.spent("workspace", "acme") == pytest.approx(kept + after)
     warden.close()
+
+
+_CLOSE_RACE = """
+import os, random, sys, time
+from budgetwarden import Budget, Policy, Usage, Warden
+
+class Quick(Warden):
+    settle_seconds = 0.001  # the background thread sends every millisecond
+
+policy = Policy(budgets=[Budget(scope="user", window="day", max_cost_usd=1e6)])
+uri, total = sys.argv[1], 0.0
+for _ in range(300):
+    warden = Quick(policy, ledger=uri, log_events=False)
+    for _ in range(3):
+        run = warden.run(user="u1")
+        step = run.before_llm_call("gpt-4o-mini", input_tokens=10, max_tokens=10)
+        total += run.after_llm_call(step, Usage(input_tokens=10, output_tokens=10)).cost_usd
+    time.sleep(random.random() * 0.003)
+    warden.close()
+spent = Warden(policy, ledger=uri, log_events=False).spent("user", "u1")
+print("spent", spent, "total", total)
+"""
+
+
+def test_closing_a_warden_waits_for_a_background_send_on_its_connection(tmp_path: Path) -> None:
+    """close() closes the SQLite connections; the thread sending old commits must not be
+    sending on one then (that crashed the interpreter). Every commit still lands."""
+    script = tmp_path / "close_race.py"
+    script.write_text(_CLOSE_RACE)
+    done = subprocess.run(
+        [sys.executable, str(script), f"sqlite:///{tmp_path / 'spend.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    spent, total = (float(x) for x in done.stdout.split()[1::2])
+    assert spent == pytest.approx(total, abs=1e-12) and total > 0
