@@ -35,6 +35,12 @@ def escape(value: str) -> str:
     return quote(value, safe="")
 
 
+def cancel_key(namespace: str, target: str) -> str:
+    """The ledger key of a cancel of ``target`` (``run=<id>``, ``user=<value>``...) set in
+    ``namespace``."""
+    return f"{escape(namespace)}|{target}"
+
+
 def bucket_key(namespace: str, budget: Budget, value: str, window: Window) -> str:
     """The ledger key of a bucket: namespace, budget, escaped scope value, window start."""
     return (

@@ -451,6 +451,11 @@ def cancel(
     workflow: str | None = typer.Option(None, help="Cancel every run of this workflow."),
     reason: str = typer.Option("", help="Why (kept with the cancel, shown in events)."),
     lift: bool = typer.Option(False, "--lift", help="Lift a cancel instead of setting it."),
+    namespace: str = typer.Option(
+        "default",
+        envvar="BUDGETWARDEN_NAMESPACE",
+        help="The namespace of the wardens whose runs to stop (their Warden(namespace=)).",
+    ),
 ) -> None:
     """Stop matching runs at their next model or tool call, in every process on the ledger
     (or lift that with --lift). A cancel stays until it is lifted."""
@@ -469,7 +474,7 @@ def cancel(
         if value is not None
     }
     try:
-        warden = Warden(ledger=ledger, log_events=False)
+        warden = Warden(ledger=ledger, namespace=namespace, log_events=False)
     except (OSError, ValueError) as exc:  # an unknown scheme, a file that cannot be opened
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -484,7 +489,8 @@ def cancel(
     finally:
         warden.close()
     verb = "lifted the cancel of" if lift else "cancelled"
-    console.print(f"{verb} {', '.join(targets)} on {ledger}")
+    where = ledger if namespace == "default" else f"{ledger} (namespace {namespace!r})"
+    console.print(f"{verb} {', '.join(targets)} on {where}")
 
 
 def main() -> None:

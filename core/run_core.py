@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import routing as routes
-from .buckets import BucketRef
+from .buckets import BucketRef, cancel_key
 from .checks import Counters
 from .errors import BudgetError, BudgetExceeded
 from .events import CostEvent
@@ -279,7 +279,8 @@ class RunCore:
         return f"{self.id}:{next(_ids)}"
 
     def _cancel_targets(self) -> tuple[str, ...]:
-        return cancel_targets([run.id for run in self._lineage], self.attribution)
+        lineage = [run.id for run in self._lineage]
+        return cancel_targets(self.warden.namespace, lineage, self.attribution)
 
     def _llm_request(
         self,
@@ -534,12 +535,13 @@ class RunCore:
 
 
 def cancel_targets(
-    run_ids: Sequence[str], attribution: Mapping[str, str | None]
+    namespace: str, run_ids: Sequence[str], attribution: Mapping[str, str | None]
 ) -> tuple[str, ...]:
-    """What a cancel of these runs or of their attribution is kept under in the ledger."""
+    """What a cancel of these runs or of their attribution is kept under in the ledger, in
+    the warden's namespace (a cancel in one namespace stops no run of another)."""
     targets = [f"run={run_id}" for run_id in run_ids]
     for scope in ("user", "workspace", "key", "agent", "thread", "workflow"):
         value = attribution.get(scope)
         if value is not None:
             targets.append(f"{scope}={value}")
-    return tuple(targets)
+    return tuple(cancel_key(namespace, target) for target in targets)

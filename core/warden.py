@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast, get_args
 
-from .buckets import BucketRef, bucket_key, matching_buckets
+from .buckets import BucketRef, bucket_key, cancel_key, matching_buckets
 from .errors import BudgetExceeded, ModelDenied
 from .events import Notice, Sink, StructlogSink
 from .grants import Grant, LimitReached, OnLimit
@@ -42,7 +42,9 @@ class Warden(PauseHandles):
     seconds) is how tests move time; ``sinks`` receive every event beside structlog;
     ``approve`` decides tools that need approval (denied when absent); ``on_limit`` is
     asked (sync or async) when a cap or budget is reached and may return a ``Grant``;
-    ``sleep`` / ``asleep`` are how throttled calls wait (tests pass their clock's).
+    ``sleep`` / ``asleep`` are how throttled calls wait (tests pass their clock's);
+    ``namespace`` (``"default"``) keeps the budgets, pause handles and cancels of wardens
+    that share one ledger apart (two applications, or staging beside production).
 
     Its layers, lowest first: ``LedgerLink`` (events out, the fallback while the ledger is
     down: ``ledger_retry_seconds``), ``LedgerTrips`` (reservations, deferred commits, pools
@@ -185,11 +187,15 @@ class Warden(PauseHandles):
 
     def cancel(self, run_id: str | None = None, *, reason: str = "", **scopes: str) -> list[str]:
         """Stop matching runs from outside, at their next call (across processes sharing the
-        ledger). ``warden.cancel(run_id=...)`` or ``warden.cancel(user="u1")``."""
+        ledger). ``warden.cancel(run_id=...)`` or ``warden.cancel(user="u1")``.
+
+        A cancel stops the runs of wardens with this warden's ``namespace`` only. Returns the
+        targets set, such as ``["user=u1"]``."""
         targets = _cancel_targets(run_id, scopes)
-        for target in targets:
-            self.ledger.cancel(target, reason=reason)
-        self._cancelled_known.update(targets)
+        keys = [cancel_key(self.namespace, target) for target in targets]
+        for key in keys:
+            self.ledger.cancel(key, reason=reason)
+        self._cancelled_known.update(keys)
         self._emit_all(
             [
                 Notice(
@@ -204,11 +210,12 @@ class Warden(PauseHandles):
         return targets
 
     def uncancel(self, run_id: str | None = None, **scopes: str) -> list[str]:
-        """Lift a cancel set by ``cancel``."""
+        """Lift a cancel set by ``cancel`` (in this warden's ``namespace``)."""
         targets = _cancel_targets(run_id, scopes)
-        for target in targets:
-            self.ledger.uncancel(target)
-        self._cancelled_known.difference_update(targets)
+        keys = [cancel_key(self.namespace, target) for target in targets]
+        for key in keys:
+            self.ledger.uncancel(key)
+        self._cancelled_known.difference_update(keys)
         return targets
 
     def close(self) -> None:

@@ -81,7 +81,8 @@ class PauseHandles(LedgerTrips):
         if not handle.cap.startswith("budget:"):
             if handle.cap != "cancelled":
                 return True
-            watch = cancel_targets([handle.run_id], handle.attribution)  # its user's, too
+            # the run's own cancel, and its user's, workspace's...
+            watch = cancel_targets(self.namespace, [handle.run_id], handle.attribution)
             return not self.ledger.cancelled(list(watch))
         now = self.clock()
         if handle.resets_at is not None and now >= handle.resets_at:

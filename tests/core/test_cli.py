@@ -62,6 +62,13 @@ def test_cancel_command_stops_runs_of_another_process_until_lifted(tmp_path) -> 
     warden.run(user="u1").before_llm_call("gpt-4o-mini")
     missing = runner.invoke(app, ["cancel", "--ledger", uri])
     assert missing.exit_code == 2 and "needs run_id" in missing.output
+    other = Warden(ledger=uri, namespace="billing", log_events=False)
+    elsewhere = ["cancel", "--ledger", uri, "--user", "u1", "--namespace", "billing"]
+    result = runner.invoke(app, elsewhere)
+    assert result.exit_code == 0 and "namespace 'billing'" in result.output
+    warden.run(user="u1").before_llm_call("gpt-4o-mini")  # the default namespace goes on
+    with pytest.raises(BudgetExceeded):
+        other.run(user="u1").before_llm_call("gpt-4o-mini")
     unknown = runner.invoke(app, ["cancel", "--ledger", "bogus://x", "--user", "u1"])
     assert unknown.exit_code == 2 and "unknown ledger URI 'bogus://x'" in unknown.output
     assert "Traceback" not in unknown.output

@@ -148,6 +148,25 @@ def test_a_cancel_from_another_warden_stops_the_next_model_call(ledger_uri: str)
 
 
 @pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_a_cancel_stops_runs_of_its_own_namespace_only(ledger_uri: str) -> None:
+    """Two applications on one ledger: a cancel of user u1 in one leaves the other's u1 be."""
+    billing = Warden(policy(BUDGET), ledger=ledger_uri, namespace="billing", log_events=False)
+    support = Warden(policy(BUDGET), ledger=ledger_uri, namespace="support", log_events=False)
+    assert billing.cancel(user="u1") == ["user=u1"]
+    with pytest.raises(BudgetExceeded) as info:
+        billing.run(user="u1").before_llm_call(MODEL, input_tokens=100, max_tokens=100)
+    assert info.value.cap == "cancelled"
+    guarded_call(support.run(user="u1"))  # the same user in the other namespace goes on
+    support.cancel(user="u1")
+    billing.uncancel(user="u1")  # lifts billing's cancel, not support's
+    guarded_call(billing.run(user="u1"))
+    with pytest.raises(BudgetExceeded):
+        support.run(user="u1").before_llm_call(MODEL, input_tokens=100, max_tokens=100)
+    billing.close()
+    support.close()
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
 def test_tool_calls_ask_about_cancels_every_cancel_poll_seconds(ledger_uri: str) -> None:
     warden, other = make(ledger_uri), make(ledger_uri)
     warden.cancel_poll_seconds = 0.0
