@@ -10,6 +10,7 @@ sync and async share one implementation of the rules.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -24,6 +25,33 @@ from .steps import FINAL_ANSWER_INSTRUCTION, Step, ToolStep
 from .usage import Usage
 
 __all__ = ["FINAL_ANSWER_INSTRUCTION", "Run", "Step", "ToolStep"]
+
+
+def token_counts(max_tokens: object, input_tokens: object) -> tuple[int | None, int | None]:
+    """``(max_tokens, input_tokens)`` as ints; a ``ValueError`` unless each given count is a
+    whole number of tokens, 0 or more: a negative or NaN count would reserve less than
+    nothing and let other runs overspend a shared budget."""
+    return _count("max_tokens", max_tokens), _count("input_tokens", input_tokens)
+
+
+def _count(name: str, value: object) -> int | None:
+    if value is None or (type(value) is int and value >= 0):
+        return value
+    count = -1 if isinstance(value, bool) else _whole(value)  # numpy's integers too
+    if count >= 0:
+        return count
+    default = "the policy's default_max_output_tokens" if name == "max_tokens" else "an estimate"
+    raise ValueError(
+        f"{name}={value!r}: pass a whole number of tokens, 0 or more (or None for {default})"
+    )
+
+
+def _whole(value: object) -> int:
+    """``value`` as an int if it is an integer of any kind (not a float), else -1."""
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return -1
 
 
 class Run(FastPaths):
@@ -55,6 +83,27 @@ class Run(FastPaths):
         await self.afinish(error=exc)
         return isinstance(exc, BudgetExceeded) and self.policy.on_exceeded == "partial"
 
+    def _finished_error(self, method: str) -> RuntimeError:
+        return RuntimeError(
+            f"run {self.id} is finished (stop_reason={self.stop_reason!r}): {method} needs an "
+            "open run; open a new one with warden.run(...)"
+        )
+
+    def _check_recordable(self, step: Step | ToolStep) -> None:
+        """Refuse to record a call twice, or a call another run reserved: either would count
+        it again in this run while the ledger (idempotent per call) counts it once."""
+        kind = "model" if isinstance(step, Step) else "tool"
+        if step.recorded:
+            raise ValueError(
+                f"{kind} call {step.id} is recorded already: record each step once "
+                f"(after_{'llm' if kind == 'model' else 'tool'}_call or record_*)"
+            )
+        if step.id.rpartition(":")[0] != self.id:
+            raise ValueError(
+                f"{kind} call {step.id} was reserved by another run, not run {self.id}: "
+                "record a step on the run whose before_* call returned it"
+            )
+
     # ------------------------------------------------------------------ model calls
     def before_llm_call(
         self,
@@ -72,7 +121,14 @@ class Run(FastPaths):
         offered, in any form (routing's complexity heuristic counts them). A budget with
         ``when_exhausted="wait"`` holds the call (sleeping) until its window frees it;
         ``Warden(on_limit=...)`` may grant more before a refusal.
+
+        A negative or non-integer token count is a ``ValueError``; a call on a finished run
+        is a ``RuntimeError``.
         """
+        if max_tokens is not None or input_tokens is not None:
+            max_tokens, input_tokens = token_counts(max_tokens, input_tokens)
+        if self.finished_at is not None:
+            raise self._finished_error("before_llm_call")
         if self._one_pass and self._fast_ok:
             local = self._local_llm_step(model, messages, max_tokens, input_tokens)
             if local is not None:
@@ -113,6 +169,10 @@ class Run(FastPaths):
         tools: Sequence[Any] | None = None,
     ) -> Step:
         """Async twin of ``before_llm_call`` (waits await; they never block the loop)."""
+        if max_tokens is not None or input_tokens is not None:
+            max_tokens, input_tokens = token_counts(max_tokens, input_tokens)
+        if self.finished_at is not None:
+            raise self._finished_error("abefore_llm_call")
         if self._one_pass and self._fast_ok:
             local = self._local_llm_step(model, messages, max_tokens, input_tokens)
             if local is not None:
@@ -243,6 +303,7 @@ class Run(FastPaths):
         want: bool,
     ) -> CostEvent | None:
         """Price, commit and count a finished model call (``after_llm_call``'s work)."""
+        self._check_recordable(step)
         usage, real_model, cost = self._price_result(step, usage, model, output_text)
         states = self._commit_llm(step, usage, cost)
         return self._record_llm(
@@ -271,6 +332,7 @@ class Run(FastPaths):
         want: bool,
     ) -> CostEvent | None:
         """Async twin of ``_finish_llm``."""
+        self._check_recordable(step)
         usage, real_model, cost = self._price_result(step, usage, model, output_text)
         states = await self._acommit_llm(step, usage, cost)
         return self._record_llm(
@@ -300,7 +362,10 @@ class Run(FastPaths):
     def before_tool_call(
         self, name: str, args: Any = None, *, call_id: str | None = None
     ) -> ToolStep:
-        """Check a tool call against the tool rules and caps; reserve its price if it has one."""
+        """Check a tool call against the tool rules and caps; reserve its price if it has one
+        (a call on a finished run is a ``RuntimeError``)."""
+        if self.finished_at is not None:
+            raise self._finished_error("before_tool_call")
         if (local := self._local_tool_step(name, args, call_id)) is not None:
             return local
         claim = self._quick_tool_claim(name, args, call_id)
@@ -327,6 +392,8 @@ class Run(FastPaths):
         self, name: str, args: Any = None, *, call_id: str | None = None
     ) -> ToolStep:
         """Async twin of ``before_tool_call``."""
+        if self.finished_at is not None:
+            raise self._finished_error("abefore_tool_call")
         if (local := self._local_tool_step(name, args, call_id)) is not None:
             return local
         claim = self._quick_tool_claim(name, args, call_id)
@@ -409,6 +476,7 @@ class Run(FastPaths):
     ) -> CostEvent | None:
         """Commit a finished tool call's price and count it (``after_tool_call``'s work)."""
         tool_step = self._tool_step(step)
+        self._check_recordable(tool_step)
         states = self.warden._commit(tool_step.id, self._tool_charges(tool_step))
         return self._record_tool(tool_step, ok, latency_s, states, want)
 
@@ -417,6 +485,7 @@ class Run(FastPaths):
     ) -> CostEvent | None:
         """Async twin of ``_finish_tool``."""
         tool_step = self._tool_step(step)
+        self._check_recordable(tool_step)
         states = await self.warden._acommit(tool_step.id, self._tool_charges(tool_step))
         return self._record_tool(tool_step, ok, latency_s, states, want)
 

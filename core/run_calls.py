@@ -173,7 +173,7 @@ class RunCalls(RunLimits):
         held = (step.reserved_usd, step.input_tokens, step.max_tokens)
         with self._lock:
             self._pending.pop(step.id, None)  # the reservation is settled: drop its hold
-            step.done = True
+            step.done = step.recorded = True
             for run in self._lineage:
                 run.counters.settle_llm(held, usage, cost, failed)
             if model and model not in self._models:
@@ -284,6 +284,7 @@ class RunCalls(RunLimits):
         """Count a finished tool call and emit its events (see ``_record_llm``)."""
         with self._lock:
             self._drop_hold(step)
+            step.recorded = True
             for run in self._lineage:
                 c = run.counters
                 c.cost_usd += step.price_usd

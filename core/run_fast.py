@@ -263,7 +263,7 @@ class FastPaths(RunCalls):
             self._one_pass
             and step.buckets is self._bucket_cache[2]
             and self._fast_ok
-            and not step.done
+            and self._pending.get(step.id) is step  # open, and this run's
             and (
                 self._local is not None
                 or not self._has_budgets
@@ -313,7 +313,7 @@ class FastPaths(RunCalls):
             else:  # no budgets: nothing to commit
                 committed = []
             self._pending.pop(step.id, None)
-            step.done = True
+            step.done = step.recorded = True
             c = self.counters
             c.settle_llm((worst, step.input_tokens, step.max_tokens), usage, cost, failed)
             if real_model and real_model not in self._models:
@@ -543,8 +543,10 @@ class FastPaths(RunCalls):
         ):
             return False
         with self._lock:
-            self._pending.pop(step.id, None)
-            step.done = True
+            if self._pending.get(step.id) is not step:
+                return False  # another run's step: the general path says so
+            del self._pending[step.id]
+            step.done = step.recorded = True
             self.counters.count_tool_result(ok)
         return True
 

@@ -24,7 +24,9 @@ class Step:
     ``model`` is the model to call (routing may have changed it); ``compress`` asks for a
     shorter context; ``final`` marks the last call a cap allows (make it without tools and
     with ``FINAL_ANSWER_INSTRUCTION``; ``final_cap`` names the cap); ``hint`` is a note to
-    add to the model's input when the policy enables budget hints.
+    add to the model's input when the policy enables budget hints. ``done``: its hold is
+    settled (recorded, released, or freed by the run's end); ``recorded``: its outcome was
+    recorded (``after_llm_call`` / ``record_llm_call``, once per step).
     """
 
     id: str
@@ -43,6 +45,7 @@ class Step:
     hint: str | None = None
     buckets: tuple[BucketRef, ...] = ()
     done: bool = False
+    recorded: bool = False
 
 
 @dataclass(slots=True)
@@ -50,7 +53,8 @@ class ToolStep:
     """A tool call that may happen now.
 
     ``signature`` is the call's canonical text (tool and arguments) when a
-    ``max_repeated_tool_calls`` cap watches for repeats, else the tool's name.
+    ``max_repeated_tool_calls`` cap watches for repeats, else the tool's name. ``done`` and
+    ``recorded`` as on ``Step``.
     """
 
     id: str
@@ -61,6 +65,7 @@ class ToolStep:
     started_at: float
     buckets: tuple[BucketRef, ...] = ()
     done: bool = False
+    recorded: bool = False
 
 
 @dataclass(slots=True)
