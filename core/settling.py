@@ -45,10 +45,11 @@ class Settler:
         self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
 
-    def watch(self, flush: Callable[[], None]) -> None:
+    def watch(self, flush: Callable[[], None], last: Callable[[], None]) -> None:
         """Make sure old commits get sent even when no call comes: a daemon thread that
-        calls ``flush`` every ``max_age`` seconds, and once more at the interpreter's exit.
-        ``flush`` is held weakly (a bound method of the warden): a dropped warden stops it."""
+        calls ``flush`` every ``max_age`` seconds, and ``last`` at the interpreter's exit
+        (which must send everything: idle pools too). Both are held weakly (bound methods of
+        the warden): a dropped warden stops them."""
         if self._ticker_pid == _process[0]:
             return
         self._ticker_pid = _process[0]  # a forked child starts its own
@@ -60,7 +61,7 @@ class Settler:
             daemon=True,
         )
         self._ticker.start()
-        atexit.register(_last_flush, ref)
+        atexit.register(_last_flush, weakref.WeakMethod(last))  # type: ignore[arg-type]
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the background thread and wait for a send it is making (the warden closes

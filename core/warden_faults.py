@@ -93,10 +93,15 @@ class LedgerLink:
         refused: Callable[[], _T] | None = None,
         *,
         settle: Sequence[Settlement] = (),
+        holds: str | None = None,
     ) -> _T:
         """``op`` on the active ledger; on a fault, fail over and run it locally, unless it is
         a reservation (``refused`` given) and the policy fails closed: then ``refused()``,
-        after committing locally the deferred commits ``op`` carried (``settle``)."""
+        after committing locally the deferred commits ``op`` carried (``settle``).
+
+        ``holds``: the reservation id ``op`` reserves. A fault may come after the ledger made
+        it (a reply that timed out): when the call is refused, the id is released there on
+        recovery (a call released locally is, too: see ``_LocalLedger.release``)."""
         ledger = self._active()
         if refused is not None and self._refusing():
             self._settle_locally(settle)
@@ -106,9 +111,17 @@ class LedgerLink:
         except LedgerUnavailable as exc:
             self._fail_over(exc)
             if refused is not None and self._refusing():
+                self._doubt(holds)
                 self._settle_locally(settle)
                 return refused()
             return op(self._active())
+
+    def _doubt(self, reservation_id: str | None) -> None:
+        """A reservation whose reply never came, for a call that will not happen: release it
+        in the real ledger once it is back (else it would hold its amount until its lease)."""
+        local = self._fallback_ledger
+        if reservation_id is not None and local is not None:
+            local.doubt(reservation_id)
 
     def _fail_over(self, exc: LedgerUnavailable) -> None:
         """Count on a local memory ledger until the real one answers again.
@@ -179,7 +192,8 @@ class LedgerLink:
                         code="ledger_unreconciled",
                         level="error",
                         message=f"ledger {self.ledger.uri} still unavailable at close: spend "
-                        "counted locally was not recorded in it",
+                        "counted locally may be missing from it (a commit whose reply timed "
+                        "out may still have landed)",
                         data={"uri": self.ledger.uri, "unreconciled": local.owed},
                     )
                 ]
@@ -200,6 +214,7 @@ class _LocalLedger(MemoryLedger):
         super().__init__("memory://fallback")
         self._commits: list[tuple[str, list[Charge]]] = []
         self._replayed: list[tuple[str, list[Charge]]] = []
+        self._doubtful: list[str] = []  # reserved or released in the real ledger, or not
         self._handover = threading.Lock()
         self._successor: Ledger | None = None
 
@@ -219,10 +234,26 @@ class _LocalLedger(MemoryLedger):
             self._commits.append((reservation_id, list(charges)))
             return super().commit(reservation_id, charges, now=now)
 
+    def release(self, reservation_id: str, *, now: float) -> None:
+        """Release locally, and in the real ledger on hand-over: it may hold the call too
+        (its reservation's reply timed out there), and nobody will commit it now."""
+        with self._handover:
+            if self._successor is not None:
+                self._successor.release(reservation_id, now=now)
+                return
+            self._doubtful.append(reservation_id)
+        super().release(reservation_id, now=now)
+
+    def doubt(self, reservation_id: str) -> None:
+        """Remember a reservation the real ledger may hold (its reply never came)."""
+        with self._handover:
+            self._doubtful.append(reservation_id)
+
     def hand_over(self, ledger: Ledger, now: float) -> dict[str, float]:
         """Replay every local commit into ``ledger`` under its own reservation id (so one the
-        ledger already applied before it timed out is not counted twice); later commits go
-        there. A fault midway leaves the rest to replay at the next try."""
+        ledger already applied before it timed out is not counted twice), then release there
+        the reservations left in doubt by a fault; later commits go there. A fault midway
+        leaves the rest to the next try."""
         with self._handover:
             ledger.state("reconcile-probe", now=now)
             while self._commits:
@@ -230,6 +261,9 @@ class _LocalLedger(MemoryLedger):
                 ledger.commit(rid, charges, now=now)  # also frees a hold made there before
                 self._commits.pop(0)
                 self._replayed.append((rid, charges))
+            while self._doubtful:
+                ledger.release(self._doubtful[0], now=now)  # a hold nobody will commit
+                self._doubtful.pop(0)
             self._successor = ledger
             replayed, self._replayed = self._replayed, []
         return _per_bucket(replayed)

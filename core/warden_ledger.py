@@ -59,7 +59,8 @@ class LedgerTrips(LedgerLink):
         self._in_process = type(self.ledger) is MemoryLedger
         # cancelled through this warden or found so at the last poll (used between polls)
         self._cancelled_known: set[str] = set()
-        self._next_cancel_poll = 0.0
+        #: when each run's cancel targets (its ``_watch``) are next asked about
+        self._next_polls: dict[Sequence[str], float] = {}
 
     def _reserve(
         self, charges: Sequence[Charge], rid: str, watch: Sequence[str], *, poll: bool = False
@@ -115,8 +116,10 @@ class LedgerTrips(LedgerLink):
             lambda lg: _reserve_on(lg, rid, charges, now, lease, watch, settle),
             lambda: _unavailable(refused_for),
             settle=settle,
+            holds=rid,
         )
         self._settler.saw(outcome.states)
+        self._learn_cancels(watch, outcome)
         return outcome
 
     def _pooled(
@@ -181,7 +184,7 @@ class LedgerTrips(LedgerLink):
         if watch and (
             not self._settler.enabled
             or self._settler.due
-            or time.monotonic() >= self._next_cancel_poll
+            or time.monotonic() >= self._next_polls.get(watch, 0.0)
         ):
             return False
         known_cancels = self._cancelled_known
@@ -221,7 +224,7 @@ class LedgerTrips(LedgerLink):
     ) -> list[float]:
         """A pooled call's real amounts (see ``Pools.finish``); the buckets' committed spend."""
         self._pools.finish(rid, amounts)
-        self._settler.watch(self._flush_due)
+        self._settler.watch(self._flush_due, self._flush_at_exit)
         return self._settler.project_amounts(keys, amounts)
 
     def _commit_amounts(
@@ -279,8 +282,11 @@ class LedgerTrips(LedgerLink):
                 )
         except LedgerUnavailable as exc:
             self._fail_over(exc)
+            if self._refusing():
+                self._doubt(rid)
             return self._reserve_trip(rid, charges, (now, lease), watch, settle, refused_for)
         self._settler.saw(outcome.states)
+        self._learn_cancels(watch, outcome)
         return outcome
 
     def _check_cancel(self, watch: Sequence[str], poll: bool) -> ReserveOutcome:
@@ -304,7 +310,7 @@ class LedgerTrips(LedgerLink):
             return _NOT_CANCELLED if hit is None else ReserveOutcome(ok=False, cancelled=hit)
         if not watch:
             return _NOT_CANCELLED
-        if not self._cancel_poll_due(poll):
+        if not self._cancel_poll_due(watch, poll):
             return self._cancel_as_known(watch)
         return None
 
@@ -332,15 +338,36 @@ class LedgerTrips(LedgerLink):
         hit = next((t for t in watch if t in known), None) if known else None
         return _NOT_CANCELLED if hit is None else ReserveOutcome(ok=False, cancelled=hit)
 
-    def _cancel_poll_due(self, poll: bool) -> bool:
+    def _cancel_poll_due(self, watch: Sequence[str], poll: bool) -> bool:
         """Whether to ask the ledger now: always on a local ledger and for model calls."""
         if not poll or not self._settler.enabled:
             return True
         tick = time.monotonic()
-        if tick < self._next_cancel_poll and not self._settler.due:
+        if tick < self._next_polls.get(watch, 0.0) and not self._settler.due:
             return False
-        self._next_cancel_poll = tick + self.cancel_poll_seconds
+        self._polled_at(watch, tick)
         return True
+
+    def _polled_at(self, watch: Sequence[str], tick: float) -> None:
+        """Ask about ``watch`` again ``cancel_poll_seconds`` after ``tick`` (each run's
+        targets on their own clock: another user's polls say nothing about this run's)."""
+        polls = self._next_polls
+        if len(polls) >= _MAX_POLL_CLOCKS:  # forget the clocks that are due anyway
+            for old in [w for w, due in polls.items() if due <= tick]:
+                del polls[old]
+            if len(polls) >= _MAX_POLL_CLOCKS:
+                polls.clear()  # more live runs than that: some ask a little early
+        polls[watch] = tick + self.cancel_poll_seconds
+
+    def _learn_cancels(self, watch: Sequence[str], outcome: ReserveOutcome) -> None:
+        """What a reservation on the ledger said about ``watch``: a cancel it hit (for the
+        same targets' other runs), or none of them cancelled (a lifted cancel is forgotten)."""
+        if not watch or self._fallback_ledger is not None:
+            return  # nothing watched, or a local ledger that knows no other process's cancels
+        if outcome.cancelled is not None:
+            self._cancelled_known.add(outcome.cancelled)
+        elif outcome.ok and self._cancelled_known:
+            self._cancelled_known.difference_update(watch)
 
     def _commit(self, rid: str, charges: Sequence[Charge]) -> tuple[BucketState, ...]:
         if not charges:  # the reservation held nothing in the ledger (only a cancel check)
@@ -365,11 +392,11 @@ class LedgerTrips(LedgerLink):
         commit must go to the ledger now."""
         if self._pools.holds(rid):
             self._pools.finish(rid, [c.amount for c in charges])
-            self._settler.watch(self._flush_due)
+            self._settler.watch(self._flush_due, self._flush_at_exit)
             return self._settler.project(charges), False
         if self._settler.enabled and self._fallback_ledger is None:
             states = self._settler.defer(rid, charges)
-            self._settler.watch(self._flush_due)
+            self._settler.watch(self._flush_due, self._flush_at_exit)
             return states, True
         return None
 
@@ -395,6 +422,12 @@ class LedgerTrips(LedgerLink):
         self._pools.close_older_than(self.settle_seconds)
         if self._settler.pending:
             self._flush(pools=False)
+
+    def _flush_at_exit(self) -> None:
+        """At the interpreter's exit, what ``close()`` sends: every idle pool's spend, every
+        deferred commit, and local spend kept while the ledger was down."""
+        self._flush()
+        self._last_reconcile()
 
     def _flush(self, *, pools: bool = True) -> None:
         """Send every deferred commit to the ledger now (one trip), with the spend of idle
@@ -439,7 +472,7 @@ class LedgerTrips(LedgerLink):
             self._pools.release(rid)
             return
         now = self.clock()
-        self._ledger_call(lambda lg: lg.release(rid, now=now))
+        self._ledger_call(lambda lg: lg.release(rid, now=now))  # a fault: released locally
 
     async def _arelease(self, rid: str) -> None:
         if self._pools.holds(rid):
@@ -450,11 +483,14 @@ class LedgerTrips(LedgerLink):
             await self._active().arelease(rid, now=now)
         except LedgerUnavailable as exc:
             self._fail_over(exc)
+            self._active().release(rid, now=now)  # locally, and in the ledger when it is back
 
 
 _NOT_CANCELLED = ReserveOutcome(ok=True)
 
 _NO_SPEND = (0.0, 0.0)
+#: Runs whose cancel-poll clocks a warden keeps before it forgets those that are due.
+_MAX_POLL_CLOCKS = 4096
 
 
 def _reserve_on(

@@ -10,11 +10,13 @@ a cancel from elsewhere still stops the next model call.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,6 +178,62 @@ def test_tool_calls_ask_about_cancels_every_cancel_poll_seconds(ledger_uri: str)
     with pytest.raises(BudgetExceeded) as info:
         run.before_tool_call("search", {"q": "y"})
     assert info.value.cap == "cancelled"
+    warden.close()
+    other.close()
+
+
+def _tool_call_refused(run: Any) -> bool:
+    try:
+        run.after_tool_call(run.before_tool_call("search", {"q": "x"}))
+    except BudgetExceeded as exc:
+        assert exc.cap == "cancelled"
+        return True
+    return False
+
+
+def _seconds_until(refused: bool, victim: Any, bystander: Any) -> float:
+    """How long until the victim's tool calls are refused (``refused``) or let through
+    again, while another user's run on the same warden polls first every time."""
+    started = time.monotonic()
+    while time.monotonic() - started < 2.0:
+        assert not _tool_call_refused(bystander)
+        if _tool_call_refused(victim) == refused:
+            return time.monotonic() - started
+        time.sleep(0.01)
+    return math.inf
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_each_run_asks_about_its_own_cancels_every_cancel_poll_seconds(ledger_uri: str) -> None:
+    """Another user's polls used to reset the warden's one poll clock while asking only
+    about that user: a cancel (and its lift) went unseen for as long as they kept coming."""
+    warden, other = make(ledger_uri), make(ledger_uri)
+    warden.cancel_poll_seconds = 0.2
+    victim, bystander = warden.run(user="victim"), warden.run(user="bystander")
+    assert not _tool_call_refused(victim)
+    other.cancel(user="victim")
+    assert _seconds_until(True, victim, bystander) < 0.2 + 0.15
+    other.uncancel(user="victim")
+    assert _seconds_until(False, victim, bystander) < 0.2 + 0.15
+    warden.close()
+    other.close()
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_a_cancel_a_model_call_met_stops_the_same_users_other_runs_at_once(
+    ledger_uri: str,
+) -> None:
+    warden, other = make(ledger_uri), make(ledger_uri)
+    warden.cancel_poll_seconds = 3600.0
+    first, second = warden.run(user="u1", workspace="acme"), warden.run(user="u1")
+    assert not _tool_call_refused(second)
+    other.cancel(user="u1")
+    with pytest.raises(BudgetExceeded):
+        guarded_call(first)  # a model call asks the ledger, and learns of the cancel
+    assert _tool_call_refused(second)  # no poll for an hour, yet it knows
+    other.uncancel(user="u1")
+    guarded_call(warden.run(user="u1", workspace="acme"))  # the ledger says: lifted
+    assert not _tool_call_refused(second)
     warden.close()
     other.close()
 

@@ -214,3 +214,42 @@ def test_a_commit_that_timed_out_but_ran_is_not_counted_twice(own_redis: RedisSe
     other, _ = make_warden(uri)
     assert other.spent("workspace", "acme") == pytest.approx(first + cost + after)
     warden.close()
+
+
+def held(uri: str) -> float:
+    """What the workspace bucket holds in reservations, seen by another warden."""
+    reader, _ = make_warden(uri)
+    [ref] = reader._bucket_refs({"workspace": "acme"}, "r", reader.clock())[2]
+    reserved = reader.ledger.state(ref.key, now=reader.clock(), limit=ref.limit).reserved
+    reader.close()
+    return float(reserved)
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_a_reservation_that_timed_out_but_ran_is_released_when_the_ledger_is_back(
+    own_redis: RedisServer, mode: str
+) -> None:
+    """The reply never came, so the call was refused (closed) or counted locally and then
+    released (open); Redis ran the script once thawed. Its hold was kept until its lease
+    (300 s), shrinking the budget for everyone."""
+    uri = own_redis.url(timeout="0.2", connect_timeout="0.2")
+    warden, sink = make_warden(uri, ledger_failure=mode)
+    finished_call(warden)  # scripts loaded on the server
+    run = warden.run(workspace="acme")
+    own_redis.freeze()  # the reservation below times out, but Redis runs it once thawed
+    if mode == "closed":
+        with pytest.raises(BudgetExceeded, match="ledger is unreachable"):
+            run.before_llm_call(MODEL, input_tokens=100, max_tokens=100)
+    else:
+        run.release(run.before_llm_call(MODEL, input_tokens=100, max_tokens=100))
+    run.finish()
+    own_redis.thaw()
+    deadline = time.monotonic() + 5
+    while held(uri) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the thawed server runs the reservation it was sent
+    assert held(uri) > 0
+    wait_for_retry()
+    finished_call(warden)  # recovers: the doubtful hold is released
+    assert len(notices(sink, "ledger_recovered")) == 1
+    assert held(uri) == 0
+    warden.close()

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -229,3 +232,39 @@ def test_a_forked_child_does_not_spend_from_its_parents_pool(ledger_uri: str) ->
     process.join(30)
     assert queue.get() == 0 and warden._pools.open_count == 1
     warden.close()
+
+
+_EXIT_WITHOUT_CLOSE = """
+import sys
+from budgetwarden import Budget, Policy, Usage, Warden
+
+policy = Policy(budgets=[Budget(scope="workspace", window="day", max_cost_usd=100.0)])
+warden = Warden(policy, ledger=sys.argv[1], log_events=False)
+total = 0.0
+for i in range(10):  # the second call opens a pool; the rest are served from it
+    run = warden.run(workspace="acme")
+    step = run.before_llm_call("gpt-4o-mini", input_tokens=100, max_tokens=100)
+    total += run.after_llm_call(step, Usage(input_tokens=100, output_tokens=10 * i)).cost_usd
+    run.finish()
+print(total)  # and exit without warden.close()
+"""
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_a_clean_exit_without_close_lands_the_pools_spend(ledger_uri: str, tmp_path: Any) -> None:
+    """The interpreter's exit sends what close() would: pools opened less than
+    settle_seconds ago too (their spend was lost, and their hold expired uncounted)."""
+    script = tmp_path / "exit_without_close.py"
+    script.write_text(_EXIT_WITHOUT_CLOSE)
+    done = subprocess.run(
+        [sys.executable, str(script), ledger_uri],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    total = float(done.stdout)
+    reader = Warden(policy(BIG), ledger=ledger_uri, log_events=False)
+    assert state(reader) == (pytest.approx(total, abs=1e-9), 0.0)
+    reader.close()
