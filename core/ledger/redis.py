@@ -208,6 +208,10 @@ class _Options:
     connect_timeout: float
 
 
+#: Connections of an event loop's pool before calls wait for one (``?max_connections=``).
+ASYNC_MAX_CONNECTIONS = 100
+
+
 def _parse_uri(uri: str) -> _Options:
     """Split budgetwarden's options off a redis URI; mask its password for messages."""
     parts = urlsplit(uri)
@@ -566,13 +570,20 @@ class _AsyncSide:
 
     @classmethod
     def open(cls, options: _Options) -> _AsyncSide:
-        client = redis.asyncio.Redis.from_url(
+        """A client whose pool makes a call wait for a free connection (as long as for a
+        reply) when ``max_connections`` (100) are busy: redis-py's default pool raises "Too
+        many connections" instead, which would read as an outage under concurrency."""
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             options.url,
+            max_connections=ASYNC_MAX_CONNECTIONS,  # a ?max_connections= in the URI wins
+            timeout=options.timeout,
             decode_responses=True,
             socket_timeout=options.timeout,
             socket_connect_timeout=options.connect_timeout,
             retry=AsyncRetry(NoBackoff(), 1, (RedisConnectionError,)),
         )
+        client = redis.asyncio.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True  # aclose() closes the pool, as from_url's
         return cls(client, _register(client))
 
     def close_on(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -112,3 +112,41 @@ def test_a_commit_retried_after_a_timeout_is_counted_once(own_redis: RedisServer
     time.sleep(0.3)
     ledger.commit("rid-1", [charge], now=now)  # the caller's retry (or a fail-open replay)
     assert ledger.state("k", now=now).committed == 2.0  # rid-0 and rid-1, each once
+
+
+def test_more_concurrent_async_calls_than_connections_wait_for_one(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """200 runs awaiting the ledger at once on one event loop: past the pool's 100
+    connections a call waits for a free one. redis-py's default pool raised "Too many
+    connections", which read as an outage and refused every call."""
+    import asyncio
+
+    from budgetwarden import Budget, ListSink, Notice, Usage, Warden
+
+    from .helpers import MODEL, policy
+
+    class OneTripPerCall(Warden):
+        pool_calls = 0  # no pools: every call goes to Redis
+
+    sink = ListSink()
+    budget = Budget(scope="workspace", window="day", max_cost_usd=100.0)
+    uri = redis_server.url(namespace=namespace)
+    warden = OneTripPerCall(policy(budget), ledger=uri, sinks=[sink], log_events=False)
+
+    async def one_call() -> float:
+        run = warden.run(workspace="acme")
+        step = await run.abefore_llm_call(MODEL, input_tokens=100, max_tokens=100)
+        await asyncio.sleep(0.01)  # the model answers while the others reserve
+        usage = Usage(input_tokens=100, output_tokens=50)
+        cost = (await run.aafter_llm_call(step, usage)).cost_usd
+        await run.afinish()
+        return cost
+
+    async def many() -> list[float]:
+        return await asyncio.gather(*(one_call() for _ in range(200)))
+
+    costs = asyncio.run(many())
+    assert [n.code for n in sink.of_type(Notice)] == []
+    assert warden.spent("workspace", "acme") == pytest.approx(sum(costs))
+    warden.close()
