@@ -294,16 +294,16 @@ class SQLiteLedger(SyncLedger):
         db = self._connection()
         try:
             db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise LedgerUnavailable(self.uri, exc) from exc
+        except sqlite3.DatabaseError as exc:
+            raise self._unavailable(exc) from exc
         try:
             yield db
             if now is not None:
                 self._maybe_purge(db, now)
             db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             _rollback(db)
-            raise LedgerUnavailable(self.uri, exc) from exc
+            raise self._unavailable(exc) from exc
         except BaseException:
             _rollback(db)
             raise
@@ -313,8 +313,8 @@ class SQLiteLedger(SyncLedger):
         """A connection for one autocommit statement or a consistent read."""
         try:
             yield self._connection()
-        except sqlite3.OperationalError as exc:
-            raise LedgerUnavailable(self.uri, exc) from exc
+        except sqlite3.DatabaseError as exc:
+            raise self._unavailable(exc) from exc
 
     def _connection(self) -> _Connection:
         """This thread's connection, opened on first use (and again after a fork)."""
@@ -349,9 +349,26 @@ class SQLiteLedger(SyncLedger):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._options.synchronous.upper()}")
             db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
-        except sqlite3.OperationalError as exc:
-            raise LedgerUnavailable(self.uri, exc) from exc
+        except sqlite3.DatabaseError as exc:
+            raise self._unavailable(exc) from exc
         return db
+
+    def _unavailable(self, error: sqlite3.DatabaseError) -> LedgerUnavailable:
+        """A lock held too long, a file that cannot be written or is not a database: a fault
+        (the policy decides), with what to do when it is not a passing lock. Any other error
+        (an IntegrityError: a bug) is raised as it is."""
+        if (
+            not isinstance(error, sqlite3.OperationalError)
+            and type(error) is not sqlite3.DatabaseError
+        ):
+            raise error
+        text = str(error)
+        path = self._options.path
+        if "not a database" in text or "malformed" in text:
+            text += f": {path} is not a sound SQLite file; move it away or point the URI elsewhere"
+        elif "readonly" in text or "unable to open" in text:
+            text += f": check that this user can write {path} and its directory"
+        return LedgerUnavailable(self.uri, text)
 
     def _maybe_purge(self, db: sqlite3.Connection, now: float) -> None:
         """Now and then, forget expired holds, ended windows and expired marks."""

@@ -101,3 +101,20 @@ def test_a_finished_thread_takes_its_connection_with_it(tmp_path: Path) -> None:
     assert len(ledger._connections) == 1  # only the main thread's is still open
     ledger.close()
     assert len(ledger._connections) == 0
+
+
+def test_a_file_that_is_not_a_database_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """It raised sqlite3.DatabaseError ("file is not a database"), with no path and no fix."""
+    from budgetwarden.errors import LedgerUnavailable
+    from budgetwarden.ledger import open_ledger
+
+    junk = tmp_path / "spend.db"
+    junk.write_bytes(b"not a database, just some bytes " * 64)
+    with pytest.raises(LedgerUnavailable, match=rf"{junk} is not a sound SQLite file; move it"):
+        open_ledger(f"sqlite:///{junk}")
+
+
+def test_an_integrity_error_is_a_bug_and_not_a_ledger_fault(tmp_path: Path) -> None:
+    ledger = SQLiteLedger(f"sqlite:///{tmp_path / 'spend.db'}")
+    with pytest.raises(sqlite3.IntegrityError), ledger._write() as db:
+        db.execute("INSERT INTO buckets (key, committed, expires_at) VALUES ('k', NULL, 1)")
