@@ -20,8 +20,9 @@ from .grants import Grant, LimitReached
 from .ledger import Ledger, open_ledger
 from .pause import PauseHandle
 from .policy import Budget, Limits, Policy, PolicyError, Routing, Thresholds, ToolRules
-from .pricing import ModelPrice, PriceBook
+from .pricing import ModelPrice, PriceBook, UnknownModelError
 from .report import RunReport
+from .routing import PromptSizeComplexity
 from .run import Run, Step, ToolStep
 from .usage import Usage
 from .warden import Warden
@@ -46,6 +47,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PriceBook",
+    "PromptSizeComplexity",
     "Routing",
     "Run",
     "RunFinished",
@@ -56,6 +58,7 @@ __all__ = [
     "ToolDenied",
     "ToolRules",
     "ToolStep",
+    "UnknownModelError",
     "Usage",
     "Warden",
     "open_ledger",

@@ -131,10 +131,13 @@ class ToolDenied(BudgetError):
         self.tool = tool
         self.reason = reason
         self.report = report
-        super().__init__(
-            f"budgetwarden denied tool {tool!r}: {reason}; change Policy.tools "
-            "(allow, deny, require_approval) to let it run."
+        fix = (
+            "approve it with Warden(approve=...) (a function given the tool call that "
+            "returns True or False), or take it out of Policy.tools.require_approval"
+            if "approval" in reason
+            else "change Policy.tools (allow, deny, require_approval) to let it run"
         )
+        super().__init__(f"budgetwarden denied tool {tool!r}: {reason}; {fix}.")
 
 
 class ModelDenied(BudgetError):

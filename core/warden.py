@@ -68,17 +68,20 @@ class Warden(PauseHandles):
         sleep: Callable[[float], None] = time.sleep,
         asleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
+        sinks = list(sinks)
+        _check_parts(ledger, prices, namespace, sinks, clock, sleep, approve, on_limit, asleep)
         resolved = _as_policy(policy)
         super().__init__(
             policy=resolved,
             ledger=open_ledger(ledger),
             clock=clock,
             namespace=namespace,
-            sinks=([StructlogSink()] if log_events else []) + list(sinks),
+            sinks=([StructlogSink()] if log_events else []) + sinks,
             sleep=sleep,
             asleep=asleep,
         )
         self.prices = prices or PriceBook(overrides=resolved.prices)
+        _check_fallback_model(resolved, self.prices)
         self.approve = approve
         self.complexity = complexity
         self.on_limit = on_limit
@@ -121,6 +124,8 @@ class Warden(PauseHandles):
             "thread": thread,
             "feature": feature,
         }
+        check_attribution("warden.run", given)
+        _check_run_parts(tags, parent, run_id, limits)
         attribution: dict[str, str | None] = {}
         for name in _ATTRIBUTES:
             value = given[name]
@@ -139,14 +144,24 @@ class Warden(PauseHandles):
         *,
         metric: Metric | None = None,
     ) -> float:
-        """Committed spend of every budget on ``scope`` (for ``value``) in the current window.
+        """Committed spend of ``value`` on ``scope`` in the current window of its budget.
 
         Dollars, tokens or requests, whichever the budget counts: when budgets on the scope
-        count different ones, ``window`` or ``metric`` ("cost", "tokens", "requests") picks.
+        count different ones, ``window`` or ``metric`` ("cost", "tokens", "requests") picks;
+        when they keep different windows (``8h`` and ``day``), ``window`` picks (else a
+        ``ValueError`` says so). 0.0 when no budget on the scope applies to ``value``.
         """
         budgets = self._budgets_on(scope, window, metric)
+        windows = sorted({b.window for b in budgets if _applies(b, scope, value)})
+        if len(windows) > 1:
+            raise ValueError(
+                f"budgets on scope {scope!r} keep windows {windows}: pass window= to pick one "
+                "(each counts the same spend over its own window)"
+            )
         self._flush()
-        return sum(s.committed for s in self._states(budgets, scope, value))
+        # budgets on one window count the same calls: one figure (the fullest, should a
+        # budget have been added to the policy later than another)
+        return max((s.committed for s in self._states(budgets, scope, value)), default=0.0)
 
     def remaining(
         self,
@@ -171,6 +186,7 @@ class Warden(PauseHandles):
         counting one unit."""
         if metric is not None and metric not in _METRICS:
             raise ValueError(f"metric={metric!r}: use one of {list(_METRICS)}")
+        _check_query(scope, window)
         budgets = [
             b
             for b in self.policy.budgets
@@ -349,15 +365,113 @@ class Warden(PauseHandles):
     ) -> list[BucketState]:
         now = self.clock()
         states = []
+        val = "*" if scope == "global" else value
         for budget in budgets:
-            val = "*" if scope == "global" else value
-            if val is None or not budget.applies_to(val):
+            if val is None or not _applies(budget, scope, value):
                 continue
             occurrence = window_at(budget.window, now, self.policy.timezone)
             key = bucket_key(self.namespace, budget, val, occurrence)
             limit = budget.limit_for(val)
             states.append(self._ledger_call(state_reader(key, now, limit)))
         return states
+
+
+def _check_parts(
+    ledger: object,
+    prices: object,
+    namespace: object,
+    sinks: Sequence[object],
+    *callables: object,
+) -> None:
+    """A ``TypeError`` at construction for a part that would only fail at the first call."""
+    if not isinstance(ledger, (str, Ledger)):
+        raise TypeError(
+            f"Warden(ledger={ledger!r}): pass a URI ('memory://', 'sqlite:///spend.db', "
+            "'redis://host:6379/0') or a Ledger"
+        )
+    if prices is not None and not isinstance(prices, PriceBook):
+        raise TypeError(
+            f"Warden(prices=...) takes a PriceBook, not {type(prices).__name__}; put your own "
+            "prices in Policy(prices={...}) or pass PriceBook(overrides={...})"
+        )
+    if not isinstance(namespace, str) or not namespace:
+        raise TypeError(f"Warden(namespace={namespace!r}): pass a non-empty string")
+    for sink in sinks:
+        if not callable(getattr(sink, "emit", None)):
+            raise TypeError(f"Warden(sinks=...): {sink!r} has no emit(event) method")
+    names = ("clock", "sleep", "approve", "on_limit", "asleep")
+    for name, value in zip(names, callables, strict=True):
+        if value is not None and not callable(value):
+            raise TypeError(f"Warden({name}={value!r}): pass a function (or leave it out)")
+
+
+def _check_fallback_model(policy: Policy, prices: PriceBook) -> None:
+    """The model unpriced calls are priced as must have a price itself."""
+    if not prices.can_price(policy.fallback_model):
+        raise ValueError(
+            f"Policy.fallback_model={policy.fallback_model!r} has no price: name a model "
+            "LiteLLM prices (e.g. 'gpt-4o') or give it one in Policy(prices={...})"
+        )
+
+
+def require_warden(value: object, where: str) -> Warden:
+    """``value`` if it is a ``Warden``; else a ``TypeError`` saying how to make one (an
+    adapter given a policy would fail only at its first call, with an AttributeError)."""
+    if isinstance(value, Warden):
+        return value
+    fix = "Warden(policy)" if isinstance(value, (Policy, Mapping, str, Path)) else "a Warden"
+    raise TypeError(
+        f"{where} needs a budgetwarden.Warden, not {type(value).__name__}: pass {fix} "
+        "(one per application: it keeps the ledger and the events)"
+    )
+
+
+def check_attribution(where: str, fields: Mapping[str, object]) -> None:
+    """A ``TypeError`` for an attribution (user, workspace, ...) that is not a string: an
+    integer user id would otherwise fail deep in the ledger's key escaping."""
+    for name, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"{where}: {name}={value!r} must be a string or None (pass str({value!r}))"
+            )
+
+
+def _check_run_parts(
+    tags: Mapping[str, str] | None, parent: object, run_id: object, limits: object
+) -> None:
+    if tags is not None:
+        check_attribution("warden.run tags", {f"tag {k!r}": v for k, v in tags.items()})
+    if parent is not None and not isinstance(parent, Run):
+        raise TypeError(f"warden.run: parent= must be the parent's Run, not {parent!r}")
+    if run_id is not None and not isinstance(run_id, str):
+        raise TypeError(f"warden.run: run_id={run_id!r} must be a string or None")
+    if limits is not None and not isinstance(limits, Limits):
+        fix = "Limits(**limits)" if isinstance(limits, Mapping) else "Limits(...)"
+        raise TypeError(
+            f"warden.run: limits= must be a Limits, not {type(limits).__name__}: pass {fix}"
+        )
+
+
+def _applies(budget: Budget, scope: str, value: str | None) -> bool:
+    """Whether ``budget`` (on ``scope``) counts the calls of ``value``."""
+    if scope == "global":
+        return True
+    return value is not None and budget.applies_to(value)
+
+
+def _check_query(scope: str, window: str | None) -> None:
+    """A ``ValueError`` naming a scope or window no budget could have (a typo would else
+    read as no spend at all)."""
+    try:
+        Budget(scope=scope, window=window or "day", max_requests=1)
+    except ValueError as exc:  # pydantic's ValidationError, with the field and the fix
+        errors = getattr(exc, "errors", None)
+        detail = "; ".join(_message(e) for e in errors()) if callable(errors) else str(exc)
+        raise ValueError(f"spent/remaining(scope={scope!r}, window={window!r}): {detail}") from None
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _ref_plan(policy: Policy) -> RefPlan:
@@ -399,6 +513,9 @@ def _cancel_targets(run_id: str | None, scopes: Mapping[str, str]) -> list[str]:
         raise ValueError(
             f"cannot cancel by {unknown}: use run_id= or one of {sorted(allowed - {'run_id'})}"
         )
+    check_attribution("warden.cancel", {"run_id": run_id, **scopes})
+    if any(value is None for value in scopes.values()):
+        raise TypeError(f"warden.cancel({scopes}): a scope's value must be a string, not None")
     targets = [f"run={run_id}"] if run_id else []
     targets += [f"{scope}={value}" for scope, value in scopes.items()]
     if not targets:

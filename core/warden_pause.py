@@ -3,6 +3,7 @@ its waits: the nap until a paused run may go on, and a throttled call's wait."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, Unpack
@@ -105,6 +106,7 @@ class PauseHandles(LedgerTrips):
         self, handle: PauseHandle, *, poll_seconds: float = 5.0, timeout: float | None = None
     ) -> bool:
         """Sleep until ``ready_to_resume`` (or ``timeout`` seconds); True when ready."""
+        _check_wait(poll_seconds, timeout)
         waited = 0.0
         while not self.ready_to_resume(handle):
             if timeout is not None and waited >= timeout:
@@ -118,6 +120,7 @@ class PauseHandles(LedgerTrips):
         self, handle: PauseHandle, *, poll_seconds: float = 5.0, timeout: float | None = None
     ) -> bool:
         """Async twin of ``wait_until_resumable`` (never blocks the event loop)."""
+        _check_wait(poll_seconds, timeout)
         waited = 0.0
         while not self.ready_to_resume(handle):
             if timeout is not None and waited >= timeout:
@@ -193,6 +196,14 @@ class PauseHandles(LedgerTrips):
             import asyncio
 
             await asyncio.sleep(seconds)
+
+
+def _check_wait(poll_seconds: float, timeout: float | None) -> None:
+    """A ``ValueError`` for a poll that would spin (0 or less, NaN) or a meaningless timeout."""
+    if not poll_seconds > 0 or poll_seconds == math.inf:
+        raise ValueError(f"poll_seconds={poll_seconds!r}: pass a number of seconds above 0")
+    if timeout is not None and not timeout >= 0:
+        raise ValueError(f"timeout={timeout!r}: pass seconds, 0 or more (or None: no limit)")
 
 
 def state_reader(key: str, now: float, limit: float) -> Callable[[Ledger], BucketState]:

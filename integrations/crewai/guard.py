@@ -14,6 +14,7 @@ from crewai.hooks.dispatch import HookAborted
 
 from budgetwarden import BudgetExceeded, Run, Warden
 from budgetwarden.pause import PauseHandle
+from budgetwarden.warden import check_attribution, require_warden
 
 from ._output import (
     GuardedCrewOutput,
@@ -60,7 +61,8 @@ def guard_crew(
         "key": key,
         "thread": thread,
     }
-    return GuardedCrew(crew, warden, attribution)
+    check_attribution("guard_crew", attribution)
+    return GuardedCrew(crew, require_warden(warden, "guard_crew"), attribution)
 
 
 class GuardedCrew:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from budgetwarden import Run, Warden
+from budgetwarden.warden import check_attribution
 
 __all__ = ["Attribution"]
 
@@ -20,6 +21,11 @@ class Attribution:
     task_class: str | None = None
     key: str | None = None
     thread: str | None = None
+
+    def check(self, where: str) -> Attribution:
+        """This attribution, once every scope is known to be a string or None."""
+        check_attribution(where, {name: getattr(self, name) for name in self.__slots__})
+        return self
 
     def open_run(
         self, warden: Warden, thread: str | None = None, *, parent: Run | None = None

@@ -15,6 +15,7 @@ from langchain_core.outputs import LLMResult
 
 from budgetwarden import BudgetError, BudgetExceeded, Usage, Warden
 from budgetwarden.run import Run, Step, ToolStep
+from budgetwarden.warden import require_warden
 
 from ._attribution import Attribution
 from ._convert import (
@@ -81,8 +82,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         thread: str | None = None,
     ) -> None:
         """Govern every invocation this handler sees, attributed to the given scopes."""
-        self._warden = warden
+        self._warden = require_warden(warden, "BudgetCallbackHandler")
         self._attribution = Attribution(agent, user, workspace, workflow, task_class, key, thread)
+        self._attribution.check("BudgetCallbackHandler")
+
         self._lock = threading.Lock()
         # Every LangChain run under way -> the invocation it belongs to (by its key).
         self._runs: dict[Key, _Invocation] = {}

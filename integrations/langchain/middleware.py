@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from budgetwarden import BudgetError, BudgetExceeded, ToolDenied, Usage, Warden
 from budgetwarden.compress import compress_messages
 from budgetwarden.run import FINAL_ANSWER_INSTRUCTION, Step, ToolStep
+from budgetwarden.warden import require_warden
 
 from ._attribution import Attribution
 from ._convert import (
@@ -100,8 +101,10 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         (default: the policy's ``compress_ratio`` of the estimated prompt).
         """
         super().__init__()
-        self.warden = warden
+        self.warden = require_warden(warden, "BudgetMiddleware")
         attribution = Attribution(agent, user, workspace, workflow, task_class, key, thread)
+        attribution.check("BudgetMiddleware")
+
         self._invocations = Invocations(warden, attribution)
         self._models = ModelCache(model_factory)
         self._compress_to = compress_to_tokens

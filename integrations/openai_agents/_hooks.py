@@ -16,6 +16,7 @@ from agents.tool import Tool
 
 from budgetwarden import BudgetError, BudgetExceeded, Run, RunReport, Step, Usage, Warden
 from budgetwarden.pause import PauseHandle
+from budgetwarden.warden import check_attribution, require_warden
 
 from ._errors import for_agents
 from ._final import add_notes
@@ -69,7 +70,7 @@ class BudgetRunHooks(RunHooks[Any]):
         feature: str | None = None,
         hooks: RunHooks[Any] | None = None,
     ) -> None:
-        self.warden = warden
+        self.warden = require_warden(warden, "BudgetRunHooks")
         self.attribution: dict[str, str | None] = {
             "agent": agent,
             "user": user,
@@ -80,6 +81,7 @@ class BudgetRunHooks(RunHooks[Any]):
             "thread": thread,
             "feature": feature,
         }
+        check_attribution("BudgetRunHooks", self.attribution)
         self._inner = hooks
         self._states: dict[int, GovernedRun] = {}  # by scope_key(context)
         self._calls_by_input: dict[int, LlmCall] = {}

@@ -295,6 +295,26 @@ def test_a_run_paused_by_a_cancel_is_ready_once_every_cancel_is_lifted() -> None
     assert not warden.ready_to_resume(handle)
 
 
+def test_a_wait_that_would_spin_is_refused_before_it_starts() -> None:
+    """poll_seconds=0 on a handle with no reset time spun forever, past its timeout."""
+    import asyncio
+
+    warden, _, _ = make_warden(Policy(on_exceeded="pause"))
+    run = warden.run(user="u1")
+    warden.cancel(user="u1")
+    with pytest.raises(BudgetExceeded):
+        run.before_llm_call("gpt-4o-mini")
+    handle = run.pause_handle("core", {"step": 1})
+    for poll in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"poll_seconds=.*above 0"):
+            warden.wait_until_resumable(handle, poll_seconds=poll, timeout=0.5)
+        with pytest.raises(ValueError, match="poll_seconds"):
+            asyncio.run(warden.await_resumable(handle, poll_seconds=poll, timeout=0.5))
+    with pytest.raises(ValueError, match="timeout=-1"):
+        warden.wait_until_resumable(handle, timeout=-1)
+    assert not warden.wait_until_resumable(handle, poll_seconds=0.01, timeout=0.05)
+
+
 def test_a_raised_budget_makes_a_paused_run_ready_before_the_reset() -> None:
     clock = FakeClock()
     tight = Policy(budgets=[Budget(scope="user", window="8h", max_requests=2)])

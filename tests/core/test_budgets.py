@@ -197,3 +197,29 @@ def test_spend_queries_pick_a_unit_by_metric_when_one_window_counts_several() ->
     assert warden.remaining("user", "u1", metric="requests") == 99
     with pytest.raises(ValueError, match="use one of"):
         warden.remaining("user", "u1", metric="dollars")  # type: ignore[arg-type]
+
+
+def test_spent_needs_the_window_when_budgets_on_the_scope_keep_several() -> None:
+    """``user/8h`` and ``user/day`` count the same call: their sum was twice the spend."""
+    from budgetwarden import Usage, Warden
+
+    policy = Policy(
+        budgets=[
+            Budget(scope="user", window="8h", max_cost_usd=1.0),
+            Budget(scope="user", window="day", max_cost_usd=5.0),
+        ]
+    )
+    warden = Warden(policy, log_events=False)
+    with warden.run(user="u1") as run:
+        step = run.before_llm_call("gpt-4o", input_tokens=100, max_tokens=10)
+        cost = run.after_llm_call(step, Usage(input_tokens=100, output_tokens=10)).cost_usd
+    assert warden.spent("user", "u1", "8h") == warden.spent("user", "u1", "day") == cost
+    with pytest.raises(ValueError, match=r"keep windows \['8h', 'day'\]: pass window="):
+        warden.spent("user", "u1")
+    assert warden.spent("user", "u2", "8h") == 0.0
+    for scope, window in (("users", None), ("user", "8 hours"), ("user", "8H")):
+        typo = scope if window is None else window
+        with pytest.raises(ValueError, match=f"unknown (scope|window) '{typo}'"):
+            warden.spent(scope, "u1", window)
+        with pytest.raises(ValueError, match="unknown"):
+            warden.remaining(scope, "u1", window)

@@ -201,7 +201,10 @@ def test_denied_and_unlisted_tools_raise_tool_denied() -> None:
 def test_tools_needing_approval_are_denied_without_an_approver() -> None:
     rules = ToolRules(require_approval=["pay"])
     warden, _, _ = make_warden(Policy(tools=rules))
-    with pytest.raises(ToolDenied, match="needs approval"):
+    with pytest.raises(
+        ToolDenied,
+        match=r"needs approval and none was given; approve it with Warden\(approve=...\)",
+    ):
         warden.run().before_tool_call("pay", {"amount": 5})
     asked = []
     approving, _, _ = make_warden(
