@@ -38,7 +38,8 @@ class LedgerTrips(LedgerLink):
     cancel_poll_seconds: float = 0.25
     #: On a shared ledger, a budget with at least ``pool_headroom`` calls' worth left is
     #: reserved ``pool_calls`` calls at a time and served here (see ``budgetwarden.pools``);
-    #: ``pool_calls = 0`` sends every call to the ledger.
+    #: ``pool_calls = 0`` sends every call to the ledger. ``settle_seconds``, ``pool_calls``
+    #: and ``pool_headroom`` are read when the warden is made (set them on a subclass).
     pool_calls: int = 32
     pool_headroom: float = 1000.0
 
