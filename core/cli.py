@@ -279,6 +279,7 @@ def estimate(
     except (OSError, ValueError, LookupError) as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+    _warn_if_tokenless(shape)
     if json_out:
         data = result.model_dump(mode="json")
         if observed is not None:
@@ -286,6 +287,17 @@ def estimate(
         typer.echo(to_json(data))
         return
     render_estimate(result, console, observed)
+
+
+def _warn_if_tokenless(shape: Any) -> None:
+    """Say so when no token figure was given (or fitted): every cost would be $0."""
+    if shape.system_prompt_tokens or shape.tool_output_tokens or shape.output_tokens:
+        return
+    err_console.print(
+        "[yellow]warning: --system-tokens, --tool-tokens and --output-tokens are all 0, so "
+        "every cost is $0: give the tokens of a step (or fit them with --from-events)[/yellow]",
+        soft_wrap=True,
+    )
 
 
 def _fit(path: Path, task_class: str | None, model: str | None) -> tuple[Any, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,25 @@ def test_estimate_command_gives_p50_p95_and_a_month() -> None:
     assert data["monthly_usd"] == pytest.approx(69.0)  # 0.023 * 100 * 30
     result = runner.invoke(app, ["estimate", "--steps-p50", "4", "--steps-p95", "8"], env=WIDE)
     assert result.exit_code == 0 and "Cost of one task" in result.output
+
+
+@pytest.mark.parametrize("p95", ["1e6", "inf", "nan", "1000"])
+def test_estimate_refuses_step_counts_it_cannot_follow_at_once(p95: str) -> None:
+    started = time.perf_counter()
+    result = runner.invoke(app, ["estimate", "--steps-p95", p95, "--system-tokens", "1000"])
+    assert result.exit_code == 2, result.output
+    assert "steps_p95" in result.output or "--steps-p95" in result.output
+    assert "Traceback" not in result.output
+    assert time.perf_counter() - started < 10
+
+
+def test_estimate_warns_that_without_token_figures_every_cost_is_zero() -> None:
+    bare = runner.invoke(app, ["estimate", "--json"], env=WIDE)
+    assert bare.exit_code == 0
+    assert json.loads(bare.stdout)["cost_p95"] == 0.0  # stdout stays JSON
+    assert "--system-tokens, --tool-tokens and --output-tokens are all 0" in bare.stderr
+    sized = runner.invoke(app, ["estimate", "--output-tokens", "100"], env=WIDE)
+    assert sized.exit_code == 0 and "are all 0" not in sized.output
 
 
 def _recorded(path: Path) -> None:
