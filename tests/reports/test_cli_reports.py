@@ -147,6 +147,62 @@ def test_report_explains_bad_input(store: Path, tmp_path: Path) -> None:
     assert negative.exit_code == 2 and "'--tokens-per-day'" in negative.output
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--system-tokens", "-5"], "Invalid value for '--system-tokens': Input should be greater"),
+        (["--tool-tokens", "-1"], "Invalid value for '--tool-tokens'"),
+        (["--cache-hit-rate", "2"], "Invalid value for '--cache-hit-rate'"),
+        (["--max-steps", "0"], "Invalid value for '--max-steps'"),
+        (["--steps-p50", "10", "--steps-p95", "3"], "--steps-p95 (3.0) must be >= --steps-p50"),
+        (["--steps-p95", "1000"], "set --max-steps"),
+        (["--tasks-per-day", "inf"], "--tasks-per-day must be a finite number"),
+    ],
+)
+def test_estimate_errors_name_the_flag_not_the_model_field(args: list[str], said: str) -> None:
+    result = runner.invoke(app, ["estimate", "--output-tokens", "100", *args])
+    assert result.exit_code == 2, result.output
+    assert said in result.output
+    for internal in ("TaskShape", "validation error", "system_prompt_tokens", "steps_p95"):
+        assert internal not in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [("report", "--envelope"), ("report", "--run-usd"), ("breakeven", "--gpu-usd-per-hour")],
+)
+def test_help_and_validation_agree_that_zero_is_not_allowed(
+    store: Path, command: str, flag: str
+) -> None:
+    helped = runner.invoke(app, [command, "--help"], env=WIDE)
+    line = next(line for line in helped.output.splitlines() if flag in line)
+    assert "above 0" in line and "x>=0" not in line
+    events = ["--events", str(store)] if command == "report" else []
+    zero = runner.invoke(app, [command, *events, flag, "0"], env=WIDE)
+    assert zero.exit_code == 2
+    assert f"Invalid value for '{flag}': Input should be greater than 0" in zero.output
+    assert "validation error" not in zero.output
+    assert runner.invoke(app, [command, *events, flag, "0.5"], env=WIDE).exit_code == 0
+
+
+def test_price_refuses_negative_tokens_naming_the_flag() -> None:
+    for flag in ("--input-tokens", "--output-tokens"):
+        result = runner.invoke(app, ["price", "gpt-4o", flag, "-5"])
+        assert result.exit_code == 2
+        assert f"Invalid value for '{flag}'" in result.output
+        assert "Traceback" not in result.output and "validation error" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--input-usd-per-m", "-1"), ("--output-usd-per-m", "-0.5"), ("--tokens-per-day", "inf")],
+)
+def test_breakeven_refuses_negative_prices_and_endless_volumes(flag: str, value: str) -> None:
+    result = runner.invoke(app, ["breakeven", "--model", "gpt-4o", flag, value], env=WIDE)
+    assert result.exit_code == 2
+    assert flag in result.output and "Traceback" not in result.output
+
+
 def test_dashboard_command_writes_one_html_file(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "site" / "dashboard.html"
     result = runner.invoke(

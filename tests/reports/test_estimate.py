@@ -210,6 +210,25 @@ def test_above_the_break_even_volume_self_hosting_is_always_cheaper(
     assert any(v * 30 * price < hosting.monthly_usd(v) for v in just_below) or volume == 0
 
 
+@pytest.mark.parametrize(
+    ("figures", "named"),
+    [
+        ({"input_usd_per_token": -1e-6}, "input_usd_per_token"),
+        ({"output_usd_per_token": math.nan}, "output_usd_per_token"),
+        ({"tokens_per_day": math.inf}, "tokens_per_day"),
+    ],
+)
+def test_negative_prices_and_endless_volumes_are_refused(
+    figures: dict[str, float], named: str
+) -> None:
+    hosting = SelfHosted(gpu_usd_per_hour=2, tokens_per_second=1000)
+    given = {"input_usd_per_token": 1e-6, "output_usd_per_token": 3e-6, **figures}
+    with pytest.raises(ValueError, match=named):
+        breakeven("toy", given.pop("tokens_per_day", 1e6), hosting, **given)
+    with pytest.raises(ValueError, match="gpu_usd_per_hour"):
+        SelfHosted(gpu_usd_per_hour=math.inf, tokens_per_second=1000)
+
+
 def test_no_break_even_when_the_api_serves_a_gpus_capacity_for_less() -> None:
     hosting = SelfHosted(gpu_usd_per_hour=2, tokens_per_second=1000, utilisation=0.5)
     cheap = breakeven("toy", 1e6, hosting, input_usd_per_token=1e-7, output_usd_per_token=1e-7)
