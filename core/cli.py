@@ -235,10 +235,16 @@ def dashboard(
     """Write one self-contained, offline HTML dashboard (charts, budget, anomalies)."""
     from .dashboard import write_dashboard
 
+    if out.is_dir():
+        example = out / "dashboard.html"
+        _fail(f"--out {out} is a directory: give the HTML file to write, such as --out {example}")
     result = _load_report(
         events, policy, since, until, envelope, run_usd, tz, now, ("agent", "model")
     )
-    path = write_dashboard(result, out, title=title)
+    try:
+        path = write_dashboard(result, out, title=title)
+    except OSError as exc:
+        _fail(f"cannot write --out {out}: {exc.strerror or exc}")
     console.print(f"wrote {path} ({path.stat().st_size:,} bytes, {result.events:,} events)")
 
 

@@ -193,6 +193,19 @@ def test_price_refuses_negative_tokens_naming_the_flag() -> None:
         assert "Traceback" not in result.output and "validation error" not in result.output
 
 
+def test_dashboard_into_a_directory_is_a_one_line_error(store: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["dashboard", "--events", str(store), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"--out {tmp_path} is a directory" in result.output
+    assert "Traceback" not in result.output and "IsADirectoryError" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    (tmp_path / "a-file").write_text("")
+    beneath_a_file = str(tmp_path / "a-file" / "dashboard.html")
+    result = runner.invoke(app, ["dashboard", "--events", str(store), "--out", beneath_a_file])
+    assert result.exit_code == 2 and f"cannot write --out {beneath_a_file}" in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     ("flag", "value"),
     [("--input-usd-per-m", "-1"), ("--output-usd-per-m", "-0.5"), ("--tokens-per-day", "inf")],
