@@ -157,6 +157,7 @@ def _load_report(
         wall = now_or(now, chosen.timezone)
         start = parse_when(since, now=wall, tz=chosen.timezone)
         end = parse_when(until, now=wall, tz=chosen.timezone)
+        _check_window(since, start, until, end)
         # the month projection is made at --now, else at the window's last moment (--until
         # is exclusive), and counts the whole month to then whatever --since says
         instant = wall if now is not None or end is None else min(end - _LAST_MOMENT, wall)
@@ -181,6 +182,17 @@ def _load_report(
 
 #: How far before an exclusive ``--until`` its window's last moment is (seconds).
 _LAST_MOMENT = 1e-3
+
+
+def _check_window(
+    since: str | None, start: float | None, until: str | None, end: float | None
+) -> None:
+    """Refuse a ``--since`` that is not before ``--until``: the window would be empty."""
+    if start is not None and end is not None and start >= end:
+        raise ValueError(
+            f"--since {since} is not before --until {until}: nothing is in that window; "
+            "give a --since earlier than --until"
+        )
 
 
 @app.command()

@@ -206,6 +206,20 @@ def test_dashboard_into_a_directory_is_a_one_line_error(store: Path, tmp_path: P
     assert "Traceback" not in result.output
 
 
+def test_a_since_later_than_until_is_refused(store: Path) -> None:
+    for command in ("report", "dashboard", "report --since 1d --until 3d"):
+        args = command.split()
+        if len(args) == 1:
+            args += ["--since", "2026-01-10", "--until", "2026-01-08"]
+        result = runner.invoke(app, [*args, "--events", str(store)])
+        assert result.exit_code == 2
+        assert "is not before --until" in result.output and "Traceback" not in result.output
+    said = runner.invoke(
+        app, ["report", "--events", str(store), "--since", "2026-01-10", "--until", "2026-01-08"]
+    ).output
+    assert "--since 2026-01-10 is not before --until 2026-01-08" in said
+
+
 @pytest.mark.parametrize(
     ("flag", "value"),
     [("--input-usd-per-m", "-1"), ("--output-usd-per-m", "-0.5"), ("--tokens-per-day", "inf")],
