@@ -143,6 +143,19 @@ def test_report_explains_bad_input(store: Path, tmp_path: Path) -> None:
     for flag, value in (("--top", "0"), ("--envelope", "-5"), ("--run-usd", "-1")):
         bad = runner.invoke(app, ["report", "--events", str(store), flag, value], env=WIDE)
         assert bad.exit_code == 2 and f"Invalid value for '{flag}'" in bad.output
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("".join(f"key{i}: {i}\n" for i in range(20)))
+    for command in ("report", "dashboard", "alerts"):
+        yaml = runner.invoke(app, [command, "--events", str(policy)], env=WIDE)
+        assert yaml.exit_code == 2, yaml.output
+        assert "none of its 20 lines is a budgetwarden event" in yaml.output
+        assert "unreadable records skipped" not in yaml.output
+    mostly = tmp_path / "events.jsonl"
+    write_jsonl(hand_events(), mostly)
+    with mostly.open("a") as handle:
+        handle.write("not json\n")
+    noted = runner.invoke(app, ["report", "--events", str(mostly), "--now", "2026-01-11"], env=WIDE)
+    assert noted.exit_code == 0 and "1 unreadable records skipped" in noted.output
     negative = runner.invoke(app, ["breakeven", "--tokens-per-day", "-5"], env=WIDE)
     assert negative.exit_code == 2 and "'--tokens-per-day'" in negative.output
 
