@@ -551,24 +551,35 @@ def cancel(
         )
         if value is not None
     }
+    _refuse_a_private_ledger(ledger)
     try:
         warden = Warden(ledger=ledger, namespace=namespace, log_events=False)
     except (OSError, ValueError) as exc:  # an unknown scheme, a file that cannot be opened
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        _fail(str(exc))
     try:
         if lift:
             targets = warden.uncancel(run_id, **scopes)
         else:
             targets = warden.cancel(run_id, reason=reason, **scopes)
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    except ValueError as exc:  # no target given
+        _fail(str(exc))
+    except OSError as exc:  # LedgerUnavailable: a Redis that does not answer, a locked file
+        _fail(f"{str(exc).rstrip('.')}: nothing was {'lifted' if lift else 'cancelled'}")
     finally:
         warden.close()
     verb = "lifted the cancel of" if lift else "cancelled"
     where = ledger if namespace == "default" else f"{ledger} (namespace {namespace!r})"
     console.print(f"{verb} {', '.join(targets)} on {where}")
+
+
+def _refuse_a_private_ledger(uri: str) -> None:
+    """A ``memory://`` ledger dies with this command: a cancel set there would reach no run."""
+    if uri.split("://", 1)[0].strip().lower() == "memory":
+        _fail(
+            f"--ledger {uri} lives only as long as this command, so no run would ever see "
+            "the cancel: give the ledger your wardens share, such as --ledger "
+            "sqlite:///spend.db or --ledger redis://host:6379/0"
+        )
 
 
 def main() -> None:
