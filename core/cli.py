@@ -307,9 +307,8 @@ def estimate(
     observed = None
     try:
         base: dict[str, Any] = {"model": "gpt-4o", "steps_p50": 5.0, "steps_p95": 15.0}
-        if from_events is not None:
-            observed, fitted = _fit(from_events, task_class, model)
-            base = fitted.model_dump()
+        if from_events is not None:  # flags override fitted figures before they are checked
+            observed, base = _fit(from_events, task_class, model)
         if "steps_p50" in given and "steps_p95" not in given:
             given["steps_p95"] = max(given["steps_p50"], base["steps_p95"])
         shape = TaskShape.model_validate({**base, **given})
@@ -350,16 +349,16 @@ def _warn_if_tokenless(shape: Any) -> None:
     )
 
 
-def _fit(path: Path, task_class: str | None, model: str | None) -> tuple[Any, Any]:
-    """The fitted shape, and the observed per-run figures of the same runs."""
+def _fit(path: Path, task_class: str | None, model: str | None) -> tuple[Any, dict[str, Any]]:
+    """The observed per-run figures of recorded runs, and the shape's fields fitted to them."""
     from .analytics import run_stats, runs_of
     from .cli_reports import load_with_progress
-    from .estimate import fit_shape
+    from .estimate import fitted_figures
 
     loaded = load_with_progress(path, err_console, since=None, until=None)
-    shape = fit_shape(loaded.events, task_class=task_class, model=model)
+    figures = fitted_figures(loaded.events, task_class=task_class, model=model)
     runs = [r for r in runs_of(loaded.events) if task_class in (None, r.task_class)]
-    return run_stats(task_class, [r for r in runs if r.steps > 0]), shape
+    return run_stats(task_class, [r for r in runs if r.steps > 0]), figures
 
 
 @app.command()

@@ -36,6 +36,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from statistics import NormalDist
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -44,7 +45,15 @@ from .events import CostEvent, Event
 from .pricing import PriceBook
 from .usage import Usage
 
-__all__ = ["MAX_STEPS", "Estimate", "TaskShape", "estimate", "fit_shape", "step_distribution"]
+__all__ = [
+    "MAX_STEPS",
+    "Estimate",
+    "TaskShape",
+    "estimate",
+    "fit_shape",
+    "fitted_figures",
+    "step_distribution",
+]
 
 DAYS_PER_MONTH = 30
 #: The most steps a task shape may reach (median, P95, cap, or the tail followed without a cap).
@@ -268,6 +277,14 @@ def fit_shape(
     events: Sequence[Event], *, task_class: str | None = None, model: str | None = None
 ) -> TaskShape:
     """Fit a ``TaskShape`` to recorded runs (optionally of one task class)."""
+    return TaskShape.model_validate(fitted_figures(events, task_class=task_class, model=model))
+
+
+def fitted_figures(
+    events: Sequence[Event], *, task_class: str | None = None, model: str | None = None
+) -> dict[str, Any]:
+    """The ``TaskShape`` fields fitted to recorded runs, not yet validated: figures to
+    override (a ``max_steps`` for a long tail, say) before making the shape."""
     runs = [r for r in runs_of(events) if task_class in (None, r.task_class) and r.steps > 0]
     calls = _indexed_calls(events, task_class)
     if not runs or not calls:
@@ -279,14 +296,14 @@ def fit_shape(
     later = [e for k, e in calls if k > 1]
     later_input = sum(e.input_tokens for e in later)
     used = model or Counter(e.model for _, e in calls if e.model).most_common(1)[0][0]
-    return TaskShape(
-        model=used,
-        steps_p50=percentile(steps, 0.5),
-        steps_p95=percentile(steps, 0.95),
-        system_prompt_tokens=max(round(intercept), 0),
-        tool_output_tokens=max(round(slope - output), 0),
-        output_tokens=round(output),
-        cache_hit_rate=sum(e.cache_read_tokens for e in later) / later_input
+    return {
+        "model": used,
+        "steps_p50": percentile(steps, 0.5),
+        "steps_p95": percentile(steps, 0.95),
+        "system_prompt_tokens": max(round(intercept), 0),
+        "tool_output_tokens": max(round(slope - output), 0),
+        "output_tokens": round(output),
+        "cache_hit_rate": sum(e.cache_read_tokens for e in later) / later_input
         if later_input
         else 0.0,
-    )
+    }

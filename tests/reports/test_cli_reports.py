@@ -312,6 +312,22 @@ def test_estimate_fits_recorded_runs_and_shows_what_was_observed(tmp_path: Path)
     assert over["shape"]["output_tokens"] == 500
 
 
+def test_a_fitted_tail_too_long_to_follow_can_be_capped_with_max_steps(tmp_path: Path) -> None:
+    events: list[Event] = []
+    for r, steps in enumerate([1] * 18 + [60, 80]):  # steps P50 1, P95 61: a ~4e5-step tail
+        for k in range(1, steps + 1):
+            events.append(
+                CostEvent(ts=at(1, 3600 * r + k), run_id=f"run{r}", model="gpt-4o",
+                          input_tokens=1000 + (k - 1) * 100, output_tokens=50, cost_usd=0.01)
+            )  # fmt: skip
+    write_jsonl(events, tmp_path / "runs.jsonl")
+    args = ["estimate", "--from-events", str(tmp_path / "runs.jsonl"), "--json"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "set --max-steps" in refused.output
+    capped = _json([*args, "--max-steps", "100"])
+    assert capped["shape"]["max_steps"] == 100 and capped["steps_p95"] == 61
+
+
 def test_breakeven_command_compares_a_month_each_way() -> None:
     data = _json(
         ["breakeven", "--model", "my-llama", "--tokens-per-day", "10000000",
