@@ -34,10 +34,16 @@ class SelfHosted(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    gpu_usd_per_hour: float = Field(gt=0, description="Price of one GPU per hour.")
-    tokens_per_second: float = Field(gt=0, description="Sustained tokens/s of one GPU.")
+    gpu_usd_per_hour: float = Field(
+        gt=0, allow_inf_nan=False, description="Price of one GPU per hour."
+    )
+    tokens_per_second: float = Field(
+        gt=0, allow_inf_nan=False, description="Sustained tokens/s of one GPU."
+    )
     utilisation: float = Field(0.5, gt=0, le=1, description="Share of paid hours serving.")
-    ops_usd_per_month: float = Field(0.0, ge=0, description="People, monitoring, storage.")
+    ops_usd_per_month: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="People, monitoring, storage."
+    )
 
     @property
     def tokens_per_gpu_day(self) -> float:
@@ -97,6 +103,12 @@ def _crossing(hosting: SelfHosted, api_per_token: float) -> tuple[float, int] | 
     return max((whole - 1) * capacity, 0.0), whole
 
 
+def _check_amount(name: str, value: float, what: str) -> None:
+    """Refuse a negative, infinite or NaN amount: it would give a negative or endless cost."""
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be {what} >= 0 (got {value})")
+
+
 def breakeven(
     model: str,
     tokens_per_day: float,
@@ -109,6 +121,9 @@ def breakeven(
     """Compare a month of ``tokens_per_day`` through ``model``'s API with self-hosting it."""
     if not 0 <= input_share <= 1:
         raise ValueError(f"input_share must be in [0, 1] (got {input_share})")
+    _check_amount("tokens_per_day", tokens_per_day, "a number of tokens")
+    _check_amount("input_usd_per_token", input_usd_per_token, "a price")
+    _check_amount("output_usd_per_token", output_usd_per_token, "a price")
     per_token = input_share * input_usd_per_token + (1 - input_share) * output_usd_per_token
     api = tokens_per_day * DAYS_PER_MONTH * per_token
     own = hosting.monthly_usd(tokens_per_day)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from .cli_errors import in_flag_words
 
 __all__ = ["app", "main"]
 
@@ -17,6 +20,13 @@ app = typer.Typer(
     help="Keep LLM agents inside their budgets.", no_args_is_help=True, add_completion=False
 )
 console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str) -> NoReturn:
+    """Print ``message`` as one red line on stderr and leave with exit code 2 (bad input)."""
+    err_console.print(f"[red]{escape(message)}[/red]", soft_wrap=True)
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -54,8 +64,15 @@ def demo() -> None:
     console.print(table)
 
 
+_PRICE_FLAGS = {"input_tokens": "--input-tokens", "output_tokens": "--output-tokens"}
+
+
 @app.command()
-def price(model: str, input_tokens: int = 1000, output_tokens: int = 1000) -> None:
+def price(
+    model: str,
+    input_tokens: Annotated[int, typer.Option(min=0, help="Input tokens of the call.")] = 1000,
+    output_tokens: Annotated[int, typer.Option(min=0, help="Output tokens of the call.")] = 1000,
+) -> None:
     """Show what a model costs per token and for a call of the given size."""
     from .pricing import PriceBook, UnknownModelError
     from .usage import Usage
@@ -67,6 +84,8 @@ def price(model: str, input_tokens: int = 1000, output_tokens: int = 1000) -> No
     except UnknownModelError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
+    except ValueError as exc:
+        _fail(in_flag_words(exc, _PRICE_FLAGS))
     console.print(
         f"{model}: ${unit.input_cost_per_token * 1e6:.4f} / M input tokens, "
         f"${unit.output_cost_per_token * 1e6:.4f} / M output tokens"
@@ -96,13 +115,15 @@ UntilOption = Annotated[
     str | None,
     typer.Option(help="Only events before this time (same forms as --since)."),
 ]
+# --envelope and --run-usd must be above 0, which typer's ranges cannot show ([x>=0] would
+# promise 0): AlertRules checks them and the error names the flag (_ALERT_FLAGS).
 EnvelopeOption = Annotated[
     float | None,
-    typer.Option("--envelope", min=0, help="Monthly envelope in USD (overrides the policy)."),
+    typer.Option("--envelope", help="Monthly envelope in USD, above 0 (overrides the policy)."),
 ]
 RunUsdOption = Annotated[
     float | None,
-    typer.Option("--run-usd", min=0, help="Flag runs that cost more than this (USD)."),
+    typer.Option("--run-usd", help="Flag runs that cost more than this (USD, above 0)."),
 ]
 TzOption = Annotated[
     str | None,
@@ -113,7 +134,7 @@ NowOption = Annotated[
     typer.Option("--now", help="The instant the month projection is made at (default: now)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
-err_console = Console(stderr=True)
+_ALERT_FLAGS = {"monthly_envelope_usd": "--envelope", "run_usd": "--run-usd"}
 
 
 def _load_report(
@@ -136,6 +157,7 @@ def _load_report(
         wall = now_or(now, chosen.timezone)
         start = parse_when(since, now=wall, tz=chosen.timezone)
         end = parse_when(until, now=wall, tz=chosen.timezone)
+        _check_window(since, start, until, end)
         # the month projection is made at --now, else at the window's last moment (--until
         # is exclusive), and counts the whole month to then whatever --since says
         instant = wall if now is not None or end is None else min(end - _LAST_MOMENT, wall)
@@ -143,8 +165,7 @@ def _load_report(
         read_from = start if start is None or start <= month_start else month_start
         loaded = load_with_progress(events, err_console, since=read_from, until=end)
     except (OSError, ValueError) as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        _fail(in_flag_words(exc, _ALERT_FLAGS))
     window = loaded.events
     if start is not None and read_from != start:
         window = [e for e in loaded.events if e.ts >= start]
@@ -161,6 +182,17 @@ def _load_report(
 
 #: How far before an exclusive ``--until`` its window's last moment is (seconds).
 _LAST_MOMENT = 1e-3
+
+
+def _check_window(
+    since: str | None, start: float | None, until: str | None, end: float | None
+) -> None:
+    """Refuse a ``--since`` that is not before ``--until``: the window would be empty."""
+    if start is not None and end is not None and start >= end:
+        raise ValueError(
+            f"--since {since} is not before --until {until}: nothing is in that window; "
+            "give a --since earlier than --until"
+        )
 
 
 @app.command()
@@ -215,10 +247,16 @@ def dashboard(
     """Write one self-contained, offline HTML dashboard (charts, budget, anomalies)."""
     from .dashboard import write_dashboard
 
+    if out.is_dir():
+        example = out / "dashboard.html"
+        _fail(f"--out {out} is a directory: give the HTML file to write, such as --out {example}")
     result = _load_report(
         events, policy, since, until, envelope, run_usd, tz, now, ("agent", "model")
     )
-    path = write_dashboard(result, out, title=title)
+    try:
+        path = write_dashboard(result, out, title=title)
+    except OSError as exc:
+        _fail(f"cannot write --out {out}: {exc.strerror or exc}")
     console.print(f"wrote {path} ({path.stat().st_size:,} bytes, {result.events:,} events)")
 
 
@@ -269,16 +307,15 @@ def estimate(
     observed = None
     try:
         base: dict[str, Any] = {"model": "gpt-4o", "steps_p50": 5.0, "steps_p95": 15.0}
-        if from_events is not None:
-            observed, fitted = _fit(from_events, task_class, model)
-            base = fitted.model_dump()
+        if from_events is not None:  # flags override fitted figures before they are checked
+            observed, base = _fit(from_events, task_class, model)
         if "steps_p50" in given and "steps_p95" not in given:
             given["steps_p95"] = max(given["steps_p50"], base["steps_p95"])
         shape = TaskShape.model_validate({**base, **given})
         result = run_estimate(shape, tasks_per_day=tasks_per_day)
     except (OSError, ValueError, LookupError) as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        _fail(in_flag_words(exc, _ESTIMATE_FLAGS))
+    _warn_if_tokenless(shape)
     if json_out:
         data = result.model_dump(mode="json")
         if observed is not None:
@@ -288,16 +325,40 @@ def estimate(
     render_estimate(result, console, observed)
 
 
-def _fit(path: Path, task_class: str | None, model: str | None) -> tuple[Any, Any]:
-    """The fitted shape, and the observed per-run figures of the same runs."""
+_ESTIMATE_FLAGS = {
+    "steps_p50": "--steps-p50",
+    "steps_p95": "--steps-p95",
+    "max_steps": "--max-steps",
+    "system_prompt_tokens": "--system-tokens",
+    "tool_output_tokens": "--tool-tokens",
+    "output_tokens": "--output-tokens",
+    "cache_hit_rate": "--cache-hit-rate",
+    "tasks_per_day": "--tasks-per-day",
+    "model": "--model",
+}
+
+
+def _warn_if_tokenless(shape: Any) -> None:
+    """Say so when no token figure was given (or fitted): every cost would be $0."""
+    if shape.system_prompt_tokens or shape.tool_output_tokens or shape.output_tokens:
+        return
+    err_console.print(
+        "[yellow]warning: --system-tokens, --tool-tokens and --output-tokens are all 0, so "
+        "every cost is $0: give the tokens of a step (or fit them with --from-events)[/yellow]",
+        soft_wrap=True,
+    )
+
+
+def _fit(path: Path, task_class: str | None, model: str | None) -> tuple[Any, dict[str, Any]]:
+    """The observed per-run figures of recorded runs, and the shape's fields fitted to them."""
     from .analytics import run_stats, runs_of
     from .cli_reports import load_with_progress
-    from .estimate import fit_shape
+    from .estimate import fitted_figures
 
     loaded = load_with_progress(path, err_console, since=None, until=None)
-    shape = fit_shape(loaded.events, task_class=task_class, model=model)
+    figures = fitted_figures(loaded.events, task_class=task_class, model=model)
     runs = [r for r in runs_of(loaded.events) if task_class in (None, r.task_class)]
-    return run_stats(task_class, [r for r in runs if r.steps > 0]), shape
+    return run_stats(task_class, [r for r in runs if r.steps > 0]), figures
 
 
 @app.command()
@@ -307,21 +368,27 @@ def breakeven(
         float, typer.Option(min=0, help="Input + output tokens a day.")
     ] = 10e6,
     gpu_usd_per_hour: Annotated[
-        float, typer.Option(min=0, help="Price of one GPU per hour.")
+        float, typer.Option(help="Price of one GPU per hour (above 0).")
     ] = 2.0,
     tokens_per_second: Annotated[
-        float, typer.Option(help="Sustained tokens/s of one GPU on your mix.")
+        float, typer.Option(help="Sustained tokens/s of one GPU on your mix (above 0).")
     ] = 1000.0,
-    utilisation: Annotated[float, typer.Option(help="Share of paid GPU hours serving.")] = 0.5,
+    utilisation: Annotated[
+        float, typer.Option(help="Share of paid GPU hours serving (above 0, at most 1).")
+    ] = 0.5,
     ops_usd_per_month: Annotated[
         float, typer.Option(min=0, help="Fixed ops cost per month.")
     ] = 0.0,
-    input_share: Annotated[float, typer.Option(help="Share of the tokens that are input.")] = 0.75,
+    input_share: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of the tokens that are input.")
+    ] = 0.75,
     input_usd_per_m: Annotated[
-        float | None, typer.Option(help="API input price per M tokens (default: PriceBook).")
+        float | None,
+        typer.Option(min=0, help="API input price per M tokens (default: PriceBook)."),
     ] = None,
     output_usd_per_m: Annotated[
-        float | None, typer.Option(help="API output price per M tokens (default: PriceBook).")
+        float | None,
+        typer.Option(min=0, help="API output price per M tokens (default: PriceBook)."),
     ] = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -348,12 +415,23 @@ def breakeven(
             input_share=input_share,
         )
     except (ValueError, UnknownModelError) as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        _fail(in_flag_words(exc, _BREAKEVEN_FLAGS))
     if json_out:
         typer.echo(to_json(result.model_dump(mode="json")))
         return
     render_breakeven(result, console)
+
+
+_BREAKEVEN_FLAGS = {
+    "tokens_per_day": "--tokens-per-day",
+    "gpu_usd_per_hour": "--gpu-usd-per-hour",
+    "tokens_per_second": "--tokens-per-second",
+    "utilisation": "--utilisation",
+    "ops_usd_per_month": "--ops-usd-per-month",
+    "input_share": "--input-share",
+    "input_usd_per_token": "--input-usd-per-m",
+    "output_usd_per_token": "--output-usd-per-m",
+}
 
 
 def _api_prices(
@@ -411,8 +489,7 @@ def alerts(
         marks_path = state or (events if is_sqlite_file(events) else Path(f"{events}.alerts.db"))
         marks = None if dry_run else SQLiteEventStore(marks_path)
     except (OSError, ValueError) as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        _fail(in_flag_words(exc, _ALERT_FLAGS))
     evaluator = AlertEvaluator(
         chosen.rules,
         callback=post_json(webhook) if webhook else None,
@@ -473,24 +550,35 @@ def cancel(
         )
         if value is not None
     }
+    _refuse_a_private_ledger(ledger)
     try:
         warden = Warden(ledger=ledger, namespace=namespace, log_events=False)
     except (OSError, ValueError) as exc:  # an unknown scheme, a file that cannot be opened
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        _fail(str(exc))
     try:
         if lift:
             targets = warden.uncancel(run_id, **scopes)
         else:
             targets = warden.cancel(run_id, reason=reason, **scopes)
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    except ValueError as exc:  # no target given
+        _fail(str(exc))
+    except OSError as exc:  # LedgerUnavailable: a Redis that does not answer, a locked file
+        _fail(f"{str(exc).rstrip('.')}: nothing was {'lifted' if lift else 'cancelled'}")
     finally:
         warden.close()
     verb = "lifted the cancel of" if lift else "cancelled"
     where = ledger if namespace == "default" else f"{ledger} (namespace {namespace!r})"
     console.print(f"{verb} {', '.join(targets)} on {where}")
+
+
+def _refuse_a_private_ledger(uri: str) -> None:
+    """A ``memory://`` ledger dies with this command: a cancel set there would reach no run."""
+    if uri.split("://", 1)[0].strip().lower() == "memory":
+        _fail(
+            f"--ledger {uri} lives only as long as this command, so no run would ever see "
+            "the cancel: give the ledger your wardens share, such as --ledger "
+            "sqlite:///spend.db or --ledger redis://host:6379/0"
+        )
 
 
 def main() -> None:

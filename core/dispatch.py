@@ -140,6 +140,24 @@ def _call_kwargs(step: Step, messages: list[Any], kwargs: dict[str, Any]) -> dic
     return {**kwargs, "model": step.model, "messages": messages, "max_tokens": step.max_tokens}
 
 
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_call_figures(attempts: int, max_tokens: int | None) -> None:
+    """Refuse ``attempts`` that would make no call and a ``max_tokens`` below one token."""
+    if not _is_whole(attempts) or attempts < 1:
+        raise ValueError(
+            f"attempts must be a whole number >= 1 (got {attempts!r}): it is how many calls "
+            "complete() may make, the first one and its retries"
+        )
+    if max_tokens is not None and (not _is_whole(max_tokens) or max_tokens < 1):
+        raise ValueError(
+            f"max_tokens must be a whole number >= 1 (got {max_tokens!r}), or None for the "
+            "policy's default_max_output_tokens"
+        )
+
+
 def complete(
     run: Run,
     messages: Sequence[Any],
@@ -156,8 +174,10 @@ def complete(
 
     Returns the LiteLLM response of the first attempt that succeeds (and validates). Raises
     ``BudgetExceeded`` when a cap refuses an attempt, or the last provider error / the last
-    invalid response's ``ValueError`` when ``attempts`` are used up.
+    invalid response's ``ValueError`` when ``attempts`` are used up. ``attempts`` must be at
+    least 1 and ``max_tokens`` (when given) at least 1, else ``ValueError`` before any call.
     """
+    _check_call_figures(attempts, max_tokens)
     import litellm
 
     call = router.completion if router is not None else litellm.completion
@@ -198,6 +218,7 @@ async def acomplete(
     **litellm_kwargs: Any,
 ) -> Any:
     """Async twin of ``complete`` (``litellm.acompletion`` / ``Router.acompletion``)."""
+    _check_call_figures(attempts, max_tokens)
     import litellm
 
     call = router.acompletion if router is not None else litellm.acompletion

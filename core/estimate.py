@@ -18,6 +18,11 @@ rounded to the nearest whole step (at least 1) and capped at ``max_steps`` when 
 costs of the P50 and P95 step counts; the mean cost (what a month costs) is the expectation
 over the distribution. A month is 30 days.
 
+The model prices every step count it follows, so a shape is refused when its steps reach past
+``MAX_STEPS`` (100,000): a median, P95 or cap above it, or a P95 so far above the median that
+the log-normal's tail (followed to a mass of 1e-7) runs past it without a ``max_steps`` cap.
+An estimate therefore prices at most ``MAX_STEPS`` steps (well under a second).
+
 ``fit_shape(events)`` fits the model to recorded runs: ``steps_p50``/``steps_p95`` are the
 percentiles of the runs' model calls, ``S`` and ``T + O`` the intercept and slope of a least-
 squares line through each call's prompt tokens against its step index in its own run, ``O`` the
@@ -30,6 +35,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from statistics import NormalDist
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,11 +45,22 @@ from .events import CostEvent, Event
 from .pricing import PriceBook
 from .usage import Usage
 
-__all__ = ["Estimate", "TaskShape", "estimate", "fit_shape", "step_distribution"]
+__all__ = [
+    "MAX_STEPS",
+    "Estimate",
+    "TaskShape",
+    "estimate",
+    "fit_shape",
+    "fitted_figures",
+    "step_distribution",
+]
 
 DAYS_PER_MONTH = 30
+#: The most steps a task shape may reach (median, P95, cap, or the tail followed without a cap).
+MAX_STEPS = 100_000
 _Z95 = 1.6448536269514722  # the standard normal's 95th percentile
 _TAIL = 1e-7  # step counts beyond this tail mass are lumped into the last one kept
+_Z_TAIL = NormalDist().inv_cdf(1.0 - _TAIL)  # where the distribution is followed to
 
 
 class TaskShape(BaseModel):
@@ -51,14 +69,27 @@ class TaskShape(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = Field(description="The model every step calls (priced by PriceBook).")
-    steps_p50: float = Field(gt=0, description="Median model calls per task.")
-    steps_p95: float = Field(gt=0, description="95th percentile of model calls per task.")
-    max_steps: int | None = Field(None, ge=1, description="A cap on steps (max_iterations).")
+    steps_p50: float = Field(
+        gt=0, le=MAX_STEPS, allow_inf_nan=False, description="Median model calls per task."
+    )
+    steps_p95: float = Field(
+        gt=0,
+        le=MAX_STEPS,
+        allow_inf_nan=False,
+        description="95th percentile of model calls per task.",
+    )
+    max_steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="A cap on steps (max_iterations)."
+    )
     system_prompt_tokens: int = Field(0, ge=0, description="System prompt plus task input.")
     tool_output_tokens: int = Field(0, ge=0, description="Tool output added per step.")
     output_tokens: int = Field(0, ge=0, description="Model output per step.")
     cache_hit_rate: float = Field(
-        0.0, ge=0, le=1, description="Share of the prompt of steps 2..n read from a cache."
+        0.0,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Share of the prompt of steps 2..n read from a cache.",
     )
 
     @model_validator(mode="after")
@@ -68,6 +99,26 @@ class TaskShape(BaseModel):
                 f"steps_p95 ({self.steps_p95}) must be >= steps_p50 ({self.steps_p50})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _tail_within_reach(self) -> TaskShape:
+        if self.max_steps is None and self.log_tail_steps() > math.log(MAX_STEPS):
+            raise ValueError(
+                f"steps_p95 ({self.steps_p95:g}) is so far above steps_p50 "
+                f"({self.steps_p50:g}) that the step count's tail runs to about "
+                f"{math.exp(min(self.log_tail_steps(), 700.0)):.3g} steps, past the "
+                f"{MAX_STEPS:,} the model follows: set max_steps (the agent's "
+                "max_iterations) or bring steps_p95 closer to steps_p50"
+            )
+        return self
+
+    def sigma(self) -> float:
+        """The log-normal's sigma: ``ln(p95 / p50) / z95``."""
+        return math.log(self.steps_p95 / self.steps_p50) / _Z95
+
+    def log_tail_steps(self) -> float:
+        """ln of the step count an uncapped distribution is followed to (tail mass 1e-7)."""
+        return math.log(self.steps_p50) + self.sigma() * _Z_TAIL
 
     def prompt_tokens(self, step: int) -> int:
         """Prompt tokens of step ``step`` (1-based): everything said so far is re-sent."""
@@ -114,7 +165,7 @@ def _normal_cdf(x: float) -> float:
 def step_distribution(shape: TaskShape) -> dict[int, float]:
     """P(steps = n) for n = 1, 2, ...: a rounded log-normal, capped at ``max_steps``."""
     median = shape.steps_p50
-    sigma = math.log(shape.steps_p95 / median) / _Z95
+    sigma = shape.sigma()
     cap = shape.max_steps
     if sigma == 0:
         n = max(1, math.floor(median + 0.5))
@@ -160,16 +211,16 @@ def estimate(
     shape: TaskShape, *, tasks_per_day: float = 0.0, prices: PriceBook | None = None
 ) -> Estimate:
     """The cost of one task at P50, P95 and on average, and of ``tasks_per_day`` for a month."""
+    _check_tasks_per_day(tasks_per_day)
     prices = prices or PriceBook()
     probs = step_distribution(shape)
-    longest = max(probs)
-    costs = _cumulative(shape, longest, prices)
     p50, p95 = _quantile(probs, 0.5), _quantile(probs, 0.95)
-    mean = math.fsum(p * costs[n] for n, p in probs.items())
     samples = sorted(
         {1, 2, 5, 10, 20, 50, p50, p95} | ({shape.max_steps} if shape.max_steps else set())
     )
-    by_steps = {n: _cumulative(shape, n, prices)[n] if n > longest else costs[n] for n in samples}
+    costs = _cumulative(shape, max(max(probs), samples[-1]), prices)
+    mean = math.fsum(p * costs[n] for n, p in probs.items())
+    by_steps = {n: costs[n] for n in samples}
     return Estimate(
         shape=shape,
         steps_p50=p50,
@@ -186,6 +237,13 @@ def estimate(
         monthly_usd=mean * tasks_per_day * DAYS_PER_MONTH,
         cost_by_steps=by_steps,
     )
+
+
+def _check_tasks_per_day(tasks_per_day: float) -> None:
+    if not (math.isfinite(tasks_per_day) and tasks_per_day >= 0):
+        raise ValueError(
+            f"tasks_per_day must be a finite number of tasks >= 0 (got {tasks_per_day})"
+        )
 
 
 def _indexed_calls(events: Sequence[Event], task_class: str | None) -> list[tuple[int, CostEvent]]:
@@ -219,6 +277,14 @@ def fit_shape(
     events: Sequence[Event], *, task_class: str | None = None, model: str | None = None
 ) -> TaskShape:
     """Fit a ``TaskShape`` to recorded runs (optionally of one task class)."""
+    return TaskShape.model_validate(fitted_figures(events, task_class=task_class, model=model))
+
+
+def fitted_figures(
+    events: Sequence[Event], *, task_class: str | None = None, model: str | None = None
+) -> dict[str, Any]:
+    """The ``TaskShape`` fields fitted to recorded runs, not yet validated: figures to
+    override (a ``max_steps`` for a long tail, say) before making the shape."""
     runs = [r for r in runs_of(events) if task_class in (None, r.task_class) and r.steps > 0]
     calls = _indexed_calls(events, task_class)
     if not runs or not calls:
@@ -230,14 +296,14 @@ def fit_shape(
     later = [e for k, e in calls if k > 1]
     later_input = sum(e.input_tokens for e in later)
     used = model or Counter(e.model for _, e in calls if e.model).most_common(1)[0][0]
-    return TaskShape(
-        model=used,
-        steps_p50=percentile(steps, 0.5),
-        steps_p95=percentile(steps, 0.95),
-        system_prompt_tokens=max(round(intercept), 0),
-        tool_output_tokens=max(round(slope - output), 0),
-        output_tokens=round(output),
-        cache_hit_rate=sum(e.cache_read_tokens for e in later) / later_input
+    return {
+        "model": used,
+        "steps_p50": percentile(steps, 0.5),
+        "steps_p95": percentile(steps, 0.95),
+        "system_prompt_tokens": max(round(intercept), 0),
+        "tool_output_tokens": max(round(slope - output), 0),
+        "output_tokens": round(output),
+        "cache_hit_rate": sum(e.cache_read_tokens for e in later) / later_input
         if later_input
         else 0.0,
-    )
+    }

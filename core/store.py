@@ -283,7 +283,8 @@ def load_events(
 
     The format is recognised by content (SQLite's header), not by the file name. Lines or rows
     that are not events (a line cut short by a writer, an unknown event type) are skipped and
-    counted in ``skipped``. ``progress(done, total)`` is called as reading advances.
+    counted in ``skipped``; a JSONL file none of whose lines is an event (a YAML file, a CSV)
+    is a ``ValueError``. ``progress(done, total)`` is called as reading advances.
     """
     source = Path(path)
     if not source.exists():
@@ -369,19 +370,30 @@ def _read_jsonl(
 ) -> LoadedEvents:
     total = path.stat().st_size
     loaded = LoadedEvents(source=str(path))
-    done = 0
+    done = readable = 0
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             done += len(raw)
             line = raw.strip()
             if line:
                 event = _decode(line.decode("utf-8", errors="replace"))
+                readable += event is not None
                 if event is None or _within(event.ts, since, until):
                     _keep(loaded, event)
             if progress is not None and (number % 5000 == 0 or done == total):
                 progress(done, total)
+    _refuse_if_no_event(path, readable, loaded.skipped)
     loaded.events.sort(key=lambda e: e.ts)
     return loaded
+
+
+def _refuse_if_no_event(path: Path, readable: int, skipped: int) -> None:
+    """A file with lines and not one event in them is not an event file at all."""
+    if skipped and not readable:
+        raise ValueError(
+            f"{path} is not an event file: none of its {skipped} lines is a budgetwarden "
+            "event; point --events at an event store (.db) or a JSONL file written by JSONLSink"
+        )
 
 
 def write_jsonl(events: Iterable[Event], path: str | os.PathLike[str]) -> None:

@@ -10,21 +10,24 @@ deleted by the next script touching it.
 
 URI: ``redis://[:password@]host:port/db`` (also ``rediss://`` and ``unix://``) with optional
 ``namespace=`` (default ``default``), ``timeout=`` (seconds to wait for a reply, default 1)
-and ``connect_timeout=`` (default 0.5). Any connection error, timeout or server error
-raises ``LedgerUnavailable`` and the warden applies its fault policy.
+and ``connect_timeout=`` (default 0.5); other query options go to redis-py, and one it would
+not take is a ``ValueError`` when the ledger is made (``redis_uri``). Making the ledger does
+not connect. Any connection error, timeout or server error raises ``LedgerUnavailable`` and
+the warden applies its fault policy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 try:
     import redis
@@ -42,13 +45,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ..errors import LedgerUnavailable
 from .base import COMMIT_MEMORY_SECONDS, BucketState, Charge, ReserveOutcome, Settlement
+from .redis_uri import OURS, check_db_path, check_options, seconds
 
 __all__ = ["RedisLedger"]
 
 #: Keys outlive their window (and holds their lease) by this much, for clock skew and late
 #: commits of calls that started before the window ended.
 _MARGIN_SECONDS = 600.0
-_OPTIONS = ("namespace", "timeout", "connect_timeout")
 _FAULTS = (RedisConnectionError, RedisTimeoutError, ResponseError)
 
 _LUA_HELPERS = """
@@ -212,22 +215,32 @@ class _Options:
 ASYNC_MAX_CONNECTIONS = 100
 
 
-def _parse_uri(uri: str) -> _Options:
-    """Split budgetwarden's options off a redis URI; mask its password for messages."""
-    parts = urlsplit(uri)
-    ours = {k: v for k, v in parse_qsl(parts.query) if k in _OPTIONS}
-    theirs = [(k, v) for k, v in parse_qsl(parts.query) if k not in _OPTIONS]
-    url = urlunsplit(parts._replace(query=urlencode(theirs)))
+def _masked(parts: SplitResult) -> str:
+    """The URI for messages and events, its password (``:pw@`` or ``?password=``) masked."""
     netloc = parts.netloc
     if parts.password is not None:
         netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    display = urlunsplit(parts._replace(netloc=netloc))
+    query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _parse_uri(uri: str) -> _Options:
+    """Split budgetwarden's options off a redis URI, after checking every option and the
+    database number; mask its password for messages."""
+    parts = urlsplit(uri)
+    display = _masked(parts)
+    check_options(
+        (k for k, _ in parse_qsl(parts.query, keep_blank_values=True)), parts.scheme, display
+    )
+    check_db_path(parts.path, parts.scheme, display)
+    ours = {k: v for k, v in parse_qsl(parts.query) if k in OURS}
+    theirs = [(k, v) for k, v in parse_qsl(parts.query) if k not in OURS]
     return _Options(
-        url=url,
+        url=urlunsplit(parts._replace(query=urlencode(theirs))),
         display=display,
         namespace=ours.get("namespace", "default"),
-        timeout=float(ours.get("timeout", "1.0")),
-        connect_timeout=float(ours.get("connect_timeout", "0.5")),
+        timeout=seconds(ours, "timeout", "1.0", display),
+        connect_timeout=seconds(ours, "connect_timeout", "0.5", display),
     )
 
 

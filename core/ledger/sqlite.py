@@ -15,6 +15,7 @@ process; ``full`` also survives a power cut, at one fsync per operation).
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
@@ -96,7 +97,21 @@ def _parse_uri(uri: str) -> _Options:
     synchronous = query.get("synchronous", "normal").lower()
     if synchronous not in _SYNCHRONOUS:
         raise ValueError(f"synchronous={synchronous!r}: use normal or full")
-    return _Options(path, float(query.get("timeout", "5")), synchronous)
+    return _Options(path, _busy_timeout(query.get("timeout", "5")), synchronous)
+
+
+def _busy_timeout(text: str) -> float:
+    """``?timeout=`` as seconds >= 0 (how long a writer waits for the lock)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"SQLite ledger option timeout={text!r} is not a number of seconds: use, for "
+            "example, timeout=5 (how long a writer waits for the lock)"
+        )
+    return value
 
 
 class SQLiteLedger(SyncLedger):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+
+import pytest
 from typer.testing import CliRunner
 
 from budgetwarden.cli import app
@@ -72,3 +75,26 @@ def test_cancel_command_stops_runs_of_another_process_until_lifted(tmp_path) -> 
     unknown = runner.invoke(app, ["cancel", "--ledger", "bogus://x", "--user", "u1"])
     assert unknown.exit_code == 2 and "unknown ledger URI 'bogus://x'" in unknown.output
     assert "Traceback" not in unknown.output
+
+
+def test_cancel_refuses_a_memory_ledger_that_dies_with_the_command() -> None:
+    for args in (["--user", "u1"], ["--user", "u1", "--lift"]):
+        result = runner.invoke(app, ["cancel", "--ledger", "memory://", *args])
+        assert result.exit_code == 2, result.output
+        assert "--ledger memory:// lives only as long as this command" in result.output
+        assert "sqlite:///spend.db" in result.output and "redis://" in result.output
+        assert "cancelled user=u1" not in result.output
+
+
+def test_cancel_on_an_unreachable_redis_is_one_line_and_exit_code_2() -> None:
+    pytest.importorskip("redis")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"redis://127.0.0.1:{port}/0?connect_timeout=0.2"
+    for args, verb in ((["--user", "u1"], "cancelled"), (["--user", "u1", "--lift"], "lifted")):
+        result = runner.invoke(app, ["cancel", "--ledger", uri, *args])
+        assert result.exit_code == 2, result.output
+        assert f"cannot reach ledger redis://127.0.0.1:{port}/0" in result.output
+        assert f"nothing was {verb}" in result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from budgetwarden import Budget, BudgetExceeded, Limits, Policy, PriceBook, Routing, Usage
@@ -190,3 +192,26 @@ def test_no_model_to_call_is_a_clear_error_that_releases_the_reservation() -> No
     with pytest.raises(ValueError, match="pass model="), warden.run() as run:
         complete(run, MESSAGES)
     assert run.report.iterations == 0 and run.counters.reserved_usd == 0
+
+
+@pytest.mark.parametrize(
+    ("figures", "named"),
+    [
+        ({"attempts": 0}, "attempts must be a whole number >= 1 (got 0)"),
+        ({"attempts": -2}, "attempts must be a whole number >= 1 (got -2)"),
+        ({"attempts": 1.5}, "attempts must be a whole number"),
+        ({"max_tokens": -5}, "max_tokens must be a whole number >= 1 (got -5)"),
+        ({"max_tokens": 0}, "max_tokens must be a whole number >= 1 (got 0)"),
+    ],
+)
+async def test_attempts_and_max_tokens_are_checked_before_any_call(
+    figures: dict[str, object], named: str
+) -> None:
+    warden, sink, _ = make_warden(Policy(routing=ROUTING))
+    script = Scripted(reply("{}"))
+    with warden.run(task_class="extraction") as run:
+        with pytest.raises(ValueError, match=re.escape(named)):
+            complete(run, MESSAGES, router=script, **figures)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=re.escape(named)):
+            await acomplete(run, MESSAGES, router=script, **figures)  # type: ignore[arg-type]
+    assert script.models == [] and run.report.iterations == 0 and not sink.cost_events

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import socket
 import time
 import uuid
 
@@ -98,6 +100,70 @@ def test_uri_options_set_namespace_and_timeouts() -> None:
 def test_default_timeouts_are_short() -> None:
     kwargs = RedisLedger("redis://127.0.0.1:6379/0")._client.connection_pool.connection_kwargs
     assert kwargs["socket_timeout"] == 1.0 and kwargs["socket_connect_timeout"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("uri", "said"),
+    [
+        ("redis://127.0.0.1:6379/0?timout=0.5", "unknown option 'timout'"),
+        ("redis://127.0.0.1:6379/0?decode_responses=false", "unknown option 'decode_responses'"),
+        ("redis://127.0.0.1:6379/0?ssl_ciphers=HIGH", "unknown option 'ssl_ciphers'"),
+        ("unix:///tmp/redis.sock?socket_keepalive=true", "unknown option 'socket_keepalive'"),
+        ("redis://127.0.0.1:6379/0?retry_on_error=x", "unknown option 'retry_on_error'"),
+        ("redis://127.0.0.1:6399/x", "'/x' is not a database number"),
+        ("redis://127.0.0.1:6399/1/2", "'/1/2' is not a database number"),
+        ("redis://127.0.0.1:6379/0?timeout=abc", "option timeout='abc'"),
+        ("redis://127.0.0.1:6379/0?connect_timeout=-1", "option connect_timeout='-1'"),
+        ("redis://127.0.0.1:6379/0?timeout=nan", "option timeout='nan'"),
+    ],
+)
+def test_uris_redis_py_would_choke_on_later_are_refused_when_the_ledger_is_made(
+    uri: str, said: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(said)):
+        open_ledger(uri)
+
+
+def test_an_unknown_option_is_named_with_the_ones_that_are_valid() -> None:
+    with pytest.raises(ValueError) as info:
+        RedisLedger("redis://:pw@127.0.0.1:6379/0?password=secret&timout=0.5")
+    message = str(info.value)
+    assert "did you mean 'timeout'?" in message
+    for valid in ("namespace", "connect_timeout", "socket_keepalive", "client_name", "db"):
+        assert valid in message
+    assert "secret" not in message and ":pw@" not in message  # passwords stay masked
+
+
+def test_database_paths_and_options_redis_py_takes_are_accepted() -> None:
+    for path, db in (("", None), ("/", None), ("/12", 12), ("/3/", 3)):
+        pool = RedisLedger(f"redis://127.0.0.1:6379{path}")._client.connection_pool
+        assert pool.connection_kwargs.get("db") == db
+    tls = RedisLedger("rediss://127.0.0.1:6379/0?ssl_cert_reqs=none&ssl_ciphers=HIGH")
+    assert tls._client.connection_pool.connection_kwargs["ssl_ciphers"] == "HIGH"
+
+
+def test_making_the_ledger_does_not_connect() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ledger = RedisLedger(f"redis://127.0.0.1:{port}/0?connect_timeout=0.2")
+    with pytest.raises(LedgerUnavailable):
+        ledger.state("k", now=NOW)
+
+
+async def test_redis_py_options_given_in_the_uri_work_on_both_clients(
+    redis_server: RedisServer,
+) -> None:
+    uri = redis_server.url(
+        client_name="bw-test", health_check_interval="5", socket_keepalive="true",
+        max_connections="4", retry_on_timeout="true", encoding="utf-8",
+    )  # fmt: skip
+    ledger = RedisLedger(uri)
+    charge = Charge("k", 1.0, 5.0, math.inf)
+    ledger.commit("r1", [charge], now=NOW)
+    assert (await ledger.acommit("r2", [charge], now=NOW))[0].committed == 2.0
+    assert ledger.state("k", now=NOW).committed == 2.0
+    ledger.close()
 
 
 def test_a_commit_retried_after_a_timeout_is_counted_once(own_redis: RedisServer) -> None:

@@ -38,6 +38,14 @@ def test_unusable_uris_are_refused_with_advice(uri: str) -> None:
         SQLiteLedger(uri)
 
 
+@pytest.mark.parametrize("value", ["abc", "-1", "inf", "nan"])
+def test_a_timeout_that_is_not_seconds_is_refused_naming_the_option(
+    value: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=f"SQLite ledger option timeout='{value}'"):
+        SQLiteLedger(f"sqlite:///{tmp_path / 'spend.db'}?timeout={value}")
+
+
 def test_threads_share_one_file_safely(tmp_path: Path) -> None:
     ledger = SQLiteLedger(f"sqlite:///{tmp_path / 'spend.db'}")
     granted = []

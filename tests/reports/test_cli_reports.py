@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,104 @@ def test_report_explains_bad_input(store: Path, tmp_path: Path) -> None:
     for flag, value in (("--top", "0"), ("--envelope", "-5"), ("--run-usd", "-1")):
         bad = runner.invoke(app, ["report", "--events", str(store), flag, value], env=WIDE)
         assert bad.exit_code == 2 and f"Invalid value for '{flag}'" in bad.output
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("".join(f"key{i}: {i}\n" for i in range(20)))
+    for command in ("report", "dashboard", "alerts"):
+        yaml = runner.invoke(app, [command, "--events", str(policy)], env=WIDE)
+        assert yaml.exit_code == 2, yaml.output
+        assert "none of its 20 lines is a budgetwarden event" in yaml.output
+        assert "unreadable records skipped" not in yaml.output
+    mostly = tmp_path / "events.jsonl"
+    write_jsonl(hand_events(), mostly)
+    with mostly.open("a") as handle:
+        handle.write("not json\n")
+    noted = runner.invoke(app, ["report", "--events", str(mostly), "--now", "2026-01-11"], env=WIDE)
+    assert noted.exit_code == 0 and "1 unreadable records skipped" in noted.output
     negative = runner.invoke(app, ["breakeven", "--tokens-per-day", "-5"], env=WIDE)
     assert negative.exit_code == 2 and "'--tokens-per-day'" in negative.output
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--system-tokens", "-5"], "Invalid value for '--system-tokens': Input should be greater"),
+        (["--tool-tokens", "-1"], "Invalid value for '--tool-tokens'"),
+        (["--cache-hit-rate", "2"], "Invalid value for '--cache-hit-rate'"),
+        (["--max-steps", "0"], "Invalid value for '--max-steps'"),
+        (["--steps-p50", "10", "--steps-p95", "3"], "--steps-p95 (3.0) must be >= --steps-p50"),
+        (["--steps-p95", "1000"], "set --max-steps"),
+        (["--tasks-per-day", "inf"], "--tasks-per-day must be a finite number"),
+    ],
+)
+def test_estimate_errors_name_the_flag_not_the_model_field(args: list[str], said: str) -> None:
+    result = runner.invoke(app, ["estimate", "--output-tokens", "100", *args])
+    assert result.exit_code == 2, result.output
+    assert said in result.output
+    for internal in ("TaskShape", "validation error", "system_prompt_tokens", "steps_p95"):
+        assert internal not in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [("report", "--envelope"), ("report", "--run-usd"), ("breakeven", "--gpu-usd-per-hour")],
+)
+def test_help_and_validation_agree_that_zero_is_not_allowed(
+    store: Path, command: str, flag: str
+) -> None:
+    helped = runner.invoke(app, [command, "--help"], env=WIDE)
+    line = next(line for line in helped.output.splitlines() if flag in line)
+    assert "above 0" in line and "x>=0" not in line
+    events = ["--events", str(store)] if command == "report" else []
+    zero = runner.invoke(app, [command, *events, flag, "0"], env=WIDE)
+    assert zero.exit_code == 2
+    assert f"Invalid value for '{flag}': Input should be greater than 0" in zero.output
+    assert "validation error" not in zero.output
+    assert runner.invoke(app, [command, *events, flag, "0.5"], env=WIDE).exit_code == 0
+
+
+def test_price_refuses_negative_tokens_naming_the_flag() -> None:
+    for flag in ("--input-tokens", "--output-tokens"):
+        result = runner.invoke(app, ["price", "gpt-4o", flag, "-5"])
+        assert result.exit_code == 2
+        assert f"Invalid value for '{flag}'" in result.output
+        assert "Traceback" not in result.output and "validation error" not in result.output
+
+
+def test_dashboard_into_a_directory_is_a_one_line_error(store: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["dashboard", "--events", str(store), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"--out {tmp_path} is a directory" in result.output
+    assert "Traceback" not in result.output and "IsADirectoryError" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    (tmp_path / "a-file").write_text("")
+    beneath_a_file = str(tmp_path / "a-file" / "dashboard.html")
+    result = runner.invoke(app, ["dashboard", "--events", str(store), "--out", beneath_a_file])
+    assert result.exit_code == 2 and f"cannot write --out {beneath_a_file}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_since_later_than_until_is_refused(store: Path) -> None:
+    for command in ("report", "dashboard", "report --since 1d --until 3d"):
+        args = command.split()
+        if len(args) == 1:
+            args += ["--since", "2026-01-10", "--until", "2026-01-08"]
+        result = runner.invoke(app, [*args, "--events", str(store)])
+        assert result.exit_code == 2
+        assert "is not before --until" in result.output and "Traceback" not in result.output
+    said = runner.invoke(
+        app, ["report", "--events", str(store), "--since", "2026-01-10", "--until", "2026-01-08"]
+    ).output
+    assert "--since 2026-01-10 is not before --until 2026-01-08" in said
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--input-usd-per-m", "-1"), ("--output-usd-per-m", "-0.5"), ("--tokens-per-day", "inf")],
+)
+def test_breakeven_refuses_negative_prices_and_endless_volumes(flag: str, value: str) -> None:
+    result = runner.invoke(app, ["breakeven", "--model", "gpt-4o", flag, value], env=WIDE)
+    assert result.exit_code == 2
+    assert flag in result.output and "Traceback" not in result.output
 
 
 def test_dashboard_command_writes_one_html_file(store: Path, tmp_path: Path) -> None:
@@ -171,6 +268,25 @@ def test_estimate_command_gives_p50_p95_and_a_month() -> None:
     assert result.exit_code == 0 and "Cost of one task" in result.output
 
 
+@pytest.mark.parametrize("p95", ["1e6", "inf", "nan", "1000"])
+def test_estimate_refuses_step_counts_it_cannot_follow_at_once(p95: str) -> None:
+    started = time.perf_counter()
+    result = runner.invoke(app, ["estimate", "--steps-p95", p95, "--system-tokens", "1000"])
+    assert result.exit_code == 2, result.output
+    assert "steps_p95" in result.output or "--steps-p95" in result.output
+    assert "Traceback" not in result.output
+    assert time.perf_counter() - started < 10
+
+
+def test_estimate_warns_that_without_token_figures_every_cost_is_zero() -> None:
+    bare = runner.invoke(app, ["estimate", "--json"], env=WIDE)
+    assert bare.exit_code == 0
+    assert json.loads(bare.stdout)["cost_p95"] == 0.0  # stdout stays JSON
+    assert "--system-tokens, --tool-tokens and --output-tokens are all 0" in bare.stderr
+    sized = runner.invoke(app, ["estimate", "--output-tokens", "100"], env=WIDE)
+    assert sized.exit_code == 0 and "are all 0" not in sized.output
+
+
 def _recorded(path: Path) -> None:
     events: list[Event] = []
     for r, steps in enumerate([2, 3, 3, 4, 10]):
@@ -194,6 +310,22 @@ def test_estimate_fits_recorded_runs_and_shows_what_was_observed(tmp_path: Path)
     over = _json(["estimate", "--from-events", str(tmp_path / "runs.jsonl"), "--json",
                   "--output-tokens", "500"])  # fmt: skip
     assert over["shape"]["output_tokens"] == 500
+
+
+def test_a_fitted_tail_too_long_to_follow_can_be_capped_with_max_steps(tmp_path: Path) -> None:
+    events: list[Event] = []
+    for r, steps in enumerate([1] * 18 + [60, 80]):  # steps P50 1, P95 61: a ~4e5-step tail
+        for k in range(1, steps + 1):
+            events.append(
+                CostEvent(ts=at(1, 3600 * r + k), run_id=f"run{r}", model="gpt-4o",
+                          input_tokens=1000 + (k - 1) * 100, output_tokens=50, cost_usd=0.01)
+            )  # fmt: skip
+    write_jsonl(events, tmp_path / "runs.jsonl")
+    args = ["estimate", "--from-events", str(tmp_path / "runs.jsonl"), "--json"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "set --max-steps" in refused.output
+    capped = _json([*args, "--max-steps", "100"])
+    assert capped["shape"]["max_steps"] == 100 and capped["steps_p95"] == 61
 
 
 def test_breakeven_command_compares_a_month_each_way() -> None:

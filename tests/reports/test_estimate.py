@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 import pytest
 
 from budgetwarden import CostEvent, ModelPrice, PriceBook
 from budgetwarden.breakeven import SelfHosted, breakeven
-from budgetwarden.estimate import TaskShape, estimate, fit_shape, step_distribution
+from budgetwarden.estimate import (
+    MAX_STEPS,
+    TaskShape,
+    estimate,
+    fit_shape,
+    step_distribution,
+)
 from budgetwarden.events import Event
 
 from .eventsets import at
@@ -84,6 +91,42 @@ def test_a_step_cap_bounds_the_tail() -> None:
     assert result.steps_p95 == 6
     assert result.cost_p95 == pytest.approx(_cost(6)) == pytest.approx(0.0162)
     assert max(step_distribution(shape)) == 6
+
+
+@pytest.mark.parametrize(
+    ("figures", "named"),
+    [
+        ({"steps_p95": 1e6}, "steps_p95"),
+        ({"steps_p95": math.inf}, "steps_p95"),
+        ({"steps_p95": math.nan}, "steps_p95"),
+        ({"steps_p50": math.inf, "steps_p95": math.inf}, "steps_p50"),
+        ({"steps_p95": 1000}, "max_steps"),  # a tail running to ~1e8 steps, uncapped
+        ({"steps_p50": 1e-9, "steps_p95": 1}, "max_steps"),
+        ({"steps_p95": 20, "max_steps": 10**9}, "max_steps"),
+        ({"steps_p95": 20, "cache_hit_rate": math.nan}, "cache_hit_rate"),
+    ],
+)
+def test_step_counts_beyond_reach_are_refused_with_the_field_named(
+    figures: dict[str, float], named: str
+) -> None:
+    with pytest.raises(ValueError, match=named):
+        TaskShape(**{"steps_p50": 5, **figures, **SHAPE})  # type: ignore[arg-type]
+
+
+def test_the_longest_shapes_allowed_are_priced_in_well_under_a_few_seconds() -> None:
+    started = time.perf_counter()
+    capped = TaskShape(steps_p50=5, steps_p95=1000, max_steps=MAX_STEPS, **SHAPE)
+    assert estimate(capped, prices=BOOK).steps_p95 == 1000
+    widest = TaskShape(steps_p50=5, steps_p95=110, **SHAPE)  # tail to ~87,000 steps
+    assert max(step_distribution(widest)) <= MAX_STEPS
+    assert time.perf_counter() - started < 10
+
+
+def test_a_month_of_infinitely_many_tasks_is_refused() -> None:
+    shape = TaskShape(steps_p50=4, steps_p95=4, **SHAPE)
+    for bad in (math.inf, math.nan, -1.0):
+        with pytest.raises(ValueError, match="tasks_per_day"):
+            estimate(shape, tasks_per_day=bad, prices=BOOK)
 
 
 def test_cached_prompt_tokens_are_priced_as_cache_reads() -> None:
@@ -165,6 +208,25 @@ def test_above_the_break_even_volume_self_hosting_is_always_cheaper(
             assert api >= hosting.monthly_usd(v) - 1e-6, (v, api, hosting.monthly_usd(v))
     just_below = [volume - capacity * f for f in (1e-9, 0.01, 0.3, 1.0, 2.5) if volume > 0]
     assert any(v * 30 * price < hosting.monthly_usd(v) for v in just_below) or volume == 0
+
+
+@pytest.mark.parametrize(
+    ("figures", "named"),
+    [
+        ({"input_usd_per_token": -1e-6}, "input_usd_per_token"),
+        ({"output_usd_per_token": math.nan}, "output_usd_per_token"),
+        ({"tokens_per_day": math.inf}, "tokens_per_day"),
+    ],
+)
+def test_negative_prices_and_endless_volumes_are_refused(
+    figures: dict[str, float], named: str
+) -> None:
+    hosting = SelfHosted(gpu_usd_per_hour=2, tokens_per_second=1000)
+    given = {"input_usd_per_token": 1e-6, "output_usd_per_token": 3e-6, **figures}
+    with pytest.raises(ValueError, match=named):
+        breakeven("toy", given.pop("tokens_per_day", 1e6), hosting, **given)
+    with pytest.raises(ValueError, match="gpu_usd_per_hour"):
+        SelfHosted(gpu_usd_per_hour=math.inf, tokens_per_second=1000)
 
 
 def test_no_break_even_when_the_api_serves_a_gpus_capacity_for_less() -> None:

@@ -69,6 +69,22 @@ def test_unreadable_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     assert (len(loaded.events), loaded.skipped) == (3, 3)
 
 
+def test_a_file_without_a_single_event_is_refused_not_reported_empty(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("budgets:\n  - {scope: global, window: month, max_cost_usd: 30}\n")
+    with pytest.raises(ValueError, match=r"not an event file: none of its 2 lines"):
+        load_events(policy)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert load_events(empty).events == []  # nothing written yet is not an error
+    mostly = tmp_path / "events.jsonl"
+    write_jsonl(hand_events()[:1], mostly)
+    with mostly.open("a") as handle:
+        handle.write("not json\n")
+    outside = load_events(mostly, until=0.0)  # its one event falls outside the window
+    assert (outside.events, outside.skipped) == ([], 1)
+
+
 def test_a_sqlite_file_that_is_not_a_store_is_refused_clearly(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "other.db")
     db.execute("CREATE TABLE t (x)")
