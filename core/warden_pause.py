@@ -8,10 +8,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, Unpack
 
-from .buckets import matching_buckets
+from .buckets import escape, matching_buckets
 from .events import Notice
 from .ledger import Ledger
-from .ledger.base import BucketState, ValueStore
+from .ledger.base import BucketState, Charge, ValueStore
 from .pause import PauseHandle
 from .run_core import cancel_targets
 from .warden_faults import LinkArgs
@@ -20,11 +20,17 @@ from .warden_ledger import LedgerTrips
 __all__ = ["PauseHandles"]
 
 _T = TypeVar("_T")
+#: How long a resumed handle's claim is kept, so that no late resume takes it again.
+_CLAIM_KEPT_SECONDS = 7 * 86400.0
 
 
 class PauseHandles(LedgerTrips):
     """The layer of ``Warden`` that keeps pause handles and waits: ``sleep`` / ``asleep``
     are how it waits (tests pass their clock's)."""
+
+    #: How long a resume holds its handle against other resumes (``nap_and_resume``): one
+    #: that crashed frees it then. Set it above your longest resumed run.
+    resume_claim_seconds: float = 3600.0
 
     def __init__(
         self,
@@ -143,8 +149,13 @@ class PauseHandles(LedgerTrips):
         """
         found = self._handle(handle)
         self.wait_until_resumable(found, poll_seconds=poll_seconds)
-        result = resume(found)
-        self.drop_handle(found.id)
+        claim = self._claim_handle(found)
+        try:
+            result = resume(found)
+        except BaseException:
+            self._unclaim_handle(claim)  # it may be resumed again
+            raise
+        self._resumed(found, claim)
         return result
 
     async def anap_and_resume(
@@ -157,9 +168,44 @@ class PauseHandles(LedgerTrips):
         """Async twin of ``nap_and_resume``."""
         found = self._handle(handle)
         await self.await_resumable(found, poll_seconds=poll_seconds)
-        result = await resume(found)
-        self.drop_handle(found.id)
+        claim = self._claim_handle(found)
+        try:
+            result = await resume(found)
+        except BaseException:
+            self._unclaim_handle(claim)
+            raise
+        self._resumed(found, claim)
         return result
+
+    def _claim_handle(self, handle: PauseHandle) -> Charge:
+        """Take ``handle`` for this resume, atomically across the processes on the ledger:
+        a reservation of its one claim, leased for ``resume_claim_seconds`` (a resume that
+        crashed frees it then). A ``KeyError`` when another resume holds or made it."""
+        now = self.clock()
+        claim = Charge(
+            key=f"claim|{escape(self.namespace)}|handle={escape(handle.id)}",
+            amount=1.0,
+            limit=1.0,
+            expires_at=now + _CLAIM_KEPT_SECONDS,
+        )
+        lease = now + self.resume_claim_seconds
+        taken = self.ledger.reserve(claim.key, [claim], now=now, lease_until=lease)
+        if not taken.ok or self.load_handle(handle.id) is None:
+            if taken.ok:
+                self.ledger.release(claim.key, now=now)
+            raise KeyError(
+                f"pause handle {handle.id!r} is being resumed, or was, elsewhere: a handle is "
+                "resumed once"
+            )
+        return claim
+
+    def _unclaim_handle(self, claim: Charge) -> None:
+        self.ledger.release(claim.key, now=self.clock())
+
+    def _resumed(self, handle: PauseHandle, claim: Charge) -> None:
+        """Forget the handle; its claim stays spent (no late resume can take it again)."""
+        self.drop_handle(handle.id)
+        self.ledger.commit(claim.key, [claim], now=self.clock())
 
     def _handle(self, handle: PauseHandle | str) -> PauseHandle:
         """The saved handle to resume: one resumed already (or never saved, or saved under

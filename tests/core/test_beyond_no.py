@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from budgetwarden import Budget, BudgetExceeded, Limits, Policy
+from budgetwarden import Budget, BudgetExceeded, Limits, Policy, Warden
 from budgetwarden.events import Notice
 from budgetwarden.grants import Grant, LimitReached
 
@@ -368,3 +369,83 @@ async def test_resume_forgets_the_refusal_and_the_handle_saves_asynchronously() 
     run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
     run.finish()
     assert run.report.stop_reason == "completed" and run.report.iterations == 2
+
+
+def _saved_handle(uri: str) -> str:
+    """A run of u1 paused by a cancel, its handle saved in the ledger at ``uri``."""
+    warden = Warden(Policy(on_exceeded="pause"), ledger=uri, log_events=False)
+    run = warden.run(user="u1")
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini", input_tokens=10), usage(10, 5))
+    warden.cancel(run_id=run.id)
+    with pytest.raises(BudgetExceeded):
+        run.before_llm_call("gpt-4o-mini")
+    handle_id = warden.save_handle(run.pause_handle("core", {"step": 2}))
+    warden.uncancel(run_id=run.id)
+    warden.close()
+    return handle_id
+
+
+def test_a_handle_resumed_by_two_processes_at_once_is_resumed_by_one(tmp_path: Any) -> None:
+    """Two workers given the same resume job: the check and the drop were two steps, so
+    both ran the paused agent on."""
+    import threading
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'spend.db'}"
+    handle_id = _saved_handle(uri)
+    resumed: list[int] = []
+    refused: list[KeyError] = []
+    start = threading.Barrier(2)
+
+    def resume(handle: Any) -> None:
+        time.sleep(0.3)  # the agent goes on: the other worker has long loaded the handle
+        resumed.append(handle.state["step"])
+
+    def worker() -> None:
+        warden = Warden(Policy(on_exceeded="pause"), ledger=uri, log_events=False)
+        start.wait()
+        try:
+            warden.nap_and_resume(handle_id, resume)
+        except KeyError as exc:
+            refused.append(exc)
+        warden.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert resumed == [2] and len(refused) == 1
+    assert "resumed once" in str(refused[0]) or "resumed already" in str(refused[0])
+
+
+def test_a_resume_that_fails_leaves_the_handle_to_resume_again(tmp_path: Any) -> None:
+    uri = f"sqlite:///{tmp_path / 'spend.db'}"
+    handle_id = _saved_handle(uri)
+    warden = Warden(Policy(on_exceeded="pause"), ledger=uri, log_events=False)
+
+    def broken(handle: Any) -> None:
+        raise RuntimeError("the worker lost its connection")
+
+    with pytest.raises(RuntimeError):
+        warden.nap_and_resume(handle_id, broken)
+    assert warden.nap_and_resume(handle_id, lambda h: h.state["step"]) == 2
+    with pytest.raises(KeyError):
+        warden.nap_and_resume(handle_id, lambda h: h.state["step"])
+
+
+def test_a_resume_that_crashed_frees_its_handle_after_its_claim_lapses() -> None:
+    clock = FakeClock()
+    warden, _, _ = make_warden(Policy(on_exceeded="pause"), clock=clock)
+    run = warden.run(user="u1")
+    warden.cancel(run_id=run.id)
+    with pytest.raises(BudgetExceeded):
+        run.before_llm_call("gpt-4o-mini")
+    handle = run.pause_handle("core", {"step": 1})
+    warden.save_handle(handle)
+    warden.uncancel(run_id=run.id)
+    warden._claim_handle(handle)  # a worker took it, then its process died
+    with pytest.raises(KeyError, match="being resumed"):
+        warden.nap_and_resume(handle.id, lambda h: h.state["step"])
+    clock.advance(warden.resume_claim_seconds + 1)
+    assert warden.nap_and_resume(handle.id, lambda h: h.state["step"]) == 1
