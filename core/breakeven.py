@@ -36,8 +36,8 @@ class SelfHosted(BaseModel):
 
     gpu_usd_per_hour: float = Field(gt=0, description="Price of one GPU per hour.")
     tokens_per_second: float = Field(gt=0, description="Sustained tokens/s of one GPU.")
-    utilisation: float = Field(0.5, gt=0, le=1, description="Share of paid hours serving.")
-    ops_usd_per_month: float = Field(0.0, ge=0, description="People, monitoring, storage.")
+    utilisation: float = Field(default=0.5, gt=0, le=1, description="Share of paid hours serving.")
+    ops_usd_per_month: float = Field(default=0.0, ge=0, description="People, monitoring, storage.")
 
     @property
     def tokens_per_gpu_day(self) -> float:

@@ -53,12 +53,14 @@ class TaskShape(BaseModel):
     model: str = Field(description="The model every step calls (priced by PriceBook).")
     steps_p50: float = Field(gt=0, description="Median model calls per task.")
     steps_p95: float = Field(gt=0, description="95th percentile of model calls per task.")
-    max_steps: int | None = Field(None, ge=1, description="A cap on steps (max_iterations).")
-    system_prompt_tokens: int = Field(0, ge=0, description="System prompt plus task input.")
-    tool_output_tokens: int = Field(0, ge=0, description="Tool output added per step.")
-    output_tokens: int = Field(0, ge=0, description="Model output per step.")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="A cap on steps (max_iterations)."
+    )
+    system_prompt_tokens: int = Field(default=0, ge=0, description="System prompt plus task input.")
+    tool_output_tokens: int = Field(default=0, ge=0, description="Tool output added per step.")
+    output_tokens: int = Field(default=0, ge=0, description="Model output per step.")
     cache_hit_rate: float = Field(
-        0.0, ge=0, le=1, description="Share of the prompt of steps 2..n read from a cache."
+        default=0.0, ge=0, le=1, description="Share of the prompt of steps 2..n read from a cache."
     )
 
     @model_validator(mode="after")

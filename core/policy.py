@@ -14,10 +14,18 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema
 
 from .alerts import AlertRules
 from .pricing import ModelPrice
@@ -71,6 +79,27 @@ class PolicyError(ValueError):
     """A policy file or value that cannot be used; the message says which field and why."""
 
 
+class _ValidateAs:
+    """Validate a field as ``target`` whatever its wider static annotation says.
+
+    ``Policy.prices`` is annotated ``ModelPrice | Mapping[str, float]`` so that type checkers
+    accept the fields of a price (``{"input_cost_per_token": ...}``) as well as a
+    ``ModelPrice``; at run time every value is validated into a ``ModelPrice``."""
+
+    def __init__(self, target: type[BaseModel]) -> None:
+        self.target = target
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return handler.generate_schema(self.target)
+
+
+#: A model's price as ``Policy.prices`` takes it: a ``ModelPrice`` or its fields (always
+#: a ``ModelPrice`` once validated).
+PriceSpec = Annotated[ModelPrice | Mapping[str, float], _ValidateAs(ModelPrice)]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -82,29 +111,37 @@ Metric = Literal["cost", "tokens", "requests"]
 class Limits(_Frozen):
     """Caps on one run. ``None`` means no cap."""
 
-    max_iterations: int | None = Field(None, ge=0, description="Model calls in one run.")
-    max_tool_calls: int | None = Field(None, ge=0, description="Tool calls in one run, all tools.")
-    max_wall_seconds: float | None = Field(None, gt=0, description="Wall-clock seconds of a run.")
-    max_input_tokens: int | None = Field(None, ge=0, description="Prompt tokens in one run.")
-    max_output_tokens: int | None = Field(None, ge=0, description="Completion tokens in one run.")
-    max_cost_usd: float | None = Field(None, ge=0, description="Dollars one run may spend.")
+    max_iterations: int | None = Field(default=None, ge=0, description="Model calls in one run.")
+    max_tool_calls: int | None = Field(
+        default=None, ge=0, description="Tool calls in one run, all tools."
+    )
+    max_wall_seconds: float | None = Field(
+        default=None, gt=0, description="Wall-clock seconds of a run."
+    )
+    max_input_tokens: int | None = Field(
+        default=None, ge=0, description="Prompt tokens in one run."
+    )
+    max_output_tokens: int | None = Field(
+        default=None, ge=0, description="Completion tokens in one run."
+    )
+    max_cost_usd: float | None = Field(default=None, ge=0, description="Dollars one run may spend.")
     max_retries: int | None = Field(
-        None, ge=0, description="Model calls made right after a failed one."
+        default=None, ge=0, description="Model calls made right after a failed one."
     )
     max_consecutive_errors: int | None = Field(
-        None,
+        default=None,
         ge=0,
         description="Failed calls in a row before the run stops: failed model calls since the "
         "last successful one plus failed tool calls since the last successful one (so a "
         "model that keeps calling a failing tool is stopped).",
     )
     max_repeated_tool_calls: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="Times the same tool with the same arguments may run in a row (loops).",
     )
     final_answer: bool = Field(
-        False,
+        default=False,
         description="Make the last call a cap allows without tools, asking for a final answer.",
     )
 
@@ -135,21 +172,23 @@ class Budget(_Frozen):
         description="global, workspace, user, agent, workflow, key, thread, "
         "task_class, or tag:<name>."
     )
-    window: str = Field("day", description="run, total, Ns, Nm, Nh, Nd, day or month.")
-    max_cost_usd: float | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=0)
-    max_requests: int | None = Field(None, ge=0)
+    window: str = Field(default="day", description="run, total, Ns, Nm, Nh, Nd, day or month.")
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_requests: int | None = Field(default=None, ge=0)
     overrides: dict[str, float] = Field(
         default_factory=dict, description="Limit for named values, e.g. {'vip-user': 50}."
     )
     only: list[str] | None = Field(
-        None, description="Apply only to these values of the scope (default: every value)."
+        default=None, description="Apply only to these values of the scope (default: every value)."
     )
-    name: str | None = Field(None, description="Stable name; defaults to scope/window/metric.")
+    name: str | None = Field(
+        default=None, description="Stable name; defaults to scope/window/metric."
+    )
     when_exhausted: Literal["refuse", "wait"] = "refuse"
-    max_wait_seconds: float = Field(0.0, ge=0)
+    max_wait_seconds: float = Field(default=0.0, ge=0)
     hard: bool = Field(
-        True,
+        default=True,
         description="While the ledger is unreachable, refuse calls for this budget (with "
         "Policy.ledger_failure='closed'); False: let them go on, counted locally.",
     )
@@ -228,9 +267,9 @@ class Thresholds(_Frozen):
     """Levels (fractions of a limit) at which budgetwarden alerts, warns, degrades and stops."""
 
     alerts: list[float] = Field(default_factory=lambda: [0.5, 0.8])
-    warn: float = Field(0.8, gt=0, le=1)
-    degrade: float = Field(0.9, gt=0, le=1)
-    stop: float = Field(1.0, gt=0, le=1)
+    warn: float = Field(default=0.8, gt=0, le=1)
+    degrade: float = Field(default=0.9, gt=0, le=1)
+    stop: float = Field(default=1.0, gt=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> Thresholds:
@@ -258,15 +297,15 @@ class Routing(_Frozen):
     fallbacks: dict[str, list[str]] = Field(
         default_factory=dict, description="Model -> models to try on an outage, in order."
     )
-    max_escalations: int = Field(2, ge=0)
+    max_escalations: int = Field(default=2, ge=0)
     downgrade_on_pressure: bool = True
     override_caller_model: bool = Field(
-        False,
+        default=False,
         description="Start a run without a task class on a tier (by complexity, else the "
         "cheapest) even when the caller named a model outside the tiers.",
     )
     skip_unaffordable: bool = Field(
-        True, description="Try one tier down when a tier's reservation does not fit."
+        default=True, description="Try one tier down when a tier's reservation does not fit."
     )
 
     @model_validator(mode="after")
@@ -292,7 +331,9 @@ class Routing(_Frozen):
 class ToolRules(_Frozen):
     """Which tools may run, how often, at what price, and which need a person's approval."""
 
-    allow: list[str] | None = Field(None, description="Only these tools may run (None: all).")
+    allow: list[str] | None = Field(
+        default=None, description="Only these tools may run (None: all)."
+    )
     deny: list[str] = Field(default_factory=list)
     max_calls: dict[str, int] = Field(default_factory=dict, description="Per-tool call caps.")
     price_usd: dict[str, float] = Field(
@@ -320,22 +361,34 @@ class Policy(_Frozen):
     on_exceeded: Literal["partial", "raise", "pause"] = "partial"
     unknown_model: Literal["fallback", "deny"] = "fallback"
     fallback_model: str = "gpt-4o"
-    default_max_output_tokens: int = Field(1024, ge=1)
-    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    default_max_output_tokens: int = Field(default=1024, ge=1)
+    prices: Mapping[str, PriceSpec] = Field(
+        default_factory=dict,
+        description="Prices of your own models: a ModelPrice or its fields, by model name.",
+    )
     timezone: str = "UTC"
     ledger_failure: Literal["closed", "open"] = Field(
-        "closed",
+        default="closed",
         description="When the ledger is unreachable: 'closed' refuses new calls if any budget "
         "is hard (Budget.hard); 'open' counts locally. All-soft budgets always fail open.",
     )
-    lease_seconds: float = Field(300.0, gt=0, description="Lifetime of an unreleased reservation.")
-    record_content: bool = Field(False, description="Put prompt and response text in events.")
-    budget_hints: bool = Field(False, description="Tell the model what remains past warn level.")
+    lease_seconds: float = Field(
+        default=300.0, gt=0, description="Lifetime of an unreleased reservation."
+    )
+    record_content: bool = Field(
+        default=False, description="Put prompt and response text in events."
+    )
+    budget_hints: bool = Field(
+        default=False, description="Tell the model what remains past warn level."
+    )
     compress_ratio: float = Field(
-        0.5, gt=0, le=1, description="Under pressure, keep this share of the prompt's tokens."
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Under pressure, keep this share of the prompt's tokens.",
     )
     alerts: AlertRules | None = Field(
-        None, description="Anomaly and monthly-envelope alert rules (budgetwarden alerts)."
+        default=None, description="Anomaly and monthly-envelope alert rules (budgetwarden alerts)."
     )
 
     @field_validator("timezone")

@@ -27,12 +27,16 @@ class Usage(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    input_tokens: int = Field(0, ge=0, description="Every prompt token, cached or not.")
-    output_tokens: int = Field(0, ge=0, description="Completion tokens, reasoning included.")
-    cache_read_tokens: int = Field(0, ge=0, description="Prompt tokens read from a cache.")
-    cache_write_tokens: int = Field(0, ge=0, description="Prompt tokens written to a cache.")
-    reasoning_tokens: int = Field(0, ge=0, description="Output tokens spent on reasoning.")
-    estimated: bool = Field(False, description="True when these figures are an estimate.")
+    input_tokens: int = Field(default=0, ge=0, description="Every prompt token, cached or not.")
+    output_tokens: int = Field(
+        default=0, ge=0, description="Completion tokens, reasoning included."
+    )
+    cache_read_tokens: int = Field(default=0, ge=0, description="Prompt tokens read from a cache.")
+    cache_write_tokens: int = Field(
+        default=0, ge=0, description="Prompt tokens written to a cache."
+    )
+    reasoning_tokens: int = Field(default=0, ge=0, description="Output tokens spent on reasoning.")
+    estimated: bool = Field(default=False, description="True when these figures are an estimate.")
 
     @property
     def total_tokens(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,30 @@ def test_budget_overrides_and_only_pick_limits_per_value() -> None:
     assert budget.limit_for("a") == 1
     assert budget.applies_to("a") and not budget.applies_to("b")
     assert budget.key == "user/day/cost"
+
+
+def test_model_fields_name_their_defaults_for_type_checkers() -> None:
+    # dataclass_transform (PEP 681) only sees `default=`: a type checker without the pydantic
+    # plugin takes `Field(None, ...)` for a required field (`make typecheck` checks the
+    # README's code that way, tests/typing/readme_usage.py)
+    core = Path(__file__).resolve().parents[2] / "core"
+    positional = [
+        f"{path.name}:{node.lineno}"
+        for path in sorted(core.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "Field"
+        and node.args
+    ]
+    assert not positional, f"give these Field() defaults as default=...: {positional}"
+
+
+def test_prices_take_a_model_price_or_its_fields() -> None:
+    from budgetwarden.pricing import ModelPrice
+
+    fields = {"input_cost_per_token": 2e-7, "output_cost_per_token": 6e-7}
+    policy = Policy(prices={"my-llama": fields, "my-gpu": ModelPrice(**fields)})
+    assert policy.prices["my-llama"] == ModelPrice(**fields) == policy.prices["my-gpu"]
+    with pytest.raises(ValidationError, match=r"prices\.my-llama"):
+        Policy(prices={"my-llama": {"input_cost_per_token": 2e-7}})
