@@ -9,6 +9,7 @@ override file values (``BUDGETWARDEN_LIMITS__MAX_COST_USD=2``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -22,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -72,6 +74,8 @@ _ESCALATE: tuple[Outcome, ...] = ("invalid_json", "validation_failed", "tool_cal
 _FALLBACK: tuple[Outcome, ...] = ("timeout", "rate_limited", "provider_error")
 _WINDOW_RE = re.compile(r"^(?:run|total|day|month|[1-9][0-9]*[smhd])$")
 _TAG_RE = re.compile(r"^tag:[A-Za-z0-9_.\-]+$")
+#: The fields that give a budget its limit, one per metric.
+_LIMIT_FIELDS = ("max_cost_usd", "max_tokens", "max_requests")
 ENV_PREFIX = "BUDGETWARDEN_"
 
 
@@ -177,7 +181,9 @@ class Budget(_Frozen):
     max_tokens: int | None = Field(default=None, ge=0)
     max_requests: int | None = Field(default=None, ge=0)
     overrides: dict[str, float] = Field(
-        default_factory=dict, description="Limit for named values, e.g. {'vip-user': 50}."
+        default_factory=dict,
+        description="Limit for named values, e.g. {'vip-user': 50}, in the budget's unit and "
+        "checked as its own limit is (whole numbers for tokens and requests).",
     )
     only: list[str] | None = Field(
         default=None, description="Apply only to these values of the scope (default: every value)."
@@ -213,20 +219,25 @@ class Budget(_Frozen):
             "s, m, h or d (e.g. '30s', '1m', '8h', '7d')"
         )
 
+    @field_validator("overrides")
+    @classmethod
+    def _overrides_like_the_limit(
+        cls, overrides: dict[str, float], info: ValidationInfo
+    ) -> dict[str, float]:
+        """Check each override as the budget's own limit field would check it."""
+        limit_field = next((f for f in _LIMIT_FIELDS if info.data.get(f) is not None), None)
+        for value, limit in overrides.items():
+            _check_override(value, limit, limit_field)
+        return overrides
+
     @model_validator(mode="after")
     def _one_metric(self) -> Budget:
-        metrics = [
-            m
-            for m in ("max_cost_usd", "max_tokens", "max_requests")
-            if getattr(self, m) is not None
-        ]
+        metrics = [m for m in _LIMIT_FIELDS if getattr(self, m) is not None]
         if len(metrics) != 1:
             raise ValueError(
                 "a Budget needs exactly one of max_cost_usd, max_tokens or max_requests "
                 f"(got {', '.join(metrics) or 'none'})"
             )
-        if any(v < 0 for v in self.overrides.values()):
-            raise ValueError("overrides must be limits >= 0")
         return self
 
     @property
@@ -261,6 +272,27 @@ class Budget(_Frozen):
         if value is None:
             return False
         return self.only is None or value in self.only
+
+
+def _check_override(value: str, limit: float, limit_field: str | None) -> None:
+    """Raise unless ``limit`` is a limit that ``limit_field`` itself would take: a number
+    >= 0 (``inf`` only where the field takes it: dollars), whole for tokens and requests.
+
+    NaN above all: every comparison with it is false, so a NaN limit refuses nothing."""
+    where = f"overrides[{value!r}] = {limit!r}"
+    if math.isnan(limit):
+        raise ValueError(
+            f"{where}: NaN is not a limit (nothing would ever be refused); give a number >= 0"
+        )
+    if limit < 0:
+        raise ValueError(f"{where}: overrides must be limits >= 0")
+    if limit_field in ("max_tokens", "max_requests") and not limit.is_integer():
+        unit = limit_field.removeprefix("max_")
+        example = f" such as {math.floor(limit)}" if math.isfinite(limit) else ""
+        raise ValueError(
+            f"{where}: {limit_field} counts whole {unit}, so an override must be a whole "
+            f"number >= 0{example}, as {limit_field} itself must be"
+        )
 
 
 class Thresholds(_Frozen):
@@ -341,13 +373,25 @@ class ToolRules(_Frozen):
     )
     require_approval: list[str] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _non_negative(self) -> ToolRules:
-        for field in ("max_calls", "price_usd"):
-            bad = {k: v for k, v in getattr(self, field).items() if v < 0}
-            if bad:
-                raise ValueError(f"{field} must be >= 0 (got {bad})")
-        return self
+    @field_validator("max_calls")
+    @classmethod
+    def _non_negative_caps(cls, caps: dict[str, int]) -> dict[str, int]:
+        bad = {tool: cap for tool, cap in caps.items() if cap < 0}
+        if bad:
+            raise ValueError(f"max_calls must be >= 0 (got {bad})")
+        return caps
+
+    @field_validator("price_usd")
+    @classmethod
+    def _finite_prices(cls, prices: dict[str, float]) -> dict[str, float]:
+        """A price is finite dollars >= 0: NaN would count nothing, inf every budget's all."""
+        bad = {tool: price for tool, price in prices.items() if not 0 <= price < math.inf}
+        if bad:
+            raise ValueError(
+                f"price_usd must be finite dollars >= 0 per call (got {bad}); to keep a tool "
+                "from running, list it in deny instead"
+            )
+        return prices
 
 
 class Policy(_Frozen):

@@ -138,3 +138,49 @@ def test_prices_take_a_model_price_or_its_fields() -> None:
     assert policy.prices["my-llama"] == ModelPrice(**fields) == policy.prices["my-gpu"]
     with pytest.raises(ValidationError, match=r"prices\.my-llama"):
         Policy(prices={"my-llama": {"input_cost_per_token": 2e-7}})
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("build", "hint"),
+    [
+        # NaN compares false with everything: a NaN override let 'vip' through max_requests=2
+        (lambda: Budget(scope="user", max_requests=2, overrides={"vip": NAN}), "NaN is not a"),
+        (lambda: Budget(scope="user", max_cost_usd=1, overrides={"vip": NAN}), "NaN is not a"),
+        (lambda: Budget(scope="user", max_cost_usd=1, overrides={"vip": -1}), "limits >= 0"),
+        # a token or request budget counts whole units, its overrides too (as max_requests=2.5)
+        (lambda: Budget(scope="user", max_requests=2, overrides={"vip": 2.5}), "such as 2,"),
+        (lambda: Budget(scope="user", max_tokens=9, overrides={"vip": INF}), "whole number"),
+        (lambda: ToolRules(price_usd={"search": NAN}), "finite dollars >= 0"),
+        (lambda: ToolRules(price_usd={"search": INF}), "list it in deny"),
+        (lambda: ToolRules(price_usd={"search": -0.01}), "finite dollars >= 0"),
+    ],
+)
+def test_nan_and_fractional_limits_are_refused_at_construction(build, hint) -> None:
+    with pytest.raises(ValidationError) as info:
+        build()
+    text = str(info.value)
+    assert hint in text
+    assert "overrides" in text or "price_usd" in text
+
+
+def test_an_infinite_dollar_override_lifts_the_limit_as_max_cost_usd_inf_does() -> None:
+    # max_cost_usd takes inf (no limit), so a dollar budget's override takes it too
+    assert Budget(scope="user", max_cost_usd=INF).limit == INF
+    budget = Budget(scope="user", max_cost_usd=1, overrides={"vip": INF, "a": 2})
+    assert budget.limit_for("vip") == INF and budget.limit_for("a") == 2
+    assert Budget(scope="user", max_requests=2, overrides={"vip": 3.0}).limit_for("vip") == 3
+
+
+def test_nan_in_a_yaml_policy_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "budgets:\n  - {scope: user, max_requests: 2, overrides: {vip: .nan}}\n"
+        "tools:\n  price_usd: {search: .inf}\n"
+    )
+    with pytest.raises(ValidationError) as info:
+        Policy.from_file(path, env=False)
+    text = str(info.value)
+    assert "budgets.0.overrides" in text and "tools.price_usd" in text
