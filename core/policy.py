@@ -31,6 +31,7 @@ from pydantic_core import CoreSchema
 
 from .alerts import AlertRules
 from .pricing import ModelPrice
+from .windows import window_seconds
 
 __all__ = [
     "OUTCOMES",
@@ -72,8 +73,11 @@ Outcome = Literal[
 ]
 _ESCALATE: tuple[Outcome, ...] = ("invalid_json", "validation_failed", "tool_call_error")
 _FALLBACK: tuple[Outcome, ...] = ("timeout", "rate_limited", "provider_error")
-_WINDOW_RE = re.compile(r"^(?:run|total|day|month|[1-9][0-9]*[smhd])$")
-_TAG_RE = re.compile(r"^tag:[A-Za-z0-9_.\-]+$")
+# matched with fullmatch: `$` would also match before a trailing newline ("8h\n")
+_WINDOW_RE = re.compile(r"run|total|day|month|[1-9][0-9]*[smhd]")
+_TAG_RE = re.compile(r"tag:[A-Za-z0-9_.\-]+")
+#: The longest fixed window, in days (ten years); longer ones overflow date arithmetic.
+MAX_WINDOW_DAYS = 3650
 #: The fields that give a budget its limit, one per metric.
 _LIMIT_FIELDS = ("max_cost_usd", "max_tokens", "max_requests")
 ENV_PREFIX = "BUDGETWARDEN_"
@@ -168,8 +172,9 @@ class Budget(_Frozen):
     """A limit for a scope, per distinct value of that scope, over a window.
 
     ``Budget(scope="user", window="8h", max_cost_usd=5.0)`` gives every user $5 per 8 hours.
-    Windows: ``run``, ``total`` (never resets), ``Ns``/``Nm``/``Nh``/``Nd``, ``day``, ``month``
-    (calendar windows in ``Policy.timezone``). Short windows make rate limits.
+    Windows: ``run``, ``total`` (never resets), ``Ns``/``Nm``/``Nh``/``Nd`` (at most ``3650d``),
+    ``day``, ``month`` (calendar windows in ``Policy.timezone``). Short windows make rate
+    limits.
     """
 
     scope: str = Field(
@@ -202,7 +207,7 @@ class Budget(_Frozen):
     @field_validator("scope")
     @classmethod
     def _known_scope(cls, value: str) -> str:
-        if value in SCOPES or _TAG_RE.match(value):
+        if value in SCOPES or _TAG_RE.fullmatch(value):
             return value
         raise ValueError(
             f"unknown scope {value!r}: use one of {', '.join(SCOPES)}, or 'tag:<name>' "
@@ -212,12 +217,18 @@ class Budget(_Frozen):
     @field_validator("window")
     @classmethod
     def _known_window(cls, value: str) -> str:
-        if _WINDOW_RE.match(value):
-            return value
-        raise ValueError(
-            f"unknown window {value!r}: use run, total, day, month, or a number followed by "
-            "s, m, h or d (e.g. '30s', '1m', '8h', '7d')"
-        )
+        if not _WINDOW_RE.fullmatch(value):
+            raise ValueError(
+                f"unknown window {value!r}: use run, total, day, month, or a number followed by "
+                "s, m, h or d (e.g. '30s', '1m', '8h', '7d')"
+            )
+        seconds = window_seconds(value)
+        if seconds is not None and seconds > MAX_WINDOW_DAYS * 86400:
+            raise ValueError(
+                f"window {value!r} is longer than {MAX_WINDOW_DAYS}d (ten years): use a shorter "
+                "window, or 'total' for a budget that never resets"
+            )
+        return value
 
     @field_validator("overrides")
     @classmethod

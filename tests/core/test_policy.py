@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from budgetwarden import Budget, Limits, Policy, Routing, Thresholds, ToolRules
+from budgetwarden import (
+    Budget,
+    BudgetExceeded,
+    Limits,
+    Policy,
+    Routing,
+    Thresholds,
+    ToolRules,
+)
+
+from .helpers import make_warden, usage
 
 
 def test_policy_defaults_are_safe() -> None:
@@ -184,3 +194,33 @@ def test_nan_in_a_yaml_policy_is_refused(tmp_path: Path) -> None:
         Policy.from_file(path, env=False)
     text = str(info.value)
     assert "budgets.0.overrides" in text and "tools.price_usd" in text
+
+
+@pytest.mark.parametrize(
+    ("window", "hint"),
+    [
+        ("8h\n", "unknown window"),  # `$` matched before the newline; the first call failed
+        ("1d ", "unknown window"),
+        ("999999999999999999999d", "longer than 3650d"),  # OverflowError at the first refusal
+        ("3651d", "longer than 3650d"),
+        ("87601h", "'total' for a budget that never resets"),
+    ],
+)
+def test_windows_are_whole_strings_of_at_most_ten_years(window: str, hint: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Budget(scope="user", window=window, max_cost_usd=1)
+    assert "window" in str(info.value) and hint in str(info.value)
+
+
+def test_a_tag_scope_is_a_whole_string() -> None:
+    with pytest.raises(ValidationError, match="unknown scope"):
+        Budget(scope="tag:team\n", max_cost_usd=1)
+
+
+def test_the_longest_window_refuses_with_its_reset_time() -> None:
+    policy = Policy(budgets=[Budget(scope="user", window="3650d", max_cost_usd=0.01)])
+    warden, _, _ = make_warden(policy, log_events=False)
+    run = warden.run(user="u1")
+    with pytest.raises(BudgetExceeded, match="resets at"):
+        for _ in range(3):
+            run.after_llm_call(run.before_llm_call("gpt-4o"), usage())
