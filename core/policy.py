@@ -196,8 +196,14 @@ class Budget(_Frozen):
     name: str | None = Field(
         default=None, description="Stable name; defaults to scope/window/metric."
     )
-    when_exhausted: Literal["refuse", "wait"] = "refuse"
-    max_wait_seconds: float = Field(default=0.0, ge=0)
+    when_exhausted: Literal["refuse", "wait"] = Field(
+        default="refuse",
+        description="refuse a call that does not fit, or wait (up to max_wait_seconds) for "
+        "the window to free it.",
+    )
+    max_wait_seconds: float = Field(
+        default=0.0, ge=0, description="With when_exhausted='wait': the longest a call waits."
+    )
     hard: bool = Field(
         default=True,
         description="While the ledger is unreachable, refuse calls for this budget (with "
@@ -248,6 +254,23 @@ class Budget(_Frozen):
             raise ValueError(
                 "a Budget needs exactly one of max_cost_usd, max_tokens or max_requests "
                 f"(got {', '.join(metrics) or 'none'})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _wait_can_wait(self) -> Budget:
+        """``when_exhausted="wait"`` needs time to wait and a window that resets."""
+        if self.when_exhausted != "wait":
+            return self
+        if not self.max_wait_seconds > 0:
+            raise ValueError(
+                "when_exhausted='wait' needs max_wait_seconds > 0, the longest a call may wait "
+                "for the window to free it (e.g. max_wait_seconds=30): with 0 no call ever waits"
+            )
+        if self.window in ("run", "total"):
+            raise ValueError(
+                f"when_exhausted='wait' needs a window that resets, and {self.window!r} never "
+                "does: use a window such as '1m', or when_exhausted='refuse'"
             )
         return self
 

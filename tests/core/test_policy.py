@@ -224,3 +224,21 @@ def test_the_longest_window_refuses_with_its_reset_time() -> None:
     with pytest.raises(BudgetExceeded, match="resets at"):
         for _ in range(3):
             run.after_llm_call(run.before_llm_call("gpt-4o"), usage())
+
+
+@pytest.mark.parametrize(
+    ("fields", "hint"),
+    [
+        ({"window": "1s"}, "needs max_wait_seconds > 0"),  # the default 0 never waited
+        ({"window": "1s", "max_wait_seconds": 0}, "e.g. max_wait_seconds=30"),
+        ({"window": "total", "max_wait_seconds": 5}, "'total' never does"),
+        ({"window": "run", "max_wait_seconds": 5}, "window that resets"),
+    ],
+)
+def test_wait_mode_needs_time_to_wait_and_a_window_that_resets(fields, hint) -> None:
+    with pytest.raises(ValidationError, match="when_exhausted='wait'") as info:
+        Budget(scope="key", max_requests=5, when_exhausted="wait", **fields)
+    assert hint in str(info.value)
+    assert Budget(
+        scope="key", window="1s", max_requests=5, when_exhausted="wait", max_wait_seconds=3
+    )
