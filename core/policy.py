@@ -15,7 +15,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -110,6 +110,48 @@ PriceSpec = Annotated[ModelPrice | Mapping[str, float], _ValidateAs(ModelPrice)]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """Refuse True and False wherever a field is not a boolean: pydantic would take them
+        as 1 and 0 (``Limits(max_iterations=True)`` is no cap of one call)."""
+        if not isinstance(data, Mapping):
+            return data
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            where = _where_boolean(field.annotation, value) if field else None
+            if where is not None:
+                raise ValueError(
+                    f"{name}{where} must be a number, not a boolean (True and False are not "
+                    "taken as 1 and 0)"
+                )
+        return data
+
+
+def _where_boolean(annotation: Any, value: Any) -> str | None:
+    """Where ``value``, given for a field of type ``annotation``, holds a boolean in place of
+    a number: ``""`` for the value itself, ``"['key']"`` or ``"[index]"`` for an item of a
+    dict or list of numbers; None when nowhere. (Nested models check their own fields.)"""
+    if isinstance(value, bool):
+        return "" if _takes_numbers(annotation) else None
+    container = get_origin(annotation)
+    if container is dict and isinstance(value, Mapping):
+        items: Any = value.items()
+        kind = get_args(annotation)[1]
+    elif container is list and isinstance(value, list | tuple):
+        items = enumerate(value)
+        kind = get_args(annotation)[0]
+    else:
+        return None
+    if not _takes_numbers(kind):
+        return None
+    return next((f"[{key!r}]" for key, item in items if isinstance(item, bool)), None)
+
+
+def _takes_numbers(annotation: Any) -> bool:
+    """True for ``int`` and ``float``, alone or in a union (``int | None``, ``int | str``)."""
+    return annotation in (int, float) or any(a in (int, float) for a in get_args(annotation))
 
 
 #: What a budget counts: dollars, tokens or requests (``Budget.metric``).
@@ -257,6 +299,29 @@ class Budget(_Frozen):
             )
         return self
 
+    @field_validator("only")
+    @classmethod
+    def _only_names_someone(cls, only: list[str] | None) -> list[str] | None:
+        if only is not None and not only:
+            raise ValueError(
+                "only=[] applies the budget to no value at all: list the values it applies to, "
+                "or leave only out (None) to apply it to every value"
+            )
+        return only
+
+    @model_validator(mode="after")
+    def _global_has_one_value(self) -> Budget:
+        """A global budget has one value (every run): per-value settings mean nothing there."""
+        if self.scope == "global":
+            given = [f for f in ("overrides", "only") if getattr(self, f)]
+            if given:
+                raise ValueError(
+                    f"{' and '.join(given)} cannot apply to scope='global', which has one "
+                    "value shared by every run: remove them, or use a scope with values such "
+                    "as 'user' or 'workspace'"
+                )
+        return self
+
     @model_validator(mode="after")
     def _wait_can_wait(self) -> Budget:
         """``when_exhausted="wait"`` needs time to wait and a window that resets."""
@@ -374,6 +439,20 @@ class Routing(_Frozen):
         default=True, description="Try one tier down when a tier's reservation does not fit."
     )
 
+    @field_validator("tiers")
+    @classmethod
+    def _distinct_named_tiers(cls, tiers: list[str]) -> list[str]:
+        """Each tier is one model, named, and in the list once (escalation walks the list)."""
+        for index, model in enumerate(tiers):
+            if not model.strip():
+                raise ValueError(f"tiers[{index}] is an empty model name: name a model or drop it")
+            if model in tiers[:index]:
+                raise ValueError(
+                    f"tiers lists {model!r} twice (at {tiers.index(model)} and {index}): each "
+                    "tier is a different model, cheapest first"
+                )
+        return tiers
+
     @model_validator(mode="after")
     def _task_classes_name_tiers(self) -> Routing:
         for name, tier in self.task_classes.items():
@@ -406,6 +485,16 @@ class ToolRules(_Frozen):
         default_factory=dict, description="Price of one call of a paid tool, in USD."
     )
     require_approval: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _allowed_or_denied(self) -> ToolRules:
+        both = sorted(set(self.allow or ()) & set(self.deny))
+        if both:
+            raise ValueError(
+                f"tools {both} are in both allow and deny: keep each tool in one of them "
+                "(deny to stop it, allow to let it run)"
+            )
+        return self
 
     @field_validator("max_calls")
     @classmethod

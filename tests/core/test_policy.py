@@ -242,3 +242,46 @@ def test_wait_mode_needs_time_to_wait_and_a_window_that_resets(fields, hint) -> 
     assert Budget(
         scope="key", window="1s", max_requests=5, when_exhausted="wait", max_wait_seconds=3
     )
+
+
+@pytest.mark.parametrize(
+    ("build", "field", "hint"),
+    [
+        (lambda: Routing(tiers=["gpt-4o-mini", "gpt-4o", "gpt-4o-mini"]), "tiers", "twice"),
+        (lambda: Routing(tiers=["gpt-4o-mini", ""]), "tiers", "tiers[1] is an empty model"),
+        (lambda: ToolRules(allow=["search", "shell"], deny=["shell"]), "", "both allow and deny"),
+        (lambda: Budget(scope="user", max_cost_usd=1, only=[]), "only", "applies the budget to no"),
+        (lambda: Budget(scope="global", max_cost_usd=1, only=["u1"]), "", "scope='global'"),
+        (
+            lambda: Budget(scope="global", max_cost_usd=1, overrides={"*": 5}),
+            "",
+            "overrides cannot apply to scope='global'",
+        ),
+        # pydantic takes True for 1: a bool where a number goes is a typo, not a cap of one
+        (lambda: Limits(max_iterations=True), "", "max_iterations must be a number"),
+        (lambda: Limits(max_cost_usd=False), "", "not a boolean"),
+        (lambda: Budget(scope="user", max_requests=True), "", "max_requests must be a number"),
+        (lambda: Budget(scope="user", max_requests=5, overrides={"vip": True}), "", "['vip']"),
+        (lambda: ToolRules(max_calls={"search": True}), "", "max_calls['search']"),
+        (lambda: Routing(tiers=["a", "b"], task_classes={"x": True}), "", "task_classes['x']"),
+        (lambda: Thresholds(alerts=[0.5, True]), "", "alerts[1]"),
+        (lambda: Policy(limits={"max_tool_calls": True}), "limits", "max_tool_calls must be"),
+    ],
+)
+def test_settings_that_would_do_nothing_or_something_else_are_refused(build, field, hint) -> None:
+    with pytest.raises(ValidationError) as info:
+        build()
+    text = str(info.value)
+    assert field in text
+    assert hint in text
+
+
+def test_booleans_still_go_where_a_boolean_goes() -> None:
+    policy = Policy(
+        limits={"final_answer": True, "max_iterations": 3},
+        budgets=[{"scope": "user", "max_cost_usd": 1, "hard": False}],
+        routing={"tiers": ["a"], "downgrade_on_pressure": False},
+        record_content=True,
+    )
+    assert policy.limits.final_answer and not policy.budgets[0].hard
+    assert policy.routing is not None and not policy.routing.downgrade_on_pressure
