@@ -2,17 +2,15 @@
 
 Every part is a frozen pydantic model with ``extra="forbid"``: a policy is validated once,
 at the edge, and an invalid value is rejected with an error that names the field and what is
-allowed. ``Policy.from_file`` reads YAML or TOML; ``BUDGETWARDEN_*`` environment variables
-override file values (``BUDGETWARDEN_LIMITS__MAX_COST_USD=2``).
+allowed. ``Policy.from_file`` reads YAML, TOML or JSON; ``BUDGETWARDEN_*`` environment
+variables override file values (``BUDGETWARDEN_LIMITS__MAX_COST_USD=2``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -23,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -30,6 +29,13 @@ from pydantic import (
 from pydantic_core import CoreSchema
 
 from .alerts import AlertRules
+from .policy_sources import (
+    ENV_PREFIX,
+    PolicyError,
+    apply_env_overrides,
+    name_the_source,
+    read_file,
+)
 from .pricing import ModelPrice
 from .windows import window_seconds
 
@@ -80,11 +86,6 @@ _TAG_RE = re.compile(r"tag:[A-Za-z0-9_.\-]+")
 MAX_WINDOW_DAYS = 3650
 #: The fields that give a budget its limit, one per metric.
 _LIMIT_FIELDS = ("max_cost_usd", "max_tokens", "max_requests")
-ENV_PREFIX = "BUDGETWARDEN_"
-
-
-class PolicyError(ValueError):
-    """A policy file or value that cannot be used; the message says which field and why."""
 
 
 class _ValidateAs:
@@ -579,58 +580,34 @@ class Policy(_Frozen):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, env: bool = True) -> Policy:
-        """Load a policy from YAML (``.yaml``/``.yml``) or TOML; env overrides apply on top."""
-        data = _read_policy_file(Path(path))
-        return cls.from_mapping(data, env=env)
+        """Load a policy from YAML (``.yaml``/``.yml``), TOML or JSON; env overrides apply on
+        top. A file that cannot be read (its syntax, a key given twice) raises
+        ``PolicyError``, an invalid value ``ValidationError``: both name the file."""
+        data = read_file(Path(path))
+        return cls._validated(data, env=env, source=str(path))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, env: bool = True) -> Policy:
-        """Validate a mapping, with ``BUDGETWARDEN_*`` environment overrides when ``env``."""
+        """Validate a mapping, with ``BUDGETWARDEN_*`` environment overrides when ``env``
+        (a ``BUDGETWARDEN_*`` variable that names no field raises ``PolicyError``)."""
+        return cls._validated(data, env=env, source=None)
+
+    @classmethod
+    def _validated(cls, data: Mapping[str, Any], *, env: bool, source: str | None) -> Policy:
+        """Validate ``data`` with the environment's overrides; a ``ValidationError`` says
+        where the values came from (the file, the variables applied)."""
         merged = dict(data)
-        if env:
-            merged = _apply_env_overrides(merged, os.environ)
-        return cls.model_validate(merged)
+        applied = apply_env_overrides(merged, os.environ, cls) if env else []
+        try:
+            return cls.model_validate(merged)
+        except ValidationError as exc:
+            sources = ([source] if source else []) + applied
+            if not sources:
+                raise
+            raise name_the_source(exc, " and ".join(sources)) from None
 
     @classmethod
     def from_env(cls) -> Policy:
         """A policy from ``BUDGETWARDEN_POLICY`` (a file path) and ``BUDGETWARDEN_*`` variables."""
         path = os.environ.get(ENV_PREFIX + "POLICY")
         return cls.from_file(path) if path else cls.from_mapping({})
-
-
-def _read_policy_file(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    elif path.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif path.suffix == ".json":
-        data = json.loads(text)
-    else:
-        raise PolicyError(f"{path}: unknown policy format; use .yaml, .yml, .toml or .json")
-    if not isinstance(data, dict):
-        raise PolicyError(f"{path}: a policy file must hold a mapping at its top level")
-    return data
-
-
-def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Apply ``BUDGETWARDEN_A__B=value`` as ``data["a"]["b"] = value`` (JSON-decoded if valid)."""
-    for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "POLICY":
-            continue
-        path = name[len(ENV_PREFIX) :].lower().split("__")
-        if path[0] not in Policy.model_fields:
-            continue
-        target = data
-        for part in path[:-1]:
-            child = target.get(part)
-            child = dict(child) if isinstance(child, Mapping) else {}
-            target[part] = child
-            target = child
-        try:
-            target[path[-1]] = json.loads(raw)
-        except json.JSONDecodeError:
-            target[path[-1]] = raw
-    return data

@@ -13,6 +13,7 @@ from budgetwarden import (
     BudgetExceeded,
     Limits,
     Policy,
+    PolicyError,
     Routing,
     Thresholds,
     ToolRules,
@@ -285,3 +286,106 @@ def test_booleans_still_go_where_a_boolean_goes() -> None:
     )
     assert policy.limits.final_answer and not policy.budgets[0].hard
     assert policy.routing is not None and not policy.routing.downgrade_on_pressure
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "hint"),
+    [
+        # YAML and JSON kept the last of two keys: the first limits were silently dropped
+        ("p.yaml", "limits:\n  max_iterations: 7\nlimits:\n  max_cost_usd: 1\n", "lines 1 and 3"),
+        ("p.yaml", "limits: {max_iterations: 7, max_iterations: 70}\n", "'max_iterations'"),
+        ("p.json", '{"limits": {"max_iterations": 7}, "limits": {}}', "'limits' is given twice"),
+        ("p.toml", "[limits]\nmax_iterations = 7\n[limits]\nmax_cost_usd = 1\n", "TOML"),
+    ],
+)
+def test_a_key_given_twice_in_a_file_is_refused_with_the_file(
+    tmp_path: Path, name: str, text: str, hint: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(PolicyError) as info:
+        Policy.from_file(path, env=False)
+    assert str(path) in str(info.value) and hint in str(info.value)
+
+
+def test_a_yaml_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "budgets:\n"
+        "  - &user {scope: user, window: 8h, max_cost_usd: 5}\n"
+        "  - {<<: *user, window: day, max_cost_usd: 20}\n"
+    )
+    budgets = Policy.from_file(path, env=False).budgets
+    assert [(b.window, b.limit) for b in budgets] == [("8h", 5), ("day", 20)]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "hint"),
+    [
+        ("p.yaml", "limits: {max_iterations: 7\n", "invalid YAML"),
+        ("p.json", '{"limits": ', "invalid JSON"),
+        ("p.toml", "[limits\n", "invalid TOML"),
+        ("p.yaml", "- just\n- a list\n", "mapping at its top level"),
+    ],
+)
+def test_an_unreadable_file_is_a_policy_error_naming_it(
+    tmp_path: Path, name: str, text: str, hint: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(PolicyError) as info:
+        Policy.from_file(path, env=False)
+    assert isinstance(info.value, ValueError)
+    assert str(info.value).startswith(str(path)) and hint in str(info.value)
+
+
+def test_invalid_values_in_a_file_name_the_file_and_the_fields(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("budgets:\n  - {scope: user, window: 3x, max_cost_usd: 5}\n")
+    with pytest.raises(ValidationError) as info:
+        Policy.from_file(path, env=False)
+    assert f"for Policy from {path}\nbudgets.0.window" in str(info.value)
+    monkeypatch.setenv("BUDGETWARDEN_LIMITS__MAX_COST_USD", "-1")
+    with pytest.raises(ValidationError) as info:
+        Policy.from_file(path)
+    text = str(info.value)
+    assert f"from {path} and BUDGETWARDEN_LIMITS__MAX_COST_USD" in text
+    assert "limits.max_cost_usd" in text and "budgets.0.window" in text
+
+
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [
+        ("BUDGETWARDEN_LIMIT__MAX_COST_USD", "BUDGETWARDEN_LIMITS__MAX_COST_USD"),
+        ("BUDGETWARDEN_LIMITS_MAX_COST_USD", "BUDGETWARDEN_LIMITS__MAX_COST_USD"),
+        ("BUDGETWARDEN_LIMITS__MAX_COST", "BUDGETWARDEN_LIMITS__MAX_COST_USD"),
+        ("BUDGETWARDEN_THRESHOLDS__WARM", "BUDGETWARDEN_THRESHOLDS__WARN"),
+        ("BUDGETWARDEN_LEDGR", "BUDGETWARDEN_LEDGER"),
+    ],
+)
+def test_a_variable_that_names_no_field_is_refused_with_the_nearest_name(
+    monkeypatch, variable: str, meant: str
+) -> None:
+    monkeypatch.setenv(variable, "2")
+    with pytest.raises(PolicyError) as info:
+        Policy.from_mapping({})
+    assert f"{variable} names no policy field: did you mean {meant}?" in str(info.value)
+    assert Policy.from_mapping({}, env=False) == Policy()
+
+
+def test_variables_budgetwarden_reads_elsewhere_are_not_policy_fields(monkeypatch) -> None:
+    for name in ("POLICY", "EVENTS", "LEDGER", "NAMESPACE", "REQUIRE_SERVICES"):
+        monkeypatch.setenv(f"BUDGETWARDEN_{name}", "x")
+    monkeypatch.delenv("BUDGETWARDEN_POLICY")  # from_env would read it as a file
+    assert Policy.from_env() == Policy()
+
+
+def test_a_string_field_takes_its_variable_as_written(monkeypatch) -> None:
+    # JSON-decoded, 1234 was an int, which fallback_model refused
+    monkeypatch.setenv("BUDGETWARDEN_FALLBACK_MODEL", "1234")
+    monkeypatch.setenv("BUDGETWARDEN_TOOLS__MAX_CALLS__SEARCH", "3")
+    monkeypatch.setenv("BUDGETWARDEN_ROUTING__TIERS", '["gpt-4o-mini", "1234"]')
+    policy = Policy.from_mapping({})
+    assert policy.fallback_model == "1234"
+    assert policy.tools.max_calls == {"search": 3}
+    assert policy.routing is not None and policy.routing.tiers == ["gpt-4o-mini", "1234"]
