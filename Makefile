@@ -32,6 +32,8 @@ typecheck: $(STAMP)
 	cp -as "$(CURDIR)/core/." build/typecheck/budgetwarden/
 	ln -s "$(CURDIR)/integrations" build/typecheck/budgetwarden/integrations
 	MYPYPATH=build/typecheck $(BIN)/mypy -p budgetwarden
+	# user code as the README writes it, checked without the pydantic plugin
+	MYPYPATH=build/typecheck $(BIN)/mypy --config-file tests/typing/mypy.ini tests/typing/readme_usage.py
 
 check: lint typecheck test
 

@@ -46,26 +46,29 @@ class AlertRules(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     monthly_envelope_usd: float | None = Field(
-        None, gt=0, description="Dollars the whole application may spend per calendar month."
+        default=None,
+        gt=0,
+        description="Dollars the whole application may spend per calendar month.",
     )
     envelope_levels: list[float] = Field(
         default_factory=lambda: [0.5, 0.8, 1.0],
         description="Fractions of the envelope that alert once per month each.",
     )
     alert_on_projection: bool = Field(
-        True, description="Alert once a month when the month-end projection exceeds the envelope."
+        default=True,
+        description="Alert once a month when the month-end projection exceeds the envelope.",
     )
     day_sigma: float | None = Field(
-        2.0, gt=0, description="A day above mean + this many standard deviations."
+        default=2.0, gt=0, description="A day above mean + this many standard deviations."
     )
     user_share: float | None = Field(
-        0.10, gt=0, le=1, description="A user above this share of the month's spend."
+        default=0.10, gt=0, le=1, description="A user above this share of the month's spend."
     )
-    run_usd: float | None = Field(1.0, gt=0, description="A run that cost more than this.")
+    run_usd: float | None = Field(default=1.0, gt=0, description="A run that cost more than this.")
     surge_factor: float | None = Field(
-        2.0, gt=1, description="A day above this multiple of its trailing average."
+        default=2.0, gt=1, description="A day above this multiple of its trailing average."
     )
-    surge_days: int = Field(7, ge=1, description="Days in the trailing average.")
+    surge_days: int = Field(default=7, ge=1, description="Days in the trailing average.")
 
     @field_validator("envelope_levels")
     @classmethod

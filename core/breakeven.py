@@ -40,9 +40,9 @@ class SelfHosted(BaseModel):
     tokens_per_second: float = Field(
         gt=0, allow_inf_nan=False, description="Sustained tokens/s of one GPU."
     )
-    utilisation: float = Field(0.5, gt=0, le=1, description="Share of paid hours serving.")
+    utilisation: float = Field(default=0.5, gt=0, le=1, description="Share of paid hours serving.")
     ops_usd_per_month: float = Field(
-        0.0, ge=0, allow_inf_nan=False, description="People, monitoring, storage."
+        default=0.0, ge=0, allow_inf_nan=False, description="People, monitoring, storage."
     )
 
     @property

@@ -45,7 +45,7 @@ def usage_from_litellm(usage: Any) -> Usage | None:
         value = obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
         return int(value or 0)
 
-    return Usage(
+    return Usage.from_counts(
         input_tokens=int(get("prompt_tokens") or 0),
         output_tokens=int(get("completion_tokens") or 0),
         cache_read_tokens=detail(prompt_details, "cached_tokens"),

@@ -79,13 +79,13 @@ class TaskShape(BaseModel):
         description="95th percentile of model calls per task.",
     )
     max_steps: int | None = Field(
-        None, ge=1, le=MAX_STEPS, description="A cap on steps (max_iterations)."
+        default=None, ge=1, le=MAX_STEPS, description="A cap on steps (max_iterations)."
     )
-    system_prompt_tokens: int = Field(0, ge=0, description="System prompt plus task input.")
-    tool_output_tokens: int = Field(0, ge=0, description="Tool output added per step.")
-    output_tokens: int = Field(0, ge=0, description="Model output per step.")
+    system_prompt_tokens: int = Field(default=0, ge=0, description="System prompt plus task input.")
+    tool_output_tokens: int = Field(default=0, ge=0, description="Tool output added per step.")
+    output_tokens: int = Field(default=0, ge=0, description="Model output per step.")
     cache_hit_rate: float = Field(
-        0.0,
+        default=0.0,
         ge=0,
         le=1,
         allow_inf_nan=False,

@@ -65,9 +65,9 @@ class CostEvent(_Event):
     provider: str | None = None
     model: str | None = None
     tool: str | None = None
-    requested_model: str | None = Field(None, description="The model the caller asked for.")
+    requested_model: str | None = Field(default=None, description="The model the caller asked for.")
     tier: int | None = None
-    route: str | None = Field(None, description="'tier N: model' that served the call.")
+    route: str | None = Field(default=None, description="'tier N: model' that served the call.")
     route_reason: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
@@ -82,7 +82,9 @@ class CostEvent(_Event):
     retries: int = 0
     retry: bool = False
     outcome: str = "ok"
-    validation: str | None = Field(None, description="'passed', 'failed' or None if not checked.")
+    validation: str | None = Field(
+        default=None, description="'passed', 'failed' or None if not checked."
+    )
     status: Literal["ok", "error", "refused"] = "ok"
     budget_ratios: dict[str, float] = Field(default_factory=dict)
     success: bool | None = None

@@ -32,7 +32,7 @@ class Grant(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     extra: float = Field(gt=0, description="How much more of the cap's unit is granted.")
-    by: str = Field("unknown", description="Who granted it (recorded in the event).")
+    by: str = Field(default="unknown", description="Who granted it (recorded in the event).")
     note: str = ""
 
 

@@ -2,25 +2,42 @@
 
 Every part is a frozen pydantic model with ``extra="forbid"``: a policy is validated once,
 at the edge, and an invalid value is rejected with an error that names the field and what is
-allowed. ``Policy.from_file`` reads YAML or TOML; ``BUDGETWARDEN_*`` environment variables
-override file values (``BUDGETWARDEN_LIMITS__MAX_COST_USD=2``).
+allowed. ``Policy.from_file`` reads YAML, TOML or JSON; ``BUDGETWARDEN_*`` environment
+variables override file values (``BUDGETWARDEN_LIMITS__MAX_COST_USD=2``).
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema
 
 from .alerts import AlertRules
+from .policy_sources import (
+    ENV_PREFIX,
+    PolicyError,
+    apply_env_overrides,
+    name_the_source,
+    read_file,
+)
 from .pricing import ModelPrice
+from .windows import window_seconds
 
 __all__ = [
     "OUTCOMES",
@@ -62,17 +79,80 @@ Outcome = Literal[
 ]
 _ESCALATE: tuple[Outcome, ...] = ("invalid_json", "validation_failed", "tool_call_error")
 _FALLBACK: tuple[Outcome, ...] = ("timeout", "rate_limited", "provider_error")
-_WINDOW_RE = re.compile(r"^(?:run|total|day|month|[1-9][0-9]*[smhd])$")
-_TAG_RE = re.compile(r"^tag:[A-Za-z0-9_.\-]+$")
-ENV_PREFIX = "BUDGETWARDEN_"
+# matched with fullmatch: `$` would also match before a trailing newline ("8h\n")
+_WINDOW_RE = re.compile(r"run|total|day|month|[1-9][0-9]*[smhd]")
+_TAG_RE = re.compile(r"tag:[A-Za-z0-9_.\-]+")
+#: The longest fixed window, in days (ten years); longer ones overflow date arithmetic.
+MAX_WINDOW_DAYS = 3650
+#: The fields that give a budget its limit, one per metric.
+_LIMIT_FIELDS = ("max_cost_usd", "max_tokens", "max_requests")
 
 
-class PolicyError(ValueError):
-    """A policy file or value that cannot be used; the message says which field and why."""
+class _ValidateAs:
+    """Validate a field as ``target`` whatever its wider static annotation says.
+
+    ``Policy.prices`` is annotated ``ModelPrice | Mapping[str, float]`` so that type checkers
+    accept the fields of a price (``{"input_cost_per_token": ...}``) as well as a
+    ``ModelPrice``; at run time every value is validated into a ``ModelPrice``."""
+
+    def __init__(self, target: type[BaseModel]) -> None:
+        self.target = target
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return handler.generate_schema(self.target)
+
+
+#: A model's price as ``Policy.prices`` takes it: a ``ModelPrice`` or its fields (always
+#: a ``ModelPrice`` once validated).
+PriceSpec = Annotated[ModelPrice | Mapping[str, float], _ValidateAs(ModelPrice)]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """Refuse True and False wherever a field is not a boolean: pydantic would take them
+        as 1 and 0 (``Limits(max_iterations=True)`` is no cap of one call)."""
+        if not isinstance(data, Mapping):
+            return data
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            where = _where_boolean(field.annotation, value) if field else None
+            if where is not None:
+                raise ValueError(
+                    f"{name}{where} must be a number, not a boolean (True and False are not "
+                    "taken as 1 and 0)"
+                )
+        return data
+
+
+def _where_boolean(annotation: Any, value: Any) -> str | None:
+    """Where ``value``, given for a field of type ``annotation``, holds a boolean in place of
+    a number: ``""`` for the value itself, ``"['key']"`` or ``"[index]"`` for an item of a
+    dict or list of numbers; None when nowhere. (Nested models check their own fields.)"""
+    if isinstance(value, bool):
+        return "" if _takes_numbers(annotation) else None
+    container = get_origin(annotation)
+    if container is dict and isinstance(value, Mapping):
+        items: Any = value.items()
+        kind = get_args(annotation)[1]
+    elif container is list and isinstance(value, list | tuple):
+        items = enumerate(value)
+        kind = get_args(annotation)[0]
+    else:
+        return None
+    if not _takes_numbers(kind):
+        return None
+    return next((f"[{key!r}]" for key, item in items if isinstance(item, bool)), None)
+
+
+def _takes_numbers(annotation: Any) -> bool:
+    """True for ``int`` and ``float``, alone or in a union (``int | None``, ``int | str``)."""
+    return annotation in (int, float) or any(a in (int, float) for a in get_args(annotation))
 
 
 #: What a budget counts: dollars, tokens or requests (``Budget.metric``).
@@ -82,29 +162,37 @@ Metric = Literal["cost", "tokens", "requests"]
 class Limits(_Frozen):
     """Caps on one run. ``None`` means no cap."""
 
-    max_iterations: int | None = Field(None, ge=0, description="Model calls in one run.")
-    max_tool_calls: int | None = Field(None, ge=0, description="Tool calls in one run, all tools.")
-    max_wall_seconds: float | None = Field(None, gt=0, description="Wall-clock seconds of a run.")
-    max_input_tokens: int | None = Field(None, ge=0, description="Prompt tokens in one run.")
-    max_output_tokens: int | None = Field(None, ge=0, description="Completion tokens in one run.")
-    max_cost_usd: float | None = Field(None, ge=0, description="Dollars one run may spend.")
+    max_iterations: int | None = Field(default=None, ge=0, description="Model calls in one run.")
+    max_tool_calls: int | None = Field(
+        default=None, ge=0, description="Tool calls in one run, all tools."
+    )
+    max_wall_seconds: float | None = Field(
+        default=None, gt=0, description="Wall-clock seconds of a run."
+    )
+    max_input_tokens: int | None = Field(
+        default=None, ge=0, description="Prompt tokens in one run."
+    )
+    max_output_tokens: int | None = Field(
+        default=None, ge=0, description="Completion tokens in one run."
+    )
+    max_cost_usd: float | None = Field(default=None, ge=0, description="Dollars one run may spend.")
     max_retries: int | None = Field(
-        None, ge=0, description="Model calls made right after a failed one."
+        default=None, ge=0, description="Model calls made right after a failed one."
     )
     max_consecutive_errors: int | None = Field(
-        None,
+        default=None,
         ge=0,
         description="Failed calls in a row before the run stops: failed model calls since the "
         "last successful one plus failed tool calls since the last successful one (so a "
         "model that keeps calling a failing tool is stopped).",
     )
     max_repeated_tool_calls: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="Times the same tool with the same arguments may run in a row (loops).",
     )
     final_answer: bool = Field(
-        False,
+        default=False,
         description="Make the last call a cap allows without tools, asking for a final answer.",
     )
 
@@ -127,29 +215,40 @@ class Budget(_Frozen):
     """A limit for a scope, per distinct value of that scope, over a window.
 
     ``Budget(scope="user", window="8h", max_cost_usd=5.0)`` gives every user $5 per 8 hours.
-    Windows: ``run``, ``total`` (never resets), ``Ns``/``Nm``/``Nh``/``Nd``, ``day``, ``month``
-    (calendar windows in ``Policy.timezone``). Short windows make rate limits.
+    Windows: ``run``, ``total`` (never resets), ``Ns``/``Nm``/``Nh``/``Nd`` (at most ``3650d``),
+    ``day``, ``month`` (calendar windows in ``Policy.timezone``). Short windows make rate
+    limits.
     """
 
     scope: str = Field(
         description="global, workspace, user, agent, workflow, key, thread, "
         "task_class, or tag:<name>."
     )
-    window: str = Field("day", description="run, total, Ns, Nm, Nh, Nd, day or month.")
-    max_cost_usd: float | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=0)
-    max_requests: int | None = Field(None, ge=0)
+    window: str = Field(default="day", description="run, total, Ns, Nm, Nh, Nd, day or month.")
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_requests: int | None = Field(default=None, ge=0)
     overrides: dict[str, float] = Field(
-        default_factory=dict, description="Limit for named values, e.g. {'vip-user': 50}."
+        default_factory=dict,
+        description="Limit for named values, e.g. {'vip-user': 50}, in the budget's unit and "
+        "checked as its own limit is (whole numbers for tokens and requests).",
     )
     only: list[str] | None = Field(
-        None, description="Apply only to these values of the scope (default: every value)."
+        default=None, description="Apply only to these values of the scope (default: every value)."
     )
-    name: str | None = Field(None, description="Stable name; defaults to scope/window/metric.")
-    when_exhausted: Literal["refuse", "wait"] = "refuse"
-    max_wait_seconds: float = Field(0.0, ge=0)
+    name: str | None = Field(
+        default=None, description="Stable name; defaults to scope/window/metric."
+    )
+    when_exhausted: Literal["refuse", "wait"] = Field(
+        default="refuse",
+        description="refuse a call that does not fit, or wait (up to max_wait_seconds) for "
+        "the window to free it.",
+    )
+    max_wait_seconds: float = Field(
+        default=0.0, ge=0, description="With when_exhausted='wait': the longest a call waits."
+    )
     hard: bool = Field(
-        True,
+        default=True,
         description="While the ledger is unreachable, refuse calls for this budget (with "
         "Policy.ledger_failure='closed'); False: let them go on, counted locally.",
     )
@@ -157,7 +256,7 @@ class Budget(_Frozen):
     @field_validator("scope")
     @classmethod
     def _known_scope(cls, value: str) -> str:
-        if value in SCOPES or _TAG_RE.match(value):
+        if value in SCOPES or _TAG_RE.fullmatch(value):
             return value
         raise ValueError(
             f"unknown scope {value!r}: use one of {', '.join(SCOPES)}, or 'tag:<name>' "
@@ -167,27 +266,78 @@ class Budget(_Frozen):
     @field_validator("window")
     @classmethod
     def _known_window(cls, value: str) -> str:
-        if _WINDOW_RE.match(value):
-            return value
-        raise ValueError(
-            f"unknown window {value!r}: use run, total, day, month, or a number followed by "
-            "s, m, h or d (e.g. '30s', '1m', '8h', '7d')"
-        )
+        if not _WINDOW_RE.fullmatch(value):
+            raise ValueError(
+                f"unknown window {value!r}: use run, total, day, month, or a number followed by "
+                "s, m, h or d (e.g. '30s', '1m', '8h', '7d')"
+            )
+        seconds = window_seconds(value)
+        if seconds is not None and seconds > MAX_WINDOW_DAYS * 86400:
+            raise ValueError(
+                f"window {value!r} is longer than {MAX_WINDOW_DAYS}d (ten years): use a shorter "
+                "window, or 'total' for a budget that never resets"
+            )
+        return value
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides_like_the_limit(
+        cls, overrides: dict[str, float], info: ValidationInfo
+    ) -> dict[str, float]:
+        """Check each override as the budget's own limit field would check it."""
+        limit_field = next((f for f in _LIMIT_FIELDS if info.data.get(f) is not None), None)
+        for value, limit in overrides.items():
+            _check_override(value, limit, limit_field)
+        return overrides
 
     @model_validator(mode="after")
     def _one_metric(self) -> Budget:
-        metrics = [
-            m
-            for m in ("max_cost_usd", "max_tokens", "max_requests")
-            if getattr(self, m) is not None
-        ]
+        metrics = [m for m in _LIMIT_FIELDS if getattr(self, m) is not None]
         if len(metrics) != 1:
             raise ValueError(
                 "a Budget needs exactly one of max_cost_usd, max_tokens or max_requests "
                 f"(got {', '.join(metrics) or 'none'})"
             )
-        if any(v < 0 for v in self.overrides.values()):
-            raise ValueError("overrides must be limits >= 0")
+        return self
+
+    @field_validator("only")
+    @classmethod
+    def _only_names_someone(cls, only: list[str] | None) -> list[str] | None:
+        if only is not None and not only:
+            raise ValueError(
+                "only=[] applies the budget to no value at all: list the values it applies to, "
+                "or leave only out (None) to apply it to every value"
+            )
+        return only
+
+    @model_validator(mode="after")
+    def _global_has_one_value(self) -> Budget:
+        """A global budget has one value (every run): per-value settings mean nothing there."""
+        if self.scope == "global":
+            given = [f for f in ("overrides", "only") if getattr(self, f)]
+            if given:
+                raise ValueError(
+                    f"{' and '.join(given)} cannot apply to scope='global', which has one "
+                    "value shared by every run: remove them, or use a scope with values such "
+                    "as 'user' or 'workspace'"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _wait_can_wait(self) -> Budget:
+        """``when_exhausted="wait"`` needs time to wait and a window that resets."""
+        if self.when_exhausted != "wait":
+            return self
+        if not self.max_wait_seconds > 0:
+            raise ValueError(
+                "when_exhausted='wait' needs max_wait_seconds > 0, the longest a call may wait "
+                "for the window to free it (e.g. max_wait_seconds=30): with 0 no call ever waits"
+            )
+        if self.window in ("run", "total"):
+            raise ValueError(
+                f"when_exhausted='wait' needs a window that resets, and {self.window!r} never "
+                "does: use a window such as '1m', or when_exhausted='refuse'"
+            )
         return self
 
     @property
@@ -224,13 +374,34 @@ class Budget(_Frozen):
         return self.only is None or value in self.only
 
 
+def _check_override(value: str, limit: float, limit_field: str | None) -> None:
+    """Raise unless ``limit`` is a limit that ``limit_field`` itself would take: a number
+    >= 0 (``inf`` only where the field takes it: dollars), whole for tokens and requests.
+
+    NaN above all: every comparison with it is false, so a NaN limit refuses nothing."""
+    where = f"overrides[{value!r}] = {limit!r}"
+    if math.isnan(limit):
+        raise ValueError(
+            f"{where}: NaN is not a limit (nothing would ever be refused); give a number >= 0"
+        )
+    if limit < 0:
+        raise ValueError(f"{where}: overrides must be limits >= 0")
+    if limit_field in ("max_tokens", "max_requests") and not limit.is_integer():
+        unit = limit_field.removeprefix("max_")
+        example = f" such as {math.floor(limit)}" if math.isfinite(limit) else ""
+        raise ValueError(
+            f"{where}: {limit_field} counts whole {unit}, so an override must be a whole "
+            f"number >= 0{example}, as {limit_field} itself must be"
+        )
+
+
 class Thresholds(_Frozen):
     """Levels (fractions of a limit) at which budgetwarden alerts, warns, degrades and stops."""
 
     alerts: list[float] = Field(default_factory=lambda: [0.5, 0.8])
-    warn: float = Field(0.8, gt=0, le=1)
-    degrade: float = Field(0.9, gt=0, le=1)
-    stop: float = Field(1.0, gt=0, le=1)
+    warn: float = Field(default=0.8, gt=0, le=1)
+    degrade: float = Field(default=0.9, gt=0, le=1)
+    stop: float = Field(default=1.0, gt=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> Thresholds:
@@ -258,16 +429,30 @@ class Routing(_Frozen):
     fallbacks: dict[str, list[str]] = Field(
         default_factory=dict, description="Model -> models to try on an outage, in order."
     )
-    max_escalations: int = Field(2, ge=0)
+    max_escalations: int = Field(default=2, ge=0)
     downgrade_on_pressure: bool = True
     override_caller_model: bool = Field(
-        False,
+        default=False,
         description="Start a run without a task class on a tier (by complexity, else the "
         "cheapest) even when the caller named a model outside the tiers.",
     )
     skip_unaffordable: bool = Field(
-        True, description="Try one tier down when a tier's reservation does not fit."
+        default=True, description="Try one tier down when a tier's reservation does not fit."
     )
+
+    @field_validator("tiers")
+    @classmethod
+    def _distinct_named_tiers(cls, tiers: list[str]) -> list[str]:
+        """Each tier is one model, named, and in the list once (escalation walks the list)."""
+        for index, model in enumerate(tiers):
+            if not model.strip():
+                raise ValueError(f"tiers[{index}] is an empty model name: name a model or drop it")
+            if model in tiers[:index]:
+                raise ValueError(
+                    f"tiers lists {model!r} twice (at {tiers.index(model)} and {index}): each "
+                    "tier is a different model, cheapest first"
+                )
+        return tiers
 
     @model_validator(mode="after")
     def _task_classes_name_tiers(self) -> Routing:
@@ -292,7 +477,9 @@ class Routing(_Frozen):
 class ToolRules(_Frozen):
     """Which tools may run, how often, at what price, and which need a person's approval."""
 
-    allow: list[str] | None = Field(None, description="Only these tools may run (None: all).")
+    allow: list[str] | None = Field(
+        default=None, description="Only these tools may run (None: all)."
+    )
     deny: list[str] = Field(default_factory=list)
     max_calls: dict[str, int] = Field(default_factory=dict, description="Per-tool call caps.")
     price_usd: dict[str, float] = Field(
@@ -301,12 +488,34 @@ class ToolRules(_Frozen):
     require_approval: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _non_negative(self) -> ToolRules:
-        for field in ("max_calls", "price_usd"):
-            bad = {k: v for k, v in getattr(self, field).items() if v < 0}
-            if bad:
-                raise ValueError(f"{field} must be >= 0 (got {bad})")
+    def _allowed_or_denied(self) -> ToolRules:
+        both = sorted(set(self.allow or ()) & set(self.deny))
+        if both:
+            raise ValueError(
+                f"tools {both} are in both allow and deny: keep each tool in one of them "
+                "(deny to stop it, allow to let it run)"
+            )
         return self
+
+    @field_validator("max_calls")
+    @classmethod
+    def _non_negative_caps(cls, caps: dict[str, int]) -> dict[str, int]:
+        bad = {tool: cap for tool, cap in caps.items() if cap < 0}
+        if bad:
+            raise ValueError(f"max_calls must be >= 0 (got {bad})")
+        return caps
+
+    @field_validator("price_usd")
+    @classmethod
+    def _finite_prices(cls, prices: dict[str, float]) -> dict[str, float]:
+        """A price is finite dollars >= 0: NaN would count nothing, inf every budget's all."""
+        bad = {tool: price for tool, price in prices.items() if not 0 <= price < math.inf}
+        if bad:
+            raise ValueError(
+                f"price_usd must be finite dollars >= 0 per call (got {bad}); to keep a tool "
+                "from running, list it in deny instead"
+            )
+        return prices
 
 
 class Policy(_Frozen):
@@ -320,22 +529,34 @@ class Policy(_Frozen):
     on_exceeded: Literal["partial", "raise", "pause"] = "partial"
     unknown_model: Literal["fallback", "deny"] = "fallback"
     fallback_model: str = "gpt-4o"
-    default_max_output_tokens: int = Field(1024, ge=1)
-    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    default_max_output_tokens: int = Field(default=1024, ge=1)
+    prices: Mapping[str, PriceSpec] = Field(
+        default_factory=dict,
+        description="Prices of your own models: a ModelPrice or its fields, by model name.",
+    )
     timezone: str = "UTC"
     ledger_failure: Literal["closed", "open"] = Field(
-        "closed",
+        default="closed",
         description="When the ledger is unreachable: 'closed' refuses new calls if any budget "
         "is hard (Budget.hard); 'open' counts locally. All-soft budgets always fail open.",
     )
-    lease_seconds: float = Field(300.0, gt=0, description="Lifetime of an unreleased reservation.")
-    record_content: bool = Field(False, description="Put prompt and response text in events.")
-    budget_hints: bool = Field(False, description="Tell the model what remains past warn level.")
+    lease_seconds: float = Field(
+        default=300.0, gt=0, description="Lifetime of an unreleased reservation."
+    )
+    record_content: bool = Field(
+        default=False, description="Put prompt and response text in events."
+    )
+    budget_hints: bool = Field(
+        default=False, description="Tell the model what remains past warn level."
+    )
     compress_ratio: float = Field(
-        0.5, gt=0, le=1, description="Under pressure, keep this share of the prompt's tokens."
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Under pressure, keep this share of the prompt's tokens.",
     )
     alerts: AlertRules | None = Field(
-        None, description="Anomaly and monthly-envelope alert rules (budgetwarden alerts)."
+        default=None, description="Anomaly and monthly-envelope alert rules (budgetwarden alerts)."
     )
 
     @field_validator("timezone")
@@ -359,58 +580,34 @@ class Policy(_Frozen):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, env: bool = True) -> Policy:
-        """Load a policy from YAML (``.yaml``/``.yml``) or TOML; env overrides apply on top."""
-        data = _read_policy_file(Path(path))
-        return cls.from_mapping(data, env=env)
+        """Load a policy from YAML (``.yaml``/``.yml``), TOML or JSON; env overrides apply on
+        top. A file that cannot be read (its syntax, a key given twice) raises
+        ``PolicyError``, an invalid value ``ValidationError``: both name the file."""
+        data = read_file(Path(path))
+        return cls._validated(data, env=env, source=str(path))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, env: bool = True) -> Policy:
-        """Validate a mapping, with ``BUDGETWARDEN_*`` environment overrides when ``env``."""
+        """Validate a mapping, with ``BUDGETWARDEN_*`` environment overrides when ``env``
+        (a ``BUDGETWARDEN_*`` variable that names no field raises ``PolicyError``)."""
+        return cls._validated(data, env=env, source=None)
+
+    @classmethod
+    def _validated(cls, data: Mapping[str, Any], *, env: bool, source: str | None) -> Policy:
+        """Validate ``data`` with the environment's overrides; a ``ValidationError`` says
+        where the values came from (the file, the variables applied)."""
         merged = dict(data)
-        if env:
-            merged = _apply_env_overrides(merged, os.environ)
-        return cls.model_validate(merged)
+        applied = apply_env_overrides(merged, os.environ, cls) if env else []
+        try:
+            return cls.model_validate(merged)
+        except ValidationError as exc:
+            sources = ([source] if source else []) + applied
+            if not sources:
+                raise
+            raise name_the_source(exc, " and ".join(sources)) from None
 
     @classmethod
     def from_env(cls) -> Policy:
         """A policy from ``BUDGETWARDEN_POLICY`` (a file path) and ``BUDGETWARDEN_*`` variables."""
         path = os.environ.get(ENV_PREFIX + "POLICY")
         return cls.from_file(path) if path else cls.from_mapping({})
-
-
-def _read_policy_file(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    elif path.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif path.suffix == ".json":
-        data = json.loads(text)
-    else:
-        raise PolicyError(f"{path}: unknown policy format; use .yaml, .yml, .toml or .json")
-    if not isinstance(data, dict):
-        raise PolicyError(f"{path}: a policy file must hold a mapping at its top level")
-    return data
-
-
-def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Apply ``BUDGETWARDEN_A__B=value`` as ``data["a"]["b"] = value`` (JSON-decoded if valid)."""
-    for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "POLICY":
-            continue
-        path = name[len(ENV_PREFIX) :].lower().split("__")
-        if path[0] not in Policy.model_fields:
-            continue
-        target = data
-        for part in path[:-1]:
-            child = target.get(part)
-            child = dict(child) if isinstance(child, Mapping) else {}
-            target[part] = child
-            target = child
-        try:
-            target[path[-1]] = json.loads(raw)
-        except json.JSONDecodeError:
-            target[path[-1]] = raw
-    return data

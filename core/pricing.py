@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -93,6 +93,30 @@ class ModelPrice(BaseModel):
     cache_creation_input_token_cost: float | None = Field(default=None, ge=0)
     gpu_usd_per_hour: float | None = Field(default=None, gt=0)
     tokens_per_second: float | None = Field(default=None, gt=0)
+
+    if TYPE_CHECKING:  # the two ways to give a price, for type checkers (the validator checks)
+
+        @overload
+        def __init__(
+            self,
+            *,
+            input_cost_per_token: float,
+            output_cost_per_token: float,
+            cache_read_input_token_cost: float | None = None,
+            cache_creation_input_token_cost: float | None = None,
+        ) -> None: ...
+
+        @overload
+        def __init__(
+            self,
+            *,
+            gpu_usd_per_hour: float,
+            tokens_per_second: float,
+            cache_read_input_token_cost: float | None = None,
+            cache_creation_input_token_cost: float | None = None,
+        ) -> None: ...
+
+        def __init__(self, **data: Any) -> None: ...
 
     @model_validator(mode="before")
     @classmethod

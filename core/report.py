@@ -29,9 +29,11 @@ class RunReport(BaseModel):
     wall_seconds: float = 0.0
     models: list[str] = Field(default_factory=list)
     stop_reason: str | None = Field(
-        None, description="The cap that stopped the run, 'completed', or 'error'."
+        default=None, description="The cap that stopped the run, 'completed', or 'error'."
     )
-    partial: bool = Field(False, description="True when a cap ended the run before its end.")
+    partial: bool = Field(
+        default=False, description="True when a cap ended the run before its end."
+    )
     success: bool | None = None
     children: list[RunReport] = Field(default_factory=list)
 

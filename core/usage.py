@@ -6,7 +6,7 @@ import operator
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["TokenCache", "Usage", "estimate_message_tokens", "estimate_tokens", "message_tokens"]
 
@@ -23,16 +23,36 @@ class Usage(BaseModel):
     ``cache_write_tokens`` say how many of those were cache reads and writes.
     ``reasoning_tokens`` are part of ``output_tokens``. ``estimated`` marks figures that
     budgetwarden estimated because the framework reported none.
+
+    A part larger than its total is refused (``ValueError``). For a provider's counts in
+    another convention, use ``from_anthropic`` or ``from_counts``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    input_tokens: int = Field(0, ge=0, description="Every prompt token, cached or not.")
-    output_tokens: int = Field(0, ge=0, description="Completion tokens, reasoning included.")
-    cache_read_tokens: int = Field(0, ge=0, description="Prompt tokens read from a cache.")
-    cache_write_tokens: int = Field(0, ge=0, description="Prompt tokens written to a cache.")
-    reasoning_tokens: int = Field(0, ge=0, description="Output tokens spent on reasoning.")
-    estimated: bool = Field(False, description="True when these figures are an estimate.")
+    input_tokens: int = Field(default=0, ge=0, description="Every prompt token, cached or not.")
+    output_tokens: int = Field(
+        default=0, ge=0, description="Completion tokens, reasoning included."
+    )
+    cache_read_tokens: int = Field(default=0, ge=0, description="Prompt tokens read from a cache.")
+    cache_write_tokens: int = Field(
+        default=0, ge=0, description="Prompt tokens written to a cache."
+    )
+    reasoning_tokens: int = Field(default=0, ge=0, description="Output tokens spent on reasoning.")
+    estimated: bool = Field(default=False, description="True when these figures are an estimate.")
+
+    @model_validator(mode="after")
+    def _parts_within_totals(self) -> Usage:
+        """Cache reads and writes are part of the input, reasoning part of the output.
+
+        Usage is built for every model call: this is two comparisons, and the message is
+        only composed for a usage that fails them."""
+        if (
+            self.cache_read_tokens + self.cache_write_tokens > self.input_tokens
+            or self.reasoning_tokens > self.output_tokens
+        ):
+            raise ValueError(_parts_error(self))
+        return self
 
     @property
     def total_tokens(self) -> int:
@@ -64,6 +84,52 @@ class Usage(BaseModel):
             cache_read_tokens=cache_read_input_tokens,
             cache_write_tokens=cache_creation_input_tokens,
         )
+
+    @classmethod
+    def from_counts(
+        cls,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> Usage:
+        """A usage from a provider's counts, whichever convention they follow.
+
+        Most providers count cache tokens within the input and reasoning tokens within the
+        output, as ``Usage`` does; some count them apart (Anthropic's and Bedrock's cache
+        tokens, Gemini's thoughts). Counts that can only be the latter (a part larger than
+        its total) are added to their total; others are taken as they are. The adapters
+        build every usage a framework reports this way, so a provider's figures never fail
+        ``Usage``'s checks.
+        """
+        if cache_read_tokens + cache_write_tokens > input_tokens:
+            input_tokens += cache_read_tokens + cache_write_tokens
+        if reasoning_tokens > output_tokens:
+            output_tokens += reasoning_tokens
+        return cls(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read_tokens,
+            cache_write_tokens=cache_write_tokens,
+            reasoning_tokens=reasoning_tokens,
+        )
+
+
+def _parts_error(usage: Usage) -> str:
+    if usage.reasoning_tokens > usage.output_tokens:
+        return (
+            f"reasoning_tokens ({usage.reasoning_tokens}) exceed output_tokens "
+            f"({usage.output_tokens}), which count every completion token, reasoning included: "
+            "add the reasoning tokens to output_tokens if they were counted apart "
+            "(Usage.from_counts does)"
+        )
+    return (
+        f"cache_read_tokens ({usage.cache_read_tokens}) + cache_write_tokens "
+        f"({usage.cache_write_tokens}) exceed input_tokens ({usage.input_tokens}), which count "
+        "every prompt token, cached or not: add the cache tokens to input_tokens if they were "
+        "counted apart (Usage.from_anthropic and Usage.from_counts do)"
+    )
 
 
 def estimate_tokens(text: str) -> int:

@@ -108,8 +108,9 @@ class ModelCall:
 
 
 def usage_from_metrics(metrics: UsageMetrics) -> Usage:
-    """Convert CrewAI's usage (prompt tokens include cached ones) to budgetwarden's Usage."""
-    return Usage(
+    """Convert CrewAI's usage (prompt tokens include cached ones, except in the token tracker
+    of its native Bedrock LLM, hence ``from_counts``) to budgetwarden's Usage."""
+    return Usage.from_counts(
         input_tokens=metrics.prompt_tokens,
         output_tokens=metrics.completion_tokens,
         cache_read_tokens=metrics.cached_prompt_tokens,

@@ -110,7 +110,8 @@ def _detail(details: Any, key: str) -> int:
 
 
 def usage_from_message(message: BaseMessage | None) -> Usage | None:
-    """Usage from an AI message's ``usage_metadata`` (LangChain counts cache in input)."""
+    """Usage from an AI message's ``usage_metadata`` (LangChain counts cache in input; an
+    integration that does not is read as ``Usage.from_counts`` reads it)."""
     metadata = getattr(message, "usage_metadata", None)
     if not metadata:
         return None
@@ -124,7 +125,7 @@ def usage_from_message(message: BaseMessage | None) -> Usage | None:
         fields["cache_write_tokens"] = _detail(details, "cache_creation")
     if details := metadata.get("output_token_details"):
         fields["reasoning_tokens"] = _detail(details, "reasoning")
-    return Usage(**fields)
+    return Usage.from_counts(**fields)
 
 
 def _legacy_usage(llm_output: Mapping[str, Any] | None) -> Usage | None:

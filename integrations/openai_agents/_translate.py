@@ -70,7 +70,7 @@ def usage_of(usage: AgentsUsage | None) -> Usage | None:
     if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0):
         return None
     details = usage.input_tokens_details
-    return Usage(
+    return Usage.from_counts(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         cache_read_tokens=int(getattr(details, "cached_tokens", 0) or 0),

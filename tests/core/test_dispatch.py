@@ -215,3 +215,36 @@ async def test_attempts_and_max_tokens_are_checked_before_any_call(
         with pytest.raises(ValueError, match=re.escape(named)):
             await acomplete(run, MESSAGES, router=script, **figures)  # type: ignore[arg-type]
     assert script.models == [] and run.report.iterations == 0 and not sink.cost_events
+
+
+@pytest.mark.parametrize(
+    ("fields", "hint"),
+    [
+        ({"input_tokens": 100, "cache_read_tokens": 101}, "exceed input_tokens (100)"),
+        ({"input_tokens": 100, "cache_read_tokens": 60, "cache_write_tokens": 50}, "cached or"),
+        ({"output_tokens": 30, "reasoning_tokens": 31}, "exceed output_tokens (30)"),
+    ],
+)
+def test_a_usage_whose_parts_exceed_their_totals_is_refused(fields, hint) -> None:
+    # the docstring: cache tokens are "how many of those" input tokens, reasoning part of output
+    with pytest.raises(ValueError, match=r"Usage\.from_counts") as info:
+        Usage(**fields)
+    assert hint in str(info.value)
+
+
+def test_provider_counts_in_either_convention_make_a_valid_usage() -> None:
+    # Anthropic and Bedrock count cache tokens apart from input, Gemini thoughts apart from
+    # output: where the counts can only mean that, from_counts adds them to their total
+    assert Usage.from_anthropic(20, 5, cache_read_input_tokens=5000).input_tokens == 5020
+    apart = Usage.from_counts(20, 5, cache_read_tokens=5000, cache_write_tokens=100)
+    assert (apart.input_tokens, apart.cache_read_tokens, apart.cache_write_tokens) == (
+        5120,
+        5000,
+        100,
+    )
+    assert Usage.from_counts(10, 4, reasoning_tokens=6).output_tokens == 10
+    within = Usage.from_counts(100, 50, cache_read_tokens=60, reasoning_tokens=20)
+    assert (within.input_tokens, within.output_tokens) == (100, 50)
+    # a LiteLLM usage with the cache apart from the prompt (as older versions gave Anthropic's)
+    usage = usage_from_litellm({"prompt_tokens": 20, "cache_creation_input_tokens": 900})
+    assert usage is not None and (usage.input_tokens, usage.cache_write_tokens) == (920, 900)

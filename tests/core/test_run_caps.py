@@ -189,7 +189,7 @@ def test_repeated_identical_tool_calls_are_refused_and_a_different_call_resets()
 
 
 def test_denied_and_unlisted_tools_raise_tool_denied() -> None:
-    warden, _, _ = make_warden(Policy(tools=ToolRules(allow=["search", "rm"], deny=["rm"])))
+    warden, _, _ = make_warden(Policy(tools=ToolRules(allow=["search"], deny=["rm"])))
     run = warden.run()
     with pytest.raises(ToolDenied, match="deny list"):
         run.before_tool_call("rm")

@@ -202,3 +202,15 @@ def test_a_hierarchical_crews_manager_and_workers_spend_from_one_run() -> None:
     assert result.report is not None
     assert result.report.tool_calls_by_name["search"] == 1
     assert result.report.tool_calls_by_name["delegate_work_to_coworker"] >= 1
+
+
+def test_a_token_tracker_counting_cache_apart_from_the_prompt_is_read_without_failing() -> None:
+    # CrewAI's native Bedrock LLM adds Bedrock's inputTokens (the uncached part) to
+    # prompt_tokens and its cache reads to cached_prompt_tokens: more cached than prompt
+    from crewai.types.usage_metrics import UsageMetrics
+
+    from budgetwarden.integrations.crewai._calls import usage_from_metrics
+
+    delta = UsageMetrics(prompt_tokens=20, completion_tokens=5, cached_prompt_tokens=5000)
+    usage = usage_from_metrics(delta)
+    assert (usage.input_tokens, usage.cache_read_tokens, usage.output_tokens) == (5020, 5000, 5)

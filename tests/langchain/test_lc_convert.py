@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.outputs import Generation, LLMResult
+from langchain_core.outputs import ChatGeneration, Generation, LLMResult
 from lc_fakes import make_warden
 
 from budgetwarden import BudgetExceeded, Limits, Policy
@@ -95,3 +95,22 @@ def test_a_plain_text_llm_chain_is_governed_through_on_llm_start() -> None:
     (event,) = sink.cost_events
     assert event.estimated
     assert [m.text for m in caught.value.partial] == ["first answer"]
+
+
+def test_usage_counted_apart_by_an_integration_is_read_without_failing() -> None:
+    # LangChain's usage_metadata counts cache tokens within input_tokens and reasoning within
+    # output_tokens; an integration that counts them apart must not fail the call's record
+    message = AIMessage(
+        "answer",
+        usage_metadata={
+            "input_tokens": 20,
+            "output_tokens": 10,
+            "total_tokens": 30,
+            "input_token_details": {"cache_read": 5000},
+            "output_token_details": {"reasoning": 40},
+        },
+    )
+    usage = usage_from_result(LLMResult(generations=[[ChatGeneration(message=message)]]))
+    assert usage is not None
+    assert (usage.input_tokens, usage.cache_read_tokens) == (5020, 5000)
+    assert (usage.output_tokens, usage.reasoning_tokens) == (50, 40)

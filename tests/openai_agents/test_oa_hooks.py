@@ -283,3 +283,21 @@ async def test_an_agent_used_as_a_tool_spends_from_its_callers_run(make_warden, 
     assert (outer_model.calls, inner_model.calls) == (2, 2)
     report = info.value.report
     assert report is not None and report.iterations == 4 and report.tool_calls == 2
+
+
+def test_a_usage_counting_cache_apart_from_input_is_read_without_failing() -> None:
+    from agents.usage import InputTokensDetails, OutputTokensDetails
+    from agents.usage import Usage as AgentsUsage
+
+    from budgetwarden.integrations.openai_agents._translate import usage_of
+
+    reported = AgentsUsage(
+        requests=1,
+        input_tokens=20,
+        output_tokens=5,
+        total_tokens=25,
+        input_tokens_details=InputTokensDetails(cached_tokens=5000, cache_write_tokens=0),
+        output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+    )
+    usage = usage_of(reported)
+    assert usage is not None and (usage.input_tokens, usage.cache_read_tokens) == (5020, 5000)
