@@ -100,8 +100,9 @@ def adapter_rows(progress: Callable[[str], None] | None = None) -> list[DemoRow]
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            if exc.name != target:  # the framework itself is missing
-                rows.append({"agent": f"{name} (not installed: {exc.name})", "stop": "skipped"})
+            if exc.name != target:  # the framework is missing, or too old
+                why = str(exc).splitlines()[0] if str(exc) else f"{exc.name} is missing"
+                rows.append({"agent": f"{name} (skipped: {why})", "stop": "skipped"})
             continue
         if progress:
             progress(name)
