@@ -10,9 +10,11 @@ or the warden closes, the pool is committed with the real total (dropping its ho
 operation: pooled spend reaches the ledger within about a second. The ledger counts the
 pool's whole hold until then, so no process can spend what another holds: budgets are never
 overspent, and near their limit (less than ``headroom`` calls left) every call goes to the
-ledger on its own again. A process killed with a pool open loses the record of what its
-pooled calls spent since the pool opened (at most about a second's worth), as it would that
-of a call in flight.
+ledger on its own again. A pool settles as soon as it closes: a call still in flight is
+counted at its worst case, and its real amounts correct that when it returns (a call whose
+run was dropped mid-call stays counted at its worst case). A process killed with a pool
+open loses the record of what its pooled calls spent since the pool opened (at most about a
+second's worth), as it would that of a call in flight.
 """
 
 from __future__ import annotations
@@ -58,11 +60,25 @@ class _Pool:
         return True
 
     def settlement(self) -> Settlement:
-        """The pool's commit: its real spend (which also drops its hold)."""
-        return self.rid, [
-            new_charge(key, spent, limit, end)
-            for key, spent, limit, end in zip(
-                self.keys, self.spent, self.limits, self.ends, strict=True
+        """The pool's commit (which also drops its hold): its real spend, and the worst case
+        of each call still in flight (corrected when it returns: ``correction``)."""
+        totals = list(self.spent)
+        for reserved in self.calls.values():
+            for i, amount in enumerate(reserved):
+                totals[i] += amount
+        return self.rid, self._charges(totals)
+
+    def correction(self, rid: str, amounts: Sequence[float]) -> Settlement:
+        """What a call that was in flight when its pool settled really spent, against the
+        worst case the settlement counted for it (usually a negative amount)."""
+        reserved = self.calls.pop(rid)
+        return rid, self._charges([a - r for a, r in zip(amounts, reserved, strict=True)])
+
+    def _charges(self, amounts: Sequence[float]) -> list[Charge]:
+        return [
+            new_charge(key, amount, limit, end)
+            for key, amount, limit, end in zip(
+                self.keys, amounts, self.limits, self.ends, strict=True
             )
         ]
 
@@ -115,12 +131,13 @@ class Pools:
             return False
 
     def _close(self, keys: PoolKey, pool: _Pool) -> None:
-        """No new calls for ``pool``: settled now if idle, else by its last call."""
+        """No new calls for ``pool``, and settled now: a call still in flight is counted at
+        its worst case until it returns (one that never does, whose run was dropped, stays
+        counted so: the pool's other calls are never lost with it)."""
         pool.closing = True
         if self._open.get(keys) is pool:
             del self._open[keys]
-        if not pool.calls:
-            self._closed(pool.settlement())
+        self._closed(pool.settlement())
 
     def plan(
         self, charges: Sequence[Charge], known: dict[str, tuple[float, float]]
@@ -170,25 +187,29 @@ class Pools:
         reservation back to the pool (settled if that was the last call of a closed pool)."""
         with self._lock:
             pool = self._by_call.pop(rid)
+            if pool.closing:  # settled with this call at its worst case: correct that
+                self._closed(pool.correction(rid, amounts))
+                return
             reserved = pool.calls.pop(rid)
             for i, amount in enumerate(amounts):
                 pool.spent[i] += amount
                 pool.free[i] += reserved[i] - amount
-            if pool.closing and not pool.calls:
-                self._closed(pool.settlement())
 
     def release(self, rid: str) -> None:
         """A pooled call that did not happen: its reservation back to the pool."""
         with self._lock:
             pool = self._by_call.pop(rid)
+            if pool.closing:  # settled with this call at its worst case: take it back
+                self._closed(pool.correction(rid, [0.0] * len(pool.keys)))
+                return
             for i, amount in enumerate(pool.calls.pop(rid)):
                 pool.free[i] += amount
-            if pool.closing and not pool.calls:
-                self._closed(pool.settlement())
 
     def close_older_than(self, seconds: float) -> None:
-        """Close pools open ``seconds`` or longer (each settles when its calls finish): so
-        pooled spend lands within about that, whatever a process does next."""
+        """Close pools open ``seconds`` or longer: so pooled spend lands within about that,
+        whatever a process does next (and forget calls that never came back)."""
+        if self._by_call and len(self._by_call) > _STRAYS_CHECKED_PAST:
+            self._forget_strays()
         if not self._open:
             return
         cutoff = time.monotonic() - seconds
@@ -196,6 +217,22 @@ class Pools:
             for keys, pool in list(self._open.items()):
                 if pool.opened <= cutoff:
                     self._close(keys, pool)
+
+    def close_all(self) -> None:
+        """Close every pool, busy or not (at exit or ``close()``: no call will come back)."""
+        with self._lock:
+            for keys, pool in list(self._open.items()):
+                self._close(keys, pool)
+
+    def _forget_strays(self) -> None:
+        """Drop calls of settled pools older than ``_STRAY_AGES`` pool lifetimes: their runs
+        were dropped mid-call (they stay counted at their worst case); should one still come
+        back, it is committed on its own, on top of that worst case."""
+        cutoff = time.monotonic() - _STRAY_AGES * self.max_age
+        with self._lock:
+            for rid, pool in list(self._by_call.items()):
+                if pool.closing and pool.opened <= cutoff:
+                    del self._by_call[rid]
 
     def close_idle(self) -> None:
         """Close every pool with no call in flight (their settlements go to the next trip)."""
@@ -233,6 +270,10 @@ def projected(
 
 
 _NOTHING = (0.0, 0.0)
+#: Calls in flight past which a warden looks for calls that never came back, and how many
+#: pool lifetimes (half a lease each) such a call is waited for.
+_STRAYS_CHECKED_PAST = 1024
+_STRAY_AGES = 4
 
 
 _ALL: weakref.WeakSet[Pools] = weakref.WeakSet()

@@ -31,6 +31,8 @@ Approver = Callable[[str, Any, Run], bool]
 #: budget has a "run" window (whose buckets are per root run).
 RefPlan = tuple[Policy, tuple[str, ...], bool]
 _METRICS = get_args(Metric)
+#: Alert marks a warden keeps before it looks for ended windows to forget.
+_MARKS_KEPT = 4096
 _ATTRIBUTES = ("agent", "user", "workspace", "workflow", "task_class", "key", "thread", "feature")
 
 
@@ -86,7 +88,8 @@ class Warden(PauseHandles):
         self.complexity = complexity
         self.on_limit = on_limit
         self._warned_models: set[str] = set()
-        self._marked: set[str] = set()
+        #: alert marks known crossed here -> when their window ends (then they are forgotten)
+        self._marked: dict[str, float] = {}
         self._refs: dict[tuple[Any, ...], tuple[Policy, float, float, tuple[BucketRef, ...]]] = {}
         self._ref_plan: RefPlan | None = None  # what the key of _refs reads (see _bucket_refs)
         #: what runs derive from a bucket set (``RunCore._derived``), by the set's id
@@ -237,6 +240,7 @@ class Warden(PauseHandles):
     def close(self) -> None:
         """Close the ledger and any sink that can be closed."""
         self._settler.stop()  # no background send may run on a connection being closed
+        self._pools.close_all()
         self._flush()
         self._last_reconcile()
         self.ledger.close()
@@ -316,9 +320,14 @@ class Warden(PauseHandles):
 
     def _first_crossing(self, ref: BucketRef, level: float) -> bool:
         mark = f"alert|{ref.key}|{level}"
-        if mark in self._marked:  # known crossed: no ledger round trip
+        marked = self._marked
+        if mark in marked:  # known crossed: no ledger round trip
             return False
-        self._marked.add(mark)
+        if len(marked) >= _MARKS_KEPT:  # forget the marks of windows that ended
+            now = self.clock()
+            for old in [m for m, end in marked.items() if end <= now]:
+                del marked[old]
+        marked[mark] = ref.window.end
         return self._ledger_call(lambda lg: lg.mark_once(mark, expires_at=ref.window.end))
 
     def _ask(self, question: LimitReached) -> Grant | None:

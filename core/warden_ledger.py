@@ -425,8 +425,10 @@ class LedgerTrips(LedgerLink):
             self._flush(pools=False)
 
     def _flush_at_exit(self) -> None:
-        """At the interpreter's exit, what ``close()`` sends: every idle pool's spend, every
-        deferred commit, and local spend kept while the ledger was down."""
+        """At the interpreter's exit, what ``close()`` sends: every pool's spend (a call
+        still in flight at its worst case), every deferred commit, and local spend kept while
+        the ledger was down."""
+        self._pools.close_all()
         self._flush()
         self._last_reconcile()
 

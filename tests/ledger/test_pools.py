@@ -268,3 +268,41 @@ def test_a_clean_exit_without_close_lands_the_pools_spend(ledger_uri: str, tmp_p
     reader = Warden(policy(BIG), ledger=ledger_uri, log_events=False)
     assert state(reader) == (pytest.approx(total, abs=1e-9), 0.0)
     reader.close()
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_a_call_that_never_returns_does_not_lose_the_spend_of_its_pools_other_calls(
+    ledger_uri: str,
+) -> None:
+    """A pool waited for its last call before it settled: one call whose run was dropped
+    mid-call (a handler that died) kept the pool's real spend from the ledger for good, and
+    its hold expired uncounted. The pool now settles when it closes, that call at its worst
+    case."""
+    warden = Warden(policy(BIG), ledger=ledger_uri, log_events=False)
+    costs = [guarded_call(warden.run(workspace="acme")) for _ in range(3)]
+    dropped = warden.run(workspace="acme")
+    dropped.before_llm_call(MODEL, input_tokens=100, max_tokens=100)  # never comes back
+    del dropped
+    costs += [guarded_call(warden.run(workspace="acme")) for _ in range(5)]
+    warden.close()
+    reader = Warden(policy(BIG), ledger=ledger_uri, log_events=False)
+    assert state(reader) == (pytest.approx(sum(costs) + WORST, abs=1e-9), 0.0)
+    reader.close()
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_a_call_in_flight_when_its_pool_settles_is_counted_at_worst_then_corrected(
+    ledger_uri: str,
+) -> None:
+    warden = Warden(policy(BIG), ledger=ledger_uri, clock=FakeClock(), log_events=False)
+    costs = [guarded_call(warden.run(workspace="acme")) for _ in range(3)]
+    run = warden.run(workspace="acme")
+    slow = run.before_llm_call(MODEL, input_tokens=100, max_tokens=100)
+    warden._pools.close_older_than(0.0)  # the background thread closes the pool meanwhile
+    warden._flush(pools=False)
+    assert state(warden)[0] == pytest.approx(sum(costs[1:]) + costs[0] + WORST, abs=1e-9)
+    costs.append(run.after_llm_call(slow, Usage(input_tokens=100, output_tokens=10)).cost_usd)
+    run.finish()
+    warden._flush()
+    assert state(warden) == (pytest.approx(sum(costs), abs=1e-9), 0.0)
+    warden.close()
