@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -44,6 +45,7 @@ class Settler:
         self._ticker_pid = 0  # the process whose background thread sends old commits
         self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._exit_hook: Callable[[], None] | None = None
 
     def watch(self, flush: Callable[[], None], last: Callable[[], None]) -> None:
         """Make sure old commits get sent even when no call comes: a daemon thread that
@@ -61,13 +63,17 @@ class Settler:
             daemon=True,
         )
         self._ticker.start()
-        atexit.register(_last_flush, weakref.WeakMethod(last))  # type: ignore[arg-type]
+        self._exit_hook = functools.partial(_last_flush, weakref.WeakMethod(last))  # type: ignore[arg-type]
+        atexit.register(self._exit_hook)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the background thread and wait for a send it is making (the warden closes
         its ledger next: a connection must not close under a send)."""
         ticker, self._ticker = self._ticker, None
         self._stopping.set()
+        if self._exit_hook is not None:  # closed: nothing left to send at exit
+            atexit.unregister(self._exit_hook)
+            self._exit_hook = None
         if ticker is not None and ticker is not threading.current_thread():
             ticker.join(timeout)
         self._stopping = threading.Event()  # a later watch() starts afresh

@@ -28,6 +28,10 @@ __all__ = ["MemoryLedger"]
 _DONE_LIMIT = 65_536
 
 
+#: A hold that is not there: as good as one whose lease ended long ago.
+_GONE = (0.0, -math.inf)
+
+
 @dataclass(slots=True)
 class _Bucket:
     committed: float = 0.0
@@ -269,6 +273,7 @@ class MemoryLedger(SyncLedger):
         if len(done) > _DONE_LIMIT:  # bounded: a busy process would keep days of ids
             for rid in list(itertools.islice(done, _DONE_LIMIT // 2)):
                 del done[rid]
+            self._forget_lapsed_reservations(now)
         return first
 
     def _new_bucket(self, charge: Charge, now: float) -> _Bucket:
@@ -362,6 +367,17 @@ class MemoryLedger(SyncLedger):
         for bucket in self._reservations.pop(reservation_id, ()):
             bucket.drop(reservation_id)
 
+    def _forget_lapsed_reservations(self, now: float) -> None:
+        """Forget reservations whose lease ended in every bucket (calls of runs dropped
+        mid-call): their amounts stopped counting then, their records stay till now."""
+        lapsed = [
+            rid
+            for rid, buckets in self._reservations.items()
+            if all(b.holds.get(rid, _GONE)[1] <= now for b in buckets)
+        ]
+        for rid in lapsed:
+            self._drop(rid)
+
     def _forget_ended_windows(self, now: float) -> None:
         ended = [k for k, b in self._buckets.items() if b.expires_at <= now and not b.holds]
         for key in ended:
@@ -370,3 +386,4 @@ class MemoryLedger(SyncLedger):
             del self._marks[key]
         for rid in [r for r, until in self._done.items() if until <= now]:
             del self._done[rid]
+        self._forget_lapsed_reservations(now)

@@ -26,6 +26,23 @@ class Invocation:
     told: dict[str, int] = field(default_factory=dict)
     #: ``Policy.record_content`` of the run, read once (a pydantic read per call is dear)
     record_content: bool = False
+    #: finishes the run if the invocation is dropped unfinished (an exception ended it)
+    finalizer: weakref.finalize[[Run], Invocation] | None = None
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Finish the run, and let go of it: the finalizer's registry held the run, its
+        refusal's traceback, and through that this invocation, for good."""
+        self.run.finish(error=error)
+        self._let_go()
+
+    async def afinish(self, error: BaseException | None = None) -> None:
+        """Async twin of ``finish``."""
+        await self.run.afinish(error=error)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        if self.finalizer is not None:
+            self.finalizer.detach()
 
     def tells(self, exc: BudgetExceeded) -> bool:
         """True for a tool-call cap the model hears of in this turn: it is told and goes on.
@@ -54,7 +71,7 @@ class Invocations:
         thread = thread or thread_id()
         run = self._attribution.open_run(self._warden, thread, parent=parent_run())
         invocation = Invocation(run, record_content=run.policy.record_content)
-        weakref.finalize(invocation, _finish_if_open, run)
+        invocation.finalizer = weakref.finalize(invocation, _finish_if_open, run)
         return invocation
 
     def of(self, state: Any, key: str) -> Invocation:

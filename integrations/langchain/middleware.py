@@ -124,7 +124,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
     def after_agent(self, state: BudgetState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Finish this invocation's budgetwarden Run."""
         if (invocation := self._invocations.closing(state, _KEY)) is not None:
-            invocation.run.finish()
+            invocation.finish()
         return None
 
     async def aafter_agent(
@@ -132,7 +132,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
     ) -> dict[str, Any] | None:
         """Finish this invocation's budgetwarden Run."""
         if (invocation := self._invocations.closing(state, _KEY)) is not None:
-            await invocation.run.afinish()
+            await invocation.afinish()
         return None
 
     def _invocation(self, state: Any) -> Invocation:
@@ -246,7 +246,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             pause_here(self.warden, invocation.run, exc, thread_id() or "")
         except GraphInterrupt:
             self._invocations.forget(invocation)
-            invocation.run.finish(error=exc)
+            invocation.finish(error=exc)
             raise
 
     async def _apause(self, invocation: Invocation, exc: BudgetExceeded) -> None:
@@ -254,7 +254,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             pause_here(self.warden, invocation.run, exc, thread_id() or "")
         except GraphInterrupt:
             self._invocations.forget(invocation)
-            await invocation.run.afinish(error=exc)
+            await invocation.afinish(error=exc)
             raise
 
     def wrap_model_call(
@@ -365,7 +365,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             step = self._admit_tool(invocation, request)
         except (BudgetExceeded, ToolDenied) as exc:
             if (answer := self._tool_answer(invocation, request, exc)) is None:
-                invocation.run.finish(error=exc)
+                invocation.finish(error=exc)
                 raise
             return answer
         started = time.perf_counter()
@@ -394,7 +394,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             step = await self._aadmit_tool(invocation, request)
         except (BudgetExceeded, ToolDenied) as exc:
             if (answer := self._tool_answer(invocation, request, exc)) is None:
-                await invocation.run.afinish(error=exc)
+                await invocation.afinish(error=exc)
                 raise
             return answer
         started = time.perf_counter()
@@ -418,11 +418,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
 
     def _finish_if_raising(self, invocation: Invocation, exc: BudgetError) -> None:
         if isinstance(exc, BudgetExceeded) and self.warden.policy.on_exceeded == "raise":
-            invocation.run.finish(error=exc)
+            invocation.finish(error=exc)
 
     async def _afinish_if_raising(self, invocation: Invocation, exc: BudgetError) -> None:
         if isinstance(exc, BudgetExceeded) and self.warden.policy.on_exceeded == "raise":
-            await invocation.run.afinish(error=exc)
+            await invocation.afinish(error=exc)
 
 
 _END: Command[Any] = Command(update={"jump_to": "end"})

@@ -126,3 +126,23 @@ def test_a_stop_level_below_one_holds_the_run_caps_as_it_holds_budgets(
     assert info.value.cap == cap and info.value.limit == pytest.approx(figure * 0.8)
     step = run.before_llm_call("m", input_tokens=allowed[0], max_tokens=allowed[1])
     run.after_llm_call(step, usage(*allowed))
+
+
+def test_alert_marks_of_ended_windows_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warden kept every alert mark it ever set (one per user and window crossed)."""
+    import budgetwarden.warden as warden_module
+    from budgetwarden import Budget, Warden
+
+    from .helpers import FakeClock
+
+    monkeypatch.setattr(warden_module, "_MARKS_KEPT", 8)
+    clock = FakeClock()
+    policy = Policy(budgets=[Budget(scope="user", window="1m", max_cost_usd=0.001)])
+    warden = Warden(policy, clock=clock, log_events=False)
+    for user in range(40):
+        run = warden.run(user=f"u{user}")
+        run.after_llm_call(
+            run.before_llm_call("gpt-4o-mini", input_tokens=10, max_tokens=10), usage(6000, 10)
+        )
+        clock.advance(61)  # the next user is in the next minute: this one's marks are done
+    assert 0 < len(warden._marked) <= 8 + 3

@@ -250,6 +250,24 @@ def test_a_run_an_exception_ended_is_finished_when_langgraph_drops_it(
     assert [e.stop_reason for e in finished] == ["error", "completed"]
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_invocations_ended_at_a_cap_are_freed(mode: str, search: CountedTool) -> None:
+    """The finalizer's registry held each run, its refusal's traceback and through that the
+    invocation it waited on: every capped invocation stayed in memory (about 50 KB each)."""
+    warden, _ = make_warden(Policy(limits=Limits(max_iterations=1)))
+    agent = agent_graph(ScriptedChatModel(), [search.tool], middleware=[BudgetMiddleware(warden)])
+
+    def refusals_alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, BudgetExceeded) for o in gc.get_objects())
+
+    run_agent(agent, mode)
+    before = refusals_alive()
+    for _ in range(20):
+        assert_graceful_end(run_agent(agent, mode), "max_iterations")
+    assert refusals_alive() - before <= 1
+
+
 async def test_concurrent_ainvokes_of_one_agent_keep_separate_counters(
     search: CountedTool,
 ) -> None:

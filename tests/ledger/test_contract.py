@@ -208,3 +208,17 @@ def test_a_commit_repeated_with_the_same_reservation_id_counts_once(ledger: Ledg
     assert ledger.state("dup|k", now=now).committed == 0.25
     ledger.commit("rid-other", [charge], now=now)
     assert ledger.state("dup|k", now=now).committed == 0.5
+
+
+def test_the_memory_ledger_forgets_reservations_whose_lease_ended() -> None:
+    """A call whose run was dropped mid-call never commits or releases: its record stayed
+    for good (its amount stopped counting at the lease's end)."""
+    from budgetwarden.ledger.memory import MemoryLedger
+
+    ledger = MemoryLedger()
+    charge = Charge("k", 1.0, 100.0, math.inf)
+    ledger.reserve("dropped", [charge], now=0.0, lease_until=10.0)
+    ledger.reserve("live", [charge], now=0.0, lease_until=1000.0)
+    ledger._forget_lapsed_reservations(now=20.0)
+    assert set(ledger._reservations) == {"live"}
+    assert ledger.state("k", now=20.0).reserved == 1.0

@@ -295,3 +295,20 @@ def test_closing_a_warden_waits_for_a_background_send_on_its_connection(tmp_path
     assert done.returncode == 0, done.stderr[-2000:]
     spent, total = (float(x) for x in done.stdout.split()[1::2])
     assert spent == pytest.approx(total, abs=1e-12) and total > 0
+
+
+def test_closed_wardens_leave_no_exit_hook_behind(tmp_path: Path) -> None:
+    """Each warden on a shared ledger registered an exit hook that close() never removed:
+    a process that makes wardens as it goes kept one per warden."""
+    import gc
+    import weakref
+
+    uri = f"sqlite:///{tmp_path / 'spend.db'}"
+    hooks = []
+    for _ in range(20):
+        warden = make(uri)
+        guarded_call(warden.run(workspace="acme"))
+        hooks.append(weakref.ref(warden._settler._exit_hook))
+        warden.close()
+    gc.collect()
+    assert [hook() for hook in hooks] == [None] * 20  # atexit let go of every one
