@@ -196,6 +196,8 @@ class RunCore:
         self._lease_seconds = self.policy.lease_seconds
         self._free_tools: dict[str, tuple[bool, int | None]] = {}  # see _tool_rule
         self._watch = self._cancel_targets()
+        # its own id, when made here, cannot have been cancelled before the run began
+        warden._start_poll_clock(self._watch, self._watch[0] if run_id is None else None)
         self._event_base = {
             "run_id": self.id,
             "parent_run_id": parent.id if parent else None,

@@ -3,6 +3,7 @@ trip on a shared ledger), pools of reservations served in-process, cancel checks
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, Unpack, cast
@@ -60,8 +61,10 @@ class LedgerTrips(LedgerLink):
         self._in_process = type(self.ledger) is MemoryLedger
         # cancelled through this warden or found so at the last poll (used between polls)
         self._cancelled_known: set[str] = set()
-        #: when each run's cancel targets (its ``_watch``) are next asked about
+        #: when each run's cancel targets (its ``_watch``) are next asked about, and each
+        #: target (``user=u1``...) as any run last asked about it
         self._next_polls: dict[Sequence[str], float] = {}
+        self._target_polls: dict[str, float] = {}
 
     def _reserve(
         self, charges: Sequence[Charge], rid: str, watch: Sequence[str], *, poll: bool = False
@@ -185,7 +188,7 @@ class LedgerTrips(LedgerLink):
         if watch and (
             not self._settler.enabled
             or self._settler.due
-            or time.monotonic() >= self._next_polls.get(watch, 0.0)
+            or time.monotonic() >= self._poll_due(watch)
         ):
             return False
         known_cancels = self._cancelled_known
@@ -344,21 +347,45 @@ class LedgerTrips(LedgerLink):
         if not poll or not self._settler.enabled:
             return True
         tick = time.monotonic()
-        if tick < self._next_polls.get(watch, 0.0) and not self._settler.due:
+        if tick < self._poll_due(watch) and not self._settler.due:
             return False
         self._polled_at(watch, tick)
         return True
 
+    def _poll_due(self, watch: Sequence[str]) -> float:
+        """When ``watch`` (a run's cancel targets) is next asked about; 0: now."""
+        return self._next_polls.get(watch, 0.0)
+
+    def _start_poll_clock(self, watch: Sequence[str], fresh: str | None) -> None:
+        """A new run's clock: due when the first of its targets is (its user's, asked about
+        for that user's other runs), leaving out ``fresh`` (its own new id): not a trip of
+        its own at once, one per run and so per agent step. A target never asked about
+        here is due now."""
+        if not self._settler.enabled or not watch:
+            return
+        targets = self._target_polls
+        due = min((targets.get(t, 0.0) for t in watch if t != fresh), default=math.inf)
+        if due == math.inf:  # only its own new id: nothing to ask for a poll period
+            due = time.monotonic() + self.cancel_poll_seconds
+        self._set_poll(self._next_polls, watch, due)
+
     def _polled_at(self, watch: Sequence[str], tick: float) -> None:
         """Ask about ``watch`` again ``cancel_poll_seconds`` after ``tick`` (each run's
         targets on their own clock: another user's polls say nothing about this run's)."""
-        polls = self._next_polls
+        due = tick + self.cancel_poll_seconds
+        self._set_poll(self._next_polls, watch, due)
+        for target in watch:
+            self._set_poll(self._target_polls, target, due)
+
+    @staticmethod
+    def _set_poll(polls: dict[Any, float], key: Any, due: float) -> None:
         if len(polls) >= _MAX_POLL_CLOCKS:  # forget the clocks that are due anyway
-            for old in [w for w, due in polls.items() if due <= tick]:
+            tick = time.monotonic()
+            for old in [k for k, when in polls.items() if when <= tick]:
                 del polls[old]
             if len(polls) >= _MAX_POLL_CLOCKS:
                 polls.clear()  # more live runs than that: some ask a little early
-        polls[watch] = tick + self.cancel_poll_seconds
+        polls[key] = due
 
     def _learn_cancels(self, watch: Sequence[str], outcome: ReserveOutcome) -> None:
         """What a reservation on the ledger said about ``watch``: a cancel it hit (for the

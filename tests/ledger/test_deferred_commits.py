@@ -312,3 +312,25 @@ def test_closed_wardens_leave_no_exit_hook_behind(tmp_path: Path) -> None:
         warden.close()
     gc.collect()
     assert [hook() for hook in hooks] == [None] * 20  # atexit let go of every one
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+def test_a_new_run_asks_about_cancels_only_for_targets_not_asked_about_lately(
+    ledger_uri: str,
+) -> None:
+    """Per-run poll clocks must not cost a trip per run: a new run of a user asked about
+    within cancel_poll_seconds waits for that user's clock; a user never asked about is
+    asked about at once (a cancelled user's new run is stopped at its first call)."""
+    warden, other = make(ledger_uri), make(ledger_uri)
+    warden.cancel_poll_seconds = 3600.0
+    asked: list[Any] = []
+    original = warden.ledger.cancelled
+    warden.ledger.cancelled = lambda targets: asked.append(targets) or original(targets)  # type: ignore[method-assign]
+    for _ in range(5):
+        assert not _tool_call_refused(warden.run(user="u1"))
+    assert len(asked) == 1  # the first run of u1; the other four rode on its answer
+    other.cancel(user="u2")
+    assert _tool_call_refused(warden.run(user="u2"))  # never asked about: asked at once
+    assert len(asked) == 2
+    warden.close()
+    other.close()
