@@ -281,13 +281,18 @@ def test_nap_and_resume_sleeps_until_the_window_resets() -> None:
             warden.nap_and_resume(again, lambda h: h.state["step"])
 
 
-def test_a_run_paused_by_a_cancel_is_ready_once_every_cancel_is_lifted() -> None:
-    warden, _, _ = make_warden(Policy(on_exceeded="pause"))
+def _paused_by_a_cancel(warden: Any) -> tuple[Any, Any]:
+    """A run of u1 stopped by a cancel of u1 (still standing), and its pause handle."""
     run = warden.run(user="u1")
     warden.cancel(user="u1")
     with pytest.raises(BudgetExceeded):
         run.before_llm_call("gpt-4o-mini")
-    handle = run.pause_handle("core", {"step": 1})
+    return run, run.pause_handle("core", {"step": 1})
+
+
+def test_a_run_paused_by_a_cancel_is_ready_once_every_cancel_is_lifted() -> None:
+    warden, _, _ = make_warden(Policy(on_exceeded="pause"))
+    run, handle = _paused_by_a_cancel(warden)
     assert handle.cap == "cancelled"
     assert not warden.ready_to_resume(handle)  # the user's cancel still stands
     warden.uncancel(user="u1")
@@ -301,11 +306,7 @@ def test_a_wait_that_would_spin_is_refused_before_it_starts() -> None:
     import asyncio
 
     warden, _, _ = make_warden(Policy(on_exceeded="pause"))
-    run = warden.run(user="u1")
-    warden.cancel(user="u1")
-    with pytest.raises(BudgetExceeded):
-        run.before_llm_call("gpt-4o-mini")
-    handle = run.pause_handle("core", {"step": 1})
+    _, handle = _paused_by_a_cancel(warden)
     for poll in (0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match=r"poll_seconds=.*above 0"):
             warden.wait_until_resumable(handle, poll_seconds=poll, timeout=0.5)
