@@ -26,9 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from .events import BudgetAlert, Event, Notice, Sink
+from .strict import Strict
 
 if TYPE_CHECKING:
     from .anomalies import Anomaly, BudgetStatus
@@ -40,10 +41,8 @@ _log = logging.getLogger("budgetwarden")
 ENVELOPE_CAP = "envelope:month"
 
 
-class AlertRules(BaseModel):
+class AlertRules(Strict):
     """Anomaly figures and monthly envelope levels that alerts fire on (None turns one off)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     monthly_envelope_usd: float | None = Field(
         default=None,

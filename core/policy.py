@@ -13,12 +13,11 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     GetCoreSchemaHandler,
     ValidationError,
@@ -37,6 +36,7 @@ from .policy_sources import (
     read_file,
 )
 from .pricing import ModelPrice
+from .strict import Strict as _Frozen
 from .windows import window_seconds
 
 __all__ = [
@@ -107,52 +107,6 @@ class _ValidateAs:
 #: A model's price as ``Policy.prices`` takes it: a ``ModelPrice`` or its fields (always
 #: a ``ModelPrice`` once validated).
 PriceSpec = Annotated[ModelPrice | Mapping[str, float], _ValidateAs(ModelPrice)]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, data: Any) -> Any:
-        """Refuse True and False wherever a field is not a boolean: pydantic would take them
-        as 1 and 0 (``Limits(max_iterations=True)`` is no cap of one call)."""
-        if not isinstance(data, Mapping):
-            return data
-        for name, value in data.items():
-            field = cls.model_fields.get(name)
-            where = _where_boolean(field.annotation, value) if field else None
-            if where is not None:
-                raise ValueError(
-                    f"{name}{where} must be a number, not a boolean (True and False are not "
-                    "taken as 1 and 0)"
-                )
-        return data
-
-
-def _where_boolean(annotation: Any, value: Any) -> str | None:
-    """Where ``value``, given for a field of type ``annotation``, holds a boolean in place of
-    a number: ``""`` for the value itself, ``"['key']"`` or ``"[index]"`` for an item of a
-    dict or list of numbers; None when nowhere. (Nested models check their own fields.)"""
-    if isinstance(value, bool):
-        return "" if _takes_numbers(annotation) else None
-    container = get_origin(annotation)
-    if container is dict and isinstance(value, Mapping):
-        items: Any = value.items()
-        kind = get_args(annotation)[1]
-    elif container is list and isinstance(value, list | tuple):
-        items = enumerate(value)
-        kind = get_args(annotation)[0]
-    else:
-        return None
-    if not _takes_numbers(kind):
-        return None
-    return next((f"[{key!r}]" for key, item in items if isinstance(item, bool)), None)
-
-
-def _takes_numbers(annotation: Any) -> bool:
-    """True for ``int`` and ``float``, alone or in a union (``int | None``, ``int | str``)."""
-    return annotation in (int, float) or any(a in (int, float) for a in get_args(annotation))
 
 
 #: What a budget counts: dollars, tokens or requests (``Budget.metric``).

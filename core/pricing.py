@@ -23,8 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from .strict import Strict
 from .usage import Usage
 
 __all__ = ["ModelPrice", "PriceBook", "UnknownModelError"]
@@ -76,7 +77,7 @@ class UnknownModelError(LookupError):
         )
 
 
-class ModelPrice(BaseModel):
+class ModelPrice(Strict):
     """Prices of a custom or self-hosted model; overrides LiteLLM's map.
 
     Give per-token prices in USD, or for a self-hosted model ``gpu_usd_per_hour`` and
@@ -85,14 +86,12 @@ class ModelPrice(BaseModel):
     input price (no discount), as in LiteLLM's custom pricing.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    input_cost_per_token: float = Field(ge=0)
-    output_cost_per_token: float = Field(ge=0)
-    cache_read_input_token_cost: float | None = Field(default=None, ge=0)
-    cache_creation_input_token_cost: float | None = Field(default=None, ge=0)
-    gpu_usd_per_hour: float | None = Field(default=None, gt=0)
-    tokens_per_second: float | None = Field(default=None, gt=0)
+    input_cost_per_token: float = Field(ge=0, allow_inf_nan=False)
+    output_cost_per_token: float = Field(ge=0, allow_inf_nan=False)
+    cache_read_input_token_cost: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cache_creation_input_token_cost: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    gpu_usd_per_hour: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    tokens_per_second: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     if TYPE_CHECKING:  # the two ways to give a price, for type checkers (the validator checks)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -12,12 +13,14 @@ from budgetwarden import (
     Budget,
     BudgetExceeded,
     Limits,
+    ModelPrice,
     Policy,
     PolicyError,
     Routing,
     Thresholds,
     ToolRules,
 )
+from budgetwarden.alerts import AlertRules
 
 from .helpers import make_warden, usage
 
@@ -389,3 +392,24 @@ def test_a_string_field_takes_its_variable_as_written(monkeypatch) -> None:
     assert policy.fallback_model == "1234"
     assert policy.tools.max_calls == {"search": 3}
     assert policy.routing is not None and policy.routing.tiers == ["gpt-4o-mini", "1234"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: ModelPrice(input_cost_per_token=True, output_cost_per_token=1e-6), "boolean"),
+        (
+            lambda: ModelPrice(input_cost_per_token=float("inf"), output_cost_per_token=1e-6),
+            "finite number",
+        ),
+        (lambda: ModelPrice(gpu_usd_per_hour=float("inf"), tokens_per_second=900), "finite"),
+        (lambda: AlertRules(surge_days=True), "surge_days must be a number, not a boolean"),
+        (lambda: AlertRules(envelope_levels=[0.5, True]), r"envelope_levels\[1\]"),
+    ],
+)
+def test_prices_and_alert_rules_refuse_booleans_and_infinite_prices(
+    make: Any, message: str
+) -> None:
+    """Policies refused these; a price or an alert rule took True as 1 and inf as a price."""
+    with pytest.raises(ValidationError, match=message):
+        make()
