@@ -4,7 +4,8 @@ CrewAI hands the model the agent executor's own message list (the hook's ``ctx.m
 so a note added in the pre-call hook is taken out again when the call is committed: it goes
 with that call only and never into the agent's history. The last call a cap allows
 (``step.final``) is also made without tools: the executor passes its native tool schemas to
-``llm.call`` as one list object, which is emptied for that call and refilled after it. In
+``llm.call`` as one list object, which is emptied for that call and refilled after it
+(Anthropic and Bedrock models keep them: their APIs refuse a tool history without tools). In
 ReAct (text) mode the tools are only described in the prompt; an answer of that call without
 "Final Answer:" is then taken as the final answer, so the task ends with the model's text.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from crewai.agents.constants import FINAL_ANSWER_ACTION
 
 from budgetwarden import Step
+from budgetwarden.final_call import final_call_tools
 from budgetwarden.steps import FINAL_ANSWER_INSTRUCTION
 
 __all__ = ["CallNotes", "add_notes", "final_response", "remove_notes"]
@@ -87,9 +89,13 @@ def _hold_tools(notes: CallNotes, executor: Any, llm: Any) -> None:
     """Empty the tool schemas the executor is passing to this call (refilled afterwards).
 
     LiteLLM-backed LLMs (``crewai.LLM(..., is_litellm=True)``) keep them: LiteLLM would send
-    an empty ``tools`` array, which OpenAI-compatible APIs reject.
+    an empty ``tools`` array, which OpenAI-compatible APIs reject. So do Anthropic and Bedrock
+    models, whose APIs refuse a history of tool calls without tools
+    (``budgetwarden.final_call``); the final-answer instruction then asks for an answer.
     """
     if executor is None or not _uses_native_tools(executor) or getattr(llm, "is_litellm", False):
+        return
+    if final_call_tools(_model_name(llm), _provider(llm)) != "drop":
         return
     tools = getattr(executor, "_openai_tools", None)
     if isinstance(tools, list) and tools:
@@ -100,3 +106,13 @@ def _hold_tools(notes: CallNotes, executor: Any, llm: Any) -> None:
 def _uses_native_tools(executor: Any) -> bool:
     state = getattr(executor, "state", None)
     return bool(getattr(state, "use_native_tools", False))
+
+
+def _model_name(llm: Any) -> str | None:
+    model = getattr(llm, "model", None)
+    return model if isinstance(model, str) else None
+
+
+def _provider(llm: Any) -> str | None:
+    provider = getattr(llm, "provider", None)
+    return provider if isinstance(provider, str) else None

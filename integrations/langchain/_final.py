@@ -8,9 +8,13 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 
 from budgetwarden import BudgetError, BudgetExceeded, RunReport
+from budgetwarden.final_call import final_call_tools
+
+from ._convert import model_name_of
 
 __all__ = [
     "final_answer_message",
+    "final_call_overrides",
     "final_message",
     "refusal_tool_message",
     "tool_limit_message",
@@ -65,6 +69,37 @@ def final_answer_message(message: AIMessage | None, cap: str, report: RunReport)
             "response_metadata": metadata,
         }
     )
+
+
+def final_call_overrides(model: Any, name: str | None) -> dict[str, Any]:
+    """The ``ModelRequest`` overrides for the final-answer call's tools.
+
+    No tools where the provider allows it. Anthropic and Bedrock refuse a history of tool
+    calls without tools (``budgetwarden.final_call``): there the call keeps its tools with
+    their use forbidden (``ChatAnthropic`` takes ``{"type": "none"}``, LiteLLM and
+    OpenAI-style models ``"none"``), or on Bedrock, which cannot forbid them, with the tool
+    choice left to the model; ``final_answer_message`` drops a tool call it still makes.
+    """
+    provider = _ls_provider(model)
+    mode = final_call_tools(name or model_name_of(model), provider)
+    if mode == "drop":
+        return {"tools": []}
+    if mode == "forbid":
+        return {"tool_choice": {"type": "none"} if provider == "anthropic" else "none"}
+    return {"tool_choice": None}
+
+
+def _ls_provider(model: Any) -> str | None:
+    """LangChain's name for the model's provider (``ls_provider``: ``"anthropic"``,
+    ``"amazon_bedrock"``, ``"openai"``...), when the model says."""
+    params = getattr(model, "_get_ls_params", None)
+    if not callable(params):
+        return None
+    try:
+        provider = params().get("ls_provider")
+    except Exception:  # a third-party model's tracing parameters: never fail the call on them
+        return None
+    return provider if isinstance(provider, str) else None
 
 
 def _without_tool_blocks(content: str | list[Any]) -> str | list[Any]:

@@ -41,6 +41,7 @@ from ._convert import (
 )
 from ._final import (
     final_answer_message,
+    final_call_overrides,
     final_message,
     refusal_tool_message,
     tool_limit_message,
@@ -176,7 +177,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
 
     def _prepared(self, request: ModelRequest[Any], step: Step) -> ModelRequest[Any]:
         """The request as the step says: routed model, compressed context, budget notes, and
-        no tools for the final-answer call."""
+        for the final-answer call no tools, or tools it may not use (``final_call_overrides``)."""
         routed = step.model if step.model and step.model != step.requested_model else None
         if not (routed or step.compress or step.hint or step.final):
             return request  # the usual call: as the agent asked for it
@@ -191,7 +192,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         if notes:
             overrides["system_message"] = with_note(request.system_message, "\n".join(notes))
         if step.final:
-            overrides["tools"] = []
+            model = overrides.get("model", request.model)
+            overrides.update(final_call_overrides(model, step.model or step.requested_model))
         return request.override(**overrides) if overrides else request
 
     def _ended(

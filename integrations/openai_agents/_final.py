@@ -27,13 +27,21 @@ from agents.tool import Tool
 from openai.types.responses import ResponseOutputMessage, ResponseReasoningItem
 
 from budgetwarden import BudgetError
+from budgetwarden.final_call import final_call_tools
 from budgetwarden.steps import FINAL_ANSWER_INSTRUCTION
 
 if TYPE_CHECKING:
     from ._hooks import BudgetRunHooks
     from ._state import LlmCall
 
-__all__ = ["GuardedModel", "add_notes", "final_arguments", "final_response", "noting_agent"]
+__all__ = [
+    "GuardedModel",
+    "add_notes",
+    "final_arguments",
+    "final_response",
+    "model_name_of",
+    "noting_agent",
+]
 
 #: The role of the notes added to a call's input (accepted by the Responses and Chat APIs).
 NOTE_ROLE = "system"
@@ -60,12 +68,30 @@ def add_notes(input_items: object, step: Any) -> None:
 
 
 def final_arguments(
-    call: LlmCall | None, tools: list[Tool], handoffs: list[Handoff], settings: ModelSettings
+    call: LlmCall | None,
+    tools: list[Tool],
+    handoffs: list[Handoff],
+    settings: ModelSettings,
+    model: str | None = None,
 ) -> tuple[list[Tool], list[Handoff], ModelSettings]:
-    """For a final call: no tools, no handoffs, no tool choice; any other call as it was."""
+    """For a final call to ``model``: no tools, no handoffs, no tool choice; any other call
+    as it was. Anthropic and Bedrock refuse a history of tool calls without tools
+    (``budgetwarden.final_call``): there the tools and handoffs stay, with the tool choice
+    ``"none"`` (Anthropic) or left to the model (Bedrock has no ``"none"``), and
+    :func:`final_response` drops a tool call the model still makes."""
     if call is None or not call.final:
         return tools, handoffs, settings
-    return [], [], dataclasses.replace(settings, tool_choice=None, parallel_tool_calls=None)
+    mode = final_call_tools(model or call.step.model or call.model)
+    if mode == "drop":
+        return [], [], dataclasses.replace(settings, tool_choice=None, parallel_tool_calls=None)
+    choice = "none" if mode == "forbid" else None
+    return tools, handoffs, dataclasses.replace(settings, tool_choice=choice)
+
+
+def model_name_of(model: Model) -> str | None:
+    """The name a ``Model`` calls (``LitellmModel``, the OpenAI models: ``.model``)."""
+    name = getattr(model, "model", None)
+    return name if isinstance(name, str) else None
 
 
 def final_response(call: LlmCall | None, response: ModelResponse) -> ModelResponse:
@@ -153,10 +179,14 @@ class GuardedModel(Model):
         conversation_id: str | None = None,
         prompt: Any | None = None,
     ) -> ModelResponse:
-        """Call the agent's model; a final call without tools, keeping only its text."""
+        """Call the agent's model; a final call without tools (``final_arguments``), keeping
+        only its text."""
         call = self.hooks.call_for_input(input)
-        tools, handoffs, model_settings = final_arguments(call, tools, handoffs, model_settings)
-        response = await self._target().get_response(
+        target = self._target()
+        tools, handoffs, model_settings = final_arguments(
+            call, tools, handoffs, model_settings, model_name_of(target)
+        )
+        response = await target.get_response(
             system_instructions,
             input,
             model_settings,
@@ -186,8 +216,11 @@ class GuardedModel(Model):
     ) -> AsyncIterator[Any]:
         """Stream from the agent's model; a final call is offered no tools."""
         call = self.hooks.call_for_input(input)
-        tools, handoffs, model_settings = final_arguments(call, tools, handoffs, model_settings)
-        async for event in self._target().stream_response(
+        target = self._target()
+        tools, handoffs, model_settings = final_arguments(
+            call, tools, handoffs, model_settings, model_name_of(target)
+        )
+        async for event in target.stream_response(
             system_instructions,
             input,
             model_settings,

@@ -24,7 +24,7 @@ from agents.tool import Tool
 from budgetwarden import BudgetError
 from budgetwarden.dispatch import classify_error
 
-from ._final import final_arguments, final_response
+from ._final import final_arguments, final_response, model_name_of
 from ._translate import compress_input
 
 if TYPE_CHECKING:
@@ -111,20 +111,22 @@ class RoutedModel(Model):
         The last call a cap allows goes without tools, and keeps only its text.
         """
         call = await self.hooks.begin_dispatch(input)
-        tools, handoffs, model_settings = final_arguments(call, tools, handoffs, model_settings)
         for _ in range(_MAX_FALLBACK_HOPS + 1):
             name, model = self._model_for(call.step.model if call is not None else None)
             self._last = model
             if call is not None:
                 call.dispatched_model = name
+            offered, offered_handoffs, settings = final_arguments(
+                call, tools, handoffs, model_settings, name or model_name_of(model)
+            )
             try:
                 response = await model.get_response(
                     system_instructions,
                     _compressed(call, input, bool(previous_response_id or conversation_id)),
-                    self._settings(model_settings, call),
-                    tools,
+                    self._settings(settings, call),
+                    offered,
                     output_schema,
-                    handoffs,
+                    offered_handoffs,
                     tracing,
                     previous_response_id=previous_response_id,
                     conversation_id=conversation_id,
@@ -155,21 +157,23 @@ class RoutedModel(Model):
     ) -> AsyncIterator[Any]:
         """Stream from the chosen model; fall back only while nothing has been streamed yet."""
         call = await self.hooks.begin_dispatch(input)
-        tools, handoffs, model_settings = final_arguments(call, tools, handoffs, model_settings)
         for _ in range(_MAX_FALLBACK_HOPS + 1):
             name, model = self._model_for(call.step.model if call is not None else None)
             self._last = model
             if call is not None:
                 call.dispatched_model = name
+            offered, offered_handoffs, settings = final_arguments(
+                call, tools, handoffs, model_settings, name or model_name_of(model)
+            )
             streamed = False
             try:
                 async for event in model.stream_response(
                     system_instructions,
                     _compressed(call, input, bool(previous_response_id or conversation_id)),
-                    self._settings(model_settings, call),
-                    tools,
+                    self._settings(settings, call),
+                    offered,
                     output_schema,
-                    handoffs,
+                    offered_handoffs,
                     tracing,
                     previous_response_id=previous_response_id,
                     conversation_id=conversation_id,

@@ -24,7 +24,9 @@ class ScriptedLLM(BaseLLM):
     agent executor. ``native=True`` answers with native tool calls instead of ReAct text;
     ``delay`` makes every call slow. Asked for a final answer (budgetwarden's instruction in
     its messages) it gives one: "best answer N", in CrewAI's ReAct format unless ``native``
-    or ``final_plain``.
+    or ``final_plain`` (or, ``obey=False`` with native tools offered, calls a tool anyway).
+    ``needs_tools`` refuses a history of tool calls sent without tools, as Anthropic's and
+    Bedrock's APIs do.
     """
 
     model: str = "gpt-4o-mini"
@@ -36,6 +38,8 @@ class ScriptedLLM(BaseLLM):
     finish_after: int | None = None
     tool_args: dict[str, Any] | None = None
     final_plain: bool = False
+    needs_tools: bool = False
+    obey: bool = True
     _calls: int = PrivateAttr(default=0)
     _tools: list[Any] = PrivateAttr(default_factory=list)
     _started: list[float] = PrivateAttr(default_factory=list)
@@ -86,6 +90,8 @@ class ScriptedLLM(BaseLLM):
                 [{"role": "user", "content": messages}] if isinstance(messages, str) else messages
             )
             self._invoke_before_llm_call_hooks(msgs, from_agent)
+            if self.needs_tools and not tools and _has_tool_history(msgs):
+                raise ToolHistoryRefused("Requests which include tool_use blocks must define tools")
             with self._lock:
                 self._calls += 1
                 self._started.append(time.time())
@@ -100,7 +106,7 @@ class ScriptedLLM(BaseLLM):
                 "total_tokens": self.prompt_tokens + self.completion_tokens,
             }
             self._track_token_usage_internal(usage)
-            if _asks_final(msgs):
+            if _asks_final(msgs) and (self.obey or not (self.native and tools)):
                 text = self._final_text(number)
             elif self.finish_after is not None and number > self.finish_after:
                 answer = f"answer {number} from {self.model}"
@@ -154,6 +160,14 @@ class ScriptedLLM(BaseLLM):
                 "arguments": json.dumps(self._args_for(number)),
             },
         }
+
+
+class ToolHistoryRefused(Exception):
+    """What Anthropic and Bedrock answer (HTTP 400) to a tool history sent without tools."""
+
+
+def _has_tool_history(messages: list[dict[str, Any]]) -> bool:
+    return any(m.get("role") == "tool" or m.get("tool_calls") for m in messages)
 
 
 def _asks_final(messages: list[dict[str, Any]]) -> bool:

@@ -122,3 +122,42 @@ def test_a_routed_llms_final_call_reaches_its_model_without_any_tools() -> None:
     assert model.calls == 2
     assert model.tools_seen[0] and model.tools_seen[1] is None
     assert result.raw == "best answer 2 from gpt-4o-mini" and result.cap == "max_iterations"
+
+
+# ---- providers that refuse a tool history without tools (Anthropic, Bedrock) -------------
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("claude-sonnet-4-20250514", "anthropic"),
+        ("anthropic.claude-3-5-sonnet-20240620-v1:0", "bedrock"),
+    ],
+)
+def test_anthropic_and_bedrock_final_calls_keep_their_tools(model: str, provider: str) -> None:
+    llm = ScriptedLLM(model=model, provider=provider, native=True, needs_tools=True)
+    tool = SearchTool()
+    crew = make_crew([llm], tools=[tool])
+
+    result = guard_crew(crew, warden(limits=Limits(max_iterations=3, final_answer=True))).kickoff()
+
+    assert llm.calls == 3 and tool.runs == 2
+    assert all(llm.tools_seen), "the history's tool calls need their tools declared"
+    assert result.raw == f"best answer 3 from {model}"
+    assert result.cap == "max_iterations" and result.report is not None
+    assert result.report.partial
+
+
+def test_a_final_call_that_still_calls_a_tool_ends_with_an_honest_partial() -> None:
+    llm = ScriptedLLM(
+        model="claude-sonnet-4-20250514", provider="anthropic", native=True, obey=False
+    )
+    tool = SearchTool()
+    crew = make_crew([llm], tools=[tool])
+
+    result = guard_crew(crew, warden(limits=Limits(max_iterations=3, final_answer=True))).kickoff()
+
+    assert (llm.calls, tool.runs) == (3, 2), "no call past the cap, and its tool call never ran"
+    assert result.raw.startswith("[budgetwarden] budgetwarden stopped run")
+    assert result.stopped and result.report is not None and result.report.partial
+    assert result.report.iterations == 3
