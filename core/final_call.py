@@ -10,6 +10,10 @@ blocks"). An agent's last call always has tool calls in its history, so dropping
 there turned the final answer into a provider error. With those providers the call keeps
 its tools and forbids their use where the provider can (Anthropic's tool choice ``none``;
 Bedrock has none), and a tool call the model still makes is dropped by the adapter.
+
+The notes a call near a cap carries (the budget hint, the final-answer instruction) go last in
+its messages, where they leave the prompt's cached prefix as it was (a note in the system
+prompt made every hinted call a full cache miss). ``note_role`` says which role they take.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-__all__ = ["FinalTools", "final_call_tools"]
+__all__ = ["FinalTools", "NoteRole", "final_call_tools", "note_role"]
 
 #: ``"drop"``: make the call without tools. ``"forbid"``: keep the tools, with the tool choice
 #: ``none``. ``"keep"``: keep the tools as they are (the provider cannot forbid them).
@@ -29,6 +33,9 @@ _BEDROCK_MODEL_ID = re.compile(
     r"(?:[a-z]{2,6}\.)?(?:anthropic|amazon|meta|mistral|cohere|ai21|deepseek|writer|qwen"
     r"|openai|twelvelabs)\.[a-z0-9]"
 )
+#: The role of a note at the end of a call's messages.
+NoteRole = Literal["system", "user"]
+
 _BEDROCK_PROVIDERS = ("bedrock", "amazon_bedrock", "aws")
 _BEDROCK_PREFIXES = ("bedrock/", "bedrock_converse/")
 
@@ -41,13 +48,28 @@ def final_call_tools(model: str | None, provider: str | None = None) -> FinalToo
     (``claude-*``, ``anthropic/...``, ``bedrock/...`` and Bedrock model ids keep their tools).
     Keeping tools is never refused by a provider, so an unsure case keeps them.
     """
-    name = (model or "").strip().lower()
-    kind = (provider or "").strip().lower()
+    name, kind = _lower(model), _lower(provider)
     if _on_bedrock(name, kind):
         return "keep"
-    if kind.startswith("anthropic") or name.startswith("anthropic/") or "claude" in name:
-        return "forbid"
-    return "drop"
+    return "forbid" if _on_anthropic(name, kind) else "drop"
+
+
+def note_role(model: str | None, provider: str | None = None) -> NoteRole:
+    """The role of a note added at the end of a call's messages: ``"user"`` for Anthropic,
+    whose clients (LiteLLM, CrewAI's) move every system message into the request's one system
+    prompt, so a system note would change the start of the prompt and lose its cache (the API
+    merges consecutive user turns); ``"system"`` elsewhere (OpenAI takes a system message
+    anywhere; Bedrock's Converse API wants user and assistant turns to alternate)."""
+    name, kind = _lower(model), _lower(provider)
+    return "user" if _on_anthropic(name, kind) and not _on_bedrock(name, kind) else "system"
+
+
+def _lower(text: str | None) -> str:
+    return (text or "").strip().lower()
+
+
+def _on_anthropic(name: str, kind: str) -> bool:
+    return kind.startswith("anthropic") or name.startswith("anthropic/") or "claude" in name
 
 
 def _on_bedrock(name: str, kind: str) -> bool:

@@ -18,13 +18,10 @@ from typing import Any
 from crewai.agents.constants import FINAL_ANSWER_ACTION
 
 from budgetwarden import Step
-from budgetwarden.final_call import final_call_tools
+from budgetwarden.final_call import final_call_tools, note_role
 from budgetwarden.steps import FINAL_ANSWER_INSTRUCTION
 
 __all__ = ["CallNotes", "add_notes", "final_response", "remove_notes"]
-
-#: The role of the notes added to a call's messages.
-NOTE_ROLE = "system"
 
 
 @dataclass(eq=False)
@@ -46,13 +43,17 @@ def notes_for(step: Step) -> list[str]:
 
 
 def add_notes(messages: Any, step: Step, executor: Any, llm: Any) -> CallNotes | None:
-    """Add the step's notes to the very messages the model gets; empty its tools if final."""
+    """Add the step's notes to the very messages the model gets; empty its tools if final.
+
+    The notes go last, so the prompt's cached prefix stays as it was, as system messages
+    (user messages for Anthropic models: ``budgetwarden.final_call.note_role``)."""
     texts = notes_for(step)
     if not texts or not isinstance(messages, list):
         return None
     notes = CallNotes(messages)
+    role = note_role(_model_name(llm), _provider(llm))
     for text in texts:
-        note = {"role": NOTE_ROLE, "content": text}
+        note = {"role": role, "content": text}
         messages.append(note)
         notes.added.append(note)
     if step.final:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from budgetwarden import BudgetError, BudgetExceeded, RunReport
 from budgetwarden.final_call import final_call_tools
@@ -19,7 +19,7 @@ __all__ = [
     "refusal_tool_message",
     "tool_limit_message",
     "unanswered_tool_messages",
-    "with_note",
+    "note_message",
 ]
 
 _TOOL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call", "server_tool_use"})
@@ -154,11 +154,12 @@ def unanswered_tool_messages(
     return []
 
 
-def with_note(system: SystemMessage | None, note: str) -> SystemMessage:
-    """The system message with a budget note appended (a new one if there was none)."""
-    if system is None:
-        return SystemMessage(content=note)
-    content = system.content
-    if isinstance(content, str):
-        return system.model_copy(update={"content": f"{content}\n\n{note}" if content else note})
-    return system.model_copy(update={"content": [*content, {"type": "text", "text": note}]})
+def note_message(note: str) -> HumanMessage:
+    """A budget note as the last message of one call's request.
+
+    At the end it leaves the prompt's cached prefix as it was; in the system message it made
+    every hinted call a full cache miss. A human message, because several providers refuse a
+    system message after the first one (``ChatAnthropic`` on most models, Gemini) and Bedrock
+    and Anthropic merge it with the tool results before it.
+    """
+    return HumanMessage(content=note)

@@ -43,10 +43,10 @@ from ._final import (
     final_answer_message,
     final_call_overrides,
     final_message,
+    note_message,
     refusal_tool_message,
     tool_limit_message,
     unanswered_tool_messages,
-    with_note,
 )
 from ._invocations import Invocation, Invocations, thread_id
 from ._models import ModelCache, ModelFactory
@@ -190,7 +190,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             overrides["messages"] = compress_messages(request.messages, budget, keep_task=True)
         notes = [note for note in (step.hint, _final_note(step)) if note]
         if notes:
-            overrides["system_message"] = with_note(request.system_message, "\n".join(notes))
+            messages = overrides.get("messages", request.messages)
+            overrides["messages"] = [*messages, note_message("\n".join(notes))]
         if step.final:
             model = overrides.get("model", request.model)
             overrides.update(final_call_overrides(model, step.model or step.requested_model))

@@ -27,7 +27,7 @@ from agents.tool import Tool
 from openai.types.responses import ResponseOutputMessage, ResponseReasoningItem
 
 from budgetwarden import BudgetError
-from budgetwarden.final_call import final_call_tools
+from budgetwarden.final_call import final_call_tools, note_role
 from budgetwarden.steps import FINAL_ANSWER_INSTRUCTION
 
 if TYPE_CHECKING:
@@ -43,9 +43,6 @@ __all__ = [
     "noting_agent",
 ]
 
-#: The role of the notes added to a call's input (accepted by the Responses and Chat APIs).
-NOTE_ROLE = "system"
-
 _calling_agent: ContextVar[Agent[Any] | None] = ContextVar(
     "budgetwarden_calling_agent", default=None
 )
@@ -59,12 +56,15 @@ def notes_for(step: Any) -> list[str]:
     return notes
 
 
-def add_notes(input_items: object, step: Any) -> None:
-    """Append the step's notes, as system messages, to the very input list the model gets."""
+def add_notes(input_items: object, step: Any, model: str | None = None) -> None:
+    """Append the step's notes to the very input list the model gets: at the end, so the
+    prompt's cached prefix stays as it was, as system messages (user messages for Anthropic
+    models: ``budgetwarden.final_call.note_role``)."""
     if not isinstance(input_items, list):
         return
+    role = note_role(model)
     for note in notes_for(step):
-        input_items.append({"role": NOTE_ROLE, "content": note})
+        input_items.append({"role": role, "content": note})
 
 
 def final_arguments(

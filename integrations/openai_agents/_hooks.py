@@ -191,7 +191,7 @@ class BudgetRunHooks(RunHooks[Any]):
         state.parsed_arguments.clear()
         self._calls_by_input[id(input_items)] = call
         if step.hint or step.final:
-            add_notes(input_items, step)
+            add_notes(input_items, step, step.model or model)
         if self._inner is not None:
             await self._inner.on_llm_start(context, agent, system_prompt, input_items)
 

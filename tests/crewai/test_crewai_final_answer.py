@@ -143,6 +143,10 @@ def test_anthropic_and_bedrock_final_calls_keep_their_tools(model: str, provider
 
     assert llm.calls == 3 and tool.runs == 2
     assert all(llm.tools_seen), "the history's tool calls need their tools declared"
+    # The instruction goes last; as a user turn for Anthropic, whose system prompt it would
+    # otherwise join (changing the start of the prompt, and losing its cache).
+    role = "user" if provider == "anthropic" else "system"
+    assert llm.seen[2][-1] == {"role": role, "content": FINAL_ANSWER_INSTRUCTION}
     assert result.raw == f"best answer 3 from {model}"
     assert result.cap == "max_iterations" and result.report is not None
     assert result.report.partial

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import ModelCallLimitMiddleware
-from langchain_core.messages import AIMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.tools import StructuredTool
 from langgraph.checkpoint.memory import InMemorySaver
 from lc_fakes import CountedTool, ScriptedChatModel, agent_graph, inputs, make_warden
@@ -40,6 +40,13 @@ def system_text(prompt: list[Any]) -> str:
     return prompt[0].text if prompt and isinstance(prompt[0], SystemMessage) else ""
 
 
+def note_text(prompt: list[Any]) -> str:
+    """The note budgetwarden added as the call's last message (after the agent's turns)."""
+    last = prompt[-1] if prompt else None
+    after_turns = any(isinstance(m, AIMessage) for m in prompt)
+    return last.text if isinstance(last, HumanMessage) and after_turns else ""
+
+
 # ---- final-answer reserve ----------------------------------------------------------------
 
 
@@ -54,8 +61,9 @@ def test_the_last_call_a_cap_allows_has_no_tools_and_its_answer_ends_the_run(
     result = run_agent(agent, mode)
     assert (model.calls, search.calls) == (3, 2)
     assert model.offered == [["search"], ["search"], []]
-    assert system_text(model.prompts[-1]) == f"Be brief.\n\n{FINAL_ANSWER_INSTRUCTION}"
-    assert all(FINAL_ANSWER_INSTRUCTION not in system_text(p) for p in model.prompts[:-1])
+    assert note_text(model.prompts[-1]) == FINAL_ANSWER_INSTRUCTION
+    assert all(note_text(p) == "" for p in model.prompts[:-1])
+    assert {system_text(p) for p in model.prompts} == {"Be brief."}, "the cached prefix stays"
     final = result["messages"][-1]
     assert isinstance(final, AIMessage) and not final.tool_calls
     assert final.text == "Best answer so far, after 2 tool turns.", "the model's own words"
@@ -119,11 +127,14 @@ def test_a_budget_hint_reaches_the_model_past_the_warn_level_and_not_before(
     warden, _ = make_warden(Policy(limits=Limits(max_iterations=5), budget_hints=True))
     agent = agent_graph(model, [search.tool], middleware=[BudgetMiddleware(warden)])
     run_agent(agent, mode)
-    notes = [system_text(prompt) for prompt in model.prompts]
+    notes = [note_text(prompt) for prompt in model.prompts]
     # Calls 4 and 5 are at 80% and 100% of five: past the warn level (80%).
     assert notes[:3] == ["", "", ""]
     assert notes[3] == "Budget note: 1 model call left for this task: finish now."
     assert notes[4] == "Budget note: 0 model calls left for this task: finish now."
+    # Each call's prompt starts as the one before it did: the hint changes no cached prefix.
+    for earlier, later in zip(model.prompts[3:], model.prompts[4:], strict=False):
+        assert later[: len(earlier) - 1] == earlier[:-1]
 
 
 def test_hints_stay_off_unless_the_policy_asks(

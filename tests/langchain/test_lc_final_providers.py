@@ -12,14 +12,14 @@ import asyncio
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from lc_fakes import CountedTool, ScriptedChatModel, agent_graph, inputs, make_warden
 from pydantic import Field
 
 from budgetwarden import Limits, Policy
-from budgetwarden.final_call import final_call_tools
+from budgetwarden.final_call import final_call_tools, note_role
 from budgetwarden.integrations.langchain import BudgetMiddleware
 from budgetwarden.steps import FINAL_ANSWER_INSTRUCTION
 
@@ -69,17 +69,13 @@ class ProviderModel(ScriptedChatModel):
         if choice is not None and choice != self.forbid:
             raise ToolHistoryRefused(f"tool_choice {choice!r} is not supported")
         offered = self._offer(tools)
-        told = FINAL_ANSWER_INSTRUCTION in _system_text(messages)
+        told = FINAL_ANSWER_INSTRUCTION in messages[-1].text
         answers = choice is not None or (told and self.obey)
         return self._next(messages, tools=offered and not answers)
 
 
 def _is_tool_block(message: BaseMessage) -> bool:
     return isinstance(message, ToolMessage) or bool(getattr(message, "tool_calls", None))
-
-
-def _system_text(messages: list[BaseMessage]) -> str:
-    return "".join(m.text for m in messages if isinstance(m, SystemMessage))
 
 
 def run_agent(model: ProviderModel, search: CountedTool, mode: str) -> Any:
@@ -172,3 +168,19 @@ def test_final_call_tools_by_provider(
     model: str | None, provider: str | None, expected: str
 ) -> None:
     assert final_call_tools(model, provider) == expected
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "expected"),
+    [
+        ("gpt-4o-mini", None, "system"),
+        (CLAUDE, None, "user"),
+        ("anthropic/claude-3-5-haiku-latest", None, "user"),
+        ("my-house-model", "anthropic", "user"),
+        (BEDROCK_CLAUDE, None, "system"),
+        ("claude-sonnet-4", "bedrock", "system"),
+        ("gemini/gemini-2.5-pro", "gemini", "system"),
+    ],
+)
+def test_note_role_by_provider(model: str, provider: str | None, expected: str) -> None:
+    assert note_role(model, provider) == expected

@@ -77,6 +77,10 @@ async def test_a_claude_model_keeps_its_tools_with_tool_choice_none(make_warden,
     assert model.tools == [["search"]] * 3, "the history's tools are still declared"
     assert [s.tool_choice for s in model.settings] == [None, None, "none"]
     assert tools.ran == ["query 0", "query 1"]
+    # The instruction goes last, as a user turn: a system one would join Claude's system
+    # prompt, at the start of the prompt, and lose the prompt's cache.
+    assert model.inputs[2][-1] == {"role": "user", "content": FINAL_ANSWER_INSTRUCTION}
+    assert model.inputs[2][: len(model.inputs[1])] == model.inputs[1]
 
 
 async def test_bedrock_keeps_its_tools_and_no_tool_choice(make_warden, tools) -> None:
@@ -86,6 +90,7 @@ async def test_bedrock_keeps_its_tools_and_no_tool_choice(make_warden, tools) ->
     assert result.output == "Best so far: two leads."
     assert model.tools == [["search"]] * 3
     assert [s.tool_choice for s in model.settings] == [None, None, None]
+    assert model.inputs[2][-1] == {"role": "system", "content": FINAL_ANSWER_INSTRUCTION}
 
 
 async def test_a_tool_call_the_kept_tools_still_get_is_dropped(make_warden, tools) -> None:
