@@ -558,6 +558,19 @@ class PriceBook:
         prices = {_IN: b.input + rule.fee, _OUT: b.output, _READ: read, _WRITE: write}
         return ModelPrice.model_validate(prices)
 
+    def cache_discount(self, model: str) -> float:
+        """The share of the input price a prompt token read from the provider's cache saves:
+        ``1 - cache_read / input`` (0.9 for Claude and GPT-5, 0.5 for GPT-4o), as ``cost``
+        bills them; 0 for a model with no price."""
+        try:
+            price = self.price(model)
+        except UnknownModelError:
+            return 0.0
+        read, full = price.cache_read_input_token_cost, price.input_cost_per_token
+        if read is None or full <= 0:
+            return 0.0
+        return max(0.0, 1.0 - read / full)
+
     def worst_case_cost(self, model: str, input_tokens: int, max_output_tokens: int) -> float:
         """An upper bound on ``cost`` for any usage within these bounds, for reservations.
 

@@ -110,7 +110,8 @@ class RunCalls(RunLimits):
                 requested_model=model,
                 tier=plan.choice.tier,
                 route_reason=plan.choice.reason,
-                compress=self._pressure() is not None,
+                compress=self._pressure() is not None
+                and self._compress_pays(plan.choice.model, plan.choice.downgraded),
                 max_tokens=max_out,
                 input_tokens=est_in,
                 reserved_usd=plan.worst_cost,

@@ -251,7 +251,11 @@ class FastPaths(RunCalls):
             for ref, spent in zip(refs, committed):  # noqa: B905 (one per bucket)
                 if ref.limit > 0:
                     ratios[ref.label] = spent / ref.limit
-            pressed = bool(ratios) and max(ratios.values()) >= self._degrade_at
+            pressed = (
+                bool(ratios)
+                and max(ratios.values()) >= self._degrade_at
+                and self._compress_pays(model, False)
+            )
             step = _plain_step(rid, model, pressed, max_out, est_in, worst, now, retry, refs)
             self._pending[rid] = step
         return step
@@ -463,7 +467,7 @@ class FastPaths(RunCalls):
                 return None
             elif outcome.states:
                 self._bucket_ratios(outcome.states, refs)
-            pressed = self._pressure() is not None
+            pressed = self._pressure() is not None and self._compress_pays(model, False)
             now = self.warden.clock()
             step = _plain_step(rid, model, pressed, max_out, est_in, worst, now, retry, refs)
             self._pending[rid] = step

@@ -182,6 +182,25 @@ class RunLimits(RunCore):
         growth = est_in - last if last is not None else 0
         return est_in + max(growth, max_out)
 
+    def _compress_pays(self, model: str | None, downgraded: bool) -> bool:
+        """Whether a call at the degrade level should compress its context: whether sending
+        ``Policy.compress_ratio`` of the prompt is expected to cost less than all of it.
+
+        A provider's prompt cache bills the part of a prompt it saw before at its cache-read
+        price (a tenth of the input price for Claude and GPT-5). A compressed prompt differs
+        from the last one right after the task, so it is billed at the full input price: with
+        half the prompt kept and 90 % of it cached, compressing costs 2.6 times more. So it
+        compresses unless ``cached share x discount >= 1 - compress_ratio``, the cached share
+        being the run's so far (cache-read over input tokens). A call routed one tier down
+        goes to a model whose cache is cold, and always compresses.
+        """
+        c = self.counters
+        if downgraded or not c.cache_read_tokens or model is None:
+            return True
+        discount = self.warden.prices.cache_discount(model)
+        share = c.cache_read_tokens / c.input_tokens if c.input_tokens else 0.0
+        return share * discount < 1.0 - self.policy.compress_ratio
+
     def _hint(self) -> str | None:
         """A note on what is left, past the warn level, when the policy enables hints."""
         if not self.policy.budget_hints:
