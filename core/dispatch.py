@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .compress import compress_messages
+from .final_call import note_role
 from .run import Run, Step
 from .usage import Usage
 
@@ -105,10 +106,10 @@ _REFUSALS = frozenset(
 def _prepare(run: Run, step: Step, messages: Sequence[Any]) -> list[Any]:
     out = list(messages)
     if step.compress:
-        target = max(int(step.input_tokens * run.policy.compress_ratio), 1)
+        target = step.compress_target(run.policy.compress_ratio)
         out = compress_messages(out, target)
-    if step.hint:
-        out.insert(0, {"role": "system", "content": step.hint})
+    if step.hint:  # last, so the prompt's cached prefix stays as it was
+        out.append({"role": note_role(step.model), "content": step.hint})
     return out
 
 

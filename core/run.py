@@ -118,9 +118,11 @@ class Run(FastPaths):
 
         ``messages`` are estimated unless ``input_tokens`` is given; ``max_tokens`` bounds the
         output (default: the policy's ``default_max_output_tokens``); ``tools`` are the tools
-        offered, in any form (routing's complexity heuristic counts them). A budget with
-        ``when_exhausted="wait"`` holds the call (sleeping) until its window frees it;
-        ``Warden(on_limit=...)`` may grant more before a refusal.
+        offered: schema dicts, framework tool objects or names. Their definitions count in
+        the estimate (``estimate_tool_tokens``; a name counts 0), and routing's complexity
+        heuristic counts them; an ``input_tokens`` given is the whole prompt, tools included.
+        A budget with ``when_exhausted="wait"`` holds the call (sleeping) until its window
+        frees it; ``Warden(on_limit=...)`` may grant more before a refusal.
 
         A negative or non-integer token count is a ``ValueError``; a call on a finished run
         is a ``RuntimeError``.
@@ -129,14 +131,19 @@ class Run(FastPaths):
             max_tokens, input_tokens = token_counts(max_tokens, input_tokens)
         if self.finished_at is not None:
             raise self._finished_error("before_llm_call")
+        tool_tokens = 0
+        if tools and input_tokens is None:
+            input_tokens, tool_tokens = self._prompt_with_tools(messages, tools)
         if self._one_pass and self._fast_ok:
             local = self._local_llm_step(model, messages, max_tokens, input_tokens)
             if local is not None:
+                local.tool_tokens = tool_tokens
                 return local
         claim = self._quick_llm_claim(model, messages, max_tokens, input_tokens)
         if claim is not None:
             outcome = self._quick_llm_reserve(claim)
             if (step := self._quick_llm_hold(claim, outcome)) is not None:
+                step.tool_tokens = tool_tokens
                 return step
         request = self._llm_request(model, messages, max_tokens, input_tokens, tools)
         attempt = _Attempt(self._llm_plans(request))
@@ -146,7 +153,9 @@ class Run(FastPaths):
             if refusal is None:
                 outcome = self.warden._reserve(plan.charges, plan.id, self._watch)
                 if outcome.ok:
-                    return self._hold_llm(plan, outcome, request)
+                    step = self._hold_llm(plan, outcome, request)
+                    step.tool_tokens = tool_tokens
+                    return step
                 refusal = self._unclaim(plan, request, outcome)
             move = self._next_move(attempt, refusal)
             if move.kind == "wait":
@@ -173,14 +182,19 @@ class Run(FastPaths):
             max_tokens, input_tokens = token_counts(max_tokens, input_tokens)
         if self.finished_at is not None:
             raise self._finished_error("abefore_llm_call")
+        tool_tokens = 0
+        if tools and input_tokens is None:
+            input_tokens, tool_tokens = self._prompt_with_tools(messages, tools)
         if self._one_pass and self._fast_ok:
             local = self._local_llm_step(model, messages, max_tokens, input_tokens)
             if local is not None:
+                local.tool_tokens = tool_tokens
                 return local
         claim = self._quick_llm_claim(model, messages, max_tokens, input_tokens)
         if claim is not None:
             outcome = await self._quick_llm_areserve(claim)
             if (step := self._quick_llm_hold(claim, outcome)) is not None:
+                step.tool_tokens = tool_tokens
                 return step
         request = self._llm_request(model, messages, max_tokens, input_tokens, tools)
         attempt = _Attempt(self._llm_plans(request))
@@ -190,7 +204,9 @@ class Run(FastPaths):
             if refusal is None:
                 outcome = await self.warden._areserve(plan.charges, plan.id, self._watch)
                 if outcome.ok:
-                    return self._hold_llm(plan, outcome, request)
+                    step = self._hold_llm(plan, outcome, request)
+                    step.tool_tokens = tool_tokens
+                    return step
                 refusal = self._unclaim(plan, request, outcome)
             move = self._next_move(attempt, refusal)
             if move.kind == "wait":

@@ -32,7 +32,13 @@ from .policy import Limits
 from .report import RunReport
 from .run_events import alert_levels, bucket_crossings, cap_crossings
 from .steps import Step, ToolStep
-from .usage import TokenCache, Usage, estimate_message_tokens, estimate_tokens
+from .usage import (
+    TokenCache,
+    Usage,
+    estimate_message_tokens,
+    estimate_tokens,
+    estimate_tool_tokens,
+)
 
 if TYPE_CHECKING:
     from .warden import Warden
@@ -121,6 +127,7 @@ class RunCore:
         "_routed",
         "_stop_level",
         "_token_cache",
+        "_tools_seen",
         "_wants_cost",
         "_watch",
         "attribution",
@@ -177,6 +184,7 @@ class RunCore:
         self._bucket_bars: tuple[tuple[str, float, float], ...] = ()
         self._metric_picks: tuple[int, ...] = ()  # see _amounts
         self._token_cache: TokenCache = {}
+        self._tools_seen: tuple[Any, int, int] | None = None  # last tools: object, size, tokens
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
         self._lowest_level = alert_levels(self.policy.thresholds)[0]
@@ -283,6 +291,18 @@ class RunCore:
     def _cancel_targets(self) -> tuple[str, ...]:
         lineage = [run.id for run in self._lineage]
         return cancel_targets(self.warden.namespace, lineage, self.attribution)
+
+    def _prompt_with_tools(self, messages: Any, tools: Sequence[Any]) -> tuple[int, int]:
+        """The prompt's estimated tokens with the tools' definitions, and theirs alone (the
+        same tools object as last call, of the same size: its count, without a look at each
+        tool)."""
+        seen = self._tools_seen
+        if seen is not None and seen[0] is tools and seen[1] == len(tools):
+            tool_tokens = seen[2]
+        else:
+            tool_tokens = estimate_tool_tokens(tools)
+            self._tools_seen = (tools, len(tools), tool_tokens)
+        return estimate_message_tokens(messages, self._token_cache) + tool_tokens, tool_tokens
 
     def _llm_request(
         self,

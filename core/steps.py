@@ -26,7 +26,9 @@ class Step:
     with ``FINAL_ANSWER_INSTRUCTION``; ``final_cap`` names the cap); ``hint`` is a note to
     add to the model's input when the policy enables budget hints. ``done``: its hold is
     settled (recorded, released, or freed by the run's end); ``recorded``: its outcome was
-    recorded (``after_llm_call`` / ``record_llm_call``, once per step).
+    recorded (``after_llm_call`` / ``record_llm_call``, once per step). ``input_tokens`` is
+    the reserved prompt, ``tool_tokens`` of it the tool definitions (see
+    ``compress_target``).
     """
 
     id: str
@@ -46,6 +48,12 @@ class Step:
     buckets: tuple[BucketRef, ...] = ()
     done: bool = False
     recorded: bool = False
+    tool_tokens: int = 0
+
+    def compress_target(self, ratio: float) -> int:
+        """The tokens the messages of a compressed call may keep: ``ratio`` of the prompt's
+        messages (tool definitions cannot be compressed, so they are not counted)."""
+        return max(int((self.input_tokens - self.tool_tokens) * ratio), 1)
 
 
 @dataclass(slots=True)

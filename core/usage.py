@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["TokenCache", "Usage", "estimate_message_tokens", "estimate_tokens", "message_tokens"]
+__all__ = [
+    "TokenCache",
+    "Usage",
+    "estimate_message_tokens",
+    "estimate_tokens",
+    "estimate_tool_tokens",
+    "message_tokens",
+    "tool_tokens",
+]
 
 #: Characters per token assumed by the estimate (OpenAI's rule of thumb for English).
 CHARS_PER_TOKEN = 4
@@ -254,3 +263,86 @@ def _measure(cache: TokenCache, current: tuple[Any, ...], known: dict[int, Any])
         total += tokens
     cache[_LAST] = (current, counts, total)
     return total
+
+
+#: Attributes holding a tool's parameter schema, by framework: the Agents SDK's
+#: ``FunctionTool`` and ``Handoff``, LangChain's ``BaseTool`` (then any ``args_schema``).
+_SCHEMA_ATTRIBUTES = ("params_json_schema", "input_json_schema", "tool_call_schema", "args_schema")
+_NAME_ATTRIBUTES = ("name", "tool_name")
+_DESCRIPTION_ATTRIBUTES = ("description", "tool_description")
+#: Tools measured so far, by object: id -> (the tool, kept so the id stays its own; tokens).
+_measured_tools: dict[int, tuple[Any, int]] = {}
+_MEASURED_KEPT = 4096
+
+
+def estimate_tool_tokens(tools: Iterable[Any] | None) -> int:
+    """Estimate the prompt tokens of the tool definitions a call offers (see ``tool_tokens``).
+
+    Providers bill a call's tool definitions as prompt tokens: a few hundred tokens for a
+    handful of tools, tens of thousands for an agent with several MCP servers. Each tool
+    object is measured once and remembered (by identity), so an agent offering the same
+    tools at every step pays a dictionary lookup per tool.
+    """
+    if not tools:
+        return 0
+    total = 0
+    for tool in tools:
+        known = _measured_tools.get(id(tool))
+        if known is None or known[0] is not tool:
+            if len(_measured_tools) >= _MEASURED_KEPT:
+                _measured_tools.clear()
+            known = _measured_tools[id(tool)] = (tool, tool_tokens(tool))
+        total += known[1]
+    return total
+
+
+def tool_tokens(tool: Any) -> int:
+    """The estimated prompt tokens of one tool definition: its name, description and
+    parameter schema as JSON, at ``CHARS_PER_TOKEN`` (OpenAI bills less, a compact
+    rendering; Anthropic about this, plus its tool-use system prompt).
+
+    ``tool`` is a schema dict (OpenAI's ``{"type": "function", ...}`` or any other), a
+    framework's tool object (LangChain ``BaseTool``, the Agents SDK's ``FunctionTool`` and
+    ``Handoff``, CrewAI ``BaseTool``) or a bare name, which counts 0: its schema is not
+    known here (in CrewAI's ReAct mode the tools are described in the prompt itself).
+    """
+    if isinstance(tool, str):
+        return 0
+    if isinstance(tool, Mapping):
+        return estimate_tokens(_json(tool))
+    definition = {
+        "name": _first_attribute(tool, _NAME_ATTRIBUTES),
+        "description": _first_attribute(tool, _DESCRIPTION_ATTRIBUTES),
+        "parameters": _schema_of(tool),
+    }
+    return estimate_tokens(_json(definition))
+
+
+def _first_attribute(tool: Any, names: tuple[str, ...]) -> str:
+    for name in names:
+        value = getattr(tool, name, None)
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def _schema_of(tool: Any) -> Any:
+    """A tool's parameter schema as JSON-able data (a pydantic model class: its JSON
+    schema); None when it has none or it cannot be read."""
+    for name in _SCHEMA_ATTRIBUTES:
+        try:
+            schema = getattr(tool, name, None)
+        except Exception:  # a third-party property that fails: measure without it
+            continue
+        if isinstance(schema, Mapping):
+            return schema
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            try:
+                return schema.model_json_schema()
+            except Exception:  # a model pydantic cannot render: measure without it
+                return None
+    return None
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(", ", ": "))

@@ -10,8 +10,8 @@ from budgetwarden.usage import estimate_message_tokens
 __all__ = ["compress_in_place"]
 
 
-def compress_in_place(messages: list[Any], input_tokens: int, ratio: float) -> None:
-    """Shrink the context in place to about ``ratio`` of ``input_tokens``.
+def compress_in_place(messages: list[Any], target: int) -> None:
+    """Shrink the context in place to about ``target`` tokens (``Step.compress_target``).
 
     CrewAI's hooks edit ``messages`` in place (the agent's own history). The system prompt
     and the first user message (the task) are kept; then the newest turns that fit (a turn:
@@ -21,7 +21,6 @@ def compress_in_place(messages: list[Any], input_tokens: int, ratio: float) -> N
     while head < len(messages) and messages[head].get("role") == "system":
         head += 1
     keep = messages[: head + 1]
-    target = max(int(input_tokens * ratio), 1)
     turns = compress_messages(
         _turns(messages[head + 1 :]),
         target - estimate_message_tokens(keep),

@@ -21,7 +21,7 @@ from budgetwarden import Step
 from budgetwarden.final_call import final_call_tools, note_role
 from budgetwarden.steps import FINAL_ANSWER_INSTRUCTION
 
-__all__ = ["CallNotes", "add_notes", "final_response", "remove_notes"]
+__all__ = ["CallNotes", "add_notes", "final_response", "remove_notes", "uses_native_tools"]
 
 
 @dataclass(eq=False)
@@ -81,7 +81,7 @@ def final_response(step: Step, executor: Any, text: object) -> str | None:
     (None when it already is one, or when the executor does not parse ReAct text)."""
     if not step.final or not isinstance(text, str) or FINAL_ANSWER_ACTION in text:
         return None
-    if executor is None or _uses_native_tools(executor):
+    if executor is None or uses_native_tools(executor):
         return None
     return f"{FINAL_ANSWER_ACTION} {text}"
 
@@ -94,7 +94,7 @@ def _hold_tools(notes: CallNotes, executor: Any, llm: Any) -> None:
     models, whose APIs refuse a history of tool calls without tools
     (``budgetwarden.final_call``); the final-answer instruction then asks for an answer.
     """
-    if executor is None or not _uses_native_tools(executor) or getattr(llm, "is_litellm", False):
+    if executor is None or not uses_native_tools(executor) or getattr(llm, "is_litellm", False):
         return
     if final_call_tools(_model_name(llm), _provider(llm)) != "drop":
         return
@@ -104,7 +104,8 @@ def _hold_tools(notes: CallNotes, executor: Any, llm: Any) -> None:
         tools.clear()
 
 
-def _uses_native_tools(executor: Any) -> bool:
+def uses_native_tools(executor: Any) -> bool:
+    """Whether the agent executor calls tools natively (schemas passed to ``llm.call``)."""
     state = getattr(executor, "state", None)
     return bool(getattr(state, "use_native_tools", False))
 

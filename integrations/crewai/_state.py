@@ -34,7 +34,7 @@ from ._calls import (
     trackers,
 )
 from ._compress import compress_in_place
-from ._notes import add_notes, final_response, remove_notes
+from ._notes import add_notes, final_response, remove_notes, uses_native_tools
 from ._transcript import ResumePoint, agent_role, plain_messages
 
 #: The guarded kickoff the current context belongs to (None outside guarded kickoffs).
@@ -158,15 +158,16 @@ class CrewRunState:
         run = self.run_for(ctx.agent)
         try:
             call = self.begin_call(
-                ctx.llm, ctx.messages, lane=lane, tools=_tool_names(ctx), run=run
+                ctx.llm, ctx.messages, lane=lane, tools=_offered_tools(ctx), run=run
             )
         except BudgetAbort:
             self._keep_transcript(ctx)
             raise
         current_call.set(call)
         if call.step.compress:
-            ratio = call.run.policy.compress_ratio
-            compress_in_place(ctx.messages, call.step.input_tokens, ratio)
+            compress_in_place(
+                ctx.messages, call.step.compress_target(call.run.policy.compress_ratio)
+            )
         with self._lock:
             call.notes = add_notes(ctx.messages, call.step, ctx.executor, ctx.llm)
 
@@ -176,7 +177,7 @@ class CrewRunState:
         messages: Any,
         *,
         lane: int,
-        tools: Sequence[str] | None = None,
+        tools: Sequence[Any] | None = None,
         run: Run | None = None,
     ) -> ModelCall:
         """Reserve one model call for ``llm`` (raises ``BudgetAbort`` when refused)."""
@@ -376,7 +377,13 @@ def _max_tokens(llm: Any) -> int | None:
     return int(value) if isinstance(value, int | float) and value > 0 else None
 
 
-def _tool_names(ctx: LLMCallHookContext) -> list[str] | None:
+def _offered_tools(ctx: LLMCallHookContext) -> list[Any] | None:
+    """The tools this call offers: in native-tool mode the very schemas the executor sends
+    (their tokens count in the reservation), in ReAct mode their names (the prompt's text
+    already describes them)."""
+    schemas = getattr(ctx.executor, "_openai_tools", None)
+    if isinstance(schemas, list) and schemas and uses_native_tools(ctx.executor):
+        return schemas
     tools = getattr(ctx.executor, "tools", None) or getattr(ctx.agent, "tools", None)
     if not tools:
         return None

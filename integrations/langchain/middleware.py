@@ -186,7 +186,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
             overrides["model"] = self._models.get(routed)
         if step.compress:
             ratio = self.warden.policy.compress_ratio
-            budget = self._compress_to or max(int(step.input_tokens * ratio), 1)
+            budget = self._compress_to or step.compress_target(ratio)
             overrides["messages"] = compress_messages(request.messages, budget, keep_task=True)
         notes = [note for note in (step.hint, _final_note(step)) if note]
         if notes:

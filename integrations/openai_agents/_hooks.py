@@ -185,6 +185,7 @@ class BudgetRunHooks(RunHooks[Any]):
             )
         except BudgetError as exc:
             await self._refuse(state, exc)
+        step.tool_tokens = state.input_tokens.tool_tokens
         call = LlmCall(state, step, input_items, system_prompt, agent, model, tool_names)
         state.llm_calls[id(context)] = call
         state.tool_results.clear()  # a new turn: the last one's tools are done
@@ -384,9 +385,10 @@ class BudgetRunHooks(RunHooks[Any]):
     ) -> Coroutine[Any, Any, Step]:
         """The run's reservation of a model call of ``agent`` (``model``:
         ``model_name(agent.model)``), to await; a plain call, not a coroutine of its own."""
+        estimate = state.input_tokens
         return state.run.abefore_llm_call(
             None if state.routed and agent.model is None else model,
-            input_tokens=state.input_tokens.estimate(system_prompt, input_items),
+            input_tokens=estimate.estimate(system_prompt, input_items) + estimate.with_tools(agent),
             max_tokens=agent.model_settings.max_tokens,
             tools=tool_names,
         )
@@ -404,6 +406,7 @@ class BudgetRunHooks(RunHooks[Any]):
             )
         except BudgetError as exc:
             await self._refuse(state, exc)
+        call.step.tool_tokens = state.input_tokens.tool_tokens
         call.settled = False
         call.started = time.monotonic()
         call.dispatched_model = None

@@ -57,8 +57,7 @@ def _compressed(
     """The input to send: shrunk when the step asks for it (not when the server keeps it)."""
     if call is None or not call.step.compress or server_side or not isinstance(input, list):
         return input
-    ratio = call.state.run.policy.compress_ratio
-    target = max(int(call.step.input_tokens * ratio), 1)
+    target = call.step.compress_target(call.state.run.policy.compress_ratio)
     return compress_input(call.system_prompt, input, target)
 
 

@@ -17,7 +17,7 @@ from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessa
 
 from budgetwarden import Usage
 from budgetwarden.compress import compress_messages
-from budgetwarden.usage import chars_message_tokens
+from budgetwarden.usage import chars_message_tokens, estimate_tool_tokens
 
 __all__ = [
     "InputTokens",
@@ -185,11 +185,34 @@ class InputTokens:
     Equal items have equal texts, so the figure is always ``estimate_input_tokens``'s.
     """
 
-    __slots__ = ("_items", "_tokens")
+    __slots__ = ("_items", "_tokens", "_tools", "tool_tokens")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
         self._tokens = 0
+        self._tools: tuple[Any, int, Any, int] | None = None
+        #: The tool definitions' share of the last ``with_tools`` figure.
+        self.tool_tokens = 0
+
+    def with_tools(self, agent: Agent[Any]) -> int:
+        """The estimated tokens of the definitions of ``agent``'s tools and handoffs, which
+        the provider bills as prompt (``estimate_tool_tokens``; recounted only when the
+        agent's lists change). Tools of MCP servers are listed by the SDK after the hooks
+        run, so they are not counted."""
+        tools, handoffs = agent.tools, agent.handoffs
+        seen = self._tools
+        if (
+            seen is None
+            or seen[0] is not tools
+            or seen[1] != len(tools)
+            or seen[2] is not handoffs
+            or seen[3] != len(handoffs)
+        ):
+            self._tools = (tools, len(tools), handoffs, len(handoffs))
+            self.tool_tokens = estimate_tool_tokens(tools) + estimate_tool_tokens(
+                [h for h in handoffs if isinstance(h, Handoff)]
+            )
+        return self.tool_tokens
 
     def estimate(self, system_prompt: str | None, input_items: str | list[Any]) -> int:
         """``estimate_input_tokens(system_prompt, input_items)``; remembers the items."""

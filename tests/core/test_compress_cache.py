@@ -64,13 +64,9 @@ def test_a_call_routed_one_tier_down_compresses_its_cold_cache() -> None:
     run = warden.run(task_class="hard")
     for _ in range(9):
         step = run.before_llm_call(None, input_tokens=1000, max_tokens=10)
-        run.after_llm_call(
-            step, Usage(input_tokens=1000, output_tokens=10, cache_read_tokens=900)
-        )
+        run.after_llm_call(step, Usage(input_tokens=1000, output_tokens=10, cache_read_tokens=900))
     tenth = run.before_llm_call(None, input_tokens=1000, max_tokens=10)
-    assert tenth.model == "claude-3-5-haiku-20241022" and tenth.route_reason.startswith(
-        "downgrade"
-    )
+    assert tenth.model == "claude-3-5-haiku-20241022" and tenth.route_reason.startswith("downgrade")
     assert tenth.compress is True
 
 
@@ -80,9 +76,7 @@ def test_at_the_cheapest_tier_a_routed_run_weighs_the_cache() -> None:
     run = warden.run()
     for _ in range(9):
         step = run.before_llm_call(None, input_tokens=1000, max_tokens=10)
-        run.after_llm_call(
-            step, Usage(input_tokens=1000, output_tokens=10, cache_read_tokens=900)
-        )
+        run.after_llm_call(step, Usage(input_tokens=1000, output_tokens=10, cache_read_tokens=900))
     tenth = run.before_llm_call(None, input_tokens=1000, max_tokens=10)
     assert tenth.model == CLAUDE and tenth.compress is False
 

@@ -37,7 +37,7 @@ from budgetwarden.integrations.openai_agents._translate import (
     tool_call_id,
     tool_call_of,
 )
-from budgetwarden.usage import estimate_message_tokens, estimate_tokens
+from budgetwarden.usage import estimate_message_tokens, estimate_tokens, estimate_tool_tokens
 
 ITEMS: list[Any] = [
     {"role": "user", "content": "find the answer " * 7},
@@ -200,12 +200,16 @@ async def test_each_reservation_estimates_what_the_model_was_sent(
     model = ScriptedModel(loop_tool=None, final_text="the answer", usage=(0, 0, 0, 0))
     model.turns = [[tool_call("search", {"q": "one"})], [tool_call("search", {"q": "two"})]]
     hooks = BudgetRunHooks(make_warden(), user="u1")
-    await Runner.run(_answering_agent(tools, model), "find it", hooks=hooks)
+    agent = _answering_agent(tools, model)
+    await Runner.run(agent, "find it", hooks=hooks)
     events = [event for event in sink.cost_events if event.kind == "llm"]
     assert len(events) == model.calls == 3
+    definitions = estimate_tool_tokens(agent.tools)  # billed as prompt, as the messages are
+    assert definitions > 20
     for event, system, sent in zip(events, model.instructions, model.inputs, strict=True):
         assert event.estimated, "the model reported no usage: its input is the estimate"
-        assert event.input_tokens == estimate_message_tokens(estimate_messages(system, sent))
+        messages = estimate_message_tokens(estimate_messages(system, sent))
+        assert event.input_tokens == messages + definitions
 
 
 async def test_the_output_is_estimated_from_the_text_when_usage_is_missing(
