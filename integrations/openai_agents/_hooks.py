@@ -212,6 +212,8 @@ class BudgetRunHooks(RunHooks[Any]):
                 call.settled = True
                 latency_s = time.monotonic() - call.started
                 usage = usage_of(response.usage)
+                if usage is not None:
+                    state.input_tokens.billed = usage.input_tokens + usage.output_tokens
                 # The core reads the text only to estimate a missing usage, or to record it.
                 output_text = None
                 if usage is None or state.run.policy.record_content:

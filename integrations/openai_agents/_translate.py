@@ -185,11 +185,13 @@ class InputTokens:
     Equal items have equal texts, so the figure is always ``estimate_input_tokens``'s.
     """
 
-    __slots__ = ("_items", "_tokens", "_tools", "tool_tokens")
+    __slots__ = ("_items", "_tokens", "_tools", "billed", "tool_tokens")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
         self._tokens = 0
+        #: The last call's prompt and output tokens as the provider billed them (0: unknown).
+        self.billed = 0
         self._tools: tuple[Any, int, Any, int] | None = None
         #: The tool definitions' share of the last ``with_tools`` figure.
         self.tool_tokens = 0
@@ -215,20 +217,28 @@ class InputTokens:
         return self.tool_tokens
 
     def estimate(self, system_prompt: str | None, input_items: str | list[Any]) -> int:
-        """``estimate_input_tokens(system_prompt, input_items)``; remembers the items."""
+        """``estimate_input_tokens(system_prompt, input_items)``; remembers the items.
+
+        An input that does not start with the last call's items, after a call that was
+        billed, is taken for a conversation the server keeps (``previous_response_id``,
+        ``conversation_id``): the SDK sends only the new items, and the provider bills the
+        whole conversation again, so the last call's billed prompt and output are added.
+        (A handoff's input filter that trims the history is over-reserved the same way,
+        on the safe side; a run's first call on a stored conversation is not known.)
+        """
         if isinstance(input_items, str):
             return estimate_input_tokens(system_prompt, input_items)
         tokens = chars_message_tokens(len(system_prompt)) if system_prompt else 0
         seen = self._items
         known = len(seen)
         if known and input_items[:known] == seen:
-            counted, new = self._tokens, input_items[known:]
+            counted, new, carried = self._tokens, input_items[known:], 0
         else:
-            counted, new = 0, input_items
+            counted, new, carried = 0, input_items, self.billed if known else 0
         for item in new:
             counted += chars_message_tokens(_item_chars(item))
         self._items, self._tokens = input_items[:], counted
-        return tokens + counted
+        return tokens + counted + carried
 
 
 def response_text(response: ModelResponse, *, include_tool_calls: bool = False) -> str:

@@ -1,10 +1,15 @@
-"""Agents SDK tools and handoffs count in the reserved prompt (see test_oa_hot_path too)."""
+"""What an Agents SDK call's reservation counts: its tools and handoffs (see test_oa_hot_path
+too), and a conversation the server keeps."""
 
 from __future__ import annotations
 
-from agents import Agent, function_tool
-from agents.handoffs import handoff
+from typing import Any
 
+from agents import Agent, Runner, function_tool
+from agents.handoffs import handoff
+from oa_scripted import ScriptedModel, tool_call
+
+from budgetwarden.integrations.openai_agents import BudgetRunHooks
 from budgetwarden.usage import estimate_tokens, tool_tokens
 
 
@@ -22,3 +27,55 @@ def test_a_function_tool_counts_its_name_description_and_parameters() -> None:
 def test_a_handoff_counts_its_tool_definition() -> None:
     billing = handoff(Agent(name="billing", handoff_description="Questions about invoices."))
     assert tool_tokens(billing) >= estimate_tokens(billing.tool_name + billing.tool_description)
+
+
+# ---- conversations the server keeps ------------------------------------------------------
+
+
+def reserved_prompts(hooks: BudgetRunHooks) -> list[int]:
+    """The prompt tokens each of the hooks' reservations holds (recorded as they are made)."""
+    prompts: list[int] = []
+    reserve = hooks._reservation
+
+    def recording(*args: Any) -> Any:
+        async def reserved() -> Any:
+            step = await reserve(*args)
+            prompts.append(step.input_tokens)
+            return step
+
+        return reserved()
+
+    hooks._reservation = recording  # type: ignore[method-assign]
+    return prompts
+
+
+def looping_agent(tools: Any) -> tuple[Agent[Any], ScriptedModel]:
+    model = ScriptedModel(usage=(5000, 50, 0, 0), loop_tool=None)
+    model.turns = [[tool_call("search", {"q": "a"})], [tool_call("search", {"q": "b"})]]
+    return Agent(name="r", instructions="Research.", model=model, tools=[tools.search]), model
+
+
+async def test_a_server_kept_conversation_reserves_what_the_provider_bills_again(
+    make_warden: Any, tools: Any
+) -> None:
+    # With previous_response_id the SDK sends only each turn's new items, and OpenAI bills
+    # the whole conversation again: the reservation adds the last call's billed tokens.
+    agent, model = looping_agent(tools)
+    hooks = BudgetRunHooks(make_warden())
+    prompts = reserved_prompts(hooks)
+    await Runner.run(
+        agent, "find", hooks=hooks, previous_response_id="resp_0", auto_previous_response_id=True
+    )
+    assert [len(sent) for sent in model.inputs] == [1, 1, 1], "only new items were sent"
+    assert prompts[0] < 200 and all(prompt > 5050 for prompt in prompts[1:])
+
+
+async def test_a_client_kept_conversation_reserves_its_own_items(
+    make_warden: Any, tools: Any
+) -> None:
+    agent, model = looping_agent(tools)
+    hooks = BudgetRunHooks(make_warden())
+    prompts = reserved_prompts(hooks)
+    await Runner.run(agent, "find", hooks=hooks)
+    assert [len(sent) for sent in model.inputs] == [1, 3, 5], "the whole history each turn"
+    assert len(prompts) == 3 and all(prompt < 400 for prompt in prompts)
