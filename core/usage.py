@@ -272,6 +272,9 @@ _NAME_ATTRIBUTES = ("name", "tool_name")
 _DESCRIPTION_ATTRIBUTES = ("description", "tool_description")
 #: Tools measured so far, by object: id -> (the tool, kept so the id stays its own; tokens).
 _measured_tools: dict[int, tuple[Any, int]] = {}
+#: Schema dicts measured so far, by name and description (frameworks rebuild the dicts of
+#: the same tools at every call: LangChain binds its tools again for each model call).
+_measured_schemas: dict[tuple[str, Any], int] = {}
 _MEASURED_KEPT = 4096
 
 
@@ -279,14 +282,17 @@ def estimate_tool_tokens(tools: Iterable[Any] | None) -> int:
     """Estimate the prompt tokens of the tool definitions a call offers (see ``tool_tokens``).
 
     Providers bill a call's tool definitions as prompt tokens: a few hundred tokens for a
-    handful of tools, tens of thousands for an agent with several MCP servers. Each tool
-    object is measured once and remembered (by identity), so an agent offering the same
-    tools at every step pays a dictionary lookup per tool.
+    handful of tools, tens of thousands for an agent with several MCP servers. Each tool is
+    measured once and remembered, a tool object by identity and a schema dict by its name
+    and description, so an agent offering the same tools at every step pays a lookup each.
     """
     if not tools:
         return 0
     total = 0
     for tool in tools:
+        if isinstance(tool, Mapping):
+            total += _schema_tokens(tool)
+            continue
         known = _measured_tools.get(id(tool))
         if known is None or known[0] is not tool:
             if len(_measured_tools) >= _MEASURED_KEPT:
@@ -294,6 +300,21 @@ def estimate_tool_tokens(tools: Iterable[Any] | None) -> int:
             known = _measured_tools[id(tool)] = (tool, tool_tokens(tool))
         total += known[1]
     return total
+
+
+def _schema_tokens(schema: Mapping[str, Any]) -> int:
+    function = schema.get("function")
+    named = function if isinstance(function, Mapping) else schema
+    name = named.get("name")
+    if not isinstance(name, str):
+        return tool_tokens(schema)
+    key = (name, named.get("description"))
+    tokens = _measured_schemas.get(key)
+    if tokens is None:
+        if len(_measured_schemas) >= _MEASURED_KEPT:
+            _measured_schemas.clear()
+        tokens = _measured_schemas[key] = tool_tokens(schema)
+    return tokens
 
 
 def tool_tokens(tool: Any) -> int:

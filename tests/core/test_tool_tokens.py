@@ -53,12 +53,34 @@ def test_a_name_alone_counts_nothing() -> None:
     assert tool_tokens("search") == 0 and estimate_tool_tokens(["a", "b"]) == 0
 
 
-def test_each_tool_is_measured_once() -> None:
-    definition = schema("once")
-    first = estimate_tool_tokens([definition])
-    definition["function"]["description"] = "x" * 4000  # same object: the count is kept
-    assert estimate_tool_tokens([definition]) == first
-    assert estimate_tool_tokens([schema("once")]) == first  # an equal new object: measured
+def test_a_schema_dict_is_measured_once_per_name_and_description() -> None:
+    # Frameworks rebuild the same tool's dict at every call (LangChain binds its tools
+    # again for each model call): an equal name and description reuse the count.
+    first = estimate_tool_tokens([schema("once")])
+    rebuilt = schema("once")
+    rebuilt["function"]["parameters"]["properties"]["more"] = {"type": "string"}
+    assert estimate_tool_tokens([rebuilt]) == first
+    changed = schema("once")
+    changed["function"]["description"] = "x" * 4000
+    assert estimate_tool_tokens([changed]) > first + 900
+
+
+class ObjectTool:
+    """A tool object, as the frameworks make them: measured once, by identity."""
+
+    def __init__(self, description: str) -> None:
+        self.name = "object_tool"
+        self.description = description
+        self.params_json_schema = {"type": "object", "properties": {"q": {"type": "string"}}}
+
+
+def test_a_tool_object_is_measured_once() -> None:
+    tool = ObjectTool("Look something up.")
+    first = estimate_tool_tokens([tool])
+    assert first > 10
+    tool.description = "x" * 4000  # the same object: its count is kept
+    assert estimate_tool_tokens([tool]) == first
+    assert estimate_tool_tokens([ObjectTool("x" * 4000)]) > first + 900
 
 
 def test_the_reservation_counts_the_tools_the_call_offers() -> None:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from langchain_core.tools import tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from lc_fakes import CountedTool, ScriptedChatModel, agent_graph, inputs, make_warden
 
 from budgetwarden import Policy
-from budgetwarden.integrations.langchain import BudgetMiddleware
-from budgetwarden.usage import estimate_message_tokens, estimate_tokens, tool_tokens
+from budgetwarden.integrations.langchain import BudgetCallbackHandler, BudgetMiddleware
+from budgetwarden.usage import (
+    estimate_message_tokens,
+    estimate_tokens,
+    estimate_tool_tokens,
+    tool_tokens,
+)
 
 
 @tool
@@ -35,4 +41,17 @@ def test_the_middleware_reserves_the_tools_definitions_with_the_messages(
     assert definition > 10
     for event, prompt in zip(events, model.prompts, strict=True):
         assert event.estimated
+        assert event.input_tokens == estimate_message_tokens(prompt) + definition
+
+
+def test_the_callback_handler_reserves_the_bound_tool_schemas(search: CountedTool) -> None:
+    model = ScriptedChatModel(report_usage=False, answer_after=1)
+    warden, sink = make_warden(Policy())
+    agent = agent_graph(model, [search.tool])
+    agent.invoke(inputs("find the answer"), config={"callbacks": [BudgetCallbackHandler(warden)]})
+    events = [event for event in sink.cost_events if event.kind == "llm"]
+    assert len(events) == len(model.prompts) == 2
+    definition = estimate_tool_tokens([convert_to_openai_tool(search.tool)])
+    assert definition > 10
+    for event, prompt in zip(events, model.prompts, strict=True):
         assert event.input_tokens == estimate_message_tokens(prompt) + definition
