@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .compress import compress_messages
-from .final_call import note_role
+from .final_call import FinalTools, final_call_tools, note_role
 from .run import Run, Step
+from .steps import FINAL_ANSWER_INSTRUCTION
 from .usage import Usage
 
 __all__ = ["acomplete", "classify_error", "complete", "usage_from_litellm"]
@@ -108,8 +109,11 @@ def _prepare(run: Run, step: Step, messages: Sequence[Any]) -> list[Any]:
     if step.compress:
         target = step.compress_target(run.policy.compress_ratio)
         out = compress_messages(out, target)
-    if step.hint:  # last, so the prompt's cached prefix stays as it was
-        out.append({"role": note_role(step.model), "content": step.hint})
+    notes = [step.hint] if step.hint else []
+    if step.final:
+        notes.append(FINAL_ANSWER_INSTRUCTION)
+    for note in notes:  # last, so the prompt's cached prefix stays as it was
+        out.append({"role": note_role(step.model), "content": note})
     return out
 
 
@@ -138,7 +142,22 @@ def _call_kwargs(step: Step, messages: list[Any], kwargs: dict[str, Any]) -> dic
             "complete() has no model to call: pass model=..., or give the policy a Routing "
             "with tiers"
         )
-    return {**kwargs, "model": step.model, "messages": messages, "max_tokens": step.max_tokens}
+    call = {**kwargs, "model": step.model, "messages": messages, "max_tokens": step.max_tokens}
+    if step.final and call.get("tools"):
+        _final_tools(call, final_call_tools(step.model))
+    return call
+
+
+def _final_tools(call: dict[str, Any], mode: FinalTools) -> None:
+    """The last call a cap allows goes without tools, or where the provider refuses a tool
+    history without tools (Anthropic, Bedrock) keeps them: with ``tool_choice="none"``
+    (LiteLLM's word for Anthropic's), or on Bedrock, which has none, as they were."""
+    call.pop("tool_choice", None)
+    if mode == "drop":
+        call.pop("tools", None)
+        call.pop("parallel_tool_calls", None)
+    elif mode == "forbid":
+        call["tool_choice"] = "none"
 
 
 def _is_whole(value: object) -> bool:

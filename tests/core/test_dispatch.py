@@ -248,3 +248,43 @@ def test_provider_counts_in_either_convention_make_a_valid_usage() -> None:
     # a LiteLLM usage with the cache apart from the prompt (as older versions gave Anthropic's)
     usage = usage_from_litellm({"prompt_tokens": 20, "cache_creation_input_tokens": 900})
     assert usage is not None and (usage.input_tokens, usage.cache_write_tokens) == (920, 900)
+
+
+class Recording(Scripted):
+    """``Scripted``, remembering every call's keyword arguments."""
+
+    def __init__(self, *responses: object) -> None:
+        super().__init__(*responses)
+        self.calls: list[dict[str, object]] = []
+
+    def completion(self, **kwargs: object) -> object:
+        self.calls.append(kwargs)
+        return super().completion(**kwargs)
+
+
+TOOLS = [{"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize(
+    ("model", "tools_sent", "choice"),
+    [
+        ("gpt-4o-mini", False, None),
+        ("claude-sonnet-4-20250514", True, "none"),
+        ("bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0", True, None),
+    ],
+)
+def test_the_last_call_a_cap_allows_asks_for_the_answer(
+    model: str, tools_sent: bool, choice: str | None
+) -> None:
+    from budgetwarden.steps import FINAL_ANSWER_INSTRUCTION
+
+    warden, _, _ = make_warden(Policy(limits=Limits(max_iterations=2, final_answer=True)))
+    script = Recording(reply("calling", model), reply("my answer", model))
+    with warden.run() as run:
+        for _ in range(2):
+            complete(run, MESSAGES, model=model, router=script, tools=TOOLS, tool_choice="auto")
+    first, last = script.calls
+    assert first["tools"] == TOOLS and first["tool_choice"] == "auto"
+    assert first["messages"] == MESSAGES
+    assert last["messages"][-1]["content"] == FINAL_ANSWER_INSTRUCTION
+    assert ("tools" in last) is tools_sent and last.get("tool_choice") == choice
