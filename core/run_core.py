@@ -184,7 +184,7 @@ class RunCore:
         self._bucket_bars: tuple[tuple[str, float, float], ...] = ()
         self._metric_picks: tuple[int, ...] = ()  # see _amounts
         self._token_cache: TokenCache = {}
-        self._tools_seen: tuple[Any, int, int] | None = None  # last tools: object, size, tokens
+        self._tools_seen: tuple[Any, int] | None = None  # the last tools offered, their tokens
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
         self._lowest_level = alert_levels(self.policy.thresholds)[0]
@@ -293,15 +293,15 @@ class RunCore:
         return cancel_targets(self.warden.namespace, lineage, self.attribution)
 
     def _prompt_with_tools(self, messages: Any, tools: Sequence[Any]) -> tuple[int, int]:
-        """The prompt's estimated tokens with the tools' definitions, and theirs alone (the
-        same tools object as last call, of the same size: its count, without a look at each
-        tool)."""
+        """The prompt's estimated tokens with the tools' definitions, and theirs alone (tools
+        equal to the last call's, the same objects in the same order: their count, without
+        a look at each; frameworks rebuild the list, or its dicts, at every call)."""
         seen = self._tools_seen
-        if seen is not None and seen[0] is tools and seen[1] == len(tools):
-            tool_tokens = seen[2]
+        if seen is not None and seen[0] == tools:
+            tool_tokens = seen[1]
         else:
             tool_tokens = estimate_tool_tokens(tools)
-            self._tools_seen = (tools, len(tools), tool_tokens)
+            self._tools_seen = (tools.copy() if type(tools) is list else tools, tool_tokens)
         return estimate_message_tokens(messages, self._token_cache) + tool_tokens, tool_tokens
 
     def _llm_request(

@@ -290,6 +290,8 @@ def estimate_tool_tokens(tools: Iterable[Any] | None) -> int:
         return 0
     total = 0
     for tool in tools:
+        if type(tool) is str:
+            continue  # a name: no schema to count
         if isinstance(tool, Mapping):
             total += _schema_tokens(tool)
             continue
