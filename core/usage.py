@@ -368,4 +368,9 @@ def _schema_of(tool: Any) -> Any:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, default=str, separators=(", ", ": "))
+    """``value`` as JSON; a value JSON cannot hold (a cycle) as its ``repr``, which is about
+    as long: a tool definition is measured, never refused."""
+    try:
+        return json.dumps(value, default=str, separators=(", ", ": "))
+    except (ValueError, TypeError, RecursionError):
+        return repr(value)

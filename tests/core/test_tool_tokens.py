@@ -130,3 +130,23 @@ def test_the_same_tools_list_is_counted_once_per_run_until_it_changes() -> None:
     tools.append(schema("c", 8))  # the same list, grown: counted again
     second = run.before_llm_call("gpt-4o", MESSAGES, max_tokens=10, tools=tools)
     assert second.tool_tokens == estimate_tool_tokens(tools) > first.tool_tokens
+
+
+def test_a_definition_json_cannot_hold_is_measured_anyway() -> None:
+    looped: dict[str, Any] = {"name": "looped", "description": "A schema with a cycle."}
+    looped["parameters"] = looped
+    assert tool_tokens(looped) > 5
+
+    class Broken:
+        name = "broken"
+        description = "Its schema property fails."
+
+        @property
+        def args_schema(self) -> Any:
+            raise RuntimeError("no schema today")
+
+    assert tool_tokens(Broken()) == estimate_tokens(
+        json.dumps(
+            {"name": "broken", "description": "Its schema property fails.", "parameters": None}
+        )
+    )
