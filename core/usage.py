@@ -10,6 +10,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "IMAGE_BLOCK_TYPES",
+    "IMAGE_CHARS",
+    "IMAGE_TOKENS",
     "TokenCache",
     "Usage",
     "estimate_message_tokens",
@@ -150,6 +153,18 @@ def estimate_tokens(text: str) -> int:
 JSON_WEIGHT = 1.5
 
 
+#: Prompt tokens assumed for one image, whatever its size in bytes: providers bill an image
+#: by its pixels, not by its base64 text (GPT-4o at most about 1,100 tokens in high detail,
+#: Claude about 1,600 for a 1.15-megapixel image, Gemini 258). Counted as text, one
+#: 500 KB screenshot read as 170,000 tokens.
+IMAGE_TOKENS = 1600
+#: ``IMAGE_TOKENS`` in the characters the estimate counts.
+IMAGE_CHARS = IMAGE_TOKENS * CHARS_PER_TOKEN
+#: Content-block types that carry an image: OpenAI's chat (``image_url``) and Responses
+#: (``input_image``, ``computer_screenshot``) APIs, Anthropic's and LangChain's (``image``).
+IMAGE_BLOCK_TYPES = frozenset({"image", "image_url", "input_image", "computer_screenshot"})
+
+
 def _content_chars(content: Any) -> int:
     if content is None:
         return 0
@@ -157,7 +172,11 @@ def _content_chars(content: Any) -> int:
         return len(content)
     if isinstance(content, Mapping):
         text = content.get("text")
-        return len(text) if isinstance(text, str) else int(len(str(content)) * JSON_WEIGHT)
+        if isinstance(text, str):
+            return len(text)
+        if content.get("type") in IMAGE_BLOCK_TYPES:
+            return IMAGE_CHARS
+        return int(len(str(content)) * JSON_WEIGHT)
     if isinstance(content, Iterable):
         return sum(_content_chars(part) for part in content)
     return len(str(content))

@@ -17,7 +17,12 @@ from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessa
 
 from budgetwarden import Usage
 from budgetwarden.compress import compress_messages
-from budgetwarden.usage import chars_message_tokens, estimate_tool_tokens
+from budgetwarden.usage import (
+    IMAGE_BLOCK_TYPES,
+    IMAGE_CHARS,
+    chars_message_tokens,
+    estimate_tool_tokens,
+)
 
 __all__ = [
     "InputTokens",
@@ -110,13 +115,24 @@ def _item_field(item: Any, name: str) -> Any:
     return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
 
 
+#: What an image counts for in an item's text: ``IMAGE_TOKENS`` worth of characters (an image
+#: is billed by its pixels, not by the length of its base64 data).
+_IMAGE_TEXT = "[image]".ljust(IMAGE_CHARS)
+
+
 def _item_text(item: Any) -> str:
     kind = _item_field(item, "type")
     if kind == "function_call":
         return f"{_item_field(item, 'name')}({_item_field(item, 'arguments')})"
-    if kind == "function_call_output":
+    if kind in ("function_call_output", "computer_call_output"):
         output = _item_field(item, "output")
-        return output if isinstance(output, str) else json.dumps(output, default=str)
+        if isinstance(output, str):
+            return output
+        if _is_image(output):
+            return _IMAGE_TEXT
+        if isinstance(output, list):
+            return _content_text(output)
+        return json.dumps(output, default=str)
     content = _item_field(item, "content")
     if content is None:
         return json.dumps(item, default=str) if isinstance(item, Mapping) else str(item)
@@ -127,8 +143,17 @@ def _content_text(content: Iterable[Any]) -> str:
     parts = []
     for part in content:
         text = _item_field(part, "text") or _item_field(part, "refusal")
-        parts.append(text if isinstance(text, str) else json.dumps(part, default=str))
+        if isinstance(text, str):
+            parts.append(text)
+        elif _is_image(part):
+            parts.append(_IMAGE_TEXT)
+        else:
+            parts.append(json.dumps(part, default=str))
     return "".join(parts)
+
+
+def _is_image(part: Any) -> bool:
+    return _item_field(part, "type") in IMAGE_BLOCK_TYPES if part is not None else False
 
 
 def estimate_messages(

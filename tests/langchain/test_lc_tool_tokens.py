@@ -55,3 +55,23 @@ def test_the_callback_handler_reserves_the_bound_tool_schemas(search: CountedToo
     assert definition > 10
     for event, prompt in zip(events, model.prompts, strict=True):
         assert event.input_tokens == estimate_message_tokens(prompt) + definition
+
+
+def test_an_image_in_the_agents_input_is_reserved_as_an_image(search: CountedTool) -> None:
+    from langchain_core.messages import HumanMessage
+
+    from budgetwarden.usage import IMAGE_TOKENS
+
+    png = "iVBORw0KGgo" * 40_000  # ~440 KB of base64: 165,000 tokens if read as text
+    question = HumanMessage(
+        content=[
+            {"type": "text", "text": "find the answer"},
+            {"type": "image", "base64": png, "mime_type": "image/png"},
+        ]
+    )
+    model = ScriptedChatModel(report_usage=False, answer_after=1)
+    warden, sink = make_warden(Policy())
+    agent = agent_graph(model, [search.tool], middleware=[BudgetMiddleware(warden)])
+    agent.invoke({"messages": [question]})
+    first = next(event for event in sink.cost_events if event.kind == "llm")
+    assert IMAGE_TOKENS < first.input_tokens < IMAGE_TOKENS + 200

@@ -79,3 +79,36 @@ async def test_a_client_kept_conversation_reserves_its_own_items(
     await Runner.run(agent, "find", hooks=hooks)
     assert [len(sent) for sent in model.inputs] == [1, 3, 5], "the whole history each turn"
     assert len(prompts) == 3 and all(prompt < 400 for prompt in prompts)
+
+
+# ---- images ------------------------------------------------------------------------------
+
+SCREENSHOT = "data:image/png;base64," + "iVBORw0KGgo" * 40_000  # ~440 KB of base64
+
+
+def test_input_images_and_screenshots_count_as_images_not_as_base64() -> None:
+    from budgetwarden.integrations.openai_agents._translate import estimate_input_tokens
+    from budgetwarden.usage import IMAGE_TOKENS
+
+    question = {"role": "user", "content": [{"type": "input_text", "text": "What is this?"}]}
+    with_image = {
+        "role": "user",
+        "content": [
+            {"type": "input_text", "text": "What is this?"},
+            {"type": "input_image", "image_url": SCREENSHOT, "detail": "auto"},
+        ],
+    }
+    screenshot = {
+        "type": "computer_call_output",
+        "call_id": "c1",
+        "output": {"type": "computer_screenshot", "image_url": SCREENSHOT},
+    }
+    tool_image = {
+        "type": "function_call_output",
+        "call_id": "c2",
+        "output": [{"type": "input_image", "image_url": SCREENSHOT}],
+    }
+    base = estimate_input_tokens(None, [question])
+    assert estimate_input_tokens(None, [with_image]) == base + IMAGE_TOKENS
+    for item in (screenshot, tool_image):
+        assert IMAGE_TOKENS <= estimate_input_tokens(None, [item]) < IMAGE_TOKENS + 20
