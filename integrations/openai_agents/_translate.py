@@ -244,26 +244,30 @@ class InputTokens:
     def estimate(self, system_prompt: str | None, input_items: str | list[Any]) -> int:
         """``estimate_input_tokens(system_prompt, input_items)``; remembers the items.
 
-        An input that does not start with the last call's items, after a call that was
-        billed, is taken for a conversation the server keeps (``previous_response_id``,
-        ``conversation_id``): the SDK sends only the new items, and the provider bills the
-        whole conversation again, so the last call's billed prompt and output are added.
-        (A handoff's input filter that trims the history is over-reserved the same way,
-        on the safe side; a run's first call on a stored conversation is not known.)
+        An input that does not start with the last call's items and is under half the last
+        call's billed prompt is taken for a conversation the server keeps
+        (``previous_response_id``, ``conversation_id``): the SDK sends only the new items,
+        and the provider bills the whole conversation again, so the last call's billed
+        prompt and output are added. (An input filter that trims the history sends about as
+        much as it did last time, so it is not; a run's first call on a stored conversation
+        is not known.)
         """
         if isinstance(input_items, str):
             return estimate_input_tokens(system_prompt, input_items)
         tokens = chars_message_tokens(len(system_prompt)) if system_prompt else 0
         seen = self._items
         known = len(seen)
-        if known and input_items[:known] == seen:
-            counted, new, carried = self._tokens, input_items[known:], 0
+        extends = known and input_items[:known] == seen
+        if extends:
+            counted, new = self._tokens, input_items[known:]
         else:
-            counted, new, carried = 0, input_items, self.billed if known else 0
+            counted, new = 0, input_items
         for item in new:
             counted += chars_message_tokens(_item_chars(item))
         self._items, self._tokens = input_items[:], counted
-        return tokens + counted + carried
+        if extends or not known or tokens + counted >= self.billed // 2:
+            return tokens + counted
+        return tokens + counted + self.billed
 
 
 def response_text(response: ModelResponse, *, include_tool_calls: bool = False) -> str:

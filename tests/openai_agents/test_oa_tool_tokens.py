@@ -112,3 +112,17 @@ def test_input_images_and_screenshots_count_as_images_not_as_base64() -> None:
     assert estimate_input_tokens(None, [with_image]) == base + IMAGE_TOKENS
     for item in (screenshot, tool_image):
         assert IMAGE_TOKENS <= estimate_input_tokens(None, [item]) < IMAGE_TOKENS + 20
+
+
+def test_an_input_filter_that_trims_the_history_is_not_taken_for_a_server_conversation() -> None:
+    from budgetwarden.integrations.openai_agents._translate import InputTokens
+
+    tokens = InputTokens()
+    turn = [{"role": "user", "content": "x" * 4000} for _ in range(3)]  # ~3,000 tokens
+    first = tokens.estimate("Research.", turn)
+    tokens.billed = first + 50  # what the provider billed for it
+    trimmed = [{"role": "user", "content": "y" * 4000} for _ in range(3)]  # the last 3 items
+    assert tokens.estimate("Research.", trimmed) == first, "its own items only"
+    tokens.billed = first + 50
+    new_only = [{"type": "function_call_output", "call_id": "c", "output": "result"}]
+    assert tokens.estimate("Research.", new_only) > first, "plus the conversation billed"
