@@ -483,7 +483,12 @@ class Policy(_Frozen):
     on_exceeded: Literal["partial", "raise", "pause"] = "partial"
     unknown_model: Literal["fallback", "deny"] = "fallback"
     fallback_model: str = "gpt-4o"
-    default_max_output_tokens: int = Field(default=1024, ge=1)
+    default_max_output_tokens: int = Field(
+        default=1024,
+        ge=1,
+        description="Output tokens reserved for a call that names no max_tokens; a run raises "
+        "it to its largest answer so far.",
+    )
     prices: Mapping[str, PriceSpec] = Field(
         default_factory=dict,
         description="Prices of your own models: a ModelPrice or its fields, by model name.",

@@ -177,6 +177,7 @@ class RunCalls(RunLimits):
             step.done = step.recorded = True
             for run in self._lineage:
                 run.counters.settle_llm(held, usage, cost, failed)
+            self._learn_output(usage.output_tokens)
             if model and model not in self._models:
                 self._models.append(model)
             if self.policy.routing is not None:

@@ -316,8 +316,16 @@ class RunCore:
             estimate = input_tokens
         else:
             estimate = estimate_message_tokens(messages, self._token_cache)
-        out = max_tokens if max_tokens is not None else self.policy.default_max_output_tokens
+        out = max_tokens if max_tokens is not None else self._default_max_out
         return model, estimate, out, len(tools or ())
+
+    def _learn_output(self, output_tokens: int) -> None:
+        """Reserve at least what the run's largest answer used for its calls that name no
+        ``max_tokens`` (``Policy.default_max_output_tokens`` is where it starts). A reasoning
+        model given no limit answers in thousands of tokens, reasoning included: reserving
+        the default 1,024 every time held a fraction of each call."""
+        if output_tokens > self._default_max_out:
+            self._default_max_out = output_tokens
 
     def _buckets(self, now: float) -> tuple[BucketRef, ...]:
         """The buckets this run's calls count against now (kept until a window turns)."""

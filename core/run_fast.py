@@ -320,6 +320,8 @@ class FastPaths(RunCalls):
             step.done = step.recorded = True
             c = self.counters
             c.settle_llm((worst, step.input_tokens, step.max_tokens), usage, cost, failed)
+            if fields["output_tokens"] > self._default_max_out:  # as _learn_output, inline
+                self._default_max_out = fields["output_tokens"]
             if real_model and real_model not in self._models:
                 self._models.append(real_model)
             if self._near_alert(committed):
