@@ -1,4 +1,5 @@
-"""Fixed texts for token-count benchmarks: English prose, Python code and JSON, ~2,400 chars."""
+"""Fixed texts for token-count benchmarks: English prose, Python code, JSON and Chinese prose,
+2,400 characters each."""
 
 from __future__ import annotations
 
@@ -47,6 +48,17 @@ RECORD = {
 }
 
 
+#: Chinese prose (its full-width punctuation is the language's own).
+CHINESE = (
+    "智能体的失败往往代价高昂。一个找不到资料的研究智能体会不停地搜索，"  # noqa: RUF001
+    "而每一次搜索都会把整段对话重新发给模型，"  # noqa: RUF001
+    "于是提示越来越长，答案却没有更近一步。"  # noqa: RUF001
+    "解决办法不是更好的提示词，而是放在循环里的预算："  # noqa: RUF001
+    "统计每一次调用，按服务商的计费方式为每个令牌定价，"  # noqa: RUF001
+    "在调用之前预留最坏情况，并拒绝会越界的那一次调用。"  # noqa: RUF001
+)
+
+
 def _fill(seed: str, chars: int) -> str:
     text = seed
     while len(text) < chars:
@@ -69,6 +81,11 @@ def json_text(chars: int = 2400) -> str:
     return _fill(json.dumps(RECORD, indent=1) + "\n", chars)
 
 
+def chinese(chars: int = 2400) -> str:
+    """Chinese prose of exactly ``chars`` characters (three UTF-8 bytes each)."""
+    return _fill(CHINESE, chars)
+
+
 def chat(text: str) -> list[dict[str, str]]:
     """A two-message chat whose user message is ``text``."""
     return [
@@ -77,4 +94,9 @@ def chat(text: str) -> list[dict[str, str]]:
     ]
 
 
-SAMPLES = {"english prose": prose, "python code": code, "json": json_text}
+SAMPLES = {
+    "english prose": prose,
+    "python code": code,
+    "json": json_text,
+    "chinese prose": chinese,
+}

@@ -19,10 +19,12 @@ __all__ = [
     "estimate_tokens",
     "estimate_tool_tokens",
     "message_tokens",
+    "text_size",
     "tool_tokens",
 ]
 
-#: Characters per token assumed by the estimate (OpenAI's rule of thumb for English).
+#: Characters per token assumed by the estimate (OpenAI's rule of thumb for English). Beyond
+#: ASCII the estimate counts UTF-8 bytes instead of characters (see ``text_size``).
 CHARS_PER_TOKEN = 4
 #: Tokens a chat message costs beyond its text (role, separators), as OpenAI counts them.
 TOKENS_PER_MESSAGE = 4
@@ -145,8 +147,17 @@ def _parts_error(usage: Usage) -> str:
 
 
 def estimate_tokens(text: str) -> int:
-    """Estimate the tokens of a text: one per four characters, rounded up."""
-    return -(-len(text) // CHARS_PER_TOKEN)
+    """Estimate the tokens of a text: one per four characters (``text_size``), rounded up."""
+    return -(-text_size(text) // CHARS_PER_TOKEN)
+
+
+def text_size(text: str) -> int:
+    """The size the estimate counts of ``text``: its length when it is ASCII, else its UTF-8
+    bytes. Tokenizers spend about a token per four ASCII characters, but nearer one per
+    Chinese or Japanese character (three bytes): counted by characters, 1,350 characters of
+    Chinese read as 337 tokens (871 with GPT-4o's tokenizer, 1,140 with Claude's); by bytes,
+    1,012. Whether a text is ASCII is known without reading it."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 #: Tool-call arguments are JSON, which tokenizes about 1.5x denser than prose.
@@ -169,29 +180,29 @@ def _content_chars(content: Any) -> int:
     if content is None:
         return 0
     if isinstance(content, str):
-        return len(content)
+        return text_size(content)
     if isinstance(content, Mapping):
         text = content.get("text")
         if isinstance(text, str):
-            return len(text)
+            return text_size(text)
         if content.get("type") in IMAGE_BLOCK_TYPES:
             return IMAGE_CHARS
-        return int(len(str(content)) * JSON_WEIGHT)
+        return int(text_size(str(content)) * JSON_WEIGHT)
     if isinstance(content, Iterable):
         return sum(_content_chars(part) for part in content)
-    return len(str(content))
+    return text_size(str(content))
 
 
 def _calls_chars(calls: Any) -> int:
     if not calls:
         return 0
-    return int(sum(map(len, map(str, calls))) * JSON_WEIGHT)
+    return int(sum(map(text_size, map(str, calls))) * JSON_WEIGHT)
 
 
 def _message_chars(message: Any) -> int:
     kind = type(message)
     if kind is str:
-        return len(message)
+        return text_size(message)
     if kind is dict:
         content, calls = message.get("content"), message.get("tool_calls")
     else:
@@ -202,7 +213,10 @@ def _message_chars(message: Any) -> int:
             content, calls = message.get("content"), message.get("tool_calls")
         else:
             content, calls = getattr(message, "content", None), None
-    chars = len(content) if type(content) is str else _content_chars(content)
+    if type(content) is str:  # text_size, inline: most contents are ASCII text
+        chars = len(content) if content.isascii() else text_size(content)
+    else:
+        chars = _content_chars(content)
     return chars + _calls_chars(calls) if calls else chars
 
 

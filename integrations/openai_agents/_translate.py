@@ -22,6 +22,7 @@ from budgetwarden.usage import (
     IMAGE_CHARS,
     chars_message_tokens,
     estimate_tool_tokens,
+    text_size,
 )
 
 __all__ = [
@@ -170,31 +171,31 @@ def estimate_messages(
 
 
 def _item_chars(item: Any) -> int:
-    """``len(_item_text(item))``, without building the text for the usual dict items."""
+    """``text_size(_item_text(item))``, without building the text for the usual dict items."""
     if type(item) is dict:
         kind = item.get("type")
         if kind == "function_call":
             name, arguments = item.get("name"), item.get("arguments")
             if type(name) is str and type(arguments) is str:
-                return len(name) + len(arguments) + 2  # f"{name}({arguments})"
+                return text_size(name) + text_size(arguments) + 2  # f"{name}({arguments})"
         elif kind == "function_call_output":
             output = item.get("output")
             if type(output) is str:
-                return len(output)
+                return len(output) if output.isascii() else text_size(output)
         else:
             content = item.get("content")
             if type(content) is str:
-                return len(content)
-    return len(_item_text(item))
+                return len(content) if content.isascii() else text_size(content)
+    return text_size(_item_text(item))
 
 
 def estimate_input_tokens(system_prompt: str | None, input_items: str | list[Any]) -> int:
     """The core's token estimate of ``estimate_messages(system_prompt, input_items)``,
     counted from the items' text lengths without building the messages (the SDK hands the
     model new item dicts at every turn, so there is nothing to cache per item)."""
-    tokens = chars_message_tokens(len(system_prompt)) if system_prompt else 0
+    tokens = chars_message_tokens(text_size(system_prompt)) if system_prompt else 0
     if isinstance(input_items, str):
-        return tokens + chars_message_tokens(len(input_items))
+        return tokens + chars_message_tokens(text_size(input_items))
     for item in input_items:
         tokens += chars_message_tokens(_item_chars(item))
     return tokens
@@ -254,7 +255,7 @@ class InputTokens:
         """
         if isinstance(input_items, str):
             return estimate_input_tokens(system_prompt, input_items)
-        tokens = chars_message_tokens(len(system_prompt)) if system_prompt else 0
+        tokens = chars_message_tokens(text_size(system_prompt)) if system_prompt else 0
         seen = self._items
         known = len(seen)
         extends = known and input_items[:known] == seen
