@@ -208,7 +208,9 @@ class InputTokens:
     input, then what that turn added. When the input starts with items equal to the last
     input's (one C-level list comparison), their count is reused and only the rest is
     counted; anything else (a handoff's filtered input, a trimmed history) is counted whole.
-    Equal items have equal texts, so the figure is always ``estimate_input_tokens``'s.
+    Equal items have equal texts, so the figure is ``estimate_input_tokens``'s, plus the
+    conversation the server keeps when it keeps one (see ``estimate``). ``with_tools``
+    counts the definitions of the agent's tools, which the hooks add to it.
     """
 
     __slots__ = ("_items", "_tokens", "_tools", "billed", "tool_tokens")
