@@ -30,6 +30,8 @@ from budgetwarden import BudgetError
 from budgetwarden.final_call import final_call_tools, note_role
 from budgetwarden.steps import FINAL_ANSWER_INSTRUCTION
 
+from ._translate import model_name
+
 if TYPE_CHECKING:
     from ._hooks import BudgetRunHooks
     from ._state import LlmCall
@@ -39,7 +41,6 @@ __all__ = [
     "add_notes",
     "final_arguments",
     "final_response",
-    "model_name_of",
     "noting_agent",
 ]
 
@@ -86,12 +87,6 @@ def final_arguments(
         return [], [], dataclasses.replace(settings, tool_choice=None, parallel_tool_calls=None)
     choice = "none" if mode == "forbid" else None
     return tools, handoffs, dataclasses.replace(settings, tool_choice=choice)
-
-
-def model_name_of(model: Model) -> str | None:
-    """The name a ``Model`` calls (``LitellmModel``, the OpenAI models: ``.model``)."""
-    name = getattr(model, "model", None)
-    return name if isinstance(name, str) else None
 
 
 def final_response(call: LlmCall | None, response: ModelResponse) -> ModelResponse:
@@ -184,7 +179,7 @@ class GuardedModel(Model):
         call = self.hooks.call_for_input(input)
         target = self._target()
         tools, handoffs, model_settings = final_arguments(
-            call, tools, handoffs, model_settings, model_name_of(target)
+            call, tools, handoffs, model_settings, model_name(target)
         )
         response = await target.get_response(
             system_instructions,
@@ -218,7 +213,7 @@ class GuardedModel(Model):
         call = self.hooks.call_for_input(input)
         target = self._target()
         tools, handoffs, model_settings = final_arguments(
-            call, tools, handoffs, model_settings, model_name_of(target)
+            call, tools, handoffs, model_settings, model_name(target)
         )
         async for event in target.stream_response(
             system_instructions,

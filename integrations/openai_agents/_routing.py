@@ -24,8 +24,8 @@ from agents.tool import Tool
 from budgetwarden import BudgetError
 from budgetwarden.dispatch import classify_error
 
-from ._final import final_arguments, final_response, model_name_of
-from ._translate import compress_input
+from ._final import final_arguments, final_response
+from ._translate import compress_input, model_name
 
 if TYPE_CHECKING:
     from ._hooks import BudgetRunHooks
@@ -116,7 +116,7 @@ class RoutedModel(Model):
             if call is not None:
                 call.dispatched_model = name
             offered, offered_handoffs, settings = final_arguments(
-                call, tools, handoffs, model_settings, name or model_name_of(model)
+                call, tools, handoffs, model_settings, name or model_name(model)
             )
             try:
                 response = await model.get_response(
@@ -162,7 +162,7 @@ class RoutedModel(Model):
             if call is not None:
                 call.dispatched_model = name
             offered, offered_handoffs, settings = final_arguments(
-                call, tools, handoffs, model_settings, name or model_name_of(model)
+                call, tools, handoffs, model_settings, name or model_name(model)
             )
             streamed = False
             try:
