@@ -54,6 +54,12 @@ def _whole(value: object) -> int:
         return -1
 
 
+def _stamped(step: Step, tool_tokens: int, gap: int | None) -> Step:
+    """``step`` with what its prompt's estimate holds: the tools' part and the prompt gap."""
+    step.tool_tokens, step.prompt_gap = tool_tokens, gap
+    return step
+
+
 class Run(FastPaths):
     """One agent run: counters, caps, routing state and reservations. Made by ``Warden.run``.
 
@@ -131,21 +137,19 @@ class Run(FastPaths):
             max_tokens, input_tokens = token_counts(max_tokens, input_tokens)
         if self.finished_at is not None:
             raise self._finished_error("before_llm_call")
-        tool_tokens = 0
-        if tools and input_tokens is None:
-            input_tokens, tool_tokens = self._prompt_with_tools(messages, tools)
+        tool_tokens, gap = 0, None
+        if input_tokens is None:
+            input_tokens, tool_tokens, gap = self._estimate_prompt(messages, tools)
         if self._one_pass and self._fast_ok:
-            local = self._local_llm_step(model, messages, max_tokens, input_tokens)
+            local = self._local_llm_step(model, max_tokens, input_tokens)
             if local is not None:
-                local.tool_tokens = tool_tokens
-                return local
-        claim = self._quick_llm_claim(model, messages, max_tokens, input_tokens)
+                return _stamped(local, tool_tokens, gap)
+        claim = self._quick_llm_claim(model, max_tokens, input_tokens)
         if claim is not None:
             outcome = self._quick_llm_reserve(claim)
             if (step := self._quick_llm_hold(claim, outcome)) is not None:
-                step.tool_tokens = tool_tokens
-                return step
-        request = self._llm_request(model, messages, max_tokens, input_tokens, tools)
+                return _stamped(step, tool_tokens, gap)
+        request = self._llm_request(model, max_tokens, input_tokens, tools)
         attempt = _Attempt(self._llm_plans(request))
         while True:
             plan = attempt.plan
@@ -154,8 +158,7 @@ class Run(FastPaths):
                 outcome = self.warden._reserve(plan.charges, plan.id, self._watch)
                 if outcome.ok:
                     step = self._hold_llm(plan, outcome, request)
-                    step.tool_tokens = tool_tokens
-                    return step
+                    return _stamped(step, tool_tokens, gap)
                 refusal = self._unclaim(plan, request, outcome)
             move = self._next_move(attempt, refusal)
             if move.kind == "wait":
@@ -182,21 +185,19 @@ class Run(FastPaths):
             max_tokens, input_tokens = token_counts(max_tokens, input_tokens)
         if self.finished_at is not None:
             raise self._finished_error("abefore_llm_call")
-        tool_tokens = 0
-        if tools and input_tokens is None:
-            input_tokens, tool_tokens = self._prompt_with_tools(messages, tools)
+        tool_tokens, gap = 0, None
+        if input_tokens is None:
+            input_tokens, tool_tokens, gap = self._estimate_prompt(messages, tools)
         if self._one_pass and self._fast_ok:
-            local = self._local_llm_step(model, messages, max_tokens, input_tokens)
+            local = self._local_llm_step(model, max_tokens, input_tokens)
             if local is not None:
-                local.tool_tokens = tool_tokens
-                return local
-        claim = self._quick_llm_claim(model, messages, max_tokens, input_tokens)
+                return _stamped(local, tool_tokens, gap)
+        claim = self._quick_llm_claim(model, max_tokens, input_tokens)
         if claim is not None:
             outcome = await self._quick_llm_areserve(claim)
             if (step := self._quick_llm_hold(claim, outcome)) is not None:
-                step.tool_tokens = tool_tokens
-                return step
-        request = self._llm_request(model, messages, max_tokens, input_tokens, tools)
+                return _stamped(step, tool_tokens, gap)
+        request = self._llm_request(model, max_tokens, input_tokens, tools)
         attempt = _Attempt(self._llm_plans(request))
         while True:
             plan = attempt.plan
@@ -205,8 +206,7 @@ class Run(FastPaths):
                 outcome = await self.warden._areserve(plan.charges, plan.id, self._watch)
                 if outcome.ok:
                     step = self._hold_llm(plan, outcome, request)
-                    step.tool_tokens = tool_tokens
-                    return step
+                    return _stamped(step, tool_tokens, gap)
                 refusal = self._unclaim(plan, request, outcome)
             move = self._next_move(attempt, refusal)
             if move.kind == "wait":

@@ -178,6 +178,7 @@ class RunCalls(RunLimits):
             for run in self._lineage:
                 run.counters.settle_llm(held, usage, cost, failed)
             self._learn_output(usage.output_tokens)
+            self._learn_prompt(step, usage)
             if model and model not in self._models:
                 self._models.append(model)
             if self.policy.routing is not None:

@@ -122,6 +122,7 @@ class RunCore:
         "_models",
         "_one_pass",
         "_pending",
+        "_prompt_gap",
         "_ratios",
         "_route",
         "_routed",
@@ -185,6 +186,7 @@ class RunCore:
         self._metric_picks: tuple[int, ...] = ()  # see _amounts
         self._token_cache: TokenCache = {}
         self._tools_seen: tuple[Any, int] | None = None  # the last tools offered, their tokens
+        self._prompt_gap = 0  # what the last estimate missed of its billed prompt (_learn_prompt)
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
         self._lowest_level = alert_levels(self.policy.thresholds)[0]
@@ -268,6 +270,18 @@ class RunCore:
                 children=[child.report for child in self.children],
             )
 
+    @property
+    def prompt_gap(self) -> int:
+        """The tokens the run's last estimated model call missed of the prompt its provider
+        billed (0 until a bill comes; never below 0), added to the run's next estimates.
+
+        What the estimate cannot see is billed again at the next call: a provider's
+        tool-use system prompt, tools listed after the hooks (MCP servers), a tokenizer
+        that counts more than the estimate. An adapter that passes its own ``input_tokens``
+        to ``before_llm_call`` (which adds nothing to a count) may add this figure and put
+        it on the step (``Step.prompt_gap``) so the next bill teaches the run again."""
+        return self._prompt_gap
+
     def remaining(self) -> dict[str, float]:
         """What this run's own caps still allow (calls, tokens, dollars), for hints and people."""
         with self._lock:
@@ -292,6 +306,20 @@ class RunCore:
         lineage = [run.id for run in self._lineage]
         return cancel_targets(self.warden.namespace, lineage, self.attribution)
 
+    def _estimate_prompt(self, messages: Any, tools: Sequence[Any] | None) -> tuple[int, int, int]:
+        """Our estimate of a call's prompt, with the tools' part and the run's prompt gap.
+
+        The estimate is the messages, the tools' definitions (``_prompt_with_tools``) and
+        what the run's last estimated call missed of its billed prompt (``_learn_prompt``):
+        parts the estimate cannot see (a provider's tool-use system prompt, tools listed
+        after the hooks, a tokenizer that counts more) are billed again at the next call."""
+        gap = self._prompt_gap
+        if tools:
+            tokens, tool_tokens = self._prompt_with_tools(messages, tools)
+        else:
+            tokens, tool_tokens = estimate_message_tokens(messages, self._token_cache), 0
+        return tokens + gap, tool_tokens, gap
+
     def _prompt_with_tools(self, messages: Any, tools: Sequence[Any]) -> tuple[int, int]:
         """The prompt's estimated tokens with the tools' definitions, and theirs alone (tools
         equal to the last call's, the same objects in the same order: their count, without
@@ -305,19 +333,10 @@ class RunCore:
         return estimate_message_tokens(messages, self._token_cache) + tool_tokens, tool_tokens
 
     def _llm_request(
-        self,
-        model: str | None,
-        messages: Any,
-        max_tokens: int | None,
-        input_tokens: int | None,
-        tools: Sequence[Any] | None,
+        self, model: str | None, max_tokens: int | None, est_in: int, tools: Sequence[Any] | None
     ) -> Request:
-        if input_tokens is not None:
-            estimate = input_tokens
-        else:
-            estimate = estimate_message_tokens(messages, self._token_cache)
         out = max_tokens if max_tokens is not None else self._default_max_out
-        return model, estimate, out, len(tools or ())
+        return model, est_in, out, len(tools or ())
 
     def _learn_output(self, output_tokens: int) -> None:
         """Reserve at least what the run's largest answer used for its calls that name no
@@ -326,6 +345,18 @@ class RunCore:
         the default 1,024 every time held a fraction of each call."""
         if output_tokens > self._default_max_out:
             self._default_max_out = output_tokens
+
+    def _learn_prompt(self, step: Step, usage: Usage) -> None:
+        """Keep what ``step``'s estimate missed of the prompt the provider billed, to add to
+        the run's next estimates (``prompt_gap``; never below 0: an estimate above the bill,
+        as for images, stays as it is). Only a call reserved with a prompt gap (an
+        estimate, not a count), sent whole (not compressed, not the final answer's), and
+        billed (usage the provider reported) teaches anything."""
+        gap = step.prompt_gap
+        if gap is None or usage.estimated or not usage.input_tokens or step.compress or step.final:
+            return
+        missed = usage.input_tokens - (step.input_tokens - gap)
+        self._prompt_gap = missed if missed > 0 else 0
 
     def _buckets(self, now: float) -> tuple[BucketRef, ...]:
         """The buckets this run's calls count against now (kept until a window turns)."""

@@ -35,7 +35,7 @@ from .run_calls import RunCalls
 from .run_core import _ids
 from .run_events import llm_event
 from .steps import Step, ToolStep
-from .usage import Usage, estimate_message_tokens
+from .usage import Usage
 
 __all__ = ["FastPaths"]
 
@@ -156,22 +156,14 @@ class FastPaths(RunCalls):
         return rates
 
     def _llm_call(
-        self,
-        model: str | None,
-        messages: Any,
-        max_tokens: int | None,
-        input_tokens: int | None,
+        self, model: str | None, max_tokens: int | None, est_in: int
     ) -> tuple[int, int, float, float, tuple[BucketRef, ...], bool] | None:
-        """A plain run's next model call as the fast paths see it: input estimate, output
-        limit, worst cost, time, current buckets, and whether it retries a failed call.
-        None: a banded price (the general path prices it)."""
+        """A plain run's next model call (``est_in``: its prompt's tokens) as the fast paths
+        see it: input estimate, output limit, worst cost, time, current buckets, and whether
+        it retries a failed call. None: a banded price (the general path prices it)."""
         rates = self._fast_rates.get(model) or self._rates(model)
         if rates is None:
             return None
-        if input_tokens is not None:
-            est_in = input_tokens
-        else:
-            est_in = estimate_message_tokens(messages, self._token_cache)
         max_out = max_tokens if max_tokens is not None else self._default_max_out
         now = self.warden.clock()
         since, until, refs = self._bucket_cache
@@ -206,17 +198,13 @@ class FastPaths(RunCalls):
         )
 
     def _local_llm_step(
-        self,
-        model: str | None,
-        messages: Any,
-        max_tokens: int | None,
-        input_tokens: int | None,
+        self, model: str | None, max_tokens: int | None, est_in: int
     ) -> Step | None:
         """``before_llm_call`` for a plain run whose budgets are held in the in-process
         ledger or in an open pool, or that has no budgets, in one pass and one lock: check,
         reserve, count. None: take the other paths (nothing was changed), which go to the
         ledger or say why a cap or budget refuses."""
-        call = self._llm_call(model, messages, max_tokens, input_tokens)
+        call = self._llm_call(model, max_tokens, est_in)
         if call is None:
             return None
         est_in, max_out, worst, now, refs, retry = call
@@ -322,6 +310,14 @@ class FastPaths(RunCalls):
             c.settle_llm((worst, step.input_tokens, step.max_tokens), usage, cost, failed)
             if fields["output_tokens"] > self._default_max_out:  # as _learn_output, inline
                 self._default_max_out = fields["output_tokens"]
+            gap = step.prompt_gap  # as _learn_prompt, inline (no final answer on plain runs)
+            if (
+                gap is not None
+                and fields["input_tokens"]
+                and not (step.compress or fields["estimated"])
+            ):
+                missed = fields["input_tokens"] - step.input_tokens + gap
+                self._prompt_gap = missed if missed > 0 else 0
             if real_model and real_model not in self._models:
                 self._models.append(real_model)
             if self._near_alert(committed):
@@ -396,17 +392,13 @@ class FastPaths(RunCalls):
         return bars
 
     def _quick_llm_claim(
-        self,
-        model: str | None,
-        messages: Any,
-        max_tokens: int | None,
-        input_tokens: int | None,
+        self, model: str | None, max_tokens: int | None, est_in: int
     ) -> LlmClaim | None:
         """The checks and counts of ``before_llm_call`` for a plain run, before its ledger
         reservation; None: take the general path (nothing was changed)."""
         if not self._fast_ok:
             return None
-        call = self._llm_call(model, messages, max_tokens, input_tokens)
+        call = self._llm_call(model, max_tokens, est_in)
         if call is None:
             return None
         est_in, max_out, worst, now, refs, retry = call

@@ -177,9 +177,11 @@ class RunLimits(RunCore):
         return None
 
     def _next_prompt(self, est_in: int, max_out: int) -> int:
-        """The next call's prompt tokens, foreseen from this one's (see ``_final_cap``)."""
-        last, self._last_prompt = self._last_prompt, est_in
-        growth = est_in - last if last is not None else 0
+        """The next call's prompt tokens, foreseen from this one's (see ``_final_cap``); the
+        growth is the estimate's, without the prompt gap, which moves when a bill comes."""
+        messages = est_in - self._prompt_gap
+        last, self._last_prompt = self._last_prompt, messages
+        growth = messages - last if last is not None else 0
         return est_in + max(growth, max_out)
 
     def _compress_pays(self, model: str | None, downgraded: bool) -> bool:

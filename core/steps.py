@@ -28,7 +28,8 @@ class Step:
     settled (recorded, released, or freed by the run's end); ``recorded``: its outcome was
     recorded (``after_llm_call`` / ``record_llm_call``, once per step). ``input_tokens`` is
     the reserved prompt, ``tool_tokens`` of it the tool definitions (see
-    ``compress_target``).
+    ``compress_target``) and ``prompt_gap`` the tokens added for what the run's last
+    estimate missed of its billed prompt (``None``: the caller's count, nothing added).
     """
 
     id: str
@@ -49,11 +50,14 @@ class Step:
     done: bool = False
     recorded: bool = False
     tool_tokens: int = 0
+    prompt_gap: int | None = None
 
     def compress_target(self, ratio: float) -> int:
         """The tokens the messages of a compressed call may keep: ``ratio`` of the prompt's
-        messages (tool definitions cannot be compressed, so they are not counted)."""
-        return max(int((self.input_tokens - self.tool_tokens) * ratio), 1)
+        messages (tool definitions cannot be compressed, and the prompt gap is none of the
+        messages, so neither is counted)."""
+        messages = self.input_tokens - self.tool_tokens - (self.prompt_gap or 0)
+        return max(int(messages * ratio), 1)
 
 
 @dataclass(slots=True)

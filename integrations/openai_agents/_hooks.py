@@ -185,7 +185,8 @@ class BudgetRunHooks(RunHooks[Any]):
             )
         except BudgetError as exc:
             await self._refuse(state, exc)
-        step.tool_tokens = state.input_tokens.tool_tokens
+        estimate = state.input_tokens
+        step.tool_tokens, step.prompt_gap = estimate.tool_tokens, estimate.added
         call = LlmCall(state, step, input_items, system_prompt, agent, model, tool_names)
         state.llm_calls[id(context)] = call
         state.tool_results.clear()  # a new turn: the last one's tools are done
@@ -390,7 +391,8 @@ class BudgetRunHooks(RunHooks[Any]):
         estimate = state.input_tokens
         return state.run.abefore_llm_call(
             None if state.routed and agent.model is None else model,
-            input_tokens=estimate.estimate(system_prompt, input_items) + estimate.with_tools(agent),
+            input_tokens=estimate.estimate(system_prompt, input_items, state.run.prompt_gap)
+            + estimate.with_tools(agent),
             max_tokens=agent.model_settings.max_tokens,
             tools=tool_names,
         )
@@ -408,7 +410,8 @@ class BudgetRunHooks(RunHooks[Any]):
             )
         except BudgetError as exc:
             await self._refuse(state, exc)
-        call.step.tool_tokens = state.input_tokens.tool_tokens
+        estimate = state.input_tokens
+        call.step.tool_tokens, call.step.prompt_gap = estimate.tool_tokens, estimate.added
         call.settled = False
         call.started = time.monotonic()
         call.dispatched_model = None

@@ -209,17 +209,20 @@ class InputTokens:
     input's (one C-level list comparison), their count is reused and only the rest is
     counted; anything else (a handoff's filtered input, a trimmed history) is counted whole.
     Equal items have equal texts, so the figure is ``estimate_input_tokens``'s, plus the
-    conversation the server keeps when it keeps one (see ``estimate``). ``with_tools``
-    counts the definitions of the agent's tools, which the hooks add to it.
+    conversation the server keeps when it keeps one, or else the run's prompt gap (see
+    ``estimate``). ``with_tools`` counts the definitions of the agent's tools, which the
+    hooks add to it.
     """
 
-    __slots__ = ("_items", "_tokens", "_tools", "billed", "tool_tokens")
+    __slots__ = ("_items", "_tokens", "_tools", "added", "billed", "tool_tokens")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
         self._tokens = 0
         #: The last call's prompt and output tokens as the provider billed them (0: unknown).
         self.billed = 0
+        #: The prompt gap the last ``estimate`` added (the hooks put it on the step).
+        self.added = 0
         self._tools: tuple[Any, int, Any, int] | None = None
         #: The tool definitions' share of the last ``with_tools`` figure.
         self.tool_tokens = 0
@@ -244,7 +247,9 @@ class InputTokens:
             )
         return self.tool_tokens
 
-    def estimate(self, system_prompt: str | None, input_items: str | list[Any]) -> int:
+    def estimate(
+        self, system_prompt: str | None, input_items: str | list[Any], gap: int = 0
+    ) -> int:
         """``estimate_input_tokens(system_prompt, input_items)``; remembers the items.
 
         An input that does not start with the last call's items and is under half the last
@@ -253,10 +258,12 @@ class InputTokens:
         and the provider bills the whole conversation again, so the last call's billed
         prompt and output are added. (An input filter that trims the history sends about as
         much as it did last time, so it is not; a run's first call on a stored conversation
-        is not known.)
+        is not known.) Any other input gets ``gap``: the run's ``Run.prompt_gap``, what the
+        last call's estimate missed of the prompt the provider billed.
         """
         if isinstance(input_items, str):
-            return estimate_input_tokens(system_prompt, input_items)
+            self.added = gap
+            return estimate_input_tokens(system_prompt, input_items) + gap
         tokens = chars_message_tokens(text_size(system_prompt)) if system_prompt else 0
         seen = self._items
         known = len(seen)
@@ -269,7 +276,9 @@ class InputTokens:
             counted += chars_message_tokens(_item_chars(item))
         self._items, self._tokens = input_items[:], counted
         if extends or not known or tokens + counted >= self.billed // 2:
-            return tokens + counted
+            self.added = gap
+            return tokens + counted + gap
+        self.added = 0
         return tokens + counted + self.billed
 
 

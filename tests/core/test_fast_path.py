@@ -179,7 +179,7 @@ def test_pooled_calls_take_the_one_pass_path(tmp_path: Any) -> None:
     for _ in range(3):  # one to the ledger, one opens a pool, one asks about cancels
         step = run.before_llm_call("gpt-4o-mini", input_tokens=100, max_tokens=10)
         run.record_llm_call(step, Usage(input_tokens=100, output_tokens=10))
-    served = run._local_llm_step("gpt-4o-mini", None, 10, 100)  # no trip due: one pass
+    served = run._local_llm_step("gpt-4o-mini", 10, 100)  # no trip due: one pass
     assert served is not None and run._local_step(served)
     run.record_llm_call(served, Usage(input_tokens=100, output_tokens=5))
     run.finish()
@@ -200,12 +200,12 @@ def test_fast_and_general_paths_agree_without_budgets_on_a_shared_ledger(
 def test_a_run_without_budgets_takes_the_one_pass_path_until_it_is_cancelled() -> None:
     warden = Warden(POLICIES["caps"], clock=FakeClock(), log_events=False)
     run = warden.run(user="u1")
-    step = run._local_llm_step("gpt-4o-mini", None, 10, 10)  # nothing to reserve: one pass
+    step = run._local_llm_step("gpt-4o-mini", 10, 10)  # nothing to reserve: one pass
     assert step is not None and step.buckets == () and run._local_step(step)
     run.record_llm_call(step, Usage(input_tokens=10, output_tokens=5))
     assert run.report.iterations == 1 and run.report.cost_usd > 0
     warden.cancel(run.id, reason="stop")
-    assert run._local_llm_step("gpt-4o-mini", None, 10, 10) is None  # the general path says
+    assert run._local_llm_step("gpt-4o-mini", 10, 10) is None  # the general path says
     with pytest.raises(BudgetError):
         run.before_llm_call("gpt-4o-mini", input_tokens=10, max_tokens=10)
 
@@ -223,8 +223,8 @@ def test_the_fast_paths_serve_plain_runs_and_step_aside_for_the_rest() -> None:
     warden = Warden(POLICIES["budgets"], clock=FakeClock(), log_events=False)
     plain = warden.run(user="u1")
     assert plain._plain()
-    assert plain._quick_llm_claim("gpt-4o-mini", None, 10, 10) is not None
-    step = plain._local_llm_step("gpt-4o-mini", None, 10, 10)  # in-process ledger, budgets
+    assert plain._quick_llm_claim("gpt-4o-mini", 10, 10) is not None
+    step = plain._local_llm_step("gpt-4o-mini", 10, 10)  # in-process ledger, budgets
     assert step is not None and plain._local_step(step)
     child = warden.run(user="u1", parent=plain)
     assert not child._plain()  # a child counts for its parent: the general path does that

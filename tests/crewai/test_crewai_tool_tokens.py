@@ -1,5 +1,6 @@
-"""CrewAI tools count in the reserved prompt in native-tool mode (ReAct describes them in
-the prompt's text, which counts already)."""
+"""What a CrewAI call's reservation counts: its tools in native-tool mode (ReAct describes
+them in the prompt's text, which counts already), and what the last estimate missed of the
+prompt the provider billed."""
 
 from __future__ import annotations
 
@@ -19,10 +20,8 @@ def test_a_crewai_tool_counts_its_name_description_and_parameters() -> None:
     assert tool_tokens(tool) > estimate_tokens(tool.name + tool.description) + 5
 
 
-@pytest.mark.parametrize(("native", "counted"), [(True, True), (False, False)])
-def test_native_tool_schemas_are_reserved(
-    native: bool, counted: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def recorded_steps(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The steps of every model call reserved from now on, in order."""
     steps: list[Any] = []
     reserve = Run.before_llm_call
 
@@ -31,9 +30,32 @@ def test_native_tool_schemas_are_reserved(
         return step
 
     monkeypatch.setattr(Run, "before_llm_call", recording)
+    return steps
+
+
+@pytest.mark.parametrize(("native", "counted"), [(True, True), (False, False)])
+def test_native_tool_schemas_are_reserved(
+    native: bool, counted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = recorded_steps(monkeypatch)
     llm = ScriptedLLM(native=native)
     crew = make_crew([llm], tools=[SearchTool()])
     warden = Warden(Policy(limits=Limits(max_iterations=2)), log_events=False)
     guard_crew(crew, warden).kickoff()
     assert len(steps) == 2
     assert all((step.tool_tokens > 20) is counted for step in steps)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_next_call_reserves_what_the_bill_showed_the_estimate_missed(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The provider bills 5,000 prompt tokens a call, far more than CrewAI's messages read.
+    steps = recorded_steps(monkeypatch)
+    crew = make_crew([ScriptedLLM(native=native, prompt_tokens=5000)], tools=[SearchTool()])
+    warden = Warden(Policy(limits=Limits(max_iterations=2)), log_events=False)
+    guard_crew(crew, warden).kickoff()
+    first, second = steps
+    assert first.prompt_gap == 0 and first.input_tokens < 2000
+    assert second.prompt_gap == 5000 - first.input_tokens
+    assert second.input_tokens >= 5000

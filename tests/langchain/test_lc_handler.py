@@ -89,9 +89,10 @@ def test_per_tool_cap_names_the_tool(
 
 
 def test_max_cost_usd_allows_only_calls_whose_worst_case_fits() -> None:
-    # Each call really costs 1000 * 1e-6 + 50 * 1e-5 = $0.0015; its worst case is at most
-    # ~200 * 1e-6 + 100 * 1e-5 = $0.0012. With $0.005: calls at $0, $0.0015, $0.003 fit;
-    # the fourth ($0.0045 + at least $0.001) does not.
+    # Each call really costs 1000 * 1e-6 + 50 * 1e-5 = $0.0015. The first call's worst case
+    # is its estimated prompt (~200 tokens) and 100 output tokens, ~$0.0012; from the second
+    # on, the prompt the provider billed (1,000) is reserved (Run.prompt_gap): ~$0.002.
+    # With $0.005: calls at $0 and $0.0015 fit; the third ($0.003 + ~$0.002) does not.
     model = ScriptedChatModel(model_name="house-model", input_tokens=1000, output_tokens=50)
     search = CountedTool()
     policy = Policy(
@@ -103,17 +104,19 @@ def test_max_cost_usd_allows_only_calls_whose_worst_case_fits() -> None:
     exc = refused(
         agent_graph(model, [search.tool]), inputs(), "sync", BudgetCallbackHandler(warden)
     )
-    assert model.calls == 3
+    assert model.calls == 2
     assert exc.cap == "max_cost_usd"
-    assert exc.report.cost_usd == pytest.approx(0.0045)
+    assert exc.report.cost_usd == pytest.approx(0.003)
     assert exc.report.cost_usd <= 0.005
 
 
 @pytest.mark.parametrize(
     ("limits", "cap", "calls"),
     [
-        # 1000 real input tokens per call; the next prompt's estimate stays under 500.
-        (Limits(max_input_tokens=2500), "max_input_tokens", 3),
+        # 1000 real input tokens per call for prompts estimated under 500: from the second
+        # call on, the reservation counts the billed 1,000, so a third call (3,000) is not
+        # made (it was, when only the estimate was reserved: the cap was crossed by 500).
+        (Limits(max_input_tokens=2500), "max_input_tokens", 2),
         # 50 real output tokens per call, 100 reserved: 0+100, 50+100, 100+100, 150+100 fit.
         (Limits(max_output_tokens=250), "max_output_tokens", 4),
     ],
@@ -128,6 +131,7 @@ def test_token_caps_stop_the_call_that_would_cross_them(
     )
     assert model.calls == calls
     assert exc.cap == cap
+    assert getattr(exc.report, cap.removeprefix("max_")) <= getattr(limits, cap)
 
 
 @pytest.mark.parametrize("mode", MODES)

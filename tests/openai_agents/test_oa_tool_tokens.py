@@ -3,6 +3,7 @@ too), and a conversation the server keeps."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from agents import Agent, Runner, function_tool
@@ -10,6 +11,7 @@ from agents.handoffs import handoff
 from oa_scripted import ScriptedModel, tool_call
 
 from budgetwarden.integrations.openai_agents import BudgetRunHooks
+from budgetwarden.integrations.openai_agents._translate import estimate_input_tokens
 from budgetwarden.usage import estimate_tokens, tool_tokens
 
 
@@ -68,6 +70,8 @@ async def test_a_server_kept_conversation_reserves_what_the_provider_bills_again
     )
     assert [len(sent) for sent in model.inputs] == [1, 1, 1], "only new items were sent"
     assert prompts[0] < 200 and all(prompt > 5050 for prompt in prompts[1:])
+    # the last bill once: not also what the first estimate missed of it (Run.prompt_gap)
+    assert all(prompt < 5050 + 200 for prompt in prompts[1:])
 
 
 async def test_a_client_kept_conversation_reserves_its_own_items(
@@ -78,7 +82,14 @@ async def test_a_client_kept_conversation_reserves_its_own_items(
     prompts = reserved_prompts(hooks)
     await Runner.run(agent, "find", hooks=hooks)
     assert [len(sent) for sent in model.inputs] == [1, 3, 5], "the whole history each turn"
-    assert len(prompts) == 3 and all(prompt < 400 for prompt in prompts)
+    # Nothing the server keeps is added. The scripted bill, 5,000 a call, is far above the
+    # estimate: from the second call on, what the last estimate missed of it is added
+    # (Run.prompt_gap), so each reservation is the last bill and the history's growth.
+    history = [estimate_input_tokens("Research.", sent) for sent in model.inputs]
+    assert len(prompts) == 3 and prompts[0] < 400
+    assert [prompt - 5000 for prompt in prompts[1:]] == [
+        after - before for before, after in itertools.pairwise(history)
+    ]
 
 
 # ---- images ------------------------------------------------------------------------------
@@ -87,7 +98,6 @@ SCREENSHOT = "data:image/png;base64," + "iVBORw0KGgo" * 40_000  # ~440 KB of bas
 
 
 def test_input_images_and_screenshots_count_as_images_not_as_base64() -> None:
-    from budgetwarden.integrations.openai_agents._translate import estimate_input_tokens
     from budgetwarden.usage import IMAGE_TOKENS
 
     question = {"role": "user", "content": [{"type": "input_text", "text": "What is this?"}]}
