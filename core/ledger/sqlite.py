@@ -135,7 +135,13 @@ class SQLiteLedger(SyncLedger):
         self._orphans: list[_Connection] = []  # inherited across fork: never touched
         self._next_purge = 0.0
         Path(self._options.path).parent.mkdir(parents=True, exist_ok=True)
-        self._connection()  # creates the schema now, so a bad path fails here
+        try:
+            self._connection()  # creates the schema now, so a bad path fails here
+        except LedgerUnavailable as exc:
+            if not _busy(exc.__cause__):
+                raise
+            # A lock another process holds passes: the schema is made at the first call,
+            # which meets the lock, if it is still held, as a fault the policy decides on.
 
     # ------------------------------------------------------------------ Ledger protocol
     def reserve(
@@ -352,6 +358,7 @@ class SQLiteLedger(SyncLedger):
         self._pid = os.getpid()
 
     def _open(self) -> _Connection:
+        """A new connection with the ledger's settings and schema (closed if they fail)."""
         try:
             db = sqlite3.connect(
                 self._options.path,
@@ -360,11 +367,15 @@ class SQLiteLedger(SyncLedger):
                 check_same_thread=False,
                 factory=_Connection,
             )
+        except sqlite3.DatabaseError as exc:
+            raise self._unavailable(exc) from exc
+        try:
             db.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # no effect on an existing file
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._options.synchronous.upper()}")
             db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
         except sqlite3.DatabaseError as exc:
+            db.close()
             raise self._unavailable(exc) from exc
         return db
 
@@ -392,6 +403,14 @@ class SQLiteLedger(SyncLedger):
             return
         self._next_purge = tick + _PURGE_EVERY_SECONDS
         _purge(db, now)
+
+
+def _busy(error: BaseException | None) -> bool:
+    """Whether ``error`` is SQLite's "database is locked": another connection held the lock
+    longer than the busy timeout (it passes; a file that cannot be used does not)."""
+    return isinstance(error, sqlite3.OperationalError) and getattr(
+        error, "sqlite_errorcode", None
+    ) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class _Connection(sqlite3.Connection):

@@ -197,6 +197,40 @@ def test_a_locked_sqlite_file_fails_closed_then_reconciles(tmp_path: Path) -> No
     warden.close()
 
 
+@pytest.mark.parametrize("schema", [True, False], ids=["existing file", "new file"])
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_a_lock_held_while_the_warden_is_made_is_a_fault_the_policy_decides(
+    tmp_path: Path, mode: str, schema: bool
+) -> None:
+    """Making the warden raised LedgerUnavailable ("database is locked") whatever the
+    policy said: a process that started while another held the file's lock did not start."""
+    path = tmp_path / "spend.db"
+    uri = f"sqlite:///{path}?timeout=0.05"
+    if schema:
+        open_ledger(uri).close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holding the lock too long
+    warden, sink = make_warden(uri, ledger_failure=mode)
+    held = try_call(warden, workspace="acme")
+    [down] = notices(sink, "ledger_unavailable")
+    assert down.data["mode"] == mode and "database is locked" in down.message
+    if mode == "closed":
+        assert isinstance(held, BudgetExceeded) and held.cap == "ledger_unavailable"
+        local = 0.0
+    else:
+        assert isinstance(held, float) and held > 0, "counted locally"
+        local = held
+    blocker.execute("ROLLBACK")
+
+    wait_for_retry()
+    after = finished_call(warden)  # the schema is made now, the local spend replayed
+    assert warden.spent("workspace", "acme") == pytest.approx(local + after)
+    other, _ = make_warden(uri)
+    assert other.spent("workspace", "acme") == pytest.approx(local + after)
+    blocker.close()
+    warden.close()
+
+
 def test_a_commit_that_timed_out_but_ran_is_not_counted_twice(own_redis: RedisServer) -> None:
     uri = own_redis.url(timeout="0.2", connect_timeout="0.2")
     warden, sink = make_warden(uri, ledger_failure="open")
