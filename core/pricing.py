@@ -571,6 +571,19 @@ class PriceBook:
             return 0.0
         return max(0.0, 1.0 - read / full)
 
+    def cache_write_premium(self, model: str) -> float:
+        """The share of the input price a prompt token written to the provider's cache costs
+        more: ``cache_write / input - 1`` (0.25 for Claude's five-minute cache; 0 where
+        writes cost the input price, as on OpenAI, or for a model with no price)."""
+        try:
+            price = self.price(model)
+        except UnknownModelError:
+            return 0.0
+        write, full = price.cache_creation_input_token_cost, price.input_cost_per_token
+        if write is None or full <= 0:
+            return 0.0
+        return max(0.0, write / full - 1.0)
+
     def worst_case_cost(self, model: str, input_tokens: int, max_output_tokens: int) -> float:
         """An upper bound on ``cost`` for any usage within these bounds, for reservations.
 

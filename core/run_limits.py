@@ -192,16 +192,24 @@ class RunLimits(RunCore):
         price (a tenth of the input price for Claude and GPT-5). A compressed prompt differs
         from the last one right after the task, so it is billed at the full input price: with
         half the prompt kept and 90 % of it cached, compressing costs 2.6 times more. So it
-        compresses unless ``cached share x discount >= 1 - compress_ratio``, the cached share
-        being the run's so far (cache-read over input tokens). A call routed one tier down
-        goes to a model whose cache is cold, and always compresses.
+        compresses when ``compress_ratio`` of the full price is less than the whole prompt's
+        share of it, ``1 - read share x discount``, the shares being the run's so far (of
+        its input tokens). A run that writes the cache (Anthropic's ``cache_control``) pays
+        the write premium on its written share of a whole prompt, and on all of a compressed
+        one, which is a new prefix. A call routed one tier down goes to a model whose cache
+        is cold, and always compresses.
         """
         c = self.counters
-        if downgraded or not c.cache_read_tokens or model is None:
+        if downgraded or not c.cache_read_tokens or model is None or not c.input_tokens:
             return True
-        discount = self.warden.prices.cache_discount(model)
-        share = c.cache_read_tokens / c.input_tokens if c.input_tokens else 0.0
-        return share * discount < 1.0 - self.policy.compress_ratio
+        prices = self.warden.prices
+        whole = 1.0 - c.cache_read_tokens / c.input_tokens * prices.cache_discount(model)
+        compressed = self.policy.compress_ratio
+        if c.cache_write_tokens:
+            premium = prices.cache_write_premium(model)
+            whole += c.cache_write_tokens / c.input_tokens * premium
+            compressed *= 1.0 + premium
+        return compressed < whole
 
     def _hint(self) -> str | None:
         """A note on what is left, past the warn level, when the policy enables hints."""

@@ -18,17 +18,24 @@ GPT_4O = "gpt-4o"  # cache reads at 0.5x
 LIMITS = Limits(max_input_tokens=10_000)
 
 
-def tenth_call(model: str, cached_share: float, **policy: object) -> bool:
-    """Nine calls of 1,000 prompt tokens, ``cached_share`` of each read from the cache, then
-    the tenth at 90 % of ``max_input_tokens``: whether it is told to compress."""
+def tenth_call(
+    model: str, cached_share: float, written_share: float = 0.0, **policy: object
+) -> bool:
+    """Nine calls of 1,000 prompt tokens, ``cached_share`` of each read from the cache and
+    ``written_share`` written to it, then the tenth at 90 % of ``max_input_tokens``: whether
+    it is told to compress."""
     warden, _, _ = make_warden(Policy(limits=LIMITS, **policy))  # type: ignore[arg-type]
     run = warden.run(user="u1")
     for _ in range(9):
         step = run.before_llm_call(model, input_tokens=1000, max_tokens=10)
-        cached = int(1000 * cached_share)
-        run.after_llm_call(
-            step, Usage(input_tokens=1000, output_tokens=10, cache_read_tokens=cached)
+        cached, written = int(1000 * cached_share), int(1000 * written_share)
+        usage = Usage(
+            input_tokens=1000,
+            output_tokens=10,
+            cache_read_tokens=cached,
+            cache_write_tokens=written,
         )
+        run.after_llm_call(step, usage)
     return run.before_llm_call(model, input_tokens=1000, max_tokens=10).compress
 
 
@@ -79,6 +86,37 @@ def test_at_the_cheapest_tier_a_routed_run_weighs_the_cache() -> None:
         run.after_llm_call(step, Usage(input_tokens=1000, output_tokens=10, cache_read_tokens=900))
     tenth = run.before_llm_call(None, input_tokens=1000, max_tokens=10)
     assert tenth.model == CLAUDE and tenth.compress is False
+
+
+@pytest.mark.parametrize(
+    ("read", "written", "compress"),
+    [
+        # Whole: 1 - 0.78 x 0.9 + 0.10 x 0.25 = 0.323 of the full price; compressed to 0.28,
+        # a new prefix written at 1.25: 0.35. Without the write premium 0.28 < 0.298 said
+        # compress.
+        (0.78, 0.10, False),
+        # Whole: 1 - 0.7 x 0.9 + 0.2 x 0.25 = 0.42; compressed: 0.35.
+        (0.70, 0.20, True),
+    ],
+)
+def test_a_run_that_writes_the_cache_pays_its_premium_on_a_compressed_prompt(
+    read: float, written: float, compress: bool
+) -> None:
+    assert tenth_call(CLAUDE, read, written, compress_ratio=0.28) is compress
+
+
+def test_writes_without_a_premium_change_nothing() -> None:
+    # GPT-4o writes its cache at the input price: as if nothing were written.
+    for read in (0.5, 0.9):
+        assert tenth_call(GPT_4O, read, 0.1) is tenth_call(GPT_4O, read)
+
+
+@pytest.mark.parametrize(
+    ("model", "premium"),
+    [(CLAUDE, 0.25), (GPT_4O, 0.0), ("no-such-model", 0.0)],
+)
+def test_cache_write_premium(model: str, premium: float) -> None:
+    assert PriceBook().cache_write_premium(model) == pytest.approx(premium)
 
 
 @pytest.mark.parametrize(
