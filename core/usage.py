@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .documents import FILE_BLOCK_TYPES, PAGE_TOKENS, decoded, file_payload, pdf_pages
+
 __all__ = [
     "IMAGE_BLOCK_TYPES",
     "IMAGE_CHARS",
@@ -18,6 +20,7 @@ __all__ = [
     "estimate_message_tokens",
     "estimate_tokens",
     "estimate_tool_tokens",
+    "file_chars",
     "message_tokens",
     "text_size",
     "tool_tokens",
@@ -185,12 +188,32 @@ def _content_chars(content: Any) -> int:
         text = content.get("text")
         if isinstance(text, str):
             return text_size(text)
-        if content.get("type") in IMAGE_BLOCK_TYPES:
+        kind = content.get("type")
+        if kind in IMAGE_BLOCK_TYPES:
             return IMAGE_CHARS
+        if kind in FILE_BLOCK_TYPES:
+            return file_chars(content)
         return int(text_size(str(content)) * JSON_WEIGHT)
     if isinstance(content, Iterable):
         return sum(_content_chars(part) for part in content)
     return text_size(str(content))
+
+
+def file_chars(block: Mapping[str, Any]) -> int:
+    """The characters the estimate counts for a document block (``FILE_BLOCK_TYPES``):
+    ``PAGE_TOKENS`` a page of a PDF (``budgetwarden.documents``), the text of a text file,
+    the bytes of another file; a reference (a file id, a URL) as its text."""
+    payload = file_payload(block)
+    if payload is None:
+        return int(text_size(str(block)) * JSON_WEIGHT)
+    data, is_base64 = payload
+    if not isinstance(data, str):
+        return _content_chars(data)
+    raw = decoded(data) if is_base64 else None
+    if raw is None:
+        return text_size(data)
+    pages = pdf_pages(raw)
+    return pages * PAGE_TOKENS * CHARS_PER_TOKEN if pages else len(raw)
 
 
 def _calls_chars(calls: Any) -> int:

@@ -17,11 +17,13 @@ from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessa
 
 from budgetwarden import Usage
 from budgetwarden.compress import compress_messages
+from budgetwarden.documents import FILE_BLOCK_TYPES
 from budgetwarden.usage import (
     IMAGE_BLOCK_TYPES,
     IMAGE_CHARS,
     chars_message_tokens,
     estimate_tool_tokens,
+    file_chars,
     text_size,
 )
 
@@ -148,6 +150,8 @@ def _content_text(content: Iterable[Any]) -> str:
             parts.append(text)
         elif _is_image(part):
             parts.append(_IMAGE_TEXT)
+        elif isinstance(part, Mapping) and part.get("type") in FILE_BLOCK_TYPES:
+            parts.append("[file]".ljust(file_chars(part)))  # by its pages, not its base64
         else:
             parts.append(json.dumps(part, default=str))
     return "".join(parts)

@@ -136,3 +136,27 @@ def test_an_input_filter_that_trims_the_history_is_not_taken_for_a_server_conver
     tokens.billed = first + 50
     new_only = [{"type": "function_call_output", "call_id": "c", "output": "result"}]
     assert tokens.estimate("Research.", new_only) > first, "plus the conversation billed"
+
+
+def test_an_input_file_counts_its_pages_not_its_base64() -> None:
+    import base64
+    import zlib
+
+    from budgetwarden.documents import PAGE_TOKENS
+
+    pages = b"\n".join([b"<< /Type /Page /Parent 2 0 R >>"] * 4)
+    stream = zlib.compress(pages)
+    head = b"1 0 obj\n<< /Type /ObjStm /N 4 /First 0 /Length %d >>\nstream\n" % len(stream)
+    raw = b"%PDF-1.7\n" + head
+    raw += stream + b"\nendstream\nendobj\n" + bytes(range(256)) * 4096 + b"%%EOF"
+    data = "data:application/pdf;base64," + base64.b64encode(raw).decode()
+    question = {"role": "user", "content": [{"type": "input_text", "text": "Summarise."}]}
+    with_file = {
+        "role": "user",
+        "content": [
+            {"type": "input_text", "text": "Summarise."},
+            {"type": "input_file", "filename": "report.pdf", "file_data": data},
+        ],
+    }
+    base = estimate_input_tokens(None, [question])
+    assert estimate_input_tokens(None, [with_file]) == base + 4 * PAGE_TOKENS
