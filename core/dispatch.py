@@ -20,6 +20,7 @@ from typing import Any
 
 from .compress import compress_messages
 from .final_call import FinalTools, final_call_tools, note_role
+from .pricing import SERVICE_TIER_PRICES
 from .run import Run, Step
 from .steps import FINAL_ANSWER_INSTRUCTION
 from .usage import Usage
@@ -35,11 +36,16 @@ class _Invalid(Exception):
         self.outcome = outcome
 
 
-def usage_from_litellm(usage: Any) -> Usage | None:
-    """A ``Usage`` from a LiteLLM/OpenAI usage object (or dict); None when there is none."""
+def usage_from_litellm(usage: Any, service_tier: Any = None) -> Usage | None:
+    """A ``Usage`` from a LiteLLM/OpenAI usage object (or dict); None when there is none.
+
+    ``service_tier`` is the response's (OpenAI's ``priority``, Gemini's traffic type as
+    LiteLLM names it), else the usage's own: kept when it is billed apart
+    (``SERVICE_TIER_PRICES``)."""
     if usage is None:
         return None
     get = usage.get if isinstance(usage, dict) else lambda k, d=None: getattr(usage, k, d)
+    tier = service_tier if isinstance(service_tier, str) else get("service_tier")
     prompt_details = get("prompt_tokens_details") or {}
     output_details = get("completion_tokens_details") or {}
 
@@ -53,7 +59,14 @@ def usage_from_litellm(usage: Any) -> Usage | None:
         cache_read_tokens=detail(prompt_details, "cached_tokens"),
         cache_write_tokens=int(get("cache_creation_input_tokens") or 0),
         reasoning_tokens=detail(output_details, "reasoning_tokens"),
+        service_tier=billed_tier(tier),
     )
+
+
+def billed_tier(tier: Any) -> str | None:
+    """``tier`` when it is a service tier billed at prices of its own, else None (the
+    standard prices: OpenAI's ``default``, Anthropic's ``standard``, ``auto``)."""
+    return tier if isinstance(tier, str) and tier.lower() in SERVICE_TIER_PRICES else None
 
 
 def classify_error(exc: BaseException) -> str | None:
@@ -269,7 +282,9 @@ async def acomplete(
 
 
 def _result(step: Step, response: Any) -> tuple[Usage, str | None, str | None]:
-    usage = usage_from_litellm(getattr(response, "usage", None))
+    usage = usage_from_litellm(
+        getattr(response, "usage", None), getattr(response, "service_tier", None)
+    )
     if usage is None:
         usage = Usage(input_tokens=step.input_tokens, estimated=True)
     model = getattr(response, "model", None) or step.model

@@ -75,6 +75,9 @@ class CostEvent(_Event):
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+    service_tier: str | None = Field(
+        default=None, description="The provider's service tier, when billed apart (priority)."
+    )
     cost_usd: float = 0.0
     reserved_usd: float = 0.0
     overshoot_usd: float = 0.0

@@ -14,7 +14,8 @@
 - both: ``gen_ai.agent.name``, ``error.type`` when the call failed, and
   ``budgetwarden.cost_usd``, ``.reserved_usd``, ``.overshoot_usd``, ``.run_id``,
   ``.parent_run_id``, ``.user``, ``.workspace``, ``.workflow``, ``.task_class``, ``.route``,
-  ``.route_reason``, ``.outcome``, ``.estimated``.
+  ``.route_reason``, ``.outcome``, ``.estimated``, ``.service_tier`` (a provider's tier billed
+  apart, such as OpenAI's ``priority``).
 
 The span starts ``latency_s`` before the event (its end). Metrics (GenAI semantic
 conventions): ``gen_ai.client.token.usage`` (histogram, ``{token}``, by ``gen_ai.token.type``
@@ -60,6 +61,7 @@ _BW_FIELDS = (
     "route_reason",
     "outcome",
     "tier",
+    "service_tier",
 )
 
 

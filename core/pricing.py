@@ -36,6 +36,15 @@ _REASON, _GPU = "output_cost_per_reasoning_token", ("gpu_usd_per_hour", "tokens_
 _MAP_FILE = "model_prices_and_context_window_backup.json"
 _CHAT_MODES = frozenset({None, "chat", "completion", "responses"})
 _TIER_SUFFIXES = ("_auto", "_flex", "_priority", "_fast", "_ultrafast")
+#: A provider's service tier and the suffix of the prices LiteLLM bills it at ("fast" at the
+#: priority prices, as LiteLLM does); other tiers ("default", "standard", "scale") are
+#: billed at the standard prices.
+SERVICE_TIER_PRICES = {
+    "flex": "flex",
+    "priority": "priority",
+    "fast": "priority",
+    "ultrafast": "ultrafast",
+}
 _EXTRA_PROVIDERS = frozenset({"litellm_proxy", "github", "vertex_ai_beta"})  # not in the map
 
 
@@ -166,6 +175,7 @@ class _Rule:
     tier_on_total: bool = False  # Dashscope picks the tier by input + cache tokens
     output_by_output: bool = False  # Vertex above_128k: the output rate by output tokens
     fee: float = 0.0  # per prompt token (Azure AI Model Router)
+    services: Mapping[str, _Rule] = field(default_factory=dict)  # by SERVICE_TIER_PRICES
     one_rate: bool = field(init=False)  # one band, no fee, output not banded: see ``bill``
 
     def __post_init__(self) -> None:
@@ -189,8 +199,19 @@ class _Rule:
             band = step
         return band
 
+    def service(self, tier: str | None) -> _Rule:
+        """The rule a call served at the service ``tier`` is billed by (this one when the
+        model has no prices of that tier)."""
+        if tier is None or not self.services:
+            return self
+        return self.services.get(SERVICE_TIER_PRICES.get(tier.lower(), ""), self)
+
     def bill(self, u: Usage) -> float:
         """USD for one call's tokens, in LiteLLM's order of operations."""
+        if self.services and u.service_tier is not None:
+            served = self.service(u.service_tier)
+            if served is not self:
+                return served.bill(u)
         f: dict[str, int] = u.__dict__  # its fields, in one read of the model (see run_fast)
         i, o, z, r, w = (
             f["input_tokens"],
@@ -329,6 +350,32 @@ def _entry_rule(provider: str, info: Mapping[str, Any]) -> _Rule | str:
     return _Rule(_ZERO)  # LiteLLM's per-second branch, without a response time
 
 
+def _service_view(info: Mapping[str, Any], suffix: str) -> dict[str, Any] | None:
+    """An entry's prices at a service tier: each price its ``_<suffix>`` variant where the
+    entry has one, as LiteLLM looks them up; None when it has no price of that tier."""
+    ending = "_" + suffix
+    if not any(key.endswith(ending) for key in info):
+        return None
+    view = {k: info.get(k + ending, v) for k, v in info.items() if not k.endswith(_TIER_SUFFIXES)}
+    if _REASON + ending not in info and _OUT + ending in info:
+        view.pop(_REASON, None)  # reasoning at the tier's output price, not the standard one
+    return view
+
+
+def _priced_entry(provider: str, info: Mapping[str, Any]) -> _Rule | str:
+    """``_entry_rule``, with the rules of the service tiers the entry has prices for."""
+    rule = _entry_rule(provider, info)
+    if isinstance(rule, str):
+        return rule
+    services = {}
+    for suffix in sorted(set(SERVICE_TIER_PRICES.values())):
+        view = _service_view(info, suffix)
+        served = _entry_rule(provider, view) if view is not None else None
+        if isinstance(served, _Rule):
+            services[suffix] = served
+    return replace(rule, services=services) if services else rule
+
+
 def _fireworks_bucket(model: str) -> str:
     """Fireworks AI's price class for a model the map lacks, by its parameter count."""
     moe = re.search(r"(\d+)x(\d+)b", model.lower())
@@ -453,7 +500,7 @@ def _litellm_rule(index: _Index, name: str) -> _Rule | str | None:
     key = index.info_key(model, provider)
     if key is None and provider == "fireworks_ai":
         key = index.info_key(_fireworks_bucket(model), provider)
-    rule = None if key is None else _entry_rule(provider, index.entries[key])
+    rule = None if key is None else _priced_entry(provider, index.entries[key])
     return _with_router_fee(index, model, rule) if provider == "azure_ai" else rule
 
 
@@ -475,7 +522,7 @@ def _map_rule(index: _Index, name: str) -> _Rule | str:
     rule = _litellm_rule(index, name)
     if rule is None and name in index.entries:  # LiteLLM raises: bill as the entry's provider
         own = str(index.entries[name].get("litellm_provider"))
-        rule = _entry_rule(_BARE_PROVIDERS.get(own, own.split("-")[0]), index.entries[name])
+        rule = _priced_entry(_BARE_PROVIDERS.get(own, own.split("-")[0]), index.entries[name])
     if len(index.rules) > 100_000:  # bound the cache against floods of made-up names
         index.rules.clear()
     index.rules[name] = found = rule or "is not in LiteLLM's cost map"
@@ -584,26 +631,37 @@ class PriceBook:
             return 0.0
         return max(0.0, write / full - 1.0)
 
-    def worst_case_cost(self, model: str, input_tokens: int, max_output_tokens: int) -> float:
+    def worst_case_cost(
+        self,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int,
+        service_tier: str | None = None,
+    ) -> float:
         """An upper bound on ``cost`` for any usage within these bounds, for reservations.
 
         Every token is priced at the dearest rate it could be billed at: the tier the input
-        falls in (or a lower one), no cache discount, reasoning at its own rate if dearer.
+        falls in (or a lower one), no cache discount, reasoning at its own rate if dearer;
+        at ``service_tier``'s prices where the model has them (``Usage.service_tier``).
         """
-        flat = self._flat.get(model) or self.worst_case_rates(model)
+        flat = self.worst_case_rates(model, service_tier)
         if flat is None:  # banded: the bands depend on the token counts
-            return _worst_case(self._rule(model), input_tokens, max_output_tokens)
+            rule = self._rule(model).service(service_tier)
+            return _worst_case(rule, input_tokens, max_output_tokens)
         return input_tokens * flat[0] + max_output_tokens * flat[1]
 
-    def worst_case_rates(self, model: str) -> tuple[float, float] | None:
+    def worst_case_rates(
+        self, model: str, service_tier: str | None = None
+    ) -> tuple[float, float] | None:
         """The (input, output) USD per token ``worst_case_cost`` charges a model billed at
         one rate whatever the size of the call; None for a model with size-dependent tiers."""
-        flat = self._flat.get(model)
+        key = model if service_tier is None else f"{model}\x00{service_tier}"
+        flat = self._flat.get(key)
         if flat is None:
-            rule = self._rule(model)
+            rule = self._rule(model).service(service_tier)
             if rule.steps or rule.tiers:
                 return None
-            flat = self._flat[model] = _dearest(rule, [rule.base])
+            flat = self._flat[key] = _dearest(rule, [rule.base])
         return flat
 
     def models(self) -> list[str]:

@@ -54,7 +54,7 @@ class RunCalls(RunLimits):
         plans = []
         for choice in choices:
             worst = warden.prices.worst_case_cost(
-                warden._pricing_model(choice.model, self), est_in, max_out
+                warden._pricing_model(choice.model, self), est_in, max_out, self._service_tier
             )
             charges = self._charges(refs, worst, est_in + max_out) if refs else []
             plans.append(Plan(self._next_id(), choice, worst, refs, retry, charges))
@@ -179,6 +179,7 @@ class RunCalls(RunLimits):
                 run.counters.settle_llm(held, usage, cost, failed)
             self._learn_output(usage.output_tokens)
             self._learn_prompt(step, usage)
+            self._learn_tier(usage)
             if model and model not in self._models:
                 self._models.append(model)
             if self.policy.routing is not None:

@@ -126,6 +126,7 @@ class RunCore:
         "_ratios",
         "_route",
         "_routed",
+        "_service_tier",
         "_stop_level",
         "_token_cache",
         "_tools_seen",
@@ -187,6 +188,7 @@ class RunCore:
         self._token_cache: TokenCache = {}
         self._tools_seen: tuple[Any, int] | None = None  # the last tools offered, their tokens
         self._prompt_gap = 0  # what the last estimate missed of its billed prompt (_learn_prompt)
+        self._service_tier: str | None = None  # the last bill's, for reservations (_learn_tier)
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
         self._lowest_level = alert_levels(self.policy.thresholds)[0]
@@ -357,6 +359,15 @@ class RunCore:
             return
         missed = usage.input_tokens - (step.input_tokens - gap)
         self._prompt_gap = missed if missed > 0 else 0
+
+    def _learn_tier(self, usage: Usage) -> None:
+        """Reserve the next calls at the prices of the service tier the provider billed this
+        one at (``Usage.service_tier``: OpenAI's priority tier costs twice the standard
+        prices); a call without a bill (estimated usage) says nothing of it."""
+        tier = usage.service_tier
+        if tier != self._service_tier and not usage.estimated:
+            self._service_tier = tier
+            self._fast_rates.clear()  # worst-case rates of the other tier
 
     def _buckets(self, now: float) -> tuple[BucketRef, ...]:
         """The buckets this run's calls count against now (kept until a window turns)."""

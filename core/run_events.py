@@ -175,6 +175,7 @@ def llm_event(
         "cache_write_tokens": usage.cache_write_tokens,
         "reasoning_tokens": usage.reasoning_tokens,
         "estimated": usage.estimated,
+        "service_tier": usage.service_tier,
         "cost_usd": cost,
         "reserved_usd": step.reserved_usd,
         "overshoot_usd": cost - step.reserved_usd if cost > step.reserved_usd else 0.0,

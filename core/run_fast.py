@@ -150,7 +150,8 @@ class FastPaths(RunCalls):
         rates = self._fast_rates.get(model)
         if rates is None:
             warden = self.warden
-            rates = warden.prices.worst_case_rates(warden._pricing_model(model, self))
+            model_priced = warden._pricing_model(model, self)
+            rates = warden.prices.worst_case_rates(model_priced, self._service_tier)
             if rates is not None:
                 self._fast_rates[model] = rates
         return rates
@@ -318,6 +319,8 @@ class FastPaths(RunCalls):
             ):
                 missed = fields["input_tokens"] - step.input_tokens + gap
                 self._prompt_gap = missed if missed > 0 else 0
+            if fields["service_tier"] != self._service_tier:  # as _learn_tier
+                self._learn_tier(usage)
             if real_model and real_model not in self._models:
                 self._models.append(real_model)
             if self._near_alert(committed):

@@ -155,7 +155,7 @@ class RunLimits(RunCore):
         next_in = self._next_prompt(est_in, max_out)
         warden = self.warden
         model = warden._pricing_model(plan.choice.model, self)
-        next_cost = warden.prices.worst_case_cost(model, next_in, max_out)
+        next_cost = warden.prices.worst_case_cost(model, next_in, max_out, self._service_tier)
         for run in chain:
             cap = final_cap(
                 run._held_limits(),

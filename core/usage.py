@@ -39,7 +39,10 @@ class Usage(BaseModel):
     ``input_tokens`` counts every prompt token, cached or not; ``cache_read_tokens`` and
     ``cache_write_tokens`` say how many of those were cache reads and writes.
     ``reasoning_tokens`` are part of ``output_tokens``. ``estimated`` marks figures that
-    budgetwarden estimated because the framework reported none.
+    budgetwarden estimated because the framework reported none. ``service_tier`` is the
+    tier the provider served the call at when it bills that tier apart (OpenAI's and
+    Gemini's ``priority``, twice the standard prices, and ``flex``, half): ``PriceBook``
+    bills it at that tier's prices.
 
     A part larger than its total is refused (``ValueError``). For a provider's counts in
     another convention, use ``from_anthropic`` or ``from_counts``.
@@ -57,6 +60,10 @@ class Usage(BaseModel):
     )
     reasoning_tokens: int = Field(default=0, ge=0, description="Output tokens spent on reasoning.")
     estimated: bool = Field(default=False, description="True when these figures are an estimate.")
+    service_tier: str | None = Field(
+        default=None,
+        description="The provider's service tier when not the standard one: priority, flex...",
+    )
 
     @model_validator(mode="after")
     def _parts_within_totals(self) -> Usage:
@@ -84,6 +91,7 @@ class Usage(BaseModel):
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             estimated=self.estimated or other.estimated,
+            service_tier=self.service_tier if self.service_tier == other.service_tier else None,
         )
 
     @classmethod
@@ -110,6 +118,7 @@ class Usage(BaseModel):
         cache_read_tokens: int = 0,
         cache_write_tokens: int = 0,
         reasoning_tokens: int = 0,
+        service_tier: str | None = None,
     ) -> Usage:
         """A usage from a provider's counts, whichever convention they follow.
 
@@ -130,6 +139,7 @@ class Usage(BaseModel):
             cache_read_tokens=cache_read_tokens,
             cache_write_tokens=cache_write_tokens,
             reasoning_tokens=reasoning_tokens,
+            service_tier=service_tier,
         )
 
 

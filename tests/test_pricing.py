@@ -106,6 +106,62 @@ def mismatches(litellm: ModuleType, book: PriceBook, model: str, cases: Any) -> 
 # ----------------------------------------------------------------- parity with litellm
 
 
+SERVICE_TIERS = ("priority", "flex", "fast", "ultrafast", "default", "auto")
+
+
+def tiered_models() -> list[str]:
+    """The compared models with prices of a service tier of their own (OpenAI, Azure, Gemini)."""
+    tiered = ("_priority", "_flex", "_ultrafast")
+    entries = cost_map()
+    return [m for m in compared_models() if any(k.endswith(tiered) for k in entries.get(m, {}))]
+
+
+@pytest.mark.parametrize("model", tiered_models())
+def test_service_tiers_cost_as_litellm_bills_them(
+    litellm: ModuleType, book: PriceBook, model: str
+) -> None:
+    """OpenAI's priority tier costs twice the standard prices, flex half: a run served at
+    priority was counted at half its cost."""
+    from litellm.types.utils import Usage as LiteLLMUsage
+
+    wrong = []
+    for tier in SERVICE_TIERS:
+        for i, o, r, w, z in usages_for(model):
+            block = LiteLLMUsage(
+                prompt_tokens=i,
+                completion_tokens=o,
+                total_tokens=i + o,
+                cache_read_input_tokens=r,
+                cache_creation_input_tokens=w,
+                reasoning_tokens=z,
+            )
+            prompt, completion = litellm.cost_per_token(
+                model=model,
+                prompt_tokens=i,
+                completion_tokens=o,
+                usage_object=block,
+                service_tier=tier,
+            )
+            served = usage((i, o, r, w, z)).model_copy(update={"service_tier": tier})
+            ours = book.cost(model, served)
+            if not same(ours, prompt + completion):
+                wrong.append(f"{tier} {(i, o, r, w, z)}: {ours!r} != {prompt + completion!r}")
+    assert not wrong, f"{model}:\n" + "\n".join(wrong)
+
+
+def test_priority_costs_twice_and_reserves_twice_the_standard(book: PriceBook) -> None:
+    standard = Usage(input_tokens=10_000, output_tokens=1_000)
+    priority = standard.model_copy(update={"service_tier": "priority"})
+    assert book.cost("gpt-5", priority) == pytest.approx(2 * book.cost("gpt-5", standard))
+    assert book.worst_case_cost("gpt-5", 10_000, 1_000, "priority") == pytest.approx(
+        2 * book.worst_case_cost("gpt-5", 10_000, 1_000)
+    )
+    # a tier the model has no prices of is billed at the standard ones
+    assert book.cost("gpt-4o-mini", standard.model_copy(update={"service_tier": "flex"})) == (
+        book.cost("gpt-4o-mini", standard)
+    )
+
+
 @pytest.mark.parametrize("model", compared_models())
 def test_cost_matches_litellm_for_every_priced_model(
     litellm: ModuleType, book: PriceBook, model: str

@@ -9,7 +9,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import LLMResult
 
-from budgetwarden.dispatch import classify_error, usage_from_litellm
+from budgetwarden.dispatch import billed_tier, classify_error, usage_from_litellm
+from budgetwarden.pricing import SERVICE_TIER_PRICES
 from budgetwarden.usage import Usage
 
 __all__ = [
@@ -109,23 +110,42 @@ def _detail(details: Any, key: str) -> int:
     return value if isinstance(value, int) else 0
 
 
+def _served_tier(details: Any) -> str | None:
+    """The service tier token details are counted at: ``langchain-openai`` adds the tier's
+    own count (``{"priority": 900, "priority_cache_read": 100}``) and prefixes the others."""
+    if isinstance(details, Mapping):
+        for tier in SERVICE_TIER_PRICES:
+            if tier in details:
+                return tier
+    return None
+
+
 def usage_from_message(message: BaseMessage | None) -> Usage | None:
     """Usage from an AI message's ``usage_metadata`` (LangChain counts cache in input; an
-    integration that does not is read as ``Usage.from_counts`` reads it)."""
+    integration that does not is read as ``Usage.from_counts`` reads it), with the service
+    tier the provider served it at when that tier is billed apart (OpenAI's priority)."""
     metadata = getattr(message, "usage_metadata", None)
     if not metadata:
         return None
-    fields = {
-        "input_tokens": metadata.get("input_tokens") or 0,
-        "output_tokens": metadata.get("output_tokens") or 0,
-    }
+    inputs, outputs = metadata.get("input_token_details"), metadata.get("output_token_details")
+    tier = (_served_tier(inputs) or _served_tier(outputs)) if inputs or outputs else None
+    prefix = f"{tier}_" if tier else ""
     # The details are often absent: a missing one is Usage's default, 0.
-    if details := metadata.get("input_token_details"):
-        fields["cache_read_tokens"] = _detail(details, "cache_read")
-        fields["cache_write_tokens"] = _detail(details, "cache_creation")
-    if details := metadata.get("output_token_details"):
-        fields["reasoning_tokens"] = _detail(details, "reasoning")
-    return Usage.from_counts(**fields)
+    return Usage.from_counts(
+        metadata.get("input_tokens") or 0,
+        metadata.get("output_tokens") or 0,
+        cache_read_tokens=_detail(inputs, prefix + "cache_read"),
+        cache_write_tokens=_detail(inputs, prefix + "cache_creation"),
+        reasoning_tokens=_detail(outputs, prefix + "reasoning"),
+        service_tier=tier or _tier_of(getattr(message, "response_metadata", None)),
+    )
+
+
+def _tier_of(response_metadata: Any) -> str | None:
+    """A service tier billed apart, as a provider's response names it (else None)."""
+    if isinstance(response_metadata, Mapping):
+        return billed_tier(response_metadata.get("service_tier"))
+    return None
 
 
 def _legacy_usage(llm_output: Mapping[str, Any] | None) -> Usage | None:

@@ -212,7 +212,7 @@ class BudgetRunHooks(RunHooks[Any]):
             if not call.settled:
                 call.settled = True
                 latency_s = time.monotonic() - call.started
-                usage = usage_of(response.usage)
+                usage = usage_of(response.usage, agent.model_settings)
                 if usage is not None:
                     state.input_tokens.billed = usage.input_tokens + usage.output_tokens
                 # The core reads the text only to estimate a missing usage, or to record it.

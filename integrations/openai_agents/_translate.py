@@ -9,6 +9,7 @@ from typing import Any
 from agents.agent import Agent
 from agents.handoffs import Handoff
 from agents.items import ModelResponse
+from agents.model_settings import ModelSettings
 from agents.models.default_models import get_default_model
 from agents.models.interface import Model
 from agents.tool_context import ToolContext
@@ -17,6 +18,7 @@ from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessa
 
 from budgetwarden import Usage
 from budgetwarden.compress import compress_messages
+from budgetwarden.dispatch import billed_tier
 from budgetwarden.documents import FILE_BLOCK_TYPES
 from budgetwarden.usage import (
     IMAGE_BLOCK_TYPES,
@@ -73,8 +75,11 @@ def _parse_json(text: str) -> Any:
     return json.loads(text)
 
 
-def usage_of(usage: AgentsUsage | None) -> Usage | None:
-    """One call's usage in budgetwarden's convention, or None when the provider reported none."""
+def usage_of(usage: AgentsUsage | None, settings: ModelSettings | None = None) -> Usage | None:
+    """One call's usage in budgetwarden's convention, or None when the provider reported none.
+
+    The SDK's usage has no service tier: the one the agent's ``settings`` ask for
+    (``extra_args`` or ``extra_body``: ``{"service_tier": "priority"}``) is taken for it."""
     if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0):
         return None
     details = usage.input_tokens_details
@@ -84,7 +89,16 @@ def usage_of(usage: AgentsUsage | None) -> Usage | None:
         cache_read_tokens=int(getattr(details, "cached_tokens", 0) or 0),
         cache_write_tokens=int(getattr(details, "cache_write_tokens", 0) or 0),
         reasoning_tokens=int(usage.output_tokens_details.reasoning_tokens or 0),
+        service_tier=requested_tier(settings) if settings is not None else None,
     )
+
+
+def requested_tier(settings: ModelSettings) -> str | None:
+    """The service tier ``settings`` ask for, when it is billed apart (else None)."""
+    for extra in (settings.extra_args, settings.extra_body):
+        if isinstance(extra, Mapping) and (tier := billed_tier(extra.get("service_tier"))):
+            return tier
+    return None
 
 
 def model_name(model: str | Model | None) -> str | None:
