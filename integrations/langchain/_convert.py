@@ -9,7 +9,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import LLMResult
 
-from budgetwarden.dispatch import billed_tier, classify_error, usage_from_litellm
+from budgetwarden.dispatch import classify_error, usage_from_litellm
 from budgetwarden.pricing import SERVICE_TIER_PRICES
 from budgetwarden.usage import Usage
 
@@ -127,25 +127,29 @@ def usage_from_message(message: BaseMessage | None) -> Usage | None:
     metadata = getattr(message, "usage_metadata", None)
     if not metadata:
         return None
+    counts = (metadata.get("input_tokens") or 0, metadata.get("output_tokens") or 0)
+    # The details are often absent: a missing one is Usage's default, 0. At a tier billed
+    # apart, langchain-openai prefixes them with the tier (see _served_tier).
     inputs, outputs = metadata.get("input_token_details"), metadata.get("output_token_details")
-    tier = (_served_tier(inputs) or _served_tier(outputs)) if inputs or outputs else None
-    prefix = f"{tier}_" if tier else ""
-    # The details are often absent: a missing one is Usage's default, 0.
+    if inputs and "cache_read" not in inputs and (tier := _served_tier(inputs)):
+        return _tier_usage(counts, tier, inputs, outputs)
+    if outputs and "reasoning" not in outputs and (tier := _served_tier(outputs)):
+        return _tier_usage(counts, tier, inputs, outputs)
+    read = _detail(inputs, "cache_read") if inputs else 0
+    write = _detail(inputs, "cache_creation") if inputs else 0
+    reasoning = _detail(outputs, "reasoning") if outputs else 0
+    return Usage.from_counts(*counts, read, write, reasoning)
+
+
+def _tier_usage(counts: tuple[int, int], tier: str, inputs: Any, outputs: Any) -> Usage:
+    """``usage_from_message``'s usage of a call served at ``tier``, from prefixed details."""
     return Usage.from_counts(
-        metadata.get("input_tokens") or 0,
-        metadata.get("output_tokens") or 0,
-        cache_read_tokens=_detail(inputs, prefix + "cache_read"),
-        cache_write_tokens=_detail(inputs, prefix + "cache_creation"),
-        reasoning_tokens=_detail(outputs, prefix + "reasoning"),
-        service_tier=tier or _tier_of(getattr(message, "response_metadata", None)),
+        *counts,
+        cache_read_tokens=_detail(inputs, f"{tier}_cache_read"),
+        cache_write_tokens=_detail(inputs, f"{tier}_cache_creation"),
+        reasoning_tokens=_detail(outputs, f"{tier}_reasoning"),
+        service_tier=tier,
     )
-
-
-def _tier_of(response_metadata: Any) -> str | None:
-    """A service tier billed apart, as a provider's response names it (else None)."""
-    if isinstance(response_metadata, Mapping):
-        return billed_tier(response_metadata.get("service_tier"))
-    return None
 
 
 def _legacy_usage(llm_output: Mapping[str, Any] | None) -> Usage | None:
