@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+import math
 import operator
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .documents import FILE_BLOCK_TYPES, PAGE_TOKENS, decoded, file_payload, pdf_pages
+from .documents import (
+    AUDIO_BLOCK_TYPES,
+    AUDIO_TOKENS_PER_SECOND,
+    FILE_BLOCK_TYPES,
+    PAGE_TOKENS,
+    audio_data,
+    audio_seconds,
+    decoded,
+    file_payload,
+    pdf_pages,
+)
 
 __all__ = [
     "IMAGE_BLOCK_TYPES",
@@ -19,6 +30,7 @@ __all__ = [
     "Usage",
     "estimate_message_tokens",
     "estimate_tokens",
+    "audio_chars",
     "estimate_tool_tokens",
     "file_chars",
     "message_tokens",
@@ -203,6 +215,8 @@ def _content_chars(content: Any) -> int:
             return IMAGE_CHARS
         if kind in FILE_BLOCK_TYPES:
             return file_chars(content)
+        if kind in AUDIO_BLOCK_TYPES:
+            return audio_chars(content)
         return int(text_size(str(content)) * JSON_WEIGHT)
     if isinstance(content, Iterable):
         return sum(_content_chars(part) for part in content)
@@ -224,6 +238,16 @@ def file_chars(block: Mapping[str, Any]) -> int:
         return text_size(data)
     pages = pdf_pages(raw)
     return pages * PAGE_TOKENS * CHARS_PER_TOKEN if pages else len(raw)
+
+
+def audio_chars(block: Mapping[str, Any]) -> int:
+    """The characters the estimate counts for an audio block (``AUDIO_BLOCK_TYPES``): its
+    length at ``AUDIO_TOKENS_PER_SECOND`` (``budgetwarden.documents.audio_seconds``); a
+    reference (a URL, a file id) as its text."""
+    data = audio_data(block)
+    if data is None:
+        return int(text_size(str(block)) * JSON_WEIGHT)
+    return math.ceil(audio_seconds(data) * AUDIO_TOKENS_PER_SECOND) * CHARS_PER_TOKEN
 
 
 def _calls_chars(calls: Any) -> int:

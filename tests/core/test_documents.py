@@ -1,4 +1,5 @@
-"""Documents in a prompt count by their pages, not by the length of their base64 data.
+"""Documents in a prompt count by their pages, audio by its length, not by the length of
+their base64 data.
 
 Counted as text, a 2 MB scan of ten pages read as about a million tokens, and a $1 cap on
 gpt-4o refused the call that would have cost about ten cents.
@@ -8,13 +9,20 @@ from __future__ import annotations
 
 import base64
 import zlib
+from typing import Any
 
 import pytest
 from langchain_core.messages import HumanMessage
 
 from budgetwarden import Limits, Policy, Usage
-from budgetwarden.documents import PAGE_TOKENS, file_payload, pdf_pages
-from budgetwarden.usage import CHARS_PER_TOKEN, estimate_message_tokens, file_chars
+from budgetwarden.documents import (
+    AUDIO_TOKENS_PER_SECOND,
+    PAGE_TOKENS,
+    audio_seconds,
+    file_payload,
+    pdf_pages,
+)
+from budgetwarden.usage import CHARS_PER_TOKEN, audio_chars, estimate_message_tokens, file_chars
 
 from .helpers import make_warden
 
@@ -125,3 +133,50 @@ def test_a_reference_counts_as_its_text() -> None:
 def test_data_that_is_not_base64_counts_as_its_text() -> None:
     block = {"type": "file", "base64": "not base64 at all!"}
     assert file_chars(block) == len("not base64 at all!")
+
+
+# ---- audio ---------------------------------------------------------------------------
+
+
+def wav(seconds: int, rate: int = 16_000) -> bytes:
+    """``seconds`` of mono 16-bit silence at ``rate`` Hz, as a WAV file."""
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\0\0" * rate * seconds)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        lambda data: {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}},
+        lambda data: {"type": "audio", "base64": data, "mime_type": "audio/wav"},
+        lambda data: {"type": "audio", "source_type": "base64", "data": data},
+    ],
+    ids=["openai", "langchain", "langchain 0.3"],
+)
+@pytest.mark.parametrize("rate", [8_000, 44_100])
+def test_a_wav_counts_by_its_length(block: Any, rate: int) -> None:
+    # A minute of WAV is 1-5 MB of base64: it read as 480,000 to 2.6 million tokens.
+    content = [block(b64(wav(60, rate)))]
+    assert estimate_message_tokens([{"role": "user", "content": content}]) == (
+        60 * AUDIO_TOKENS_PER_SECOND + 4
+    )
+
+
+def test_compressed_audio_counts_at_128_kbits() -> None:
+    mp3 = (b"ID3" + bytes(range(256)) * 1875)[:480_000]  # 30 s at 128 kbit/s
+    assert audio_seconds(b64(mp3)) == pytest.approx(30, abs=0.01)
+    block = {"type": "input_audio", "input_audio": {"data": b64(mp3), "format": "mp3"}}
+    assert audio_chars(block) == 30 * AUDIO_TOKENS_PER_SECOND * CHARS_PER_TOKEN
+
+
+def test_an_audio_reference_counts_as_its_text() -> None:
+    block = {"type": "audio", "url": "https://x.test/call.mp3"}
+    assert 0 < audio_chars(block) < 150

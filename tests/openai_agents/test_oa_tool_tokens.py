@@ -160,3 +160,22 @@ def test_an_input_file_counts_its_pages_not_its_base64() -> None:
     }
     base = estimate_input_tokens(None, [question])
     assert estimate_input_tokens(None, [with_file]) == base + 4 * PAGE_TOKENS
+
+
+def test_input_audio_counts_its_length_not_its_base64() -> None:
+    import base64
+    import io
+    import wave
+
+    from budgetwarden.documents import AUDIO_TOKENS_PER_SECOND
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(b"\0\0" * 16_000 * 20)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    audio = {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
+    with_audio = {"role": "user", "content": [audio]}
+    assert estimate_input_tokens(None, [with_audio]) == 20 * AUDIO_TOKENS_PER_SECOND + 4
