@@ -60,6 +60,7 @@ def usage_from_litellm(usage: Any, service_tier: Any = None) -> Usage | None:
         cache_write_tokens=int(get("cache_creation_input_tokens") or 0),
         reasoning_tokens=detail(output_details, "reasoning_tokens"),
         service_tier=billed_tier(tier),
+        web_search_requests=detail(get("server_tool_use") or {}, "web_search_requests"),
     )
 
 

@@ -78,6 +78,9 @@ class CostEvent(_Event):
     service_tier: str | None = Field(
         default=None, description="The provider's service tier, when billed apart (priority)."
     )
+    web_search_requests: int = Field(
+        default=0, description="Searches the provider's hosted web search tool made."
+    )
     cost_usd: float = 0.0
     reserved_usd: float = 0.0
     overshoot_usd: float = 0.0

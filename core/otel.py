@@ -15,7 +15,7 @@
   ``budgetwarden.cost_usd``, ``.reserved_usd``, ``.overshoot_usd``, ``.run_id``,
   ``.parent_run_id``, ``.user``, ``.workspace``, ``.workflow``, ``.task_class``, ``.route``,
   ``.route_reason``, ``.outcome``, ``.estimated``, ``.service_tier`` (a provider's tier billed
-  apart, such as OpenAI's ``priority``).
+  apart, such as OpenAI's ``priority``), ``.web_search_requests`` (hosted web searches).
 
 The span starts ``latency_s`` before the event (its end). Metrics (GenAI semantic
 conventions): ``gen_ai.client.token.usage`` (histogram, ``{token}``, by ``gen_ai.token.type``
@@ -215,6 +215,8 @@ def _span_attributes(event: CostEvent) -> dict[str, Any]:
         attrs["gen_ai.usage.cache_read.input_tokens"] = event.cache_read_tokens
         attrs["gen_ai.usage.cache_creation.input_tokens"] = event.cache_write_tokens
         attrs["gen_ai.usage.reasoning.output_tokens"] = event.reasoning_tokens
+        if event.web_search_requests:
+            attrs["budgetwarden.web_search_requests"] = event.web_search_requests
     if event.agent:
         attrs["gen_ai.agent.name"] = event.agent
     if event.status != "ok":

@@ -176,6 +176,7 @@ class _Rule:
     output_by_output: bool = False  # Vertex above_128k: the output rate by output tokens
     fee: float = 0.0  # per prompt token (Azure AI Model Router)
     services: Mapping[str, _Rule] = field(default_factory=dict)  # by SERVICE_TIER_PRICES
+    search: float = 0.0  # per hosted web search (search_context_cost_per_query, medium)
     one_rate: bool = field(init=False)  # one band, no fee, output not banded: see ``bill``
 
     def __post_init__(self) -> None:
@@ -213,16 +214,24 @@ class _Rule:
             if served is not self:
                 return served.bill(u)
         f: dict[str, int] = u.__dict__  # its fields, in one read of the model (see run_fast)
-        i, o, z, r, w = (
+        i, o, z, r, w, s = (
             f["input_tokens"],
             f["output_tokens"],
             f["reasoning_tokens"],
             f["cache_read_tokens"],
             f["cache_write_tokens"],
+            f["web_search_requests"],
         )
+        if s:
+            return self._tokens(i, o, z, r, w) + s * self.search
         if self.one_rate and not r and not w and not z:
-            # the same figure as below, where every other term is an exact 0.0
+            # the same figure as _tokens', where every other term is an exact 0.0
             return i * self.base.input + o * self.base.output
+        return self._tokens(i, o, z, r, w)
+
+    def _tokens(self, i: int, o: int, z: int, r: int, w: int) -> float:
+        """USD for a call's tokens: ``i`` input (``r`` read from and ``w`` written to the
+        cache), ``o`` output (``z`` of it reasoning)."""
         r = r if self.cache else 0
         w = w if self.cache > 1 else 0
         b = (
@@ -368,12 +377,21 @@ def _priced_entry(provider: str, info: Mapping[str, Any]) -> _Rule | str:
     if isinstance(rule, str):
         return rule
     services = {}
+    search = _search_price(info)
     for suffix in sorted(set(SERVICE_TIER_PRICES.values())):
         view = _service_view(info, suffix)
         served = _entry_rule(provider, view) if view is not None else None
         if isinstance(served, _Rule):
-            services[suffix] = served
-    return replace(rule, services=services) if services else rule
+            services[suffix] = replace(served, search=search)
+    return replace(rule, services=services, search=search) if services or search else rule
+
+
+def _search_price(info: Mapping[str, Any]) -> float:
+    """USD per hosted web search: the entry's medium-context price per query, as LiteLLM
+    bills Anthropic's searches and OpenAI's by default (0 when it has none)."""
+    prices = info.get("search_context_cost_per_query")
+    price = prices.get("search_context_size_medium") if isinstance(prices, Mapping) else None
+    return float(price) if isinstance(price, int | float) and price > 0 else 0.0
 
 
 def _fireworks_bucket(model: str) -> str:
@@ -604,6 +622,15 @@ class PriceBook:
         write = b.cache_write if rule.cache > 1 else b.input
         prices = {_IN: b.input + rule.fee, _OUT: b.output, _READ: read, _WRITE: write}
         return ModelPrice.model_validate(prices)
+
+    def search_price(self, model: str) -> float:
+        """USD per search of the provider's hosted web search tool (``Usage.
+        web_search_requests``): $0.01 for GPT-5 and Claude, $0.025 for GPT-4.1; 0 for a
+        model with no such price."""
+        try:
+            return (self._rules.get(model) or self._rule(model)).search
+        except UnknownModelError:
+            return 0.0
 
     def cache_discount(self, model: str) -> float:
         """The share of the input price a prompt token read from the provider's cache saves:

@@ -56,6 +56,8 @@ class RunCalls(RunLimits):
             worst = warden.prices.worst_case_cost(
                 warden._pricing_model(choice.model, self), est_in, max_out, self._service_tier
             )
+            if self._searches:
+                worst += self._search_hold(choice.model)
             charges = self._charges(refs, worst, est_in + max_out) if refs else []
             plans.append(Plan(self._next_id(), choice, worst, refs, retry, charges))
         return plans

@@ -126,6 +126,7 @@ class RunCore:
         "_ratios",
         "_route",
         "_routed",
+        "_searches",
         "_service_tier",
         "_stop_level",
         "_token_cache",
@@ -189,6 +190,7 @@ class RunCore:
         self._tools_seen: tuple[Any, int] | None = None  # the last tools offered, their tokens
         self._prompt_gap = 0  # what the last estimate missed of its billed prompt (_learn_prompt)
         self._service_tier: str | None = None  # the last bill's, for reservations (_learn_tier)
+        self._searches = 0  # hosted web searches of the last bill, for reservations
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
         self._lowest_level = alert_levels(self.policy.thresholds)[0]
@@ -363,11 +365,21 @@ class RunCore:
     def _learn_tier(self, usage: Usage) -> None:
         """Reserve the next calls at the prices of the service tier the provider billed this
         one at (``Usage.service_tier``: OpenAI's priority tier costs twice the standard
-        prices); a call without a bill (estimated usage) says nothing of it."""
+        prices), and for as many hosted web searches; a call without a bill (estimated
+        usage) says nothing of either."""
+        if usage.estimated:
+            return
+        self._searches = usage.web_search_requests
         tier = usage.service_tier
-        if tier != self._service_tier and not usage.estimated:
+        if tier != self._service_tier:
             self._service_tier = tier
             self._fast_rates.clear()  # worst-case rates of the other tier
+
+    def _search_hold(self, model: str | None) -> float:
+        """What the last bill's hosted web searches would cost on ``model``, held by the
+        next call's reservation (a search is billed per search, not per token)."""
+        warden = self.warden
+        return self._searches * warden.prices.search_price(warden._pricing_model(model, self))
 
     def _buckets(self, now: float) -> tuple[BucketRef, ...]:
         """The buckets this run's calls count against now (kept until a window turns)."""

@@ -176,6 +176,7 @@ def llm_event(
         "reasoning_tokens": usage.reasoning_tokens,
         "estimated": usage.estimated,
         "service_tier": usage.service_tier,
+        "web_search_requests": usage.web_search_requests,
         "cost_usd": cost,
         "reserved_usd": step.reserved_usd,
         "overshoot_usd": cost - step.reserved_usd if cost > step.reserved_usd else 0.0,

@@ -171,6 +171,8 @@ class FastPaths(RunCalls):
         if not since <= now < until:
             refs = self._buckets(now)
         worst = est_in * rates[0] + max_out * rates[1]
+        if self._searches:
+            worst += self._search_hold(model)
         return est_in, max_out, worst, now, refs, self.counters.last_llm_failed
 
     def _caps_refuse(
@@ -319,7 +321,10 @@ class FastPaths(RunCalls):
             ):
                 missed = fields["input_tokens"] - step.input_tokens + gap
                 self._prompt_gap = missed if missed > 0 else 0
-            if fields["service_tier"] != self._service_tier:  # as _learn_tier
+            if (
+                fields["service_tier"] != self._service_tier
+                or self._searches != fields["web_search_requests"]
+            ):  # as _learn_tier
                 self._learn_tier(usage)
             if real_model and real_model not in self._models:
                 self._models.append(real_model)

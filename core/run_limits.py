@@ -156,6 +156,8 @@ class RunLimits(RunCore):
         warden = self.warden
         model = warden._pricing_model(plan.choice.model, self)
         next_cost = warden.prices.worst_case_cost(model, next_in, max_out, self._service_tier)
+        if self._searches:
+            next_cost += self._search_hold(plan.choice.model)
         for run in chain:
             cap = final_cap(
                 run._held_limits(),

@@ -54,7 +54,8 @@ class Usage(BaseModel):
     budgetwarden estimated because the framework reported none. ``service_tier`` is the
     tier the provider served the call at when it bills that tier apart (OpenAI's and
     Gemini's ``priority``, twice the standard prices, and ``flex``, half): ``PriceBook``
-    bills it at that tier's prices.
+    bills it at that tier's prices. ``web_search_requests`` are the searches a hosted web
+    search tool made (OpenAI's and Anthropic's bill $10 a thousand), billed per search.
 
     A part larger than its total is refused (``ValueError``). For a provider's counts in
     another convention, use ``from_anthropic`` or ``from_counts``.
@@ -75,6 +76,9 @@ class Usage(BaseModel):
     service_tier: str | None = Field(
         default=None,
         description="The provider's service tier when not the standard one: priority, flex...",
+    )
+    web_search_requests: int = Field(
+        default=0, ge=0, description="Searches the provider's hosted web search tool made."
     )
 
     @model_validator(mode="after")
@@ -104,6 +108,7 @@ class Usage(BaseModel):
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             estimated=self.estimated or other.estimated,
             service_tier=self.service_tier if self.service_tier == other.service_tier else None,
+            web_search_requests=self.web_search_requests + other.web_search_requests,
         )
 
     @classmethod
@@ -131,6 +136,7 @@ class Usage(BaseModel):
         cache_write_tokens: int = 0,
         reasoning_tokens: int = 0,
         service_tier: str | None = None,
+        web_search_requests: int = 0,
     ) -> Usage:
         """A usage from a provider's counts, whichever convention they follow.
 
@@ -152,6 +158,7 @@ class Usage(BaseModel):
             cache_write_tokens=cache_write_tokens,
             reasoning_tokens=reasoning_tokens,
             service_tier=service_tier,
+            web_search_requests=web_search_requests,
         )
 
 

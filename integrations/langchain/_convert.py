@@ -131,17 +131,47 @@ def usage_from_message(message: BaseMessage | None) -> Usage | None:
     # The details are often absent: a missing one is Usage's default, 0. At a tier billed
     # apart, langchain-openai prefixes them with the tier (see _served_tier).
     inputs, outputs = metadata.get("input_token_details"), metadata.get("output_token_details")
+    content = message.content if message is not None else None
     if inputs and "cache_read" not in inputs and (tier := _served_tier(inputs)):
-        return _tier_usage(counts, tier, inputs, outputs)
+        return _tier_usage(counts, tier, inputs, outputs, message)
     if outputs and "reasoning" not in outputs and (tier := _served_tier(outputs)):
-        return _tier_usage(counts, tier, inputs, outputs)
+        return _tier_usage(counts, tier, inputs, outputs, message)
     read = _detail(inputs, "cache_read") if inputs else 0
     write = _detail(inputs, "cache_creation") if inputs else 0
     reasoning = _detail(outputs, "reasoning") if outputs else 0
+    if type(content) is list and (searches := web_searches(message)):
+        return Usage.from_counts(*counts, read, write, reasoning, web_search_requests=searches)
     return Usage.from_counts(*counts, read, write, reasoning)
 
 
-def _tier_usage(counts: tuple[int, int], tier: str, inputs: Any, outputs: Any) -> Usage:
+#: Content-block types of a hosted web search: OpenAI's Responses output, LangChain's
+#: standard blocks and Anthropic's (the last two name the tool).
+_SEARCH_BLOCKS = frozenset({"web_search_call", "server_tool_call", "server_tool_use"})
+
+
+def web_searches(message: Any) -> int:
+    """The hosted web searches an AI message records, which the provider bills per search:
+    ``web_search_call`` blocks (OpenAI's Responses API; in ``additional_kwargs
+    ["tool_outputs"]`` with ``output_version="v0"``), ``server_tool_call`` /
+    ``server_tool_use`` blocks named ``web_search`` (LangChain's standard blocks,
+    Anthropic's)."""
+    blocks = message.content if isinstance(message.content, list) else []
+    extra = getattr(message, "additional_kwargs", None)
+    outputs = extra.get("tool_outputs") if isinstance(extra, Mapping) else None
+    if isinstance(outputs, list):
+        blocks = [*blocks, *outputs]
+    return sum(
+        1
+        for block in blocks
+        if isinstance(block, Mapping)
+        and block.get("type") in _SEARCH_BLOCKS
+        and (block["type"] == "web_search_call" or block.get("name") == "web_search")
+    )
+
+
+def _tier_usage(
+    counts: tuple[int, int], tier: str, inputs: Any, outputs: Any, message: Any
+) -> Usage:
     """``usage_from_message``'s usage of a call served at ``tier``, from prefixed details."""
     return Usage.from_counts(
         *counts,
@@ -149,6 +179,7 @@ def _tier_usage(counts: tuple[int, int], tier: str, inputs: Any, outputs: Any) -
         cache_write_tokens=_detail(inputs, f"{tier}_cache_creation"),
         reasoning_tokens=_detail(outputs, f"{tier}_reasoning"),
         service_tier=tier,
+        web_search_requests=web_searches(message) if type(message.content) is list else 0,
     )
 
 

@@ -32,6 +32,7 @@ from ._translate import (
     tool_call_of,
     tool_result_failed,
     usage_of,
+    web_searches,
 )
 
 __all__ = ["BudgetRunHooks", "LlmCall"]
@@ -212,7 +213,7 @@ class BudgetRunHooks(RunHooks[Any]):
             if not call.settled:
                 call.settled = True
                 latency_s = time.monotonic() - call.started
-                usage = usage_of(response.usage, agent.model_settings)
+                usage = usage_of(response.usage, agent.model_settings, web_searches(response))
                 if usage is not None:
                     state.input_tokens.billed = usage.input_tokens + usage.output_tokens
                 # The core reads the text only to estimate a missing usage, or to record it.

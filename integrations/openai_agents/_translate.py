@@ -76,11 +76,14 @@ def _parse_json(text: str) -> Any:
     return json.loads(text)
 
 
-def usage_of(usage: AgentsUsage | None, settings: ModelSettings | None = None) -> Usage | None:
+def usage_of(
+    usage: AgentsUsage | None, settings: ModelSettings | None = None, searches: int = 0
+) -> Usage | None:
     """One call's usage in budgetwarden's convention, or None when the provider reported none.
 
     The SDK's usage has no service tier: the one the agent's ``settings`` ask for
-    (``extra_args`` or ``extra_body``: ``{"service_tier": "priority"}``) is taken for it."""
+    (``extra_args`` or ``extra_body``: ``{"service_tier": "priority"}``) is taken for it.
+    ``searches``: the hosted web searches the response made (``web_searches``)."""
     if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0):
         return None
     details = usage.input_tokens_details
@@ -91,7 +94,14 @@ def usage_of(usage: AgentsUsage | None, settings: ModelSettings | None = None) -
         cache_write_tokens=int(getattr(details, "cache_write_tokens", 0) or 0),
         reasoning_tokens=int(usage.output_tokens_details.reasoning_tokens or 0),
         service_tier=requested_tier(settings) if settings is not None else None,
+        web_search_requests=searches,
     )
+
+
+def web_searches(response: ModelResponse) -> int:
+    """The searches a response's hosted web search tool made (``WebSearchTool``: one
+    ``web_search_call`` item each), which the provider bills per search."""
+    return sum(1 for item in response.output if getattr(item, "type", None) == "web_search_call")
 
 
 def requested_tier(settings: ModelSettings) -> str | None:

@@ -47,7 +47,7 @@ def test_a_model_call_becomes_a_genai_client_span(otel: Any) -> None:
             task_class="extraction", provider="openai", model="gpt-4o-2024-08-06",
             route="tier 1: gpt-4o", route_reason="task_class=extraction", input_tokens=1200,
             output_tokens=80, cache_read_tokens=1000, cost_usd=0.0042, latency_s=0.75,
-            service_tier="priority",
+            service_tier="priority", web_search_requests=2,
         )
     )  # fmt: skip
     (span,) = exporter.get_finished_spans()
@@ -65,6 +65,7 @@ def test_a_model_call_becomes_a_genai_client_span(otel: Any) -> None:
     assert (a["budgetwarden.run_id"], a["budgetwarden.user"]) == ("r1", "u1")
     assert a["budgetwarden.route_reason"] == "task_class=extraction"
     assert a["budgetwarden.service_tier"] == "priority"
+    assert a["budgetwarden.web_search_requests"] == 2
     assert span.end_time == int(at(1) * 1e9)
     assert span.end_time - span.start_time == 750_000_000
 
