@@ -49,6 +49,9 @@ def usage_from_litellm(usage: Any, service_tier: Any = None) -> Usage | None:
     prompt_details = get("prompt_tokens_details") or {}
     output_details = get("completion_tokens_details") or {}
 
+    def detail_of(obj: Any, key: str) -> Any:
+        return (obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)) or {}
+
     def detail(obj: Any, key: str) -> int:
         value = obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
         return int(value or 0)
@@ -61,6 +64,9 @@ def usage_from_litellm(usage: Any, service_tier: Any = None) -> Usage | None:
         reasoning_tokens=detail(output_details, "reasoning_tokens"),
         service_tier=billed_tier(tier),
         web_search_requests=detail(get("server_tool_use") or {}, "web_search_requests"),
+        cache_write_1h_tokens=detail(
+            detail_of(prompt_details, "cache_creation_token_details"), "ephemeral_1h_input_tokens"
+        ),
     )
 
 

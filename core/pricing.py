@@ -32,6 +32,7 @@ __all__ = ["ModelPrice", "PriceBook", "UnknownModelError"]
 
 _IN, _OUT = "input_cost_per_token", "output_cost_per_token"
 _READ, _WRITE = "cache_read_input_token_cost", "cache_creation_input_token_cost"
+_WRITE_1H = _WRITE + "_above_1hr"  # Anthropic's one-hour cache: twice the input price
 _REASON, _GPU = "output_cost_per_reasoning_token", ("gpu_usd_per_hour", "tokens_per_second")
 _MAP_FILE = "model_prices_and_context_window_backup.json"
 _CHAT_MODES = frozenset({None, "chat", "completion", "responses"})
@@ -158,6 +159,7 @@ class _Band:
     cache_read: float
     cache_write: float
     reasoning: float
+    cache_write_1h: float | None = None  # None: one-hour writes at ``cache_write``
 
 
 _ZERO = _Band(0.0, 0.0, 0.0, 0.0, 0.0)
@@ -223,15 +225,15 @@ class _Rule:
             f["web_search_requests"],
         )
         if s:
-            return self._tokens(i, o, z, r, w) + s * self.search
+            return self._tokens(i, o, z, r, w, f["cache_write_1h_tokens"]) + s * self.search
         if self.one_rate and not r and not w and not z:
             # the same figure as _tokens', where every other term is an exact 0.0
             return i * self.base.input + o * self.base.output
-        return self._tokens(i, o, z, r, w)
+        return self._tokens(i, o, z, r, w, f["cache_write_1h_tokens"] if w else 0)
 
-    def _tokens(self, i: int, o: int, z: int, r: int, w: int) -> float:
+    def _tokens(self, i: int, o: int, z: int, r: int, w: int, h: int) -> float:
         """USD for a call's tokens: ``i`` input (``r`` read from and ``w`` written to the
-        cache), ``o`` output (``z`` of it reasoning)."""
+        cache, ``h`` of those to the one-hour cache), ``o`` output (``z`` of it reasoning)."""
         r = r if self.cache else 0
         w = w if self.cache > 1 else 0
         b = (
@@ -241,6 +243,8 @@ class _Rule:
         )
         text = i - r - w if i > r + w else 0
         prompt = text * b.input + r * b.cache_read + w * b.cache_write + i * self.fee
+        if h and w and b.cache_write_1h is not None:
+            prompt += h * (b.cache_write_1h - b.cache_write)  # those at the one-hour rate
         if self.output_by_output:
             return prompt + o * self.band(o).output
         if z and self.split_reasoning:
@@ -312,8 +316,10 @@ def _step(
         return None
     out, read = _get(info, _OUT + above, base.output), _get(info, _READ + above, base.cache_read)
     write = _get(info, _WRITE + above, base.cache_write)
+    write_1h = _num(info, _WRITE_1H + above)
     threshold = float(text.removesuffix("k")) * (1000 if text.endswith("k") else 1)
-    return threshold, _Band(rate, out, read, write, _or(reason, out))
+    hour = write_1h if write_1h is not None else base.cache_write_1h
+    return threshold, _Band(rate, out, read, write, _or(reason, out), hour)
 
 
 def _generic_rule(info: Mapping[str, Any], inclusive: bool = False, split: bool = True) -> _Rule:
@@ -321,7 +327,8 @@ def _generic_rule(info: Mapping[str, Any], inclusive: bool = False, split: bool 
     inp, out, reason = _get(info, _IN, 0.0), _get(info, _OUT, 0.0), _num(info, _REASON)
     tiers = _tiers(info, out, reason)
     out = _get(info, "output_cost_per_image_token", out) if out == 0.0 else out
-    base = _Band(inp, out, _get(info, _READ, 0.0), _get(info, _WRITE, 0.0), _or(reason, out))
+    read, write, hour = _get(info, _READ, 0.0), _get(info, _WRITE, 0.0), _num(info, _WRITE_1H)
+    base = _Band(inp, out, read, write, _or(reason, out), hour)
     keys = [k for k in info if k.startswith(_IN + "_above_") and not k.endswith(_TIER_SUFFIXES)]
     steps = sorted(filter(None, (_step(info, k, base, reason) for k in keys)), key=lambda s: s[0])
     shift = 0.5 if inclusive else 0.0  # xAI: a prompt at the threshold takes the higher tier

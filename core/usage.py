@@ -71,6 +71,9 @@ class Usage(BaseModel):
     cache_write_tokens: int = Field(
         default=0, ge=0, description="Prompt tokens written to a cache."
     )
+    cache_write_1h_tokens: int = Field(
+        default=0, ge=0, description="Of cache_write_tokens, those written to a one-hour cache."
+    )
     reasoning_tokens: int = Field(default=0, ge=0, description="Output tokens spent on reasoning.")
     estimated: bool = Field(default=False, description="True when these figures are an estimate.")
     service_tier: str | None = Field(
@@ -90,6 +93,7 @@ class Usage(BaseModel):
         if (
             self.cache_read_tokens + self.cache_write_tokens > self.input_tokens
             or self.reasoning_tokens > self.output_tokens
+            or self.cache_write_1h_tokens > self.cache_write_tokens
         ):
             raise ValueError(_parts_error(self))
         return self
@@ -105,6 +109,7 @@ class Usage(BaseModel):
             output_tokens=self.output_tokens + other.output_tokens,
             cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             estimated=self.estimated or other.estimated,
             service_tier=self.service_tier if self.service_tier == other.service_tier else None,
@@ -137,6 +142,7 @@ class Usage(BaseModel):
         reasoning_tokens: int = 0,
         service_tier: str | None = None,
         web_search_requests: int = 0,
+        cache_write_1h_tokens: int = 0,
     ) -> Usage:
         """A usage from a provider's counts, whichever convention they follow.
 
@@ -147,6 +153,8 @@ class Usage(BaseModel):
         build every usage a framework reports this way, so a provider's figures never fail
         ``Usage``'s checks.
         """
+        if cache_write_1h_tokens > cache_write_tokens:
+            cache_write_tokens += cache_write_1h_tokens
         if cache_read_tokens + cache_write_tokens > input_tokens:
             input_tokens += cache_read_tokens + cache_write_tokens
         if reasoning_tokens > output_tokens:
@@ -159,10 +167,17 @@ class Usage(BaseModel):
             reasoning_tokens=reasoning_tokens,
             service_tier=service_tier,
             web_search_requests=web_search_requests,
+            cache_write_1h_tokens=cache_write_1h_tokens,
         )
 
 
 def _parts_error(usage: Usage) -> str:
+    if usage.cache_write_1h_tokens > usage.cache_write_tokens:
+        return (
+            f"cache_write_1h_tokens ({usage.cache_write_1h_tokens}) exceed cache_write_tokens "
+            f"({usage.cache_write_tokens}), which count every cache write, one-hour ones "
+            "included: add them to cache_write_tokens"
+        )
     if usage.reasoning_tokens > usage.output_tokens:
         return (
             f"reasoning_tokens ({usage.reasoning_tokens}) exceed output_tokens "

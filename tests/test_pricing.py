@@ -149,6 +149,55 @@ def test_service_tiers_cost_as_litellm_bills_them(
     assert not wrong, f"{model}:\n" + "\n".join(wrong)
 
 
+def one_hour_cache_models() -> list[str]:
+    """The compared models with a price for writes to a one-hour cache (Claude's)."""
+    entries = cost_map()
+    key = "cache_creation_input_token_cost_above_1hr"
+    return [m for m in compared_models() if key in entries.get(m, {})]
+
+
+@pytest.mark.parametrize("model", one_hour_cache_models())
+def test_one_hour_cache_writes_cost_as_litellm_bills_them(
+    litellm: ModuleType, book: PriceBook, model: str
+) -> None:
+    """Claude bills a write to its one-hour cache at twice the input price (1.25x for five
+    minutes): such writes were billed at the five-minute price."""
+    from litellm.types.utils import CacheCreationTokenDetails, PromptTokensDetailsWrapper
+    from litellm.types.utils import Usage as LiteLLMUsage
+
+    wrong = []
+    for i, o, r, w, h in [(10_000, 500, 2_000, 3_000, 1_000), (300_000, 500, 0, 3_000, 3_000)]:
+        details = CacheCreationTokenDetails(
+            ephemeral_5m_input_tokens=w - h, ephemeral_1h_input_tokens=h
+        )
+        block = LiteLLMUsage(
+            prompt_tokens=i,
+            completion_tokens=o,
+            total_tokens=i + o,
+            cache_read_input_tokens=r,
+            cache_creation_input_tokens=w,
+            prompt_tokens_details=PromptTokensDetailsWrapper(
+                cached_tokens=r, cache_creation_tokens=w, cache_creation_token_details=details
+            ),
+        )
+        prompt, completion = litellm.cost_per_token(
+            model=model, prompt_tokens=i, completion_tokens=o, usage_object=block
+        )
+        ours = book.cost(
+            model,
+            Usage(
+                input_tokens=i,
+                output_tokens=o,
+                cache_read_tokens=r,
+                cache_write_tokens=w,
+                cache_write_1h_tokens=h,
+            ),
+        )
+        if not same(ours, prompt + completion):
+            wrong.append(f"{(i, o, r, w, h)}: {ours!r} != {prompt + completion!r}")
+    assert not wrong, f"{model}:\n" + "\n".join(wrong)
+
+
 def test_priority_costs_twice_and_reserves_twice_the_standard(book: PriceBook) -> None:
     standard = Usage(input_tokens=10_000, output_tokens=1_000)
     priority = standard.model_copy(update={"service_tier": "priority"})

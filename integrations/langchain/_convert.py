@@ -139,9 +139,33 @@ def usage_from_message(message: BaseMessage | None) -> Usage | None:
     read = _detail(inputs, "cache_read") if inputs else 0
     write = _detail(inputs, "cache_creation") if inputs else 0
     reasoning = _detail(outputs, "reasoning") if outputs else 0
-    if type(content) is list and (searches := web_searches(message)):
-        return Usage.from_counts(*counts, read, write, reasoning, web_search_requests=searches)
+    by_lifetime = inputs and (_FIVE_MINUTES in inputs or _ONE_HOUR in inputs)
+    if by_lifetime or type(content) is list:
+        return _usage_in_parts(counts, read, write, reasoning, inputs, message)
     return Usage.from_counts(*counts, read, write, reasoning)
+
+
+#: langchain-anthropic's cache writes by lifetime (``cache_creation`` is then 0).
+_FIVE_MINUTES, _ONE_HOUR = "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"
+
+
+def _usage_in_parts(
+    counts: tuple[int, int], read: int, write: int, reasoning: int, inputs: Any, message: Any
+) -> Usage:
+    """``usage_from_message``'s usage with the parts fewer messages carry: cache writes by
+    lifetime (langchain-anthropic reports them as ``ephemeral_5m_input_tokens`` and
+    ``ephemeral_1h_input_tokens``, with ``cache_creation`` then 0) and hosted web searches."""
+    hour = _detail(inputs, _ONE_HOUR)
+    write += _detail(inputs, _FIVE_MINUTES) + hour
+    searches = web_searches(message) if type(message.content) is list else 0
+    return Usage.from_counts(
+        *counts,
+        read,
+        write,
+        reasoning,
+        web_search_requests=searches,
+        cache_write_1h_tokens=hour,
+    )
 
 
 #: Content-block types of a hosted web search: OpenAI's Responses output, LangChain's

@@ -288,3 +288,26 @@ def test_the_last_call_a_cap_allows_asks_for_the_answer(
     assert first["messages"] == MESSAGES
     assert last["messages"][-1]["content"] == FINAL_ANSWER_INSTRUCTION
     assert ("tools" in last) is tools_sent and last.get("tool_choice") == choice
+
+
+def test_litellm_usage_keeps_one_hour_cache_writes() -> None:
+    from litellm.types.utils import CacheCreationTokenDetails, PromptTokensDetailsWrapper
+    from litellm.types.utils import Usage as LiteLLMUsage
+
+    from budgetwarden.dispatch import usage_from_litellm
+
+    details = CacheCreationTokenDetails(
+        ephemeral_5m_input_tokens=300, ephemeral_1h_input_tokens=700
+    )
+    usage = LiteLLMUsage(
+        prompt_tokens=5_000,
+        completion_tokens=50,
+        total_tokens=5_050,
+        cache_creation_input_tokens=1_000,
+        prompt_tokens_details=PromptTokensDetailsWrapper(
+            cache_creation_tokens=1_000, cache_creation_token_details=details
+        ),
+    )
+    found = usage_from_litellm(usage)
+    assert found is not None
+    assert (found.cache_write_tokens, found.cache_write_1h_tokens) == (1_000, 700)

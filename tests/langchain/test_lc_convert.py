@@ -10,11 +10,12 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.outputs import ChatGeneration, Generation, LLMResult
 from lc_fakes import make_warden
 
-from budgetwarden import BudgetExceeded, Limits, Policy
+from budgetwarden import BudgetExceeded, Limits, Policy, Usage
 from budgetwarden.compress import compress_messages as compress_turns
 from budgetwarden.integrations.langchain import BudgetCallbackHandler
 from budgetwarden.integrations.langchain._convert import (
     outcome_of_error,
+    usage_from_message,
     usage_from_result,
 )
 
@@ -114,3 +115,30 @@ def test_usage_counted_apart_by_an_integration_is_read_without_failing() -> None
     assert usage is not None
     assert (usage.input_tokens, usage.cache_read_tokens) == (5020, 5000)
     assert (usage.output_tokens, usage.reasoning_tokens) == (50, 40)
+
+
+def test_anthropic_cache_writes_by_lifetime_are_counted() -> None:
+    # langchain-anthropic reports the writes by lifetime and sets cache_creation to 0 when
+    # it does: the writes were read as 0 and billed as plain input (1x, not 1.25x or 2x).
+    details = {
+        "cache_read": 2_000,
+        "cache_creation": 0,
+        "ephemeral_5m_input_tokens": 1_500,
+        "ephemeral_1h_input_tokens": 500,
+    }
+    message = AIMessage(
+        "ok",
+        usage_metadata={
+            "input_tokens": 10_000,
+            "output_tokens": 100,
+            "total_tokens": 10_100,
+            "input_token_details": details,  # type: ignore[typeddict-item]
+        },
+    )
+    assert usage_from_message(message) == Usage(
+        input_tokens=10_000,
+        output_tokens=100,
+        cache_read_tokens=2_000,
+        cache_write_tokens=2_000,
+        cache_write_1h_tokens=500,
+    )
