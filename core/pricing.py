@@ -211,11 +211,12 @@ class _Rule:
 
     def bill(self, u: Usage) -> float:
         """USD for one call's tokens, in LiteLLM's order of operations."""
-        if self.services and u.service_tier is not None:
-            served = self.service(u.service_tier)
+        fields: dict[str, Any] = u.__dict__  # its fields, in one read of the model (run_fast)
+        if fields["service_tier"] is not None and self.services:
+            served = self.service(fields["service_tier"])
             if served is not self:
                 return served.bill(u)
-        f: dict[str, int] = u.__dict__  # its fields, in one read of the model (see run_fast)
+        f: dict[str, int] = fields
         i, o, z, r, w, s = (
             f["input_tokens"],
             f["output_tokens"],

@@ -142,8 +142,9 @@ class Run(FastPaths):
             input_tokens, tool_tokens, gap = self._estimate_prompt(messages, tools)
         if self._one_pass and self._fast_ok:
             local = self._local_llm_step(model, max_tokens, input_tokens)
-            if local is not None:
-                return _stamped(local, tool_tokens, gap)
+            if local is not None:  # as _stamped, inline
+                local.tool_tokens, local.prompt_gap = tool_tokens, gap
+                return local
         claim = self._quick_llm_claim(model, max_tokens, input_tokens)
         if claim is not None:
             outcome = self._quick_llm_reserve(claim)
@@ -190,8 +191,9 @@ class Run(FastPaths):
             input_tokens, tool_tokens, gap = self._estimate_prompt(messages, tools)
         if self._one_pass and self._fast_ok:
             local = self._local_llm_step(model, max_tokens, input_tokens)
-            if local is not None:
-                return _stamped(local, tool_tokens, gap)
+            if local is not None:  # as _stamped, inline
+                local.tool_tokens, local.prompt_gap = tool_tokens, gap
+                return local
         claim = self._quick_llm_claim(model, max_tokens, input_tokens)
         if claim is not None:
             outcome = await self._quick_llm_areserve(claim)

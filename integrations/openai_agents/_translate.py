@@ -101,12 +101,19 @@ def usage_of(
 def web_searches(response: ModelResponse) -> int:
     """The searches a response's hosted web search tool made (``WebSearchTool``: one
     ``web_search_call`` item each), which the provider bills per search."""
-    return sum(1 for item in response.output if getattr(item, "type", None) == "web_search_call")
+    count = 0
+    for item in response.output:
+        if item.type == "web_search_call":
+            count += 1
+    return count
 
 
 def requested_tier(settings: ModelSettings) -> str | None:
     """The service tier ``settings`` ask for, when it is billed apart (else None)."""
-    for extra in (settings.extra_args, settings.extra_body):
+    extra_args, extra_body = settings.extra_args, settings.extra_body
+    if not extra_args and not extra_body:
+        return None
+    for extra in (extra_args, extra_body):
         if isinstance(extra, Mapping) and (tier := billed_tier(extra.get("service_tier"))):
             return tier
     return None
