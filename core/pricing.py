@@ -210,7 +210,7 @@ class _Rule:
         return self.services.get(SERVICE_TIER_PRICES.get(tier.lower(), ""), self)
 
     def bill(self, u: Usage) -> float:
-        """USD for one call's tokens, in LiteLLM's order of operations."""
+        """USD for one call's tokens and hosted searches, in LiteLLM's order of operations."""
         fields: dict[str, Any] = u.__dict__  # its fields, in one read of the model (run_fast)
         if fields["service_tier"] is not None and self.services:
             served = self.service(fields["service_tier"])
@@ -225,16 +225,9 @@ class _Rule:
             f["cache_write_tokens"],
             f["web_search_requests"],
         )
-        if s:
-            return self._tokens(i, o, z, r, w, f["cache_write_1h_tokens"]) + s * self.search
-        if self.one_rate and not r and not w and not z:
-            # the same figure as _tokens', where every other term is an exact 0.0
+        if self.one_rate and not r and not w and not z and not s:
+            # the same figure as below, where every other term is an exact 0.0
             return i * self.base.input + o * self.base.output
-        return self._tokens(i, o, z, r, w, f["cache_write_1h_tokens"] if w else 0)
-
-    def _tokens(self, i: int, o: int, z: int, r: int, w: int, h: int) -> float:
-        """USD for a call's tokens: ``i`` input (``r`` read from and ``w`` written to the
-        cache, ``h`` of those to the one-hour cache), ``o`` output (``z`` of it reasoning)."""
         r = r if self.cache else 0
         w = w if self.cache > 1 else 0
         b = (
@@ -244,13 +237,15 @@ class _Rule:
         )
         text = i - r - w if i > r + w else 0
         prompt = text * b.input + r * b.cache_read + w * b.cache_write + i * self.fee
-        if h and w and b.cache_write_1h is not None:
+        if w and b.cache_write_1h is not None and (h := f["cache_write_1h_tokens"]):
             prompt += h * (b.cache_write_1h - b.cache_write)  # those at the one-hour rate
         if self.output_by_output:
-            return prompt + o * self.band(o).output
-        if z and self.split_reasoning:
-            return prompt + (max(o - z, 0) * b.output + z * b.reasoning)
-        return prompt + o * b.output
+            cost = prompt + o * self.band(o).output
+        elif z and self.split_reasoning:
+            cost = prompt + (max(o - z, 0) * b.output + z * b.reasoning)
+        else:
+            cost = prompt + o * b.output
+        return cost + s * self.search if s else cost
 
     def reachable(self, input_tokens: int, output_tokens: int) -> list[_Band]:
         """Every band a request within these bounds can be billed at."""
