@@ -639,27 +639,25 @@ class PriceBook:
         """The share of the input price a prompt token read from the provider's cache saves:
         ``1 - cache_read / input`` (0.9 for Claude and GPT-5, 0.5 for GPT-4o), as ``cost``
         bills them; 0 for a model with no price."""
-        try:
-            price = self.price(model)
-        except UnknownModelError:
-            return 0.0
-        read, full = price.cache_read_input_token_cost, price.input_cost_per_token
-        if read is None or full <= 0:
-            return 0.0
-        return max(0.0, 1.0 - read / full)
+        ratio = self._of_input_price(model, "cache_read_input_token_cost")
+        return max(0.0, 1.0 - ratio) if ratio is not None else 0.0
 
     def cache_write_premium(self, model: str) -> float:
         """The share of the input price a prompt token written to the provider's cache costs
         more: ``cache_write / input - 1`` (0.25 for Claude's five-minute cache; 0 where
         writes cost the input price, as on OpenAI, or for a model with no price)."""
+        ratio = self._of_input_price(model, "cache_creation_input_token_cost")
+        return max(0.0, ratio - 1.0) if ratio is not None else 0.0
+
+    def _of_input_price(self, model: str, field: str) -> float | None:
+        """A cache price of ``model`` (a ``ModelPrice`` field) over its input price, or None
+        when the model, that price or an input price is missing."""
         try:
             price = self.price(model)
         except UnknownModelError:
-            return 0.0
-        write, full = price.cache_creation_input_token_cost, price.input_cost_per_token
-        if write is None or full <= 0:
-            return 0.0
-        return max(0.0, write / full - 1.0)
+            return None
+        part, full = getattr(price, field), price.input_cost_per_token
+        return part / full if part is not None and full > 0 else None
 
     def worst_case_cost(
         self,

@@ -67,7 +67,9 @@ def usage(tokens: Tokens) -> Usage:
     )
 
 
-def litellm_cost(litellm: ModuleType, model: str, tokens: Tokens) -> float:
+def litellm_cost(
+    litellm: ModuleType, model: str, tokens: Tokens, service_tier: str | None = None
+) -> float:
     """``prompt_cost + completion_cost`` from ``litellm.cost_per_token`` for this usage."""
     from litellm.types.utils import Usage as LiteLLMUsage
 
@@ -81,7 +83,11 @@ def litellm_cost(litellm: ModuleType, model: str, tokens: Tokens) -> float:
         reasoning_tokens=z,
     )
     prompt, completion = litellm.cost_per_token(
-        model=model, prompt_tokens=i, completion_tokens=o, usage_object=block
+        model=model,
+        prompt_tokens=i,
+        completion_tokens=o,
+        usage_object=block,
+        service_tier=service_tier,
     )
     return float(prompt + completion)
 
@@ -122,30 +128,13 @@ def test_service_tiers_cost_as_litellm_bills_them(
 ) -> None:
     """OpenAI's priority tier costs twice the standard prices, flex half: a run served at
     priority was counted at half its cost."""
-    from litellm.types.utils import Usage as LiteLLMUsage
-
     wrong = []
     for tier in SERVICE_TIERS:
-        for i, o, r, w, z in usages_for(model):
-            block = LiteLLMUsage(
-                prompt_tokens=i,
-                completion_tokens=o,
-                total_tokens=i + o,
-                cache_read_input_tokens=r,
-                cache_creation_input_tokens=w,
-                reasoning_tokens=z,
-            )
-            prompt, completion = litellm.cost_per_token(
-                model=model,
-                prompt_tokens=i,
-                completion_tokens=o,
-                usage_object=block,
-                service_tier=tier,
-            )
-            served = usage((i, o, r, w, z)).model_copy(update={"service_tier": tier})
-            ours = book.cost(model, served)
-            if not same(ours, prompt + completion):
-                wrong.append(f"{tier} {(i, o, r, w, z)}: {ours!r} != {prompt + completion!r}")
+        for tokens in usages_for(model):
+            reference = litellm_cost(litellm, model, tokens, tier)
+            ours = book.cost(model, usage(tokens).model_copy(update={"service_tier": tier}))
+            if not same(ours, reference):
+                wrong.append(f"{tier} {tokens}: {ours!r} != {reference!r}")
     assert not wrong, f"{model}:\n" + "\n".join(wrong)
 
 
