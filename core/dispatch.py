@@ -63,7 +63,9 @@ def usage_from_litellm(usage: Any, service_tier: Any = None) -> Usage | None:
         cache_write_tokens=int(get("cache_creation_input_tokens") or 0),
         reasoning_tokens=detail(output_details, "reasoning_tokens"),
         service_tier=billed_tier(tier),
-        web_search_requests=detail(get("server_tool_use") or {}, "web_search_requests"),
+        # Anthropic's searches, else Gemini's grounding queries (as LiteLLM counts them)
+        web_search_requests=detail(get("server_tool_use") or {}, "web_search_requests")
+        or detail(prompt_details, "web_search_requests"),
         cache_write_1h_tokens=detail(
             detail_of(prompt_details, "cache_creation_token_details"), "ephemeral_1h_input_tokens"
         ),

@@ -179,6 +179,7 @@ class _Rule:
     fee: float = 0.0  # per prompt token (Azure AI Model Router)
     services: Mapping[str, _Rule] = field(default_factory=dict)  # by SERVICE_TIER_PRICES
     search: float = 0.0  # per hosted web search (search_context_cost_per_query, medium)
+    search_once: bool = False  # Gemini 2.x: one charge per grounded prompt, whatever its queries
     one_rate: bool = field(init=False)  # one band, no fee, output not banded: see ``bill``
 
     def __post_init__(self) -> None:
@@ -245,7 +246,9 @@ class _Rule:
             cost = prompt + (max(o - z, 0) * b.output + z * b.reasoning)
         else:
             cost = prompt + o * b.output
-        return cost + s * self.search if s else cost
+        if not s:
+            return cost
+        return cost + (self.search if self.search_once else s * self.search)
 
     def reachable(self, input_tokens: int, output_tokens: int) -> list[_Band]:
         """Every band a request within these bounds can be billed at."""
@@ -380,13 +383,26 @@ def _priced_entry(provider: str, info: Mapping[str, Any]) -> _Rule | str:
     if isinstance(rule, str):
         return rule
     services = {}
-    search = _search_price(info)
+    search, once = _search_price(info), _search_once(info)
     for suffix in sorted(set(SERVICE_TIER_PRICES.values())):
         view = _service_view(info, suffix)
         served = _entry_rule(provider, view) if view is not None else None
         if isinstance(served, _Rule):
-            services[suffix] = replace(served, search=search)
-    return replace(rule, services=services, search=search) if services or search else rule
+            services[suffix] = replace(served, search=search, search_once=once)
+    if not (services or search):
+        return rule
+    return replace(rule, services=services, search=search, search_once=once)
+
+
+#: Providers whose search grounding LiteLLM bills per grounded prompt unless the entry says
+#: ``web_search_billing_unit: per_query`` (Gemini 2.x against Gemini 3).
+_PER_PROMPT_SEARCH = frozenset({"gemini", "vertex_ai", "vertex_ai-language-models"})
+
+
+def _search_once(info: Mapping[str, Any]) -> bool:
+    """Whether an entry's searches are billed once per call, however many (Gemini 2.x)."""
+    unit = info.get("web_search_billing_unit") or "per_prompt"
+    return info.get("litellm_provider") in _PER_PROMPT_SEARCH and unit == "per_prompt"
 
 
 def _search_price(info: Mapping[str, Any]) -> float:
@@ -629,11 +645,23 @@ class PriceBook:
     def search_price(self, model: str) -> float:
         """USD per search of the provider's hosted web search tool (``Usage.
         web_search_requests``): $0.01 for GPT-5 and Claude, $0.025 for GPT-4.1; 0 for a
-        model with no such price."""
+        model with no such price. Gemini 2.x bills it once per grounded call, however many
+        queries the call ran (``cost`` does; this is the price of that one charge)."""
         try:
             return (self._rules.get(model) or self._rule(model)).search
         except UnknownModelError:
             return 0.0
+
+    def search_cost(self, model: str, searches: int) -> float:
+        """USD for ``searches`` hosted web searches of one call on ``model``, as ``cost``
+        bills them (once for all of them on Gemini 2.x)."""
+        if searches <= 0:
+            return 0.0
+        try:
+            rule = self._rules.get(model) or self._rule(model)
+        except UnknownModelError:
+            return 0.0
+        return rule.search if rule.search_once else searches * rule.search
 
     def cache_discount(self, model: str) -> float:
         """The share of the input price a prompt token read from the provider's cache saves:

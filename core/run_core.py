@@ -379,7 +379,7 @@ class RunCore:
         """What the last bill's hosted web searches would cost on ``model``, held by the
         next call's reservation (a search is billed per search, not per token)."""
         warden = self.warden
-        return self._searches * warden.prices.search_price(warden._pricing_model(model, self))
+        return warden.prices.search_cost(warden._pricing_model(model, self), self._searches)
 
     def _buckets(self, now: float) -> tuple[BucketRef, ...]:
         """The buckets this run's calls count against now (kept until a window turns)."""

@@ -140,7 +140,8 @@ def usage_from_message(message: BaseMessage | None) -> Usage | None:
     write = _detail(inputs, "cache_creation") if inputs else 0
     reasoning = _detail(outputs, "reasoning") if outputs else 0
     by_lifetime = inputs and (_FIVE_MINUTES in inputs or _ONE_HOUR in inputs)
-    if by_lifetime or type(content) is list:
+    grounded = "grounding_metadata" in message.response_metadata if message is not None else False
+    if by_lifetime or grounded or type(content) is list:
         return _usage_in_parts(counts, read, write, reasoning, inputs, message)
     return Usage.from_counts(*counts, read, write, reasoning)
 
@@ -157,7 +158,7 @@ def _usage_in_parts(
     ``ephemeral_1h_input_tokens``, with ``cache_creation`` then 0) and hosted web searches."""
     hour = _detail(inputs, _ONE_HOUR)
     write += _detail(inputs, _FIVE_MINUTES) + hour
-    searches = web_searches(message) if type(message.content) is list else 0
+    searches = web_searches(message)
     return Usage.from_counts(
         *counts,
         read,
@@ -178,19 +179,25 @@ def web_searches(message: Any) -> int:
     ``web_search_call`` blocks (OpenAI's Responses API; in ``additional_kwargs
     ["tool_outputs"]`` with ``output_version="v0"``), ``server_tool_call`` /
     ``server_tool_use`` blocks named ``web_search`` (LangChain's standard blocks,
-    Anthropic's)."""
+    Anthropic's), and the distinct queries of Gemini's search grounding
+    (``response_metadata["grounding_metadata"]["web_search_queries"]``)."""
     blocks = message.content if isinstance(message.content, list) else []
     extra = getattr(message, "additional_kwargs", None)
     outputs = extra.get("tool_outputs") if isinstance(extra, Mapping) else None
     if isinstance(outputs, list):
         blocks = [*blocks, *outputs]
-    return sum(
+    count = sum(
         1
         for block in blocks
         if isinstance(block, Mapping)
         and block.get("type") in _SEARCH_BLOCKS
         and (block["type"] == "web_search_call" or block.get("name") == "web_search")
     )
+    grounding = getattr(message, "response_metadata", {}).get("grounding_metadata")
+    queries = grounding.get("web_search_queries") if isinstance(grounding, Mapping) else None
+    if isinstance(queries, list):
+        count += len({query for query in queries if isinstance(query, str) and query})
+    return count
 
 
 def _tier_usage(
@@ -203,7 +210,7 @@ def _tier_usage(
         cache_write_tokens=_detail(inputs, f"{tier}_cache_creation"),
         reasoning_tokens=_detail(outputs, f"{tier}_reasoning"),
         service_tier=tier,
-        web_search_requests=web_searches(message) if type(message.content) is list else 0,
+        web_search_requests=web_searches(message),
     )
 
 

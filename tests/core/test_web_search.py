@@ -32,9 +32,9 @@ def test_each_search_adds_its_price_to_the_calls_cost(model: str) -> None:
     tokens = Usage(input_tokens=2000, output_tokens=300, cache_read_tokens=500)
     searched = tokens.model_copy(update={"web_search_requests": 3})
     assert book.cost(model, searched) == pytest.approx(
-        book.cost(model, tokens) + 3 * book.search_price(model)
+        book.cost(model, tokens) + book.search_cost(model, 3)
     )
-    assert book.search_price(model) > 0
+    assert book.search_cost(model, 3) >= book.search_price(model) > 0
 
 
 def test_anthropic_searches_cost_what_litellm_bills_for_them() -> None:
@@ -78,3 +78,37 @@ def test_a_dollar_cap_counts_the_searches() -> None:
             )
     assert calls == 1
     assert run.report.cost_usd == pytest.approx(0.0045 + 0.05)
+
+
+@pytest.mark.parametrize(
+    ("model", "charges"),
+    [
+        ("gemini/gemini-2.5-pro", 1),
+        ("gemini-3-pro-preview", 3),
+        ("vertex_ai/gemini-3-pro-preview", 3),
+    ],
+)
+def test_gemini_grounding_is_billed_per_prompt_or_per_query_as_litellm_bills_it(
+    model: str, charges: int
+) -> None:
+    # Gemini 2.x bills a grounded prompt once, however many queries it ran; Gemini 3 bills
+    # each query.
+    from litellm.llms.gemini.cost_calculator import cost_per_web_search_request
+    from litellm.types.utils import PromptTokensDetailsWrapper
+    from litellm.types.utils import Usage as LiteLLMUsage
+    from litellm.utils import get_model_info
+
+    usage = LiteLLMUsage(
+        prompt_tokens=10,
+        completion_tokens=5,
+        prompt_tokens_details=PromptTokensDetailsWrapper(web_search_requests=3),
+    )
+    billed = cost_per_web_search_request(usage, get_model_info(model))
+    book = PriceBook()
+    assert book.search_cost(model, 3) == pytest.approx(billed)
+    assert billed == pytest.approx(charges * book.search_price(model))
+    found = usage_from_litellm(usage)
+    assert found is not None and found.web_search_requests == 3
+    tokens = Usage(input_tokens=10, output_tokens=5)
+    searched = tokens.model_copy(update={"web_search_requests": 3})
+    assert book.cost(model, searched) == pytest.approx(book.cost(model, tokens) + billed)

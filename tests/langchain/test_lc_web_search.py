@@ -104,3 +104,13 @@ def test_an_agent_that_searches_pays_for_each_search() -> None:
     tokens = book.cost("gpt-5", Usage(input_tokens=1000, output_tokens=100))
     assert event.cost_usd == pytest.approx(tokens + 4 * 0.01)
     assert event.web_search_requests == 4
+
+
+def test_gemini_grounding_counts_its_distinct_queries() -> None:
+    # langchain-google-genai puts the grounding in response_metadata["grounding_metadata"]
+    grounding = {"web_search_queries": ["paris", "france capital", "paris", ""]}
+    message = AIMessage(
+        "Paris.", usage_metadata=USAGE, response_metadata={"grounding_metadata": grounding}
+    )
+    found = usage_from_message(message)
+    assert found is not None and found.web_search_requests == 2
