@@ -20,7 +20,7 @@ from typing import Any
 
 from .compress import compress_messages
 from .final_call import FinalTools, final_call_tools, note_role
-from .pricing import SERVICE_TIER_PRICES
+from .pricing import billed_tier
 from .run import Run, Step
 from .steps import FINAL_ANSWER_INSTRUCTION
 from .usage import Usage
@@ -70,12 +70,6 @@ def usage_from_litellm(usage: Any, service_tier: Any = None) -> Usage | None:
             detail_of(prompt_details, "cache_creation_token_details"), "ephemeral_1h_input_tokens"
         ),
     )
-
-
-def billed_tier(tier: Any) -> str | None:
-    """``tier`` when it is a service tier billed at prices of its own, else None (the
-    standard prices: OpenAI's ``default``, Anthropic's ``standard``, ``auto``)."""
-    return tier if isinstance(tier, str) and tier.lower() in SERVICE_TIER_PRICES else None
 
 
 def classify_error(exc: BaseException) -> str | None:

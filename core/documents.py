@@ -22,7 +22,9 @@ __all__ = [
     "AUDIO_TOKENS_PER_SECOND",
     "FILE_BLOCK_TYPES",
     "PAGE_TOKENS",
+    "audio_data",
     "audio_seconds",
+    "decoded",
     "file_payload",
     "pdf_pages",
 ]

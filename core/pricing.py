@@ -46,6 +46,14 @@ SERVICE_TIER_PRICES = {
     "fast": "priority",
     "ultrafast": "ultrafast",
 }
+
+
+def billed_tier(tier: Any) -> str | None:
+    """``tier`` when it is a service tier billed at prices of its own, else None (the
+    standard prices: OpenAI's ``default``, Anthropic's ``standard``, ``auto``)."""
+    return tier if isinstance(tier, str) and tier.lower() in SERVICE_TIER_PRICES else None
+
+
 _EXTRA_PROVIDERS = frozenset({"litellm_proxy", "github", "vertex_ai_beta"})  # not in the map
 
 
@@ -246,9 +254,12 @@ class _Rule:
             cost = prompt + (max(o - z, 0) * b.output + z * b.reasoning)
         else:
             cost = prompt + o * b.output
-        if not s:
-            return cost
-        return cost + (self.search if self.search_once else s * self.search)
+        return cost + self.search_cost(s) if s else cost
+
+    def search_cost(self, searches: int) -> float:
+        """USD for a call's ``searches`` hosted web searches: one charge for all of them
+        where the provider bills a grounded call once (Gemini 2.x), else one each."""
+        return self.search if self.search_once else searches * self.search
 
     def reachable(self, input_tokens: int, output_tokens: int) -> list[_Band]:
         """Every band a request within these bounds can be billed at."""
@@ -647,21 +658,21 @@ class PriceBook:
         web_search_requests``): $0.01 for GPT-5 and Claude, $0.025 for GPT-4.1; 0 for a
         model with no such price. Gemini 2.x bills it once per grounded call, however many
         queries the call ran (``cost`` does; this is the price of that one charge)."""
-        try:
-            return (self._rules.get(model) or self._rule(model)).search
-        except UnknownModelError:
-            return 0.0
+        rule = self._priced_rule(model)
+        return rule.search if rule is not None else 0.0
 
     def search_cost(self, model: str, searches: int) -> float:
         """USD for ``searches`` hosted web searches of one call on ``model``, as ``cost``
         bills them (once for all of them on Gemini 2.x)."""
-        if searches <= 0:
-            return 0.0
+        rule = self._priced_rule(model) if searches > 0 else None
+        return rule.search_cost(searches) if rule is not None else 0.0
+
+    def _priced_rule(self, model: str) -> _Rule | None:
+        """``model``'s rule, or None when it has no price."""
         try:
-            rule = self._rules.get(model) or self._rule(model)
+            return self._rules.get(model) or self._rule(model)
         except UnknownModelError:
-            return 0.0
-        return rule.search if rule.search_once else searches * rule.search
+            return None
 
     def cache_discount(self, model: str) -> float:
         """The share of the input price a prompt token read from the provider's cache saves:

@@ -181,7 +181,7 @@ class RunCalls(RunLimits):
                 run.counters.settle_llm(held, usage, cost, failed)
             self._learn_output(usage.output_tokens)
             self._learn_prompt(step, usage)
-            self._learn_tier(usage)
+            self._learn_bill(usage)
             if model and model not in self._models:
                 self._models.append(model)
             if self.policy.routing is not None:

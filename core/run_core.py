@@ -189,7 +189,7 @@ class RunCore:
         self._token_cache: TokenCache = {}
         self._tools_seen: tuple[Any, int] | None = None  # the last tools offered, their tokens
         self._prompt_gap = 0  # what the last estimate missed of its billed prompt (_learn_prompt)
-        self._service_tier: str | None = None  # the last bill's, for reservations (_learn_tier)
+        self._service_tier: str | None = None  # the last bill's, for reservations (_learn_bill)
         self._searches = 0  # hosted web searches of the last bill, for reservations
         self._models: list[str] = []
         self._pending: dict[str, Step | ToolStep] = {}
@@ -362,7 +362,7 @@ class RunCore:
         missed = usage.input_tokens - (step.input_tokens - gap)
         self._prompt_gap = missed if missed > 0 else 0
 
-    def _learn_tier(self, usage: Usage) -> None:
+    def _learn_bill(self, usage: Usage) -> None:
         """Reserve the next calls at the prices of the service tier the provider billed this
         one at (``Usage.service_tier``: OpenAI's priority tier costs twice the standard
         prices), and for as many hosted web searches; a call without a bill (estimated

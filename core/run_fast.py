@@ -324,8 +324,8 @@ class FastPaths(RunCalls):
             if (
                 fields["service_tier"] != self._service_tier
                 or self._searches != fields["web_search_requests"]
-            ):  # as _learn_tier
-                self._learn_tier(usage)
+            ):  # as _learn_bill
+                self._learn_bill(usage)
             if real_model and real_model not in self._models:
                 self._models.append(real_model)
             if self._near_alert(committed):

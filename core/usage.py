@@ -29,10 +29,11 @@ __all__ = [
     "TokenCache",
     "Usage",
     "estimate_message_tokens",
-    "estimate_tokens",
     "audio_chars",
+    "estimate_tokens",
     "estimate_tool_tokens",
     "file_chars",
+    "media_chars",
     "message_tokens",
     "text_size",
     "tool_tokens",
@@ -232,17 +233,30 @@ def _content_chars(content: Any) -> int:
         text = content.get("text")
         if isinstance(text, str):
             return text_size(text)
-        kind = content.get("type")
-        if kind in IMAGE_BLOCK_TYPES:
-            return IMAGE_CHARS
-        if kind in FILE_BLOCK_TYPES:
-            return file_chars(content)
-        if kind in AUDIO_BLOCK_TYPES:
-            return audio_chars(content)
-        return int(text_size(str(content)) * JSON_WEIGHT)
+        media = media_chars(content)
+        return media if media is not None else _json_chars(content)
     if isinstance(content, Iterable):
         return sum(_content_chars(part) for part in content)
     return text_size(str(content))
+
+
+def _json_chars(block: Mapping[str, Any]) -> int:
+    """The characters the estimate counts for a block read as its JSON text."""
+    return int(text_size(str(block)) * JSON_WEIGHT)
+
+
+def media_chars(block: Mapping[str, Any]) -> int | None:
+    """The characters the estimate counts for a media block, by what providers bill rather
+    than by the length of its base64 data: an image (``IMAGE_CHARS``), a document
+    (``file_chars``) or audio (``audio_chars``); None for a block of another type."""
+    kind = block.get("type")
+    if kind in IMAGE_BLOCK_TYPES:
+        return IMAGE_CHARS
+    if kind in FILE_BLOCK_TYPES:
+        return file_chars(block)
+    if kind in AUDIO_BLOCK_TYPES:
+        return audio_chars(block)
+    return None
 
 
 def file_chars(block: Mapping[str, Any]) -> int:
@@ -251,7 +265,7 @@ def file_chars(block: Mapping[str, Any]) -> int:
     the bytes of another file; a reference (a file id, a URL) as its text."""
     payload = file_payload(block)
     if payload is None:
-        return int(text_size(str(block)) * JSON_WEIGHT)
+        return _json_chars(block)
     data, is_base64 = payload
     if not isinstance(data, str):
         return _content_chars(data)
@@ -268,7 +282,7 @@ def audio_chars(block: Mapping[str, Any]) -> int:
     reference (a URL, a file id) as its text."""
     data = audio_data(block)
     if data is None:
-        return int(text_size(str(block)) * JSON_WEIGHT)
+        return _json_chars(block)
     return math.ceil(audio_seconds(data) * AUDIO_TOKENS_PER_SECOND) * CHARS_PER_TOKEN
 
 

@@ -125,13 +125,13 @@ def usage_from_message(message: BaseMessage | None) -> Usage | None:
     integration that does not is read as ``Usage.from_counts`` reads it), with the service
     tier the provider served it at when that tier is billed apart (OpenAI's priority)."""
     metadata = getattr(message, "usage_metadata", None)
-    if not metadata:
+    if message is None or not metadata:
         return None
     counts = (metadata.get("input_tokens") or 0, metadata.get("output_tokens") or 0)
     # The details are often absent: a missing one is Usage's default, 0. At a tier billed
     # apart, langchain-openai prefixes them with the tier (see _served_tier).
     inputs, outputs = metadata.get("input_token_details"), metadata.get("output_token_details")
-    content = message.content if message is not None else None
+    content = message.content
     if inputs and "cache_read" not in inputs and (tier := _served_tier(inputs)):
         return _tier_usage(counts, tier, inputs, outputs, message)
     if outputs and "reasoning" not in outputs and (tier := _served_tier(outputs)):
@@ -140,7 +140,7 @@ def usage_from_message(message: BaseMessage | None) -> Usage | None:
     write = _detail(inputs, "cache_creation") if inputs else 0
     reasoning = _detail(outputs, "reasoning") if outputs else 0
     by_lifetime = inputs and (_FIVE_MINUTES in inputs or _ONE_HOUR in inputs)
-    grounded = "grounding_metadata" in message.response_metadata if message is not None else False
+    grounded = "grounding_metadata" in message.response_metadata
     if by_lifetime or grounded or type(content) is list:
         return _usage_in_parts(counts, read, write, reasoning, inputs, message)
     return Usage.from_counts(*counts, read, write, reasoning)

@@ -18,15 +18,13 @@ from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessa
 
 from budgetwarden import Usage
 from budgetwarden.compress import compress_messages
-from budgetwarden.dispatch import billed_tier
-from budgetwarden.documents import AUDIO_BLOCK_TYPES, FILE_BLOCK_TYPES
+from budgetwarden.pricing import billed_tier
 from budgetwarden.usage import (
     IMAGE_BLOCK_TYPES,
     IMAGE_CHARS,
-    audio_chars,
     chars_message_tokens,
     estimate_tool_tokens,
-    file_chars,
+    media_chars,
     text_size,
 )
 
@@ -182,10 +180,8 @@ def _content_text(content: Iterable[Any]) -> str:
             parts.append(text)
         elif _is_image(part):
             parts.append(_IMAGE_TEXT)
-        elif isinstance(part, Mapping) and part.get("type") in FILE_BLOCK_TYPES:
-            parts.append("[file]".ljust(file_chars(part)))  # by its pages, not its base64
-        elif isinstance(part, Mapping) and part.get("type") in AUDIO_BLOCK_TYPES:
-            parts.append("[audio]".ljust(audio_chars(part)))  # by its length
+        elif isinstance(part, Mapping) and (chars := media_chars(part)) is not None:
+            parts.append("[media]".ljust(chars))  # a file by its pages, audio by its length
         else:
             parts.append(json.dumps(part, default=str))
     return "".join(parts)

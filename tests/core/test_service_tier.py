@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from budgetwarden import Budget, BudgetExceeded, Limits, Policy, PriceBook, Routing, Usage
-from budgetwarden.dispatch import billed_tier, usage_from_litellm
+from budgetwarden.dispatch import usage_from_litellm
+from budgetwarden.pricing import billed_tier
 
 from .helpers import make_warden
 
