@@ -68,12 +68,26 @@ def usage(tokens: Tokens) -> Usage:
 
 
 def litellm_cost(
-    litellm: ModuleType, model: str, tokens: Tokens, service_tier: str | None = None
+    litellm: ModuleType,
+    model: str,
+    tokens: Tokens,
+    service_tier: str | None = None,
+    one_hour: int = 0,
 ) -> float:
-    """``prompt_cost + completion_cost`` from ``litellm.cost_per_token`` for this usage."""
+    """``prompt_cost + completion_cost`` from ``litellm.cost_per_token`` for this usage
+    (``one_hour``: of its cache writes, those to a one-hour cache)."""
+    from litellm.types.utils import CacheCreationTokenDetails, PromptTokensDetailsWrapper
     from litellm.types.utils import Usage as LiteLLMUsage
 
     i, o, r, w, z = tokens
+    lifetimes: dict[str, Any] = {}
+    if one_hour:
+        details = CacheCreationTokenDetails(
+            ephemeral_5m_input_tokens=w - one_hour, ephemeral_1h_input_tokens=one_hour
+        )
+        lifetimes["prompt_tokens_details"] = PromptTokensDetailsWrapper(
+            cached_tokens=r, cache_creation_tokens=w, cache_creation_token_details=details
+        )
     block = LiteLLMUsage(
         prompt_tokens=i,
         completion_tokens=o,
@@ -81,6 +95,7 @@ def litellm_cost(
         cache_read_input_tokens=r,
         cache_creation_input_tokens=w,
         reasoning_tokens=z,
+        **lifetimes,
     )
     prompt, completion = litellm.cost_per_token(
         model=model,
@@ -151,27 +166,9 @@ def test_one_hour_cache_writes_cost_as_litellm_bills_them(
 ) -> None:
     """Claude bills a write to its one-hour cache at twice the input price (1.25x for five
     minutes): such writes were billed at the five-minute price."""
-    from litellm.types.utils import CacheCreationTokenDetails, PromptTokensDetailsWrapper
-    from litellm.types.utils import Usage as LiteLLMUsage
-
     wrong = []
     for i, o, r, w, h in [(10_000, 500, 2_000, 3_000, 1_000), (300_000, 500, 0, 3_000, 3_000)]:
-        details = CacheCreationTokenDetails(
-            ephemeral_5m_input_tokens=w - h, ephemeral_1h_input_tokens=h
-        )
-        block = LiteLLMUsage(
-            prompt_tokens=i,
-            completion_tokens=o,
-            total_tokens=i + o,
-            cache_read_input_tokens=r,
-            cache_creation_input_tokens=w,
-            prompt_tokens_details=PromptTokensDetailsWrapper(
-                cached_tokens=r, cache_creation_tokens=w, cache_creation_token_details=details
-            ),
-        )
-        prompt, completion = litellm.cost_per_token(
-            model=model, prompt_tokens=i, completion_tokens=o, usage_object=block
-        )
+        reference = litellm_cost(litellm, model, (i, o, r, w, 0), one_hour=h)
         ours = book.cost(
             model,
             Usage(
@@ -182,8 +179,8 @@ def test_one_hour_cache_writes_cost_as_litellm_bills_them(
                 cache_write_1h_tokens=h,
             ),
         )
-        if not same(ours, prompt + completion):
-            wrong.append(f"{(i, o, r, w, h)}: {ours!r} != {prompt + completion!r}")
+        if not same(ours, reference):
+            wrong.append(f"{(i, o, r, w, h)}: {ours!r} != {reference!r}")
     assert not wrong, f"{model}:\n" + "\n".join(wrong)
 
 
