@@ -19,12 +19,14 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     ) from error
 
 from ._output import GuardedCrewOutput
+from ._streaming import GuardedCrewStreamingOutput
 from .guard import GuardedCrew, aresume_crewai, guard_crew, resume_crewai
 from .routed import RoutedLLM, litellm_factory
 
 __all__ = [
     "GuardedCrew",
     "GuardedCrewOutput",
+    "GuardedCrewStreamingOutput",
     "RoutedLLM",
     "aresume_crewai",
     "guard_crew",

@@ -26,6 +26,7 @@ from ._output import (
 )
 from ._pause import FRAMEWORK, paused_state, restore_tasks, starting_after_finished_tasks
 from ._state import BudgetAbort, CrewRunState, calling_run
+from ._streaming import GuardedCrewStreamingOutput, astream, new_run_id, not_streaming, stream
 from ._transcript import ResumePoint
 
 #: The attribution keywords of ``guard_crew`` (and of a paused kickoff's handle).
@@ -98,6 +99,33 @@ class GuardedCrew:
         """CrewAI's native async kickoff, governed."""
         return await self._akickoff(self.crew, inputs, options)
 
+    def stream_kickoff(
+        self, inputs: dict[str, Any] | None = None, **options: Any
+    ) -> GuardedCrewStreamingOutput:
+        """Run the crew as one budgetwarden run, streaming its LLM chunks as they come.
+
+        Like a ``stream=True`` crew's ``kickoff``: the crew runs in a worker thread while
+        the returned output is iterated, and ``result`` is then this kickoff's
+        ``GuardedCrewOutput``. Closing the stream before its end cancels the run.
+        """
+        run_id = new_run_id()
+        crew = self.crew
+        return stream(
+            crew, self.warden, run_id, lambda: self._kickoff(crew, inputs, options, run_id=run_id)
+        )
+
+    async def astream_kickoff(
+        self, inputs: dict[str, Any] | None = None, **options: Any
+    ) -> GuardedCrewStreamingOutput:
+        """``stream_kickoff`` over CrewAI's native async kickoff, like a ``stream=True``
+        crew's ``akickoff``: ``streaming = await guarded.astream_kickoff()``, then
+        ``async for chunk in streaming``."""
+        run_id = new_run_id()
+        crew = self.crew
+        return astream(
+            crew, self.warden, run_id, lambda: self._akickoff(crew, inputs, options, run_id=run_id)
+        )
+
     def kickoff_for_each(
         self, inputs: list[dict[str, Any]], **options: Any
     ) -> list[GuardedCrewOutput]:
@@ -128,9 +156,10 @@ class GuardedCrew:
         inputs: dict[str, Any] | None,
         options: dict[str, Any],
         handle: PauseHandle | None = None,
+        run_id: str | None = None,
     ) -> GuardedCrewOutput:
         _refuse_streaming(crew)
-        guard = self._start(crew, inputs, handle)
+        guard = self._start(crew, inputs, handle, run_id)
         with guard.state.activated(), guard.resuming():
             try:
                 output = crew.kickoff(inputs=inputs, **options)
@@ -144,9 +173,10 @@ class GuardedCrew:
         inputs: dict[str, Any] | None,
         options: dict[str, Any],
         handle: PauseHandle | None = None,
+        run_id: str | None = None,
     ) -> GuardedCrewOutput:
         _refuse_streaming(crew)
-        guard = self._start(crew, inputs, handle)
+        guard = self._start(crew, inputs, handle, run_id)
         with guard.state.activated(), guard.resuming():
             try:
                 output = await crew.akickoff(inputs=inputs, **options)
@@ -155,12 +185,17 @@ class GuardedCrew:
         return guard.end(output)
 
     def _start(
-        self, crew: Crew, inputs: dict[str, Any] | None, handle: PauseHandle | None
+        self,
+        crew: Crew,
+        inputs: dict[str, Any] | None,
+        handle: PauseHandle | None,
+        run_id: str | None,
     ) -> _Kickoff:
         before = task_outputs_now(crew)
         if handle is not None:
             restore_tasks(crew, handle.state)  # a crew that does not match fails before its run
-        run = self._open_run(run_id=handle.run_id if handle is not None else None)
+            run_id = handle.run_id
+        run = self._open_run(run_id=run_id)
         return _Kickoff(crew, run, self.warden, inputs, handle, before)
 
     def _open_run(self, run_id: str | None = None) -> Run:
@@ -293,11 +328,13 @@ def resume_crewai(
     tasks it had finished keep their outputs and are not run again; the stopped task goes on
     from its agent's transcript with the refused call. ``inputs`` default to the paused
     kickoff's. With ``warden.nap_and_resume(handle_id, lambda h: resume_crewai(warden, h,
-    crew))`` it first waits until the budget's window resets or the budget is raised.
+    crew))`` it first waits until the budget's window resets or the budget is raised. A
+    paused stream (``stream_kickoff``) goes on here without streaming.
     """
     found = _handle(warden, handle)
     guarded = _resumed(crew, warden, found)
-    return guarded._kickoff(crew, _inputs(found, inputs), {}, found)
+    with not_streaming(crew):
+        return guarded._kickoff(crew, _inputs(found, inputs), {}, found)
 
 
 async def aresume_crewai(
@@ -310,7 +347,8 @@ async def aresume_crewai(
     """Async twin of :func:`resume_crewai` (CrewAI's native ``akickoff``)."""
     found = _handle(warden, handle)
     guarded = _resumed(crew, warden, found)
-    return await guarded._akickoff(crew, _inputs(found, inputs), {}, found)
+    with not_streaming(crew):
+        return await guarded._akickoff(crew, _inputs(found, inputs), {}, found)
 
 
 def _handle(warden: Warden, handle: PauseHandle | str) -> PauseHandle:
@@ -343,8 +381,10 @@ def _flow_thread() -> str | None:
 
 
 def _refuse_streaming(crew: Crew) -> None:
+    """A ``stream=True`` crew's own kickoff would return before running (its stream runs
+    the crew later, in a thread): its guarded stream is ``stream_kickoff``."""
     if getattr(crew, "stream", False):
-        raise NotImplementedError(
-            "guard_crew does not govern streaming crews yet (stream=True runs the crew in a "
-            "thread after kickoff returns); kick off the crew with stream=False."
+        raise TypeError(
+            "this crew has stream=True: call stream_kickoff() (or astream_kickoff()) on the "
+            "guarded crew to stream a governed kickoff, or set crew.stream = False"
         )

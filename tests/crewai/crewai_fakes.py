@@ -15,6 +15,9 @@ from pydantic import PrivateAttr
 
 from budgetwarden.steps import FINAL_ANSWER_INSTRUCTION
 
+#: The size of a streamed answer's chunks (characters).
+CHUNK = 8
+
 
 class ScriptedLLM(BaseLLM):
     """A CrewAI LLM that never finishes: every answer asks for a tool, like a looping agent.
@@ -26,7 +29,8 @@ class ScriptedLLM(BaseLLM):
     its messages) it gives one: "best answer N", in CrewAI's ReAct format unless ``native``
     or ``final_plain`` (or, ``obey=False`` with native tools offered, calls a tool anyway).
     ``needs_tools`` refuses a history of tool calls sent without tools, as Anthropic's and
-    Bedrock's APIs do.
+    Bedrock's APIs do. With ``stream`` set (CrewAI sets it on a streaming crew's LLMs) a text
+    answer is also emitted as stream chunks of ``CHUNK`` characters, as the providers do.
     """
 
     model: str = "gpt-4o-mini"
@@ -117,6 +121,8 @@ class ScriptedLLM(BaseLLM):
                 args = json.dumps(self._args_for(number))
                 tool = self._tool_for(number)
                 text = f"Thought: I need more.\nAction: {tool}\nAction Input: {args}"
+            if self.stream:
+                self._stream_chunks(text, from_task, from_agent)
             self._emit_call_completed_event(
                 response=text,
                 call_type=LLMCallType.LLM_CALL,
@@ -138,6 +144,15 @@ class ScriptedLLM(BaseLLM):
         response_model: Any = None,
     ) -> Any:
         return self.call(messages, tools, callbacks, available_functions, from_task, from_agent)
+
+    def _stream_chunks(self, text: str, from_task: Any, from_agent: Any) -> None:
+        for start in range(0, len(text), CHUNK):
+            self._emit_stream_chunk_event(
+                text[start : start + CHUNK],
+                from_task=from_task,
+                from_agent=from_agent,
+                call_type=LLMCallType.LLM_CALL,
+            )
 
     def _final_text(self, number: int) -> str:
         answer = f"best answer {number} from {self.model}"

@@ -166,14 +166,6 @@ def test_crewai_forced_final_answer_is_a_model_call_like_any_other() -> None:
     assert not result.stopped
 
 
-def test_streaming_crews_are_refused_with_a_clear_error() -> None:
-    crew = make_crew([ScriptedLLM()], tools=[SearchTool()])
-    crew.stream = True
-
-    with pytest.raises(NotImplementedError, match="stream"):
-        guard_crew(crew, warden()).kickoff()
-
-
 async def test_native_async_kickoff_is_governed_too() -> None:
     llm = ScriptedLLM()
     crew = make_crew([llm], tools=[SearchTool()])
