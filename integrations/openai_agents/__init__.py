@@ -4,8 +4,9 @@
 handoffs) inside the policy: ``run_sync`` and ``run_streamed`` take the hooks the same way.
 ``BudgetModelProvider`` routes each call to the tier the policy chose; ``run_guarded``
 returns the partial result instead of raising when a cap stops the run (with the model's own
-final answer under ``Limits(final_answer=True)``), and ``resume_openai_agents`` continues a
-run that ``Policy(on_exceeded="pause")`` paused.
+final answer under ``Limits(final_answer=True)``), ``run_guarded_streamed`` does the same for
+a streamed run, and ``resume_openai_agents`` continues a run that
+``Policy(on_exceeded="pause")`` paused.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ._guarded import (
 )
 from ._hooks import BudgetRunHooks
 from ._routing import BudgetModelProvider, RoutedModel
+from ._streamed import GuardedStream, run_guarded_streamed
 
 __all__ = [
     "AgentsBudgetExceeded",
@@ -37,10 +39,12 @@ __all__ = [
     "BudgetRunHooks",
     "GuardedModel",
     "GuardedResult",
+    "GuardedStream",
     "RoutedModel",
     "noting_agent",
     "resume_openai_agents",
     "resume_openai_agents_sync",
     "run_guarded",
+    "run_guarded_streamed",
     "run_guarded_sync",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 from agents.agent import Agent
 from agents.items import MessageOutputItem, RunItem, TResponseInputItem
 from agents.lifecycle import RunHooks
-from agents.result import RunResult
+from agents.result import RunResult, RunResultStreaming
 from agents.run import DEFAULT_MAX_TURNS, Runner
 from agents.run_config import RunConfig
 from agents.run_context import RunContextWrapper
@@ -52,7 +52,7 @@ class GuardedResult:
     """The run's report: calls, tokens, cost, stop reason, child runs."""
     stopped: BudgetError | None = None
     """The refusal that ended the run (a ``BudgetExceeded`` or ``ToolDenied``), else None."""
-    result: RunResult | None = None
+    result: RunResult | RunResultStreaming | None = None
     """The SDK's own result when the run completed (also after a final-answer call)."""
     new_items: list[RunItem] = field(default_factory=list)
     """The items the run generated (until it stopped)."""
@@ -60,11 +60,13 @@ class GuardedResult:
     """The cap whose last allowed call gave the final answer (``Limits.final_answer``)."""
     handle: PauseHandle | None = None
     """With ``on_exceeded="pause"``: the saved handle that resumes the run."""
+    cancelled: bool = False
+    """True when a streamed run was cancelled (``GuardedStream.cancel``, or left unread)."""
 
     @property
     def partial(self) -> bool:
-        """True when a cap or a tool rule ended the run before the task was done."""
-        return self.stopped is not None or self.final_cap is not None
+        """True when a cap, a tool rule or a cancel ended the run before the task was done."""
+        return self.stopped is not None or self.final_cap is not None or self.cancelled
 
     @property
     def paused(self) -> bool:
@@ -78,6 +80,8 @@ class GuardedResult:
             return str(self.stopped.cap)
         if self.stopped is not None:
             return "tool_denied"
+        if self.cancelled:
+            return "cancelled"
         return self.final_cap
 
 
@@ -102,7 +106,9 @@ def _last_message_text(items: list[RunItem]) -> str | None:
     return None
 
 
-def _completed(result: RunResult, governed: GovernedRun | None) -> GuardedResult:
+def _completed(
+    result: RunResult | RunResultStreaming, governed: GovernedRun | None
+) -> GuardedResult:
     run = governed.run if governed is not None else None
     return GuardedResult(
         output=result.final_output,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from collections.abc import Coroutine
@@ -489,5 +490,8 @@ def _priced(call: LlmCall) -> str | None:
 
 
 def _unfinished_reason(error: BaseException | None) -> str | None:
-    """A run closed without its final output ended in error, unless a refusal says more."""
-    return None if isinstance(error, BudgetError) else "error"
+    """A run closed without its final output ended in error, unless a refusal says more or
+    it was cancelled (a streamed run's ``cancel()``)."""
+    if isinstance(error, BudgetError):
+        return None
+    return "cancelled" if isinstance(error, asyncio.CancelledError) else "error"
