@@ -14,6 +14,7 @@ refusals, waits and grants.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import os
@@ -596,6 +597,8 @@ class RunCore:
     def _stop_reason_for(self, error: BaseException | None) -> str:
         if isinstance(error, BudgetExceeded):
             return error.cap
+        if isinstance(error, _CANCELS):  # a stream closed by its reader, a task cancelled
+            return "cancelled"
         if error is not None and not isinstance(error, BudgetError):
             return "error"
         if self.stopped is not None:
@@ -616,6 +619,10 @@ class RunCore:
             c.reserved_usd = _floor(c.reserved_usd - step.reserved_usd)
             c.reserved_input_tokens = _floor(c.reserved_input_tokens - step.input_tokens)
             c.reserved_output_tokens = _floor(c.reserved_output_tokens - step.max_tokens)
+
+
+#: Errors that end a run because its caller stopped it, not because anything failed.
+_CANCELS = (GeneratorExit, asyncio.CancelledError)
 
 
 def cancel_targets(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -147,6 +148,30 @@ def test_each_run_emits_one_run_finished_event_with_its_success() -> None:
     assert (finished.iterations, finished.stop_reason, finished.partial) == (1, "completed", False)
     assert finished.cost_usd == pytest.approx(event.cost_usd)
     assert run.report.success is True
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "partial"),
+    [
+        (asyncio.CancelledError(), "cancelled", True),  # its task was cancelled
+        (GeneratorExit(), "cancelled", True),  # its stream was closed by the reader
+        (RuntimeError("boom"), "error", False),
+    ],
+)
+def test_a_run_its_caller_stopped_ends_cancelled_not_in_error(
+    error: BaseException, reason: str, partial: bool
+) -> None:
+    from budgetwarden import RunFinished
+
+    warden, sink, _ = make_warden(Policy())
+    run = warden.run(agent="a")
+    run.before_llm_call("gpt-4o-mini", input_tokens=10, max_tokens=5)  # never answered
+
+    run.finish(error=error)
+
+    [finished] = sink.of_type(RunFinished)
+    assert (finished.stop_reason, finished.partial) == (reason, partial)
+    assert (run.report.stop_reason, run.report.partial) == (reason, partial)
 
 
 def test_trusted_events_equal_validated_ones_defaults_and_factories_included() -> None:

@@ -23,7 +23,16 @@ from lc_fakes import (
     react_graph,
 )
 
-from budgetwarden import BudgetExceeded, Limits, Policy, PriceBook, ToolDenied, ToolRules, Usage
+from budgetwarden import (
+    BudgetExceeded,
+    Limits,
+    Policy,
+    PriceBook,
+    RunFinished,
+    ToolDenied,
+    ToolRules,
+    Usage,
+)
 from budgetwarden.integrations.langchain import BudgetCallbackHandler
 
 MODES = ["sync", "async"]
@@ -388,3 +397,22 @@ def test_a_streamed_agent_stops_mid_stream(model: ScriptedChatModel, search: Cou
             chunks.append(chunk)
     assert model.calls == 2
     assert len(chunks) == 4, "two model steps and two tool steps were streamed first"
+
+
+async def test_a_stream_its_reader_closes_ends_its_run_as_cancelled(
+    model: ScriptedChatModel, search: CountedTool
+) -> None:
+    warden, sink = make_warden(Policy(limits=Limits(max_iterations=20)))
+    agent = agent_graph(model, [search.tool])
+    handler = BudgetCallbackHandler(warden)
+
+    sync_stream = agent.stream(inputs(), config={"callbacks": [handler]})
+    next(sync_stream)
+    sync_stream.close()
+    async_stream = agent.astream(inputs(), config={"callbacks": [handler]})
+    await anext(async_stream)
+    await async_stream.aclose()
+
+    ends = [event for event in sink.events if isinstance(event, RunFinished)]
+    assert [(end.stop_reason, end.partial) for end in ends] == [("cancelled", True)] * 2
+    assert model.calls == 2 and handler._runs == {}
