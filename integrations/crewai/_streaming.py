@@ -87,19 +87,24 @@ def stream(
     """Stream ``kickoff`` (a guarded kickoff of ``crew`` as run ``run_id``) in a thread."""
     enable_agent_streaming(crew.agents)
     context = StreamingContext()
+    closer = _Closer(warden, run_id)
 
     def run_crew() -> None:
+        closer.started()
         try:
             with not_streaming(crew):
                 context.result_holder.append(kickoff())
         except Exception as error:
             signal_error(context.state, error)
         finally:
-            signal_end(context.state)
+            try:
+                closer.ended()
+            finally:
+                signal_end(context.state)
 
     chunks = create_chunk_generator(context.state, run_crew, context.output_holder)
     output = GuardedCrewStreamingOutput()
-    output._sync_iterator = _stopping_when_closed(chunks, warden, run_id, output)
+    output._sync_iterator = _stopping_when_closed(chunks, closer, output)
     return _registered(output, context, run_id)
 
 
@@ -109,6 +114,7 @@ def astream(
     """Stream ``kickoff`` (a native async guarded kickoff) as a task of the caller's loop."""
     enable_agent_streaming(crew.agents)
     context = StreamingContext(use_async=True)
+    closer = _Closer(warden, run_id)
 
     async def run_crew() -> None:
         try:
@@ -117,11 +123,14 @@ def astream(
         except Exception as error:
             signal_error(context.state, error, is_async=True)
         finally:
-            signal_end(context.state, is_async=True)
+            try:
+                closer.ended()
+            finally:
+                signal_end(context.state, is_async=True)
 
     chunks = create_async_chunk_generator(context.state, run_crew, context.output_holder)
     output = GuardedCrewStreamingOutput()
-    output._async_iterator = _astopping_when_closed(chunks, warden, run_id, output)
+    output._async_iterator = _astopping_when_closed(chunks, closer, output)
     return _registered(output, context, run_id)
 
 
@@ -161,7 +170,7 @@ _UNSTREAMED_LOCK = threading.Lock()
 
 
 def _stopping_when_closed(
-    chunks: Iterator[StreamChunk], warden: Warden, run_id: str, output: StreamingOutputBase[Any]
+    chunks: Iterator[StreamChunk], closer: _Closer, output: StreamingOutputBase[Any]
 ) -> Iterator[StreamChunk]:
     """``chunks``; closed before its end, it cancels the run and waits for the crew to stop
     (at its next call), so that ``output.result`` still holds the partial output (or, under
@@ -172,31 +181,62 @@ def _stopping_when_closed(
         for chunk in chunks:  # noqa: UP028
             yield chunk
     except GeneratorExit:
-        warden.cancel(run_id, reason=CLOSED_REASON)
-        try:
-            output._error = _drain(chunks)
-        finally:
-            warden.uncancel(run_id)
+        closer.cancel()
+        if not closer.on_crew_thread():  # a dropped stream collected there cannot wait
+            _keep_error(output, _drain(chunks))
         raise
 
 
 async def _astopping_when_closed(
-    chunks: AsyncIterator[StreamChunk],
-    warden: Warden,
-    run_id: str,
-    output: StreamingOutputBase[Any],
+    chunks: AsyncIterator[StreamChunk], closer: _Closer, output: StreamingOutputBase[Any]
 ) -> AsyncIterator[StreamChunk]:
     """The async form of ``_stopping_when_closed``."""
     try:
         async for chunk in chunks:
             yield chunk
     except GeneratorExit:
-        warden.cancel(run_id, reason=CLOSED_REASON)
-        try:
-            output._error = await _adrain(chunks)
-        finally:
-            warden.uncancel(run_id)
+        closer.cancel()
+        _keep_error(output, await _adrain(chunks))
         raise
+
+
+class _Closer:
+    """Cancels a stream's run when its reader leaves before the end; the crew's side lifts
+    the cancel once the run has ended (never before it is set: no cancel is left behind)."""
+
+    def __init__(self, warden: Warden, run_id: str) -> None:
+        self._warden = warden
+        self._run_id = run_id
+        self._lock = threading.Lock()
+        self._ended = False
+        self._cancelled = False
+        self._thread: int | None = None
+
+    def started(self) -> None:
+        """Called by the crew's side as the kickoff starts (in its worker thread)."""
+        self._thread = threading.get_ident()
+
+    def on_crew_thread(self) -> bool:
+        return self._thread == threading.get_ident()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if not (self._ended or self._cancelled):
+                self._warden.cancel(self._run_id, reason=CLOSED_REASON)
+                self._cancelled = True
+
+    def ended(self) -> None:
+        """Called by the crew's side once the kickoff has returned or raised."""
+        with self._lock:
+            self._ended = True
+            if self._cancelled:
+                self._warden.uncancel(self._run_id)
+
+
+def _keep_error(output: StreamingOutputBase[Any], error: Exception | None) -> None:
+    """What the cancelled run raised, for ``result`` to raise."""
+    if error is not None:
+        output._error = error
 
 
 def _drain(chunks: Iterator[Any]) -> Exception | None:

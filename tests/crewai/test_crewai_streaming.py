@@ -223,6 +223,23 @@ def test_leaving_the_loop_early_cancels_the_run_too() -> None:
     assert no_cancel_left(warden, streaming.run_id)
 
 
+def test_a_stream_closed_after_its_last_chunk_keeps_its_output_and_no_cancel() -> None:
+    llm = ScriptedLLM(finish_after=1)
+    warden = Warden(Policy(), log_events=False)
+    streaming = guard_crew(streaming_crew(llm), warden).stream_kickoff()
+    chunks = iter(streaming)
+    final = "Thought: done\nFinal Answer: answer 2 from gpt-4o-mini"
+
+    read = ""
+    while not read.endswith(final):
+        read += next(chunks).content
+    streaming.close()  # the crew has no call left to refuse: it completes either way
+
+    result = streaming.result
+    assert not result.stopped and result.raw == "answer 2 from gpt-4o-mini"
+    assert no_cancel_left(warden, streaming.run_id) and llm.calls == 2
+
+
 def test_a_stream_closed_before_it_starts_runs_nothing() -> None:
     llm = ScriptedLLM()
     sink = ListSink()
