@@ -9,8 +9,10 @@ else the usage of the events emitted inside it, else budgetwarden's estimate.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,6 +57,7 @@ class ModelCall:
     # (converted only if the token tracker cannot say: usually it can)
     event_usages: list[dict[str, Any]] = field(default_factory=list)
     text: str | None = None
+    calls_text: str | None = None  # its native tool calls, as ``name(arguments)``
     model: str | None = None
     outcome: str = "ok"
 
@@ -64,14 +67,22 @@ class ModelCall:
         end = self.returned_at if self.returned_at is not None else time.perf_counter()
         return max(end - self.started, 0.0)
 
-    def returned(self, text: str | None = None, model: str | None = None) -> None:
-        """Note that the model answered (the call can be committed)."""
+    def returned(self, response: Any = None, model: str | None = None) -> None:
+        """Note that the model answered (the call can be committed): with its text, or with
+        the native tool calls it asked for."""
         if self.returned_at is None:
             self.returned_at = time.perf_counter()
-        if text is not None:
-            self.text = text
+        if isinstance(response, str):
+            self.text = response
+        elif isinstance(response, list):
+            self.calls_text = tool_calls_text(response)
         if model is not None:
             self.model = model
+
+    @property
+    def output_text(self) -> str | None:
+        """What the call produced, for an output estimate (tool calls are billed output)."""
+        return self.text if self.text is not None else self.calls_text
 
     def tracker_delta(self) -> UsageMetrics | None:
         """What the measured LLM's token tracker counted since the reservation."""
@@ -206,3 +217,25 @@ def _on_llm_failed(source: Any, event: LLMCallFailedEvent) -> None:
     call = current_call.get()
     if call is not None:
         call.state.record_failed(call, event)
+
+
+def tool_calls_text(calls: list[Any]) -> str:
+    """Native tool calls as ``name(arguments)`` lines, whichever shape the provider gave:
+    chat-completions ``{"function": {...}}``, Responses ``{"name", "arguments"}``, or
+    Anthropic's ``tool_use`` blocks (``name``, ``input``)."""
+    return "\n".join(_call_text(call) for call in calls)
+
+
+def _call_text(call: Any) -> str:
+    function = _field(call, "function")
+    source = function if function is not None else call
+    arguments = _field(source, "arguments")
+    if arguments is None:
+        arguments = _field(call, "input")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, default=str) if arguments is not None else ""
+    return f"{_field(source, 'name') or ''}({arguments})"
+
+
+def _field(source: Any, key: str) -> Any:
+    return source.get(key) if isinstance(source, Mapping) else getattr(source, key, None)

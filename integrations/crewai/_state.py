@@ -212,21 +212,21 @@ class CrewRunState:
         call = current_call.get()
         if call is None or call.state is not self:
             return None
-        call.returned(text=ctx.response)
+        call.returned(ctx.response)
         self.settle(call)
         return final_response(call.step, ctx.executor, ctx.response)
 
     def record_completed(self, call: ModelCall, event: LLMCallCompletedEvent) -> None:
         """An ``LLMCallCompletedEvent`` emitted inside ``call`` (from a bus worker thread)."""
-        text = event.response if isinstance(event.response, str) else None
+        response = event.response
         with self._lock:
             if call.settled:
                 return
             if event.usage is not None:
                 call.event_usages.append(event.usage)  # converted only if needed
-            call.returned(text=text, model=event.model)
-            if text:
-                self.last_text = text
+            call.returned(response, model=event.model)
+            if response and isinstance(response, str):
+                self.last_text = response
 
     def record_failed(self, call: ModelCall, event: LLMCallFailedEvent) -> None:
         """An ``LLMCallFailedEvent`` emitted inside ``call``: the provider failed."""
@@ -257,7 +257,7 @@ class CrewRunState:
             model=call.model,
             latency_s=call.latency_s,
             outcome=call.outcome,
-            output_text=call.text,
+            output_text=call.output_text,
         )
 
     def settle_all(self, failed: BaseException | None = None) -> None:

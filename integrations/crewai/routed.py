@@ -217,7 +217,7 @@ class RoutedLLM(BaseLLM):
             self._track_token_usage_internal(delta.model_dump())
         if error is not None:
             call.outcome = outcome_of_error(error)
-        call.returned(text=result if isinstance(result, str) else None, model=llm.model)
+        call.returned(result, model=llm.model)
         call.state.settle(call)
 
     def _after_hooks(self, chat: Any, result: Any, from_agent: Any) -> Any:

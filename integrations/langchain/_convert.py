@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from budgetwarden.pricing import SERVICE_TIER_PRICES
 from budgetwarden.usage import Usage
 
 __all__ = [
+    "answer_text",
     "max_tokens_of",
     "model_and_max_tokens",
     "model_from_message",
@@ -243,6 +245,23 @@ def usage_from_result(result: LLMResult) -> Usage | None:
             total = total + usage
         return total
     return _legacy_usage(result.llm_output)
+
+
+def answer_text(message: BaseMessage | None) -> str:
+    """What a model call produced as text: its words, then each tool call as
+    ``name(arguments)`` (providers bill tool calls as output). A missing usage's output is
+    estimated from it, and ``Policy.record_content`` records it (as the Agents SDK's does)."""
+    if message is None:
+        return ""
+    text = str(message.text)
+    calls = getattr(message, "tool_calls", None)
+    invalid = getattr(message, "invalid_tool_calls", None)
+    if not (calls or invalid):
+        return text
+    parts: list[str] = [text] if text else []
+    parts += [f"{call['name']}({json.dumps(call['args'])})" for call in calls or ()]
+    parts += [f"{call.get('name') or ''}({call.get('args') or ''})" for call in invalid or ()]
+    return "\n".join(parts)
 
 
 def model_from_message(message: BaseMessage | None) -> str | None:

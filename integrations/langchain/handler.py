@@ -19,6 +19,7 @@ from budgetwarden.warden import require_warden
 
 from ._attribution import Attribution
 from ._convert import (
+    answer_text,
     model_and_max_tokens,
     model_from_message,
     model_from_output,
@@ -450,7 +451,14 @@ def _first_message(response: LLMResult) -> BaseMessage | None:
 
 
 def _text_of(response: LLMResult) -> str:
-    return "".join(g.text for generations in response.generations for g in generations)
+    """What the call produced, tool calls included (see ``answer_text``)."""
+    return "".join(
+        answer_text(message)
+        if isinstance(message := getattr(g, "message", None), BaseMessage)
+        else g.text
+        for generations in response.generations
+        for g in generations
+    )
 
 
 def _tool_message(output: Any, call_id: str | None, tool_step: ToolStep) -> BaseMessage:

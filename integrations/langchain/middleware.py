@@ -31,6 +31,7 @@ from budgetwarden.warden import require_warden
 
 from ._attribution import Attribution
 from ._convert import (
+    answer_text,
     max_tokens_of,
     model_from_message,
     model_name_of,
@@ -507,7 +508,7 @@ def _answered(response: ModelResponse[Any], started: float, record: bool) -> dic
     usage = usage_from_message(message)
     text = None
     if usage is None or record:
-        text = message.text if message is not None else ""
+        text = answer_text(message)
     return {
         "usage": usage,
         "model": model_from_message(message),

@@ -29,7 +29,9 @@ class ScriptedLLM(BaseLLM):
     its messages) it gives one: "best answer N", in CrewAI's ReAct format unless ``native``
     or ``final_plain`` (or, ``obey=False`` with native tools offered, calls a tool anyway).
     ``needs_tools`` refuses a history of tool calls sent without tools, as Anthropic's and
-    Bedrock's APIs do. With ``stream`` set (CrewAI sets it on a streaming crew's LLMs) a text
+    Bedrock's APIs do. ``report_usage=False`` counts no usage (a custom LLM);
+    ``emit_tool_calls`` emits the completed event of a native tool-call answer too. With
+    ``stream`` set (CrewAI sets it on a streaming crew's LLMs) a text
     answer is also emitted as stream chunks of ``CHUNK`` characters, as the providers do.
     """
 
@@ -44,6 +46,8 @@ class ScriptedLLM(BaseLLM):
     final_plain: bool = False
     needs_tools: bool = False
     obey: bool = True
+    report_usage: bool = True
+    emit_tool_calls: bool = False
     _calls: int = PrivateAttr(default=0)
     _tools: list[Any] = PrivateAttr(default_factory=list)
     _started: list[float] = PrivateAttr(default_factory=list)
@@ -104,19 +108,32 @@ class ScriptedLLM(BaseLLM):
                 number = self._calls
             if self.delay:
                 time.sleep(self.delay)
-            usage = {
+            usage: dict[str, Any] | None = {
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens,
             }
-            self._track_token_usage_internal(usage)
+            if self.report_usage:
+                self._track_token_usage_internal(usage)
+            else:
+                usage = None  # a custom LLM that counts nothing
             if _asks_final(msgs) and (self.obey or not (self.native and tools)):
                 text = self._final_text(number)
             elif self.finish_after is not None and number > self.finish_after:
                 answer = f"answer {number} from {self.model}"
                 text = answer if self.native else f"Thought: done\nFinal Answer: {answer}"
             elif self.native and tools:
-                return [self._tool_call(number)]
+                calls = [self._tool_call(number)]
+                if self.emit_tool_calls:  # as CrewAI's native providers do
+                    self._emit_call_completed_event(
+                        response=calls,
+                        call_type=LLMCallType.TOOL_CALL,
+                        from_task=from_task,
+                        from_agent=from_agent,
+                        messages=messages,
+                        usage=usage,
+                    )
+                return calls
             else:
                 args = json.dumps(self._args_for(number))
                 tool = self._tool_for(number)

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from crewai_fakes import ScriptedLLM, SearchTool, make_crew
 
-from budgetwarden import Limits, Policy, Warden
+from budgetwarden import Limits, ListSink, Policy, Warden
 from budgetwarden.integrations.crewai import guard_crew
+from budgetwarden.integrations.crewai._calls import tool_calls_text
 from budgetwarden.run import Run
 from budgetwarden.usage import estimate_tokens, tool_tokens
 
@@ -59,3 +60,20 @@ def test_the_next_call_reserves_what_the_bill_showed_the_estimate_missed(
     assert first.prompt_gap == 0 and first.input_tokens < 2000
     assert second.prompt_gap == 5000 - first.input_tokens
     assert second.input_tokens >= 5000
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["react", "native-tools"])
+def test_a_call_that_reports_no_usage_counts_its_tool_calls_as_output(native: bool) -> None:
+    llm = ScriptedLLM(native=native, report_usage=False, emit_tool_calls=True, finish_after=2)
+    sink = ListSink()
+    guard_crew(make_crew([llm], tools=[SearchTool()]), Warden(Policy(), sinks=[sink])).kickoff()
+
+    events = [event for event in sink.cost_events if event.kind == "llm"]
+    assert len(events) == 3 and all(event.estimated for event in events)
+    if native:  # each tool call is billed output: name(arguments)
+        asked = [tool_calls_text([llm._tool_call(n)]) for n in (1, 2)]
+    else:  # ReAct: the tool call is in the answer's text
+        asked = [f'Thought: I need more.\nAction: search\nAction Input: {{"query": "q{n}"}}'
+                 for n in (1, 2)]  # fmt: skip
+    assert [event.output_tokens for event in events[:2]] == [estimate_tokens(a) for a in asked]
+    assert all(event.output_tokens >= 5 for event in events)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from budgetwarden import Limits, Policy
 from budgetwarden.integrations.langchain import BudgetCallbackHandler, BudgetMiddleware
+from budgetwarden.integrations.langchain._convert import answer_text
 from budgetwarden.integrations.langchain.middleware import _model_limits
 from budgetwarden.usage import estimate_tokens
 
@@ -95,6 +96,12 @@ def test_the_output_is_estimated_from_the_text_when_usage_is_missing(
     events = [event for event in sink.cost_events if event.kind == "llm"]
     assert all(event.estimated for event in events)
     assert events[-1].output_tokens == estimate_tokens(answer.text) > 0
+    calls = [m for m in result["messages"] if isinstance(m, AIMessage) and m.tool_calls]
+    # a tool call is output too: name(arguments), as the providers bill it
+    assert [e.output_tokens for e in events[:-1]] == [
+        estimate_tokens(answer_text(m)) for m in calls
+    ]
+    assert all(e.output_tokens >= 5 for e in events[:-1])
     assert all(event.response is None for event in events), "record_content is off"
 
 
@@ -107,7 +114,7 @@ def test_record_content_still_records_each_response(mode: str, search: CountedTo
     answers = [m for m in result["messages"] if isinstance(m, AIMessage)]
     events = [event for event in sink.cost_events if event.kind == "llm"]
     assert not any(event.estimated for event in events), "the model reported usage"
-    assert [event.response for event in events] == [m.text for m in answers]
+    assert [event.response for event in events] == [answer_text(m) for m in answers]
     assert events[-1].response
 
 
@@ -133,6 +140,11 @@ def test_the_handler_estimates_a_missing_usage_from_the_text(search: CountedTool
     events = [event for event in sink.cost_events if event.kind == "llm"]
     assert all(event.estimated for event in events)
     assert events[-1].output_tokens == estimate_tokens(result["messages"][-1].text) > 0
+    calls = [m for m in result["messages"] if isinstance(m, AIMessage) and m.tool_calls]
+    assert [e.output_tokens for e in events[:-1]] == [
+        estimate_tokens(answer_text(m)) for m in calls
+    ]
+    assert calls and all(e.output_tokens >= 5 for e in events[:-1])
     assert all(event.response is None for event in events), "record_content is off"
 
 
@@ -145,7 +157,7 @@ def test_the_handler_records_each_response_under_record_content(search: CountedT
     answers = [m for m in result["messages"] if isinstance(m, AIMessage)]
     events = [event for event in sink.cost_events if event.kind == "llm"]
     assert not any(event.estimated for event in events)
-    assert [event.response for event in events] == [m.text for m in answers]
+    assert [event.response for event in events] == [answer_text(m) for m in answers]
     assert events[-1].response
 
 
