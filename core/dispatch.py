@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .compress import compress_messages
+from .dispatch_stream import RecordedStream, Recorders, check_streamable, with_usage_chunk
 from .final_call import FinalTools, final_call_tools, note_role
 from .pricing import billed_tier
 from .run import Run, Step
@@ -152,6 +153,21 @@ def _text_of(response: Any) -> str | None:
     return content if isinstance(content, str) else None
 
 
+def _answer_text(response: Any) -> str | None:
+    """The answer's text and its tool calls (``name(arguments)``, billed as output): what a
+    missing usage's output is estimated from, and what ``record_content`` records."""
+    text = _text_of(response)
+    try:
+        calls = response.choices[0].message.tool_calls or []
+    except (AttributeError, IndexError, KeyError):
+        return text
+    parts = [text] if text else []
+    for call in calls:
+        function = getattr(call, "function", None)
+        parts.append(f"{getattr(function, 'name', '')}({getattr(function, 'arguments', '')})")
+    return "\n".join(parts) if parts else text
+
+
 def _call_kwargs(step: Step, messages: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     if step.model is None:
         raise ValueError(
@@ -214,6 +230,7 @@ def complete(
     least 1 and ``max_tokens`` (when given) at least 1, else ``ValueError`` before any call.
     """
     _check_call_figures(attempts, max_tokens)
+    streamed, litellm_kwargs = _streaming(litellm_kwargs, expect_json, validate)
     import litellm
 
     call = router.completion if router is not None else litellm.completion
@@ -223,11 +240,14 @@ def complete(
             model, messages, max_tokens=max_tokens, tools=litellm_kwargs.get("tools")
         )
         started = time.perf_counter()
+        sent = _prepare(run, step, messages)
         try:
-            response = call(**_call_kwargs(step, _prepare(run, step, messages), litellm_kwargs))
+            response = call(**_call_kwargs(step, sent, litellm_kwargs))
         except Exception as exc:
             last = _record_failure(run, step, exc, time.perf_counter() - started)
             continue
+        if streamed:
+            return RecordedStream(response, run, step, sent, _RECORDERS)
         latency = time.perf_counter() - started
         try:
             _check(response, expect_json, validate)
@@ -255,6 +275,7 @@ async def acomplete(
 ) -> Any:
     """Async twin of ``complete`` (``litellm.acompletion`` / ``Router.acompletion``)."""
     _check_call_figures(attempts, max_tokens)
+    streamed, litellm_kwargs = _streaming(litellm_kwargs, expect_json, validate)
     import litellm
 
     call = router.acompletion if router is not None else litellm.acompletion
@@ -264,13 +285,14 @@ async def acomplete(
             model, messages, max_tokens=max_tokens, tools=litellm_kwargs.get("tools")
         )
         started = time.perf_counter()
+        sent = _prepare(run, step, messages)
         try:
-            response = await call(
-                **_call_kwargs(step, _prepare(run, step, messages), litellm_kwargs)
-            )
+            response = await call(**_call_kwargs(step, sent, litellm_kwargs))
         except Exception as exc:
             last = await _arecord_failure(run, step, exc, time.perf_counter() - started)
             continue
+        if streamed:
+            return RecordedStream(response, run, step, sent, _RECORDERS)
         latency = time.perf_counter() - started
         try:
             _check(response, expect_json, validate)
@@ -284,30 +306,57 @@ async def acomplete(
     raise last
 
 
-def _result(step: Step, response: Any) -> tuple[Usage, str | None, str | None]:
+def _result(
+    step: Step, response: Any, estimated: bool = False
+) -> tuple[Usage | None, str | None, str | None]:
+    """The usage (None: to be estimated from the answer), model and answer of a response;
+    ``estimated``: its usage is LiteLLM's count, not the provider's (a rebuilt stream)."""
     usage = usage_from_litellm(
         getattr(response, "usage", None), getattr(response, "service_tier", None)
     )
-    if usage is None:
-        usage = Usage(input_tokens=step.input_tokens, estimated=True)
+    if usage is not None and estimated:
+        usage = usage.model_copy(update={"estimated": True})
     model = getattr(response, "model", None) or step.model
     if model and step.model and step.model.endswith(model) and "/" in step.model:
         model = step.model  # LiteLLM strips the provider prefix: price the routed name
-    return usage, model, _text_of(response)
+    return usage, model, _answer_text(response)
 
 
-def _record(run: Run, step: Step, response: Any, latency: float, outcome: str) -> None:
-    usage, model, text = _result(step, response)
+def _record(
+    run: Run, step: Step, response: Any, latency: float, outcome: str, estimated: bool = False
+) -> None:
+    usage, model, text = _result(step, response, estimated)
     run.after_llm_call(
         step, usage, model=model, latency_s=latency, outcome=outcome, output_text=text
     )
 
 
-async def _arecord(run: Run, step: Step, response: Any, latency: float, outcome: str) -> None:
-    usage, model, text = _result(step, response)
+async def _arecord(
+    run: Run, step: Step, response: Any, latency: float, outcome: str, estimated: bool = False
+) -> None:
+    usage, model, text = _result(step, response, estimated)
     await run.aafter_llm_call(
         step, usage, model=model, latency_s=latency, outcome=outcome, output_text=text
     )
+
+
+def _failed_outcome(error: BaseException) -> str:
+    """A stream that failed after its first chunk: a provider's error, whatever it was."""
+    return classify_error(error) or "provider_error"
+
+
+#: How a ``RecordedStream`` records its call: sync, async, and a failure's outcome.
+_RECORDERS = Recorders(_record, _arecord, _failed_outcome)
+
+
+def _streaming(
+    kwargs: dict[str, Any], expect_json: bool, validate: Validator | None
+) -> tuple[bool, dict[str, Any]]:
+    """Whether the call streams, and its LiteLLM keywords (asking for the usage chunk)."""
+    if not kwargs.get("stream"):
+        return False, kwargs
+    check_streamable(expect_json, validate)
+    return True, with_usage_chunk(kwargs)
 
 
 def _record_failure(run: Run, step: Step, exc: Exception, latency: float) -> Exception:
