@@ -15,11 +15,12 @@ from crewai import LLM, Agent, Crew, Process, Task
 from crewai_fakes import CHUNK, ScriptedLLM, SearchTool, make_crew
 from pydantic import PrivateAttr
 
-from budgetwarden import Budget, BudgetExceeded, Limits, ListSink, Policy, Warden
+from budgetwarden import Budget, BudgetExceeded, Limits, ListSink, Policy, Routing, Warden
 from budgetwarden.buckets import cancel_key
 from budgetwarden.integrations.crewai import (
     GuardedCrewOutput,
     GuardedCrewStreamingOutput,
+    RoutedLLM,
     guard_crew,
     resume_crewai,
 )
@@ -330,3 +331,19 @@ def test_overlapping_streams_of_one_crew_leave_its_stream_flag_as_it_was(stream:
     second.__exit__(None, None, None)
 
     assert crew.stream is stream
+
+
+def test_a_routed_agent_streams_the_tier_the_policy_chose() -> None:
+    llm = RoutedLLM(mock_response=ANSWER, max_tokens=50)
+    routing = Routing(tiers=["gpt-4o-mini", "gpt-4o"], task_classes={"hard": 1})
+    sink = ListSink()
+    warden = Warden(Policy(routing=routing), sinks=[sink])
+    guarded = guard_crew(make_crew([llm], tools=[SearchTool()]), warden, task_class="hard")
+
+    streaming = guarded.stream_kickoff()
+    chunks = [chunk.content for chunk in streaming]
+
+    assert "".join(chunks) == ANSWER and len(chunks) > 2
+    assert streaming.result.report is not None and streaming.result.report.models == ["gpt-4o"]
+    [event] = sink.cost_events
+    assert event.model == "gpt-4o" and not event.estimated and event.output_tokens > 0
