@@ -19,7 +19,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .compress import compress_messages
-from .dispatch_stream import RecordedStream, Recorders, check_streamable, with_usage_chunk
+from .dispatch_stream import (
+    Answer,
+    RecordedStream,
+    Recorders,
+    check_streamable,
+    with_usage_chunk,
+)
 from .final_call import FinalTools, final_call_tools, note_role
 from .pricing import billed_tier
 from .run import Run, Step
@@ -247,7 +253,7 @@ def complete(
             last = _record_failure(run, step, exc, time.perf_counter() - started)
             continue
         if streamed:
-            return RecordedStream(response, run, step, sent, _RECORDERS)
+            return RecordedStream(response, run, step, _RECORDERS)
         latency = time.perf_counter() - started
         try:
             _check(response, expect_json, validate)
@@ -292,7 +298,7 @@ async def acomplete(
             last = await _arecord_failure(run, step, exc, time.perf_counter() - started)
             continue
         if streamed:
-            return RecordedStream(response, run, step, sent, _RECORDERS)
+            return RecordedStream(response, run, step, _RECORDERS)
         latency = time.perf_counter() - started
         try:
             _check(response, expect_json, validate)
@@ -306,37 +312,55 @@ async def acomplete(
     raise last
 
 
-def _result(
-    step: Step, response: Any, estimated: bool = False
-) -> tuple[Usage | None, str | None, str | None]:
-    """The usage (None: to be estimated from the answer), model and answer of a response;
-    ``estimated``: its usage is LiteLLM's count, not the provider's (a rebuilt stream)."""
+def _result(step: Step, response: Any) -> Answer:
+    """What a response says of its call: usage (None: to be estimated from the answer),
+    the model to price, and the answer's text."""
     usage = usage_from_litellm(
         getattr(response, "usage", None), getattr(response, "service_tier", None)
     )
-    if usage is not None and estimated:
-        usage = usage.model_copy(update={"estimated": True})
-    model = getattr(response, "model", None) or step.model
-    if model and step.model and step.model.endswith(model) and "/" in step.model:
-        model = step.model  # LiteLLM strips the provider prefix: price the routed name
-    return usage, model, _answer_text(response)
-
-
-def _record(
-    run: Run, step: Step, response: Any, latency: float, outcome: str, estimated: bool = False
-) -> None:
-    usage, model, text = _result(step, response, estimated)
-    run.after_llm_call(
-        step, usage, model=model, latency_s=latency, outcome=outcome, output_text=text
+    return Answer(
+        usage, priced_model(step, getattr(response, "model", None)), _answer_text(response)
     )
 
 
-async def _arecord(
-    run: Run, step: Step, response: Any, latency: float, outcome: str, estimated: bool = False
+def priced_model(step: Step, model: str | None) -> str | None:
+    """The model a response names, as the run prices it: LiteLLM strips the provider prefix
+    (``anthropic/...``), so the routed name stands for it."""
+    model = model or step.model
+    if model and step.model and step.model.endswith(model) and "/" in step.model:
+        return step.model
+    return model
+
+
+def _record(run: Run, step: Step, response: Any, latency: float, outcome: str) -> None:
+    _record_answer(run, step, _result(step, response), latency, outcome)
+
+
+async def _arecord(run: Run, step: Step, response: Any, latency: float, outcome: str) -> None:
+    await _arecord_answer(run, step, _result(step, response), latency, outcome)
+
+
+def _record_answer(run: Run, step: Step, answer: Answer, latency: float, outcome: str) -> None:
+    run.after_llm_call(
+        step,
+        answer.usage,
+        model=answer.model,
+        latency_s=latency,
+        outcome=outcome,
+        output_text=answer.text,
+    )
+
+
+async def _arecord_answer(
+    run: Run, step: Step, answer: Answer, latency: float, outcome: str
 ) -> None:
-    usage, model, text = _result(step, response, estimated)
     await run.aafter_llm_call(
-        step, usage, model=model, latency_s=latency, outcome=outcome, output_text=text
+        step,
+        answer.usage,
+        model=answer.model,
+        latency_s=latency,
+        outcome=outcome,
+        output_text=answer.text,
     )
 
 
@@ -346,7 +370,9 @@ def _failed_outcome(error: BaseException) -> str:
 
 
 #: How a ``RecordedStream`` records its call: sync, async, and a failure's outcome.
-_RECORDERS = Recorders(_record, _arecord, _failed_outcome)
+_RECORDERS = Recorders(
+    _record_answer, _arecord_answer, _failed_outcome, priced_model, usage_from_litellm
+)
 
 
 def _streaming(

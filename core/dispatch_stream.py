@@ -2,36 +2,48 @@
 
 A streamed call's usage comes in its last chunk (``stream_options={"include_usage":
 True}``, asked for unless the caller set ``stream_options``), after every word: the call is
-recorded once, when its stream ends, fails or is closed, from LiteLLM's rebuilt response
-(``litellm.stream_chunk_builder``). Without a usage chunk, or cut short by its reader, the
-figures are LiteLLM's count of what came, marked ``estimated``.
+recorded once, when its stream ends, fails or is closed. The stream keeps only what that
+needs (the usage chunk, the model, the answer's text and tool calls), not its chunks.
+Without a usage chunk, or cut short by its reader, the call is estimated (its prompt as
+reserved, its output from what came) and marked ``estimated``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .run import Run, Step
 from .usage import Usage
 
 Traceback = TracebackType | None
 
-__all__ = ["Recorders", "RecordedStream", "check_streamable", "with_usage_chunk"]
+__all__ = ["Answer", "Recorders", "RecordedStream", "check_streamable", "with_usage_chunk"]
+
+
+class Answer(NamedTuple):
+    """What a call's response says of it: its usage (None: to be estimated from ``text``),
+    the model to price it as, and the answer's text with its tool calls."""
+
+    usage: Usage | None
+    model: str | None
+    text: str | None
 
 
 @dataclass(frozen=True)
 class Recorders:
-    """How a stream's call is recorded from its rebuilt response (``record(run, step,
-    response, latency_s, outcome, estimated)``, and its async twin), and the outcome of an
-    error that ended it."""
+    """How a stream's call is recorded (``record(run, step, answer, latency_s, outcome)``
+    and its async twin), the outcome of an error that ended it, the model a chunk's model
+    name is priced as, and the usage of a usage chunk (``usage_of(usage, service_tier)``)."""
 
-    record: Callable[[Run, Step, Any, float, str, bool], None]
-    arecord: Callable[[Run, Step, Any, float, str, bool], Awaitable[None]]
+    record: Callable[[Run, Step, Answer, float, str], None]
+    arecord: Callable[[Run, Step, Answer, float, str], Awaitable[None]]
     outcome_of: Callable[[BaseException], str]
+    priced_model: Callable[[Step, str | None], str | None]
+    usage_of: Callable[[Any, Any], Usage | None]
 
 
 def check_streamable(expect_json: bool, validate: object) -> None:
@@ -55,22 +67,14 @@ class RecordedStream:
     call is recorded when the stream ends, raises, or is closed (``close()``, ``aclose()``,
     ``with``). Every other attribute is the LiteLLM stream's own."""
 
-    def __init__(
-        self,
-        stream: Any,
-        run: Run,
-        step: Step,
-        messages: Sequence[Any],
-        recorders: Recorders,
-    ) -> None:
+    def __init__(self, stream: Any, run: Run, step: Step, recorders: Recorders) -> None:
         self._stream = stream
         self._run = run
         self._step = step
-        self._messages = list(messages)
         self._recorders = recorders
-        self._chunks: list[Any] = []
         self._started = time.perf_counter()
         self._recorded = False
+        self._seen = _Seen()
 
     def __getattr__(self, name: str) -> Any:
         if name == "_stream":  # not set yet: no recursion
@@ -90,7 +94,7 @@ class RecordedStream:
         except Exception as error:
             self._end(error)
             raise
-        self._chunks.append(chunk)
+        self._seen.add(chunk)
         return chunk
 
     def close(self) -> None:
@@ -104,10 +108,7 @@ class RecordedStream:
         return self
 
     def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: Traceback
     ) -> None:
         self.close()
 
@@ -124,7 +125,7 @@ class RecordedStream:
         except Exception as error:
             await self._aend(error)
             raise
-        self._chunks.append(chunk)
+        self._seen.add(chunk)
         return chunk
 
     async def aclose(self) -> None:
@@ -140,50 +141,69 @@ class RecordedStream:
         return self
 
     async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: Traceback
     ) -> None:
         await self.aclose()
 
     # ------------------------------------------------------------------ recording
     def _end(self, error: BaseException | None) -> None:
-        if self._recorded:
-            return
-        self._recorded = True
-        latency, outcome, response = self._ending(error)
-        if response is None:  # failed before its first chunk: nothing was billed
-            self._run.after_llm_call(self._step, Usage(), latency_s=latency, outcome=outcome)
-        else:
-            self._recorders.record(
-                self._run, self._step, response, latency, outcome, not self._billed()
-            )
+        if not self._recorded:
+            self._recorded = True
+            self._recorders.record(self._run, self._step, *self._ending(error))
 
     async def _aend(self, error: BaseException | None) -> None:
-        if self._recorded:
-            return
-        self._recorded = True
-        latency, outcome, response = self._ending(error)
-        if response is None:
-            await self._run.aafter_llm_call(self._step, Usage(), latency_s=latency, outcome=outcome)
-        else:
-            await self._recorders.arecord(
-                self._run, self._step, response, latency, outcome, not self._billed()
-            )
+        if not self._recorded:
+            self._recorded = True
+            await self._recorders.arecord(self._run, self._step, *self._ending(error))
 
-    def _ending(self, error: BaseException | None) -> tuple[float, str, Any]:
+    def _ending(self, error: BaseException | None) -> tuple[Answer, float, str]:
         latency = time.perf_counter() - self._started
         outcome = "ok" if error is None else self._recorders.outcome_of(error)
-        return latency, outcome, self._rebuilt() if self._chunks else None
+        seen = self._seen
+        if not seen.chunks:  # it failed before its first chunk: nothing was billed
+            return Answer(Usage(), self._step.model, None), latency, outcome
+        usage = self._recorders.usage_of(seen.usage, seen.service_tier)
+        model = self._recorders.priced_model(self._step, seen.model)
+        return Answer(usage, model, seen.text()), latency, outcome
 
-    def _billed(self) -> bool:
-        """Whether a chunk carried the provider's own usage (its last, when asked for)."""
-        return any(getattr(chunk, "usage", None) for chunk in self._chunks)
 
-    def _rebuilt(self) -> Any:
-        """The whole response from the chunks (LiteLLM counts its usage when no chunk
-        carried the provider's)."""
-        import litellm
+class _Seen:
+    """What the chunks so far say of the call: the usage chunk, the model and tier, and
+    the answer's text and tool calls (``name(arguments)``, billed as output)."""
 
-        return litellm.stream_chunk_builder(self._chunks, messages=self._messages)
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.usage: Any = None
+        self.model: str | None = None
+        self.service_tier: Any = None
+        self._parts: list[str] = []
+        self._calls: dict[int, tuple[list[str], list[str]]] = {}  # by index: name, arguments
+
+    def add(self, chunk: Any) -> None:
+        self.chunks += 1
+        usage = getattr(chunk, "usage", None)
+        if usage:
+            self.usage = usage
+        if self.model is None:
+            self.model = getattr(chunk, "model", None)
+        tier = getattr(chunk, "service_tier", None)
+        if tier:
+            self.service_tier = tier
+        for choice in getattr(chunk, "choices", None) or ():
+            self._add_delta(getattr(choice, "delta", None))
+
+    def _add_delta(self, delta: Any) -> None:
+        content = getattr(delta, "content", None)
+        if isinstance(content, str):
+            self._parts.append(content)
+        for call in getattr(delta, "tool_calls", None) or ():
+            name, arguments = self._calls.setdefault(getattr(call, "index", 0) or 0, ([], []))
+            function = getattr(call, "function", None)
+            if isinstance(piece := getattr(function, "name", None), str):
+                name.append(piece)
+            if isinstance(piece := getattr(function, "arguments", None), str):
+                arguments.append(piece)
+
+    def text(self) -> str:
+        calls = [f"{''.join(n)}({''.join(a)})" for _, (n, a) in sorted(self._calls.items())]
+        return "\n".join(part for part in ("".join(self._parts), *calls) if part)

@@ -11,6 +11,7 @@ import pytest
 from budgetwarden import Budget, Limits, Policy, PriceBook, Usage
 from budgetwarden.dispatch import _RECORDERS, acomplete, complete
 from budgetwarden.dispatch_stream import RecordedStream
+from budgetwarden.usage import estimate_tokens
 
 from .helpers import make_warden
 
@@ -113,7 +114,7 @@ def test_a_stream_that_fails_midway_is_recorded_as_failed_with_what_came() -> No
         yield next(source)
         raise litellm.APIConnectionError("dropped", llm_provider="openai", model="gpt-4o-mini")
 
-    stream = RecordedStream(breaking(), run, step, MESSAGES, _RECORDERS)
+    stream = RecordedStream(breaking(), run, step, _RECORDERS)
     with pytest.raises(litellm.APIConnectionError):
         list(stream)
 
@@ -156,3 +157,31 @@ def test_a_refused_stream_never_reaches_the_model() -> None:
         complete(run, MESSAGES, model="gpt-4o-mini", mock_response=ANSWER, stream=True)
 
     assert len(sink.cost_events) == 1
+
+
+def test_a_streamed_tool_call_counts_as_output_when_no_usage_came() -> None:
+    from litellm.types.utils import (
+        ChatCompletionDeltaToolCall,
+        Delta,
+        Function,
+        ModelResponseStream,
+        StreamingChoices,
+    )
+
+    def chunk(name: str | None, arguments: str) -> Any:
+        call = ChatCompletionDeltaToolCall(
+            index=0, function=Function(name=name, arguments=arguments)
+        )
+        choice = StreamingChoices(index=0, delta=Delta(content=None, tool_calls=[call]))
+        return ModelResponseStream(model="gpt-4o-mini", choices=[choice])
+
+    warden, sink, _ = make_warden(Policy(record_content=True))
+    run = warden.run()
+    step = run.before_llm_call("gpt-4o-mini", MESSAGES, max_tokens=100)
+    pieces = [chunk("search", ""), chunk(None, '{"query": '), chunk(None, '"what agents cost"}')]
+
+    assert len(list(RecordedStream(iter(pieces), run, step, _RECORDERS))) == 3
+
+    [event] = sink.cost_events
+    assert event.response == 'search({"query": "what agents cost"})'
+    assert event.estimated and event.output_tokens == estimate_tokens(event.response) > 5
