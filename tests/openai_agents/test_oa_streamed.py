@@ -151,3 +151,17 @@ async def test_leaving_the_stream_early_stops_the_sdks_run(tools, sink: ListSink
     assert model.calls == 1 and tools.ran == ["query 0"]
     assert stream.is_complete and stream.result.cap == "cancelled"
     assert len(finished(sink)) == 1 and nothing_held(warden)
+
+
+async def test_the_last_allowed_call_streams_the_models_own_answer(tools, sink: ListSink) -> None:
+    model = ScriptedModel(final_text="my best answer")
+    warden = budget_warden(sink, max_iterations=3, final_answer=True)
+    stream = run_guarded_streamed(agent_with(tools, model), "find", warden, user="u1")
+
+    async for _ in stream.stream_events():
+        pass
+
+    result = stream.result
+    assert result.output == "my best answer" and result.final_cap == "max_iterations"
+    assert result.partial and not result.cancelled and model.calls == 3
+    assert len(finished(sink)) == 1 and nothing_held(warden)
