@@ -61,7 +61,6 @@ class GuardedStream:
         self._agent = agent
         self._max_turns = max_turns
         self._result: GuardedResult | None = None
-        self._cancelled = False
 
     @property
     def result(self) -> GuardedResult:
@@ -77,8 +76,8 @@ class GuardedStream:
 
     def cancel(self, mode: Literal["immediate", "after_turn"] = "immediate") -> None:
         """Stop the run (``"after_turn"``: once the current turn is done), as the SDK's
-        ``RunResultStreaming.cancel``; keep reading ``stream_events()`` to its end."""
-        self._cancelled = True
+        ``RunResultStreaming.cancel``; keep reading ``stream_events()`` to its end. A run
+        that still ends with its final output (``"after_turn"``) is not marked cancelled."""
         self.streaming.cancel(mode)
 
     async def stream_events(self) -> AsyncIterator[StreamEvent]:
@@ -111,14 +110,14 @@ class GuardedStream:
         """Finish the run. One still open after its stream ended without an error or a
         refusal was cancelled (the SDK calls no hook then): finished as such, once the SDK's
         run loop has stopped, with its call in flight recorded as unanswered."""
-        if error is None and not refused and self._still_open():
-            self._cancelled = True
+        cancelled = error is None and not refused and self._still_open()
+        if cancelled:
             task = self.streaming.run_loop_task
             if task is not None and not task.done():
                 await asyncio.wait([task])
             error = asyncio.CancelledError("the streamed run was cancelled")
         await self.hooks.aclose(error, usage=self._usage)
-        if self._cancelled and not refused:
+        if cancelled:
             self._result = self._cancelled_result()
 
     def _still_open(self) -> bool:

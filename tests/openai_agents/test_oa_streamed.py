@@ -165,3 +165,21 @@ async def test_the_last_allowed_call_streams_the_models_own_answer(tools, sink: 
     assert result.output == "my best answer" and result.final_cap == "max_iterations"
     assert result.partial and not result.cancelled and model.calls == 3
     assert len(finished(sink)) == 1 and nothing_held(warden)
+
+
+async def test_a_cancel_during_the_last_turn_keeps_the_final_output(tools, sink: ListSink) -> None:
+    model = ScriptedModel([[tool_call("search", {"q": "a"})]], loop_tool=None, final_text="42")
+    stream = run_guarded_streamed(agent_with(tools, model), "find", budget_warden(sink), user="u1")
+
+    tool_ran = asked = False
+    async for event in stream.stream_events():
+        if event.type == "run_item_stream_event" and event.name == "tool_output":
+            tool_ran = True
+        elif tool_ran and event.type == "raw_response_event" and not asked:
+            stream.cancel("after_turn")  # during the last turn, which answers
+            asked = True
+
+    assert asked
+    result = stream.result
+    assert result.output == "42" and not result.cancelled and not result.partial
+    assert result.report is not None and result.report.stop_reason == "completed"
