@@ -161,7 +161,7 @@ class RunCore:
     ) -> None:
         self.warden = warden
         self.policy = warden.policy
-        self.id = run_id or f"run-{os.urandom(6).hex()}"  # 48 random bits, as uuid4()[:12]
+        self.id = run_id or new_run_id()
         self.parent = parent
         self._lineage: tuple[RunCore, ...] = (self, *(parent._lineage if parent else ()))
         self.attribution = attribution
@@ -619,6 +619,12 @@ class RunCore:
             c.reserved_usd = _floor(c.reserved_usd - step.reserved_usd)
             c.reserved_input_tokens = _floor(c.reserved_input_tokens - step.input_tokens)
             c.reserved_output_tokens = _floor(c.reserved_output_tokens - step.max_tokens)
+
+
+def new_run_id() -> str:
+    """A new run's id: 48 random bits, as ``uuid4()[:12]`` (an adapter that must know a
+    run's id before it opens passes one made here as ``warden.run(run_id=...)``)."""
+    return f"run-{os.urandom(6).hex()}"
 
 
 #: Errors that end a run because its caller stopped it, not because anything failed.

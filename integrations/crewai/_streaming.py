@@ -11,7 +11,6 @@ call instead of running on, unread and still spending.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -31,7 +30,7 @@ from budgetwarden import Warden
 
 from ._output import GuardedCrewOutput
 
-#: Why a stream's run was cancelled, in its refusal and its cancel notice.
+#: Why a stream's run was cancelled (the reason of its cancel, and of the notice it emits).
 CLOSED_REASON = "the stream was closed before its end"
 
 
@@ -74,11 +73,6 @@ class GuardedCrewStreamingOutput(CrewStreamingOutput):
                 yield chunk
         finally:
             await self.aclose()
-
-
-def new_run_id() -> str:
-    """A run id made before the run (same form as the warden's own)."""
-    return f"run-{os.urandom(6).hex()}"
 
 
 def stream(

@@ -14,6 +14,7 @@ from crewai.hooks.dispatch import HookAborted
 
 from budgetwarden import BudgetExceeded, Run, Warden
 from budgetwarden.pause import PauseHandle
+from budgetwarden.run_core import new_run_id
 from budgetwarden.warden import check_attribution, require_warden
 
 from ._output import (
@@ -26,7 +27,7 @@ from ._output import (
 )
 from ._pause import FRAMEWORK, paused_state, restore_tasks, starting_after_finished_tasks
 from ._state import BudgetAbort, CrewRunState, calling_run
-from ._streaming import GuardedCrewStreamingOutput, astream, new_run_id, not_streaming, stream
+from ._streaming import GuardedCrewStreamingOutput, astream, not_streaming, stream
 from ._transcript import ResumePoint
 
 #: The attribution keywords of ``guard_crew`` (and of a paused kickoff's handle).
