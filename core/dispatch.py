@@ -240,6 +240,7 @@ def complete(
     import litellm
 
     call = router.completion if router is not None else litellm.completion
+    run.expect_service_tier(litellm_kwargs.get("service_tier"))
     last: BaseException | None = None
     for _ in range(attempts):
         step = run.before_llm_call(
@@ -285,6 +286,7 @@ async def acomplete(
     import litellm
 
     call = router.acompletion if router is not None else litellm.acompletion
+    run.expect_service_tier(litellm_kwargs.get("service_tier"))
     last: BaseException | None = None
     for _ in range(attempts):
         step = await run.abefore_llm_call(

@@ -19,6 +19,7 @@ from .errors import BudgetExceeded
 from .events import CostEvent
 from .pause import PauseHandle
 from .policy import OUTCOMES
+from .pricing import billed_tier
 from .run_fast import FastPaths
 from .run_limits import _Attempt
 from .steps import FINAL_ANSWER_INSTRUCTION, Step, ToolStep
@@ -111,6 +112,19 @@ class Run(FastPaths):
             )
 
     # ------------------------------------------------------------------ model calls
+    def expect_service_tier(self, tier: str | None) -> None:
+        """The service tier this run's calls ask for (OpenAI's and Gemini's ``"priority"``
+        or ``"flex"``), for the reservations made before any bill: without it a run's first
+        call is reserved at the standard prices, and a priority call costs twice those.
+        From the first reservation on, the bills say which tier served the calls; a tier
+        given then changes nothing. Adapters pass the tier the model or request names."""
+        if self.counters.iterations:
+            return
+        billed = billed_tier(tier)
+        if billed != self._service_tier:
+            self._service_tier = billed
+            self._fast_rates.clear()  # worst-case rates of the other tier
+
     def before_llm_call(
         self,
         model: str | None = None,

@@ -16,6 +16,7 @@ from budgetwarden.usage import Usage
 
 __all__ = [
     "answer_text",
+    "requested_tier",
     "max_tokens_of",
     "model_and_max_tokens",
     "model_from_message",
@@ -245,6 +246,15 @@ def usage_from_result(result: LLMResult) -> Usage | None:
             total = total + usage
         return total
     return _legacy_usage(result.llm_output)
+
+
+def requested_tier(model: Any, settings: Mapping[str, Any] | None) -> str | None:
+    """The service tier a LangChain call asks for: in its settings (or invocation
+    params), else on the chat model (``ChatOpenAI(service_tier="priority")``)."""
+    tier = settings.get("service_tier") if settings else None
+    if tier is None and model is not None:
+        tier = getattr(model, "service_tier", None)
+    return tier if isinstance(tier, str) else None
 
 
 def answer_text(message: BaseMessage | None) -> str:

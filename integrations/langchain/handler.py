@@ -26,6 +26,7 @@ from ._convert import (
     model_from_result,
     outcome_of_error,
     outcome_of_message,
+    requested_tier,
     usage_from_message,
     usage_from_output,
     usage_from_result,
@@ -284,8 +285,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         params: Mapping[str, Any] | None,
     ) -> None:
         model, max_tokens = model_and_max_tokens(serialized, metadata, params)
+        run = invocation.run
+        if not run.counters.iterations:  # before any bill: the tier the call asks for
+            run.expect_service_tier(requested_tier(None, params))
         try:
-            step = invocation.run.before_llm_call(
+            step = run.before_llm_call(
                 model,
                 prompt,
                 max_tokens=max_tokens,

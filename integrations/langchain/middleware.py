@@ -37,6 +37,7 @@ from ._convert import (
     model_name_of,
     outcome_of_error,
     outcome_of_message,
+    requested_tier,
     tool_failed,
     usage_from_message,
 )
@@ -155,7 +156,10 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         model = request.model
         limits = _model_limits(model)
         params = {**request.model_settings, **limits} if limits else request.model_settings
-        return invocation.run.before_llm_call(
+        run = invocation.run
+        if not run.counters.iterations:  # before any bill: the tier the call asks for
+            run.expect_service_tier(requested_tier(model, params))
+        return run.before_llm_call(
             model_name_of(model),
             messages,
             max_tokens=max_tokens_of(params) if params else None,
@@ -169,7 +173,10 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         model = request.model
         limits = _model_limits(model)
         params = {**request.model_settings, **limits} if limits else request.model_settings
-        return await invocation.run.abefore_llm_call(
+        run = invocation.run
+        if not run.counters.iterations:  # before any bill: the tier the call asks for
+            run.expect_service_tier(requested_tier(model, params))
+        return await run.abefore_llm_call(
             model_name_of(model),
             messages,
             max_tokens=max_tokens_of(params) if params else None,

@@ -28,6 +28,7 @@ from ._translate import (
     agent_tool_names,
     model_name,
     read_response,
+    requested_tier,
     response_text,
     tool_call_id,
     tool_call_of,
@@ -390,10 +391,12 @@ class BudgetRunHooks(RunHooks[Any]):
     ) -> Coroutine[Any, Any, Step]:
         """The run's reservation of a model call of ``agent`` (``model``:
         ``model_name(agent.model)``), to await; a plain call, not a coroutine of its own."""
-        estimate = state.input_tokens
-        return state.run.abefore_llm_call(
+        estimate, run = state.input_tokens, state.run
+        if not run.counters.iterations:  # before any bill: the tier the agent asks for
+            run.expect_service_tier(requested_tier(agent.model_settings))
+        return run.abefore_llm_call(
             None if state.routed and agent.model is None else model,
-            input_tokens=estimate.estimate(system_prompt, input_items, state.run.prompt_gap)
+            input_tokens=estimate.estimate(system_prompt, input_items, run.prompt_gap)
             + estimate.with_tools(agent),
             max_tokens=agent.model_settings.max_tokens,
             tools=tool_names,

@@ -21,7 +21,7 @@ from langchain_openai.chat_models.base import _create_usage_metadata
 from lc_fakes import make_warden
 
 from budgetwarden import CostEvent, PriceBook, Usage
-from budgetwarden.integrations.langchain import BudgetMiddleware
+from budgetwarden.integrations.langchain import BudgetCallbackHandler, BudgetMiddleware
 from budgetwarden.integrations.langchain._convert import usage_from_message
 
 USAGE = {
@@ -51,8 +51,9 @@ def test_standard_usage_has_no_tier() -> None:
     assert found is not None and found.service_tier is None and found.cache_read_tokens == 400
 
 
-def openai_at(tier: str) -> ChatOpenAI:
-    """ChatOpenAI against a canned endpoint: a tool call, then an answer, served at ``tier``."""
+def openai_at(tier: str, **options: Any) -> ChatOpenAI:
+    """ChatOpenAI against a canned endpoint: a tool call, then an answer, served at ``tier``
+    (``options``: the model's own, such as the ``service_tier`` it asks for)."""
 
     def answer(request: httpx.Request) -> httpx.Response:
         sent = json.loads(request.content)["messages"]
@@ -77,7 +78,11 @@ def openai_at(tier: str) -> ChatOpenAI:
 
     client = httpx.Client(transport=httpx.MockTransport(answer))
     return ChatOpenAI(
-        model="gpt-5", api_key="sk-test", base_url="http://openai.invalid/v1", http_client=client
+        model="gpt-5",
+        api_key="sk-test",
+        base_url="http://openai.invalid/v1",
+        http_client=client,
+        **options,
     )
 
 
@@ -124,3 +129,34 @@ def test_an_agent_served_at_priority_is_priced_and_reserved_at_priority() -> Non
     assert second.reserved_usd == pytest.approx(
         second.input_tokens * priority[0] + second.max_tokens * priority[1]
     ), "reserved at the priority prices"
+
+
+@pytest.mark.parametrize("adapter", ["middleware", "handler"])
+def test_a_model_that_asks_for_priority_has_its_first_call_reserved_at_priority(
+    adapter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from budgetwarden.run import Run
+
+    steps: list[Any] = []
+    reserve = Run.before_llm_call
+
+    def recording(run: Run, *args: Any, **kwargs: Any) -> Any:
+        steps.append(step := reserve(run, *args, **kwargs))
+        return step
+
+    monkeypatch.setattr(Run, "before_llm_call", recording)
+    model = openai_at("priority", service_tier="priority")
+    warden, _ = make_warden()
+    question = {"messages": [{"role": "user", "content": "Where is Paris?"}]}
+    if adapter == "middleware":
+        create_agent(model, [lookup], middleware=[BudgetMiddleware(warden)]).invoke(question)
+    else:
+        handler = BudgetCallbackHandler(warden)
+        create_agent(model, [lookup]).invoke(question, config={"callbacks": [handler]})
+
+    priority = PriceBook().worst_case_rates("gpt-5", "priority")
+    assert priority is not None and len(steps) == 2
+    for step in steps:  # the first too: the model said which tier it asks for
+        assert step.reserved_usd == pytest.approx(
+            step.input_tokens * priority[0] + step.max_tokens * priority[1]
+        )
