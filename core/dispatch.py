@@ -30,7 +30,7 @@ from .final_call import FinalTools, final_call_tools, note_role
 from .pricing import billed_tier
 from .run import Run, Step
 from .steps import FINAL_ANSWER_INSTRUCTION
-from .usage import Usage
+from .usage import Usage, searches_offered
 
 __all__ = ["acomplete", "classify_error", "complete", "usage_from_litellm"]
 
@@ -240,7 +240,7 @@ def complete(
     import litellm
 
     call = router.completion if router is not None else litellm.completion
-    run.expect_service_tier(litellm_kwargs.get("service_tier"))
+    _expect_first_call(run, litellm_kwargs)
     last: BaseException | None = None
     for _ in range(attempts):
         step = run.before_llm_call(
@@ -286,7 +286,7 @@ async def acomplete(
     import litellm
 
     call = router.acompletion if router is not None else litellm.acompletion
-    run.expect_service_tier(litellm_kwargs.get("service_tier"))
+    _expect_first_call(run, litellm_kwargs)
     last: BaseException | None = None
     for _ in range(attempts):
         step = await run.abefore_llm_call(
@@ -364,6 +364,15 @@ async def _arecord_answer(
         outcome=outcome,
         output_text=answer.text,
     )
+
+
+def _expect_first_call(run: Run, kwargs: dict[str, Any]) -> None:
+    """What the call asks LiteLLM for that only its bill would say, for a run's first
+    reservation: its service tier, and the hosted web searches its tools (or LiteLLM's
+    ``web_search_options``) may make."""
+    run.expect_service_tier(kwargs.get("service_tier"))
+    searches = searches_offered(kwargs.get("tools"))
+    run.expect_web_searches(max(searches, 1) if kwargs.get("web_search_options") else searches)
 
 
 def _failed_outcome(error: BaseException) -> str:

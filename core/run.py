@@ -125,6 +125,13 @@ class Run(FastPaths):
             self._service_tier = billed
             self._fast_rates.clear()  # worst-case rates of the other tier
 
+    def expect_web_searches(self, count: int) -> None:
+        """The hosted web searches this run's first call may make (``searches_offered`` of
+        the tools it offers), held by the reservations made before any bill; from the first
+        reservation on, each bill says how many the last call made."""
+        if not self.counters.iterations and count > 0:
+            self._searches = count
+
     def before_llm_call(
         self,
         model: str | None = None,

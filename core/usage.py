@@ -23,6 +23,7 @@ from .documents import (
 )
 
 __all__ = [
+    "searches_offered",
     "IMAGE_BLOCK_TYPES",
     "IMAGE_CHARS",
     "IMAGE_TOKENS",
@@ -402,6 +403,26 @@ _measured_tools: dict[int, tuple[Any, int]] = {}
 #: the same tools at every call: LangChain binds its tools again for each model call).
 _measured_schemas: dict[tuple[str, Any], int] = {}
 _MEASURED_KEPT = 4096
+
+
+def searches_offered(tools: Iterable[Any] | None) -> int:
+    """The hosted web searches a call offered these tools may make, as far as they say:
+    an Anthropic ``web_search`` tool's ``max_uses``, else one for any hosted search tool
+    (OpenAI's ``{"type": "web_search"}`` and ``web_search_preview``, Anthropic's
+    ``web_search_2025...``, Gemini's ``{"google_search": {}}``, the Agents SDK's
+    ``WebSearchTool``); 0 without one."""
+    most = 0
+    for tool in tools or ():
+        if isinstance(tool, Mapping):
+            kind = tool.get("type")
+            if isinstance(kind, str) and kind.startswith("web_search"):
+                uses = tool.get("max_uses")
+                most = max(most, uses if isinstance(uses, int) and uses > 0 else 1)
+            elif "google_search" in tool or "google_search_retrieval" in tool:
+                most = max(most, 1)
+        elif type(tool).__name__ == "WebSearchTool":
+            most = max(most, 1)
+    return most
 
 
 def estimate_tool_tokens(tools: Iterable[Any] | None) -> int:

@@ -15,6 +15,7 @@ from langchain_core.outputs import LLMResult
 
 from budgetwarden import BudgetError, BudgetExceeded, Usage, Warden
 from budgetwarden.run import Run, Step, ToolStep
+from budgetwarden.usage import searches_offered
 from budgetwarden.warden import require_warden
 
 from ._attribution import Attribution
@@ -286,8 +287,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         model, max_tokens = model_and_max_tokens(serialized, metadata, params)
         run = invocation.run
-        if not run.counters.iterations:  # before any bill: the tier the call asks for
+        if not run.counters.iterations:  # before any bill: the tier and searches it asks for
             run.expect_service_tier(requested_tier(None, params))
+            run.expect_web_searches(searches_offered(params.get("tools") if params else None))
         try:
             step = run.before_llm_call(
                 model,

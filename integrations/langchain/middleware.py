@@ -24,9 +24,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 from pydantic import BaseModel
 
-from budgetwarden import BudgetError, BudgetExceeded, ToolDenied, Usage, Warden
+from budgetwarden import BudgetError, BudgetExceeded, Run, ToolDenied, Usage, Warden
 from budgetwarden.compress import compress_messages
 from budgetwarden.run import FINAL_ANSWER_INSTRUCTION, Step, ToolStep
+from budgetwarden.usage import searches_offered
 from budgetwarden.warden import require_warden
 
 from ._attribution import Attribution
@@ -157,8 +158,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         limits = _model_limits(model)
         params = {**request.model_settings, **limits} if limits else request.model_settings
         run = invocation.run
-        if not run.counters.iterations:  # before any bill: the tier the call asks for
-            run.expect_service_tier(requested_tier(model, params))
+        if not run.counters.iterations:  # before any bill: the tier and searches it asks for
+            _expect_first_call(run, model, params, request.tools)
         return run.before_llm_call(
             model_name_of(model),
             messages,
@@ -174,8 +175,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         limits = _model_limits(model)
         params = {**request.model_settings, **limits} if limits else request.model_settings
         run = invocation.run
-        if not run.counters.iterations:  # before any bill: the tier the call asks for
-            run.expect_service_tier(requested_tier(model, params))
+        if not run.counters.iterations:  # before any bill: the tier and searches it asks for
+            _expect_first_call(run, model, params, request.tools)
         return await run.abefore_llm_call(
             model_name_of(model),
             messages,
@@ -503,6 +504,13 @@ def _last_ai(response: ModelResponse[Any]) -> AIMessage | None:
 def _failed(exc: BaseException, started: float) -> dict[str, Any]:
     """A call that raised used nothing we can see (providers do not bill failed calls)."""
     return {"usage": Usage(), "latency_s": _since(started), "outcome": outcome_of_error(exc)}
+
+
+def _expect_first_call(run: Run, model: Any, params: Any, tools: Any) -> None:
+    """What a run's first call asks for that only its bill would say: its service tier
+    and the hosted web searches its tools may make."""
+    run.expect_service_tier(requested_tier(model, params))
+    run.expect_web_searches(searches_offered(tools))
 
 
 def _answered(response: ModelResponse[Any], started: float, record: bool) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from agents.tool import Tool
 
 from budgetwarden import BudgetError, BudgetExceeded, Run, RunReport, Step, Usage, Warden
 from budgetwarden.pause import PauseHandle
+from budgetwarden.usage import searches_offered
 from budgetwarden.warden import check_attribution, require_warden
 
 from ._errors import for_agents
@@ -392,8 +393,9 @@ class BudgetRunHooks(RunHooks[Any]):
         """The run's reservation of a model call of ``agent`` (``model``:
         ``model_name(agent.model)``), to await; a plain call, not a coroutine of its own."""
         estimate, run = state.input_tokens, state.run
-        if not run.counters.iterations:  # before any bill: the tier the agent asks for
+        if not run.counters.iterations:  # before any bill: the tier and searches it asks for
             run.expect_service_tier(requested_tier(agent.model_settings))
+            run.expect_web_searches(searches_offered(agent.tools))
         return run.abefore_llm_call(
             None if state.routed and agent.model is None else model,
             input_tokens=estimate.estimate(system_prompt, input_items, run.prompt_gap)

@@ -12,6 +12,7 @@ import pytest
 
 from budgetwarden import BudgetExceeded, Limits, Policy, PriceBook, Usage
 from budgetwarden.dispatch import usage_from_litellm
+from budgetwarden.usage import searches_offered
 
 from .helpers import make_warden
 
@@ -112,3 +113,67 @@ def test_gemini_grounding_is_billed_per_prompt_or_per_query_as_litellm_bills_it(
     tokens = Usage(input_tokens=10, output_tokens=5)
     searched = tokens.model_copy(update={"web_search_requests": 3})
     assert book.cost(model, searched) == pytest.approx(book.cost(model, tokens) + billed)
+
+
+@pytest.mark.parametrize(
+    ("tools", "searches"),
+    [
+        ([{"type": "web_search"}], 1),
+        ([{"type": "web_search_preview"}, {"type": "function", "function": {"name": "f"}}], 1),
+        ([{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}], 5),
+        ([{"google_search": {}}], 1),
+        ([{"type": "function", "function": {"name": "web_search"}}], 0),  # ours: no fee
+        (["web_search"], 0),  # a name says nothing of its kind
+        (None, 0),
+    ],
+)
+def test_the_searches_a_calls_tools_may_make(tools: list[object] | None, searches: int) -> None:
+    assert searches_offered(tools) == searches
+
+
+def test_a_runs_first_call_holds_the_searches_its_tools_may_make() -> None:
+    run = make_warden()[0].run()
+    book = PriceBook()
+    plain = PriceBook().worst_case_cost(CLAUDE, 1000, 100)
+
+    run.expect_web_searches(searches_offered([{"type": "web_search_2025", "max_uses": 3}]))
+    first = run.before_llm_call(CLAUDE, input_tokens=1000, max_tokens=100)
+
+    assert first.reserved_usd == pytest.approx(plain + 3 * book.search_price(CLAUDE))
+    run.expect_web_searches(9)  # too late: the bills say from now on
+    run.after_llm_call(first, Usage(input_tokens=1000, output_tokens=100, web_search_requests=1))
+    second = run.before_llm_call(CLAUDE, input_tokens=1000, max_tokens=100)
+    assert second.reserved_usd == pytest.approx(plain + book.search_price(CLAUDE))
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "held"),
+    [
+        ("gpt-5", {"tools": [{"type": "web_search", "max_uses": 2}]}, 2),
+        ("gpt-4o-search-preview", {"web_search_options": {"search_context_size": "medium"}}, 1),
+        ("gpt-5", {}, 0),
+    ],
+)
+def test_complete_holds_the_searches_of_the_first_call(
+    model: str, options: dict[str, object], held: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from budgetwarden.dispatch import complete
+    from budgetwarden.run import Run
+
+    steps: list[object] = []
+    reserve = Run.before_llm_call
+
+    def recording(run: Run, *args: object, **kwargs: object) -> object:
+        steps.append(step := reserve(run, *args, **kwargs))
+        return step
+
+    monkeypatch.setattr(Run, "before_llm_call", recording)
+    run = make_warden()[0].run()
+    messages = [{"role": "user", "content": "Where is Paris?"}]
+    complete(run, messages, model=model, max_tokens=100, mock_response="Paris.", **options)
+
+    [step] = steps
+    book = PriceBook()
+    tokens = book.worst_case_cost(model, step.input_tokens, 100)  # type: ignore[attr-defined]
+    searches = held * book.search_price(model)
+    assert step.reserved_usd == pytest.approx(tokens + searches)  # type: ignore[attr-defined]

@@ -114,3 +114,37 @@ def test_gemini_grounding_counts_its_distinct_queries() -> None:
     )
     found = usage_from_message(message)
     assert found is not None and found.web_search_requests == 2
+
+
+@pytest.mark.parametrize("offered", [True, False])
+def test_the_first_call_holds_a_search_when_the_agent_offers_the_tool(
+    offered: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from budgetwarden.run import Run
+
+    steps: list[Any] = []
+    reserve = Run.before_llm_call
+
+    def recording(run: Run, *args: Any, **kwargs: Any) -> Any:
+        steps.append(step := reserve(run, *args, **kwargs))
+        return step
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=response(1))
+
+    monkeypatch.setattr(Run, "before_llm_call", recording)
+    model = ChatOpenAI(
+        model="gpt-5",
+        api_key="sk-test",
+        base_url="http://openai.invalid/v1",
+        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
+        use_responses_api=True,
+    )
+    warden, _ = make_warden()
+    tools: list[Any] = [{"type": "web_search"}] if offered else []
+    agent = create_agent(model, tools, middleware=[BudgetMiddleware(warden)])
+    agent.invoke({"messages": [{"role": "user", "content": "Where is Paris?"}]})
+
+    [first] = steps
+    tokens = PriceBook().worst_case_cost("gpt-5", first.input_tokens, first.max_tokens)
+    assert first.reserved_usd == pytest.approx(tokens + (0.01 if offered else 0.0))

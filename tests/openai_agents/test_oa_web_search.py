@@ -41,3 +41,27 @@ async def test_each_hosted_search_is_billed(
     tokens = PriceBook().cost("gpt-5", Usage(input_tokens=1000, output_tokens=100))
     assert event.web_search_requests == searches
     assert event.cost_usd == pytest.approx(tokens + searches * 0.01)
+
+
+@pytest.mark.parametrize("tools", [[WebSearchTool()], []])
+async def test_the_first_call_holds_a_search_when_the_agent_offers_the_tool(
+    make_warden: Any, tools: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from budgetwarden.run import Run
+
+    steps: list[Any] = []
+    reserve = Run.abefore_llm_call
+
+    async def recording(run: Run, *args: Any, **kwargs: Any) -> Any:
+        steps.append(step := await reserve(run, *args, **kwargs))
+        return step
+
+    monkeypatch.setattr(Run, "abefore_llm_call", recording)
+    model = ScriptedModel(usage=(1000, 100, 0, 0), loop_tool=None, model="gpt-5")
+    model.turns = [[message("Paris.")]]
+    agent = Agent(name="researcher", model=model, tools=tools)
+    await Runner.run(agent, "Where is Paris?", hooks=BudgetRunHooks(make_warden()))
+
+    [first] = steps
+    tokens = PriceBook().worst_case_cost("gpt-5", first.input_tokens, first.max_tokens)
+    assert first.reserved_usd == pytest.approx(tokens + (0.01 if tools else 0.0))
