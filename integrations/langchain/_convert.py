@@ -123,6 +123,11 @@ def _served_tier(details: Any) -> str | None:
     return None
 
 
+#: The usage of an answer LangChain's LLM cache gave (``set_llm_cache``): it marks a hit's
+#: copied usage with ``total_cost: 0``, and no provider was called.
+CACHE_HIT = Usage()
+
+
 def usage_from_message(message: BaseMessage | None) -> Usage | None:
     """Usage from an AI message's ``usage_metadata`` (LangChain counts cache in input; an
     integration that does not is read as ``Usage.from_counts`` reads it), with the service
@@ -130,6 +135,8 @@ def usage_from_message(message: BaseMessage | None) -> Usage | None:
     metadata = getattr(message, "usage_metadata", None)
     if message is None or not metadata:
         return None
+    if "total_cost" in metadata and metadata["total_cost"] == 0:
+        return CACHE_HIT  # LangChain's own cache answered: the provider billed nothing
     counts = (metadata.get("input_tokens") or 0, metadata.get("output_tokens") or 0)
     # The details are often absent: a missing one is Usage's default, 0. At a tier billed
     # apart, langchain-openai prefixes them with the tier (see _served_tier).

@@ -187,3 +187,27 @@ def test_each_call_offers_the_core_its_own_tools(
         else:
             create_agent(model, tools, middleware=[middleware]).invoke(inputs())
     assert seen == [1, 2, 1]
+
+
+@pytest.mark.parametrize("adapter", ["handler", "middleware"])
+def test_an_answer_from_langchains_llm_cache_costs_nothing(
+    adapter: str, search: CountedTool
+) -> None:
+    from langchain_core.caches import InMemoryCache
+
+    model = ScriptedChatModel(cache=InMemoryCache(), answer_after=1)
+    warden, sink = make_warden()
+    for _ in range(2):  # the same conversation twice: the second is answered by the cache
+        if adapter == "handler":
+            handler = BudgetCallbackHandler(warden)
+            agent_graph(model, [search.tool]).invoke(inputs(), config={"callbacks": [handler]})
+        else:
+            agent_graph(model, [search.tool], middleware=[BudgetMiddleware(warden)]).invoke(
+                inputs()
+            )
+
+    events = [event for event in sink.cost_events if event.kind == "llm"]
+    billed = [event for event in events if event.cost_usd > 0]
+    # the second conversation's first call is a hit (its later prompts carry new call ids)
+    assert len(events) == 4 and len(billed) == model.calls == 3
+    assert all((e.input_tokens, e.output_tokens) == (0, 0) for e in events if e not in billed)
