@@ -39,6 +39,15 @@ ModelFactory = Callable[[str], Model]
 _MAX_FALLBACK_HOPS = 4
 
 
+def _with_usage(settings: ModelSettings) -> ModelSettings:
+    """A streamed call asks for its usage chunk (``include_usage``: chat-completions and
+    LiteLLM models send none otherwise, and the call is then only estimated), unless the
+    agent chose; Responses models always report it."""
+    if settings.include_usage is not None:
+        return settings
+    return settings.resolve(ModelSettings(include_usage=True))
+
+
 def litellm_model(name: str) -> Model:
     """The default model factory: any LiteLLM model name (``anthropic/...``, ``gpt-4o``...)."""
     from agents.extensions.models.litellm_model import LitellmModel
@@ -169,7 +178,7 @@ class RoutedModel(Model):
                 async for event in model.stream_response(
                     system_instructions,
                     _compressed(call, input, bool(previous_response_id or conversation_id)),
-                    self._settings(settings, call),
+                    _with_usage(self._settings(settings, call)),
                     offered,
                     output_schema,
                     offered_handoffs,

@@ -106,3 +106,20 @@ async def test_a_streamed_litellm_call_without_usage_is_estimated(make_warden, s
     assert result.final_output == "hello there, friend"
     [event] = [e for e in sink.cost_events if e.kind == "llm"]
     assert event.estimated and event.output_tokens > 0 and event.cost_usd > 0
+
+
+async def test_a_routed_streamed_call_asks_for_its_usage(make_warden, sink) -> None:
+    hooks = BudgetRunHooks(make_warden())
+    agent = Agent(
+        name="writer",
+        model="gpt-4o-mini",
+        model_settings=ModelSettings(extra_args={"mock_response": "hello there, friend"}),
+    )
+    config = RunConfig(model_provider=BudgetModelProvider(hooks))  # LitellmModel by default
+    result = Runner.run_streamed(agent, "hi", hooks=hooks, run_config=config)
+    async for _ in result.stream_events():
+        pass
+
+    assert result.final_output == "hello there, friend"
+    [event] = [e for e in sink.cost_events if e.kind == "llm"]
+    assert not event.estimated and event.output_tokens > 0  # the provider's usage chunk
