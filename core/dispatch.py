@@ -32,7 +32,7 @@ from .run import Run, Step
 from .steps import FINAL_ANSWER_INSTRUCTION
 from .usage import Usage, searches_offered
 
-__all__ = ["acomplete", "classify_error", "complete", "usage_from_litellm"]
+__all__ = ["RecordedStream", "acomplete", "classify_error", "complete", "usage_from_litellm"]
 
 Validator = Callable[[Any], bool]
 
