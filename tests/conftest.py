@@ -24,3 +24,28 @@ os.environ.update(
         "CREWAI_STORAGE_DIR": os.path.join(_HOME, "crewai"),
     }
 )
+
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def reserved_steps(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The ``Step`` of every model call reserved from now on, sync or async, in order."""
+    from budgetwarden.run import Run
+
+    steps: list[Any] = []
+    reserve, areserve = Run.before_llm_call, Run.abefore_llm_call
+
+    def recording(run: Run, *args: Any, **kwargs: Any) -> Any:
+        steps.append(step := reserve(run, *args, **kwargs))
+        return step
+
+    async def arecording(run: Run, *args: Any, **kwargs: Any) -> Any:
+        steps.append(step := await areserve(run, *args, **kwargs))
+        return step
+
+    monkeypatch.setattr(Run, "before_llm_call", recording)
+    monkeypatch.setattr(Run, "abefore_llm_call", arecording)
+    return steps

@@ -8,6 +8,8 @@ spend several times their limit.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from budgetwarden import BudgetExceeded, Limits, Policy, PriceBook, Usage
@@ -155,25 +157,15 @@ def test_a_runs_first_call_holds_the_searches_its_tools_may_make() -> None:
     ],
 )
 def test_complete_holds_the_searches_of_the_first_call(
-    model: str, options: dict[str, object], held: int, monkeypatch: pytest.MonkeyPatch
+    model: str, options: dict[str, object], held: int, reserved_steps: list[Any]
 ) -> None:
     from budgetwarden.dispatch import complete
-    from budgetwarden.run import Run
 
-    steps: list[object] = []
-    reserve = Run.before_llm_call
-
-    def recording(run: Run, *args: object, **kwargs: object) -> object:
-        steps.append(step := reserve(run, *args, **kwargs))
-        return step
-
-    monkeypatch.setattr(Run, "before_llm_call", recording)
     run = make_warden()[0].run()
     messages = [{"role": "user", "content": "Where is Paris?"}]
     complete(run, messages, model=model, max_tokens=100, mock_response="Paris.", **options)
 
-    [step] = steps
+    [step] = reserved_steps
     book = PriceBook()
-    tokens = book.worst_case_cost(model, step.input_tokens, 100)  # type: ignore[attr-defined]
-    searches = held * book.search_price(model)
-    assert step.reserved_usd == pytest.approx(tokens + searches)  # type: ignore[attr-defined]
+    tokens = book.worst_case_cost(model, step.input_tokens, 100)
+    assert step.reserved_usd == pytest.approx(tokens + held * book.search_price(model))

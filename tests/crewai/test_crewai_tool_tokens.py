@@ -12,7 +12,6 @@ from crewai_fakes import ScriptedLLM, SearchTool, make_crew
 from budgetwarden import Limits, ListSink, Policy, Warden
 from budgetwarden.integrations.crewai import guard_crew
 from budgetwarden.integrations.crewai._calls import tool_calls_text
-from budgetwarden.run import Run
 from budgetwarden.usage import estimate_tokens, tool_tokens
 
 
@@ -21,24 +20,11 @@ def test_a_crewai_tool_counts_its_name_description_and_parameters() -> None:
     assert tool_tokens(tool) > estimate_tokens(tool.name + tool.description) + 5
 
 
-def recorded_steps(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The steps of every model call reserved from now on, in order."""
-    steps: list[Any] = []
-    reserve = Run.before_llm_call
-
-    def recording(self: Run, *args: Any, **kwargs: Any) -> Any:
-        steps.append(step := reserve(self, *args, **kwargs))
-        return step
-
-    monkeypatch.setattr(Run, "before_llm_call", recording)
-    return steps
-
-
 @pytest.mark.parametrize(("native", "counted"), [(True, True), (False, False)])
 def test_native_tool_schemas_are_reserved(
-    native: bool, counted: bool, monkeypatch: pytest.MonkeyPatch
+    native: bool, counted: bool, reserved_steps: list[Any]
 ) -> None:
-    steps = recorded_steps(monkeypatch)
+    steps = reserved_steps
     llm = ScriptedLLM(native=native)
     crew = make_crew([llm], tools=[SearchTool()])
     warden = Warden(Policy(limits=Limits(max_iterations=2)), log_events=False)
@@ -49,10 +35,10 @@ def test_native_tool_schemas_are_reserved(
 
 @pytest.mark.parametrize("native", [True, False])
 def test_the_next_call_reserves_what_the_bill_showed_the_estimate_missed(
-    native: bool, monkeypatch: pytest.MonkeyPatch
+    native: bool, reserved_steps: list[Any]
 ) -> None:
     # The provider bills 5,000 prompt tokens a call, far more than CrewAI's messages read.
-    steps = recorded_steps(monkeypatch)
+    steps = reserved_steps
     crew = make_crew([ScriptedLLM(native=native, prompt_tokens=5000)], tools=[SearchTool()])
     warden = Warden(Policy(limits=Limits(max_iterations=2)), log_events=False)
     guard_crew(crew, warden).kickoff()

@@ -92,17 +92,11 @@ def lookup(city: str) -> str:
     return f"{city} is in France."
 
 
-def test_an_agent_served_at_priority_is_priced_and_reserved_at_priority() -> None:
+def test_an_agent_served_at_priority_is_priced_and_reserved_at_priority(
+    reserved_steps: list[Any],
+) -> None:
     warden, sink = make_warden()
-    steps: list[Any] = []
     middleware = BudgetMiddleware(warden)
-    reserve = middleware._reserve
-
-    def recording(*args: Any) -> Any:
-        steps.append(step := reserve(*args))
-        return step
-
-    middleware._reserve = recording  # type: ignore[method-assign]
     agent = create_agent(openai_at("priority"), [lookup], middleware=[middleware])
     agent.invoke({"messages": [{"role": "user", "content": "Where is Paris?"}]})
     book = PriceBook()
@@ -120,7 +114,7 @@ def test_an_agent_served_at_priority_is_priced_and_reserved_at_priority() -> Non
     assert costs[0] == pytest.approx(
         2 * book.cost("gpt-5", billed.model_copy(update={"service_tier": None}))
     )
-    first, second = steps
+    first, second = reserved_steps
     standard, priority = book.worst_case_rates("gpt-5"), book.worst_case_rates("gpt-5", "priority")
     assert standard is not None and priority is not None
     assert first.reserved_usd == pytest.approx(
@@ -133,18 +127,8 @@ def test_an_agent_served_at_priority_is_priced_and_reserved_at_priority() -> Non
 
 @pytest.mark.parametrize("adapter", ["middleware", "handler"])
 def test_a_model_that_asks_for_priority_has_its_first_call_reserved_at_priority(
-    adapter: str, monkeypatch: pytest.MonkeyPatch
+    adapter: str, reserved_steps: list[Any]
 ) -> None:
-    from budgetwarden.run import Run
-
-    steps: list[Any] = []
-    reserve = Run.before_llm_call
-
-    def recording(run: Run, *args: Any, **kwargs: Any) -> Any:
-        steps.append(step := reserve(run, *args, **kwargs))
-        return step
-
-    monkeypatch.setattr(Run, "before_llm_call", recording)
     model = openai_at("priority", service_tier="priority")
     warden, _ = make_warden()
     question = {"messages": [{"role": "user", "content": "Where is Paris?"}]}
@@ -155,8 +139,8 @@ def test_a_model_that_asks_for_priority_has_its_first_call_reserved_at_priority(
         create_agent(model, [lookup]).invoke(question, config={"callbacks": [handler]})
 
     priority = PriceBook().worst_case_rates("gpt-5", "priority")
-    assert priority is not None and len(steps) == 2
-    for step in steps:  # the first too: the model said which tier it asks for
+    assert priority is not None and len(reserved_steps) == 2
+    for step in reserved_steps:  # the first too: the model said which tier it asks for
         assert step.reserved_usd == pytest.approx(
             step.input_tokens * priority[0] + step.max_tokens * priority[1]
         )

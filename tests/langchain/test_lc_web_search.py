@@ -85,17 +85,24 @@ def test_anthropic_server_tool_blocks_count_web_searches_only() -> None:
     assert found is not None and found.web_search_requests == 2, "web_fetch is free"
 
 
-def test_an_agent_that_searches_pays_for_each_search() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=response(4))
+def searching_model(searches: int) -> ChatOpenAI:
+    """ChatOpenAI on the Responses API, answered by a canned endpoint that made
+    ``searches`` hosted web searches."""
 
-    model = ChatOpenAI(
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=response(searches))
+
+    return ChatOpenAI(
         model="gpt-5",
         api_key="sk-test",
         base_url="http://openai.invalid/v1",
         http_client=httpx.Client(transport=httpx.MockTransport(answer)),
         use_responses_api=True,
     )
+
+
+def test_an_agent_that_searches_pays_for_each_search() -> None:
+    model = searching_model(4)
     warden, sink = make_warden()
     agent = create_agent(model, [], middleware=[BudgetMiddleware(warden)])
     agent.invoke({"messages": [{"role": "user", "content": "Where is Paris?"}]})
@@ -118,33 +125,14 @@ def test_gemini_grounding_counts_its_distinct_queries() -> None:
 
 @pytest.mark.parametrize("offered", [True, False])
 def test_the_first_call_holds_a_search_when_the_agent_offers_the_tool(
-    offered: bool, monkeypatch: pytest.MonkeyPatch
+    offered: bool, reserved_steps: list[Any]
 ) -> None:
-    from budgetwarden.run import Run
-
-    steps: list[Any] = []
-    reserve = Run.before_llm_call
-
-    def recording(run: Run, *args: Any, **kwargs: Any) -> Any:
-        steps.append(step := reserve(run, *args, **kwargs))
-        return step
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=response(1))
-
-    monkeypatch.setattr(Run, "before_llm_call", recording)
-    model = ChatOpenAI(
-        model="gpt-5",
-        api_key="sk-test",
-        base_url="http://openai.invalid/v1",
-        http_client=httpx.Client(transport=httpx.MockTransport(answer)),
-        use_responses_api=True,
-    )
+    model = searching_model(1)
     warden, _ = make_warden()
     tools: list[Any] = [{"type": "web_search"}] if offered else []
     agent = create_agent(model, tools, middleware=[BudgetMiddleware(warden)])
     agent.invoke({"messages": [{"role": "user", "content": "Where is Paris?"}]})
 
-    [first] = steps
+    [first] = reserved_steps
     tokens = PriceBook().worst_case_cost("gpt-5", first.input_tokens, first.max_tokens)
     assert first.reserved_usd == pytest.approx(tokens + (0.01 if offered else 0.0))

@@ -44,22 +44,12 @@ async def test_the_tier_an_agent_asks_for_prices_its_calls(
     ],
 )
 async def test_the_first_call_is_reserved_at_the_tier_the_agent_asks_for(
-    make_warden: Any, settings: ModelSettings, factor: float, monkeypatch: pytest.MonkeyPatch
+    make_warden: Any, settings: ModelSettings, factor: float, reserved_steps: list[Any]
 ) -> None:
-    from budgetwarden.run import Run
-
-    steps: list[Any] = []
-    reserve = Run.abefore_llm_call
-
-    async def recording(run: Run, *args: Any, **kwargs: Any) -> Any:
-        steps.append(step := await reserve(run, *args, **kwargs))
-        return step
-
-    monkeypatch.setattr(Run, "abefore_llm_call", recording)
     model = ScriptedModel(usage=(1000, 100, 0, 0), loop_tool=None, model="gpt-5")
     agent = Agent(name="a", model=model, model_settings=settings)
     await Runner.run(agent, "hi", hooks=BudgetRunHooks(make_warden()))
 
-    [first] = steps
+    [first] = reserved_steps
     standard = PriceBook().worst_case_cost("gpt-5", first.input_tokens, first.max_tokens)
     assert first.reserved_usd == pytest.approx(factor * standard)

@@ -45,23 +45,13 @@ async def test_each_hosted_search_is_billed(
 
 @pytest.mark.parametrize("tools", [[WebSearchTool()], []])
 async def test_the_first_call_holds_a_search_when_the_agent_offers_the_tool(
-    make_warden: Any, tools: list[Any], monkeypatch: pytest.MonkeyPatch
+    make_warden: Any, tools: list[Any], reserved_steps: list[Any]
 ) -> None:
-    from budgetwarden.run import Run
-
-    steps: list[Any] = []
-    reserve = Run.abefore_llm_call
-
-    async def recording(run: Run, *args: Any, **kwargs: Any) -> Any:
-        steps.append(step := await reserve(run, *args, **kwargs))
-        return step
-
-    monkeypatch.setattr(Run, "abefore_llm_call", recording)
     model = ScriptedModel(usage=(1000, 100, 0, 0), loop_tool=None, model="gpt-5")
     model.turns = [[message("Paris.")]]
     agent = Agent(name="researcher", model=model, tools=tools)
     await Runner.run(agent, "Where is Paris?", hooks=BudgetRunHooks(make_warden()))
 
-    [first] = steps
+    [first] = reserved_steps
     tokens = PriceBook().worst_case_cost("gpt-5", first.input_tokens, first.max_tokens)
     assert first.reserved_usd == pytest.approx(tokens + (0.01 if tools else 0.0))
