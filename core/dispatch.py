@@ -30,7 +30,7 @@ from .final_call import FinalTools, final_call_tools, note_role
 from .pricing import billed_tier
 from .run import Run, Step
 from .steps import FINAL_ANSWER_INSTRUCTION
-from .usage import Usage, searches_offered
+from .usage import Usage, answer_text, searches_offered
 
 __all__ = ["RecordedStream", "acomplete", "classify_error", "complete", "usage_from_litellm"]
 
@@ -167,11 +167,9 @@ def _answer_text(response: Any) -> str | None:
         calls = response.choices[0].message.tool_calls or []
     except (AttributeError, IndexError, KeyError):
         return text
-    parts = [text] if text else []
-    for call in calls:
-        function = getattr(call, "function", None)
-        parts.append(f"{getattr(function, 'name', '')}({getattr(function, 'arguments', '')})")
-    return "\n".join(parts) if parts else text
+    functions = [getattr(call, "function", None) for call in calls]
+    pairs = [(getattr(f, "name", ""), getattr(f, "arguments", "")) for f in functions]
+    return answer_text(text, pairs) or text
 
 
 def _call_kwargs(step: Step, messages: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from .run import Run, Step
-from .usage import Usage
+from .usage import Usage, answer_text
 
 Traceback = TracebackType | None
 
@@ -205,5 +205,5 @@ class _Seen:
                 arguments.append(piece)
 
     def text(self) -> str:
-        calls = [f"{''.join(n)}({''.join(a)})" for _, (n, a) in sorted(self._calls.items())]
-        return "\n".join(part for part in ("".join(self._parts), *calls) if part)
+        calls = [("".join(n), "".join(a)) for _, (n, a) in sorted(self._calls.items())]
+        return answer_text("".join(self._parts), calls)

@@ -23,6 +23,7 @@ from .documents import (
 )
 
 __all__ = [
+    "answer_text",
     "searches_offered",
     "IMAGE_BLOCK_TYPES",
     "IMAGE_CHARS",
@@ -403,6 +404,15 @@ _measured_tools: dict[int, tuple[Any, int]] = {}
 #: the same tools at every call: LangChain binds its tools again for each model call).
 _measured_schemas: dict[tuple[str, Any], int] = {}
 _MEASURED_KEPT = 4096
+
+
+def answer_text(text: str | None, calls: Iterable[tuple[str, str]] = ()) -> str:
+    """What a model call produced, as its output is estimated (when no usage came) and
+    recorded (``Policy.record_content``): its words, then each tool call as
+    ``name(arguments)``, one a line (providers bill tool calls as output)."""
+    parts = [text] if text else []
+    parts += [f"{name}({arguments})" for name, arguments in calls]
+    return "\n".join(parts)
 
 
 def searches_offered(tools: Iterable[Any] | None) -> int:

@@ -24,6 +24,7 @@ from crewai.types.usage_metrics import UsageMetrics
 
 from budgetwarden import Run, Step, Usage
 from budgetwarden.dispatch import classify_error
+from budgetwarden.usage import answer_text
 
 if TYPE_CHECKING:
     from ._notes import CallNotes
@@ -223,10 +224,11 @@ def tool_calls_text(calls: list[Any]) -> str:
     """Native tool calls as ``name(arguments)`` lines, whichever shape the provider gave:
     chat-completions ``{"function": {...}}``, Responses ``{"name", "arguments"}``, or
     Anthropic's ``tool_use`` blocks (``name``, ``input``)."""
-    return "\n".join(_call_text(call) for call in calls)
+    return answer_text(None, [_call_parts(call) for call in calls])
 
 
-def _call_text(call: Any) -> str:
+def _call_parts(call: Any) -> tuple[str, str]:
+    """A native tool call's name and arguments (as text)."""
     function = _field(call, "function")
     source = function if function is not None else call
     arguments = _field(source, "arguments")
@@ -234,7 +236,7 @@ def _call_text(call: Any) -> str:
         arguments = _field(call, "input")
     if not isinstance(arguments, str):
         arguments = json.dumps(arguments, default=str) if arguments is not None else ""
-    return f"{_field(source, 'name') or ''}({arguments})"
+    return str(_field(source, "name") or ""), arguments
 
 
 def _field(source: Any, key: str) -> Any:

@@ -13,6 +13,7 @@ from langchain_core.outputs import LLMResult
 from budgetwarden.dispatch import classify_error, usage_from_litellm
 from budgetwarden.pricing import SERVICE_TIER_PRICES
 from budgetwarden.usage import Usage
+from budgetwarden.usage import answer_text as core_answer_text
 
 __all__ = [
     "answer_text",
@@ -275,10 +276,9 @@ def answer_text(message: BaseMessage | None) -> str:
     invalid = getattr(message, "invalid_tool_calls", None)
     if not (calls or invalid):
         return text
-    parts: list[str] = [text] if text else []
-    parts += [f"{call['name']}({json.dumps(call['args'])})" for call in calls or ()]
-    parts += [f"{call.get('name') or ''}({call.get('args') or ''})" for call in invalid or ()]
-    return "\n".join(parts)
+    pairs = [(call["name"], json.dumps(call["args"])) for call in calls or ()]
+    pairs += [(call.get("name") or "", call.get("args") or "") for call in invalid or ()]
+    return core_answer_text(text, pairs)
 
 
 def model_from_message(message: BaseMessage | None) -> str | None:
