@@ -12,7 +12,14 @@ from .policy import Limits, ToolRules
 if TYPE_CHECKING:
     from .usage import Usage
 
-__all__ = ["Counters", "Refusal", "llm_refusal", "tool_refusal", "tool_signature"]
+__all__ = [
+    "Counters",
+    "Refusal",
+    "llm_refusal",
+    "retries_tool_call",
+    "tool_refusal",
+    "tool_signature",
+]
 
 
 @dataclass(slots=True)
@@ -42,6 +49,9 @@ class Counters:
     last_llm_failed: bool = False
     last_tool_signature: str | None = None
     tool_streak: int = 0
+    #: the framework's id of the last tool call counted: the same id again after it failed
+    #: is a retry of that call (``ToolRetryMiddleware``), not the model repeating itself
+    last_tool_call_id: str | None = None
 
     def hold_llm(self, worst: float, est_in: int, max_out: int, retry: bool) -> None:
         """Count a model call about to be made, and what it holds until it reports."""
@@ -184,6 +194,15 @@ def tool_signature(name: str, args: Any) -> str:
     return f"{name}:{text}"
 
 
+def retries_tool_call(counters: Counters, call_id: str | None) -> bool:
+    """Whether a tool call with this id runs again the last one counted, which failed."""
+    return (
+        call_id is not None
+        and call_id == counters.last_tool_call_id
+        and counters.tool_error_streak > 0
+    )
+
+
 def tool_rule_refusal(rules: ToolRules, name: str) -> Refusal | None:
     """A refusal by the allow and deny lists, or None."""
     if name in rules.deny:
@@ -202,8 +221,10 @@ def tool_refusal(
     signature: str,
     elapsed: float,
     price: float,
+    retry: bool = False,
 ) -> Refusal | None:
-    """The first cap that refuses this tool call, or None if it may happen."""
+    """The first cap that refuses this tool call, or None if it may happen. A ``retry``
+    (the framework running a failed call again) is no repeat of the model's."""
     refusal = _common_refusal(limits, counters, elapsed)
     if refusal is not None:
         return refusal
@@ -216,6 +237,7 @@ def tool_refusal(
     repeat = limits.max_repeated_tool_calls
     if (
         repeat is not None
+        and not retry
         and signature == counters.last_tool_signature
         and counters.tool_streak >= repeat
     ):

@@ -8,7 +8,14 @@ from dataclasses import replace
 from typing import Any
 
 from . import routing as routes
-from .checks import Refusal, llm_refusal, tool_refusal, tool_rule_refusal, tool_signature
+from .checks import (
+    Refusal,
+    llm_refusal,
+    retries_tool_call,
+    tool_refusal,
+    tool_rule_refusal,
+    tool_signature,
+)
 from .events import CostEvent, RunFinished, trusted
 from .ledger.base import BucketState, Charge, ReserveOutcome
 from .run_core import Committed, Request
@@ -231,6 +238,7 @@ class RunCalls(RunLimits):
         signature = tool_signature(name, args) if watched else name  # only a repeat cap looks
         price = rules.price_usd.get(name, 0.0)
         with self._lock:
+            retry = retries_tool_call(self.counters, call_id)
             for depth, run in enumerate(self._lineage):
                 refusal = tool_refusal(
                     run._held_limits(),
@@ -240,6 +248,7 @@ class RunCalls(RunLimits):
                     signature=signature,
                     elapsed=now - run.started_at,
                     price=price,
+                    retry=retry,
                 )
                 if refusal is not None:
                     return replace(refusal, depth=depth) if depth else refusal
@@ -251,6 +260,7 @@ class RunCalls(RunLimits):
                 price,
                 now,
                 self._buckets(now) if price > 0 else (),
+                retry=retry,
             )
             self._count_tool(step, +1)
             self._pending[step.id] = step

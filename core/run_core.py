@@ -589,6 +589,9 @@ class RunCore:
             c.tool_calls_by_name[step.name] = c.tool_calls_by_name.get(step.name, 0) + sign
             c.reserved_usd = max(c.reserved_usd + sign * step.price_usd, 0.0)
             if sign > 0:
+                c.last_tool_call_id = step.call_id
+                if step.retry:  # the same call again, not the model repeating itself
+                    continue
                 same = step.signature == c.last_tool_signature
                 c.tool_streak = c.tool_streak + 1 if same else 1
                 c.last_tool_signature = step.signature

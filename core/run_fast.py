@@ -63,7 +63,7 @@ LlmClaim = tuple[
     list[float] | None,
 ]
 #: A claimed tool call, and the repeat streak before it (restored if it is refused).
-ToolClaim = tuple[ToolStep, tuple[int, str | None]]
+ToolClaim = tuple[ToolStep, tuple[int, str | None, str | None]]
 
 
 def _plain_step(
@@ -496,10 +496,11 @@ class FastPaths(RunCalls):
         now = warden.clock()
         with self._lock:
             used = c.tool_calls_by_name.get(name, 0)
-            streak = (c.tool_streak, c.last_tool_signature)
+            streak = (c.tool_streak, c.last_tool_signature, c.last_tool_call_id)
             same = signature == streak[1]
             if (
-                (wall is not None and now - self.started_at >= wall)
+                (call_id is not None and call_id == streak[2])  # a retry: the general path
+                or (wall is not None and now - self.started_at >= wall)
                 or (errors is not None and c.consecutive_errors >= errors)
                 or (tool_calls is not None and c.tool_calls >= tool_calls)
                 or (per_tool is not None and used >= per_tool)
@@ -511,6 +512,7 @@ class FastPaths(RunCalls):
             c.tool_calls_by_name[name] = used + 1
             c.tool_streak = c.tool_streak + 1 if same else 1
             c.last_tool_signature = signature
+            c.last_tool_call_id = call_id
             self._pending[step.id] = step
         return step, streak
 
@@ -565,5 +567,6 @@ class FastPaths(RunCalls):
             self._pending.pop(step.id, None)
             self._count_tool(step, -1)
             c = self.counters
-            c.tool_streak, c.last_tool_signature = streak  # the general path counts it again
+            # the general path counts it again
+            c.tool_streak, c.last_tool_signature, c.last_tool_call_id = streak
         return None

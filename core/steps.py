@@ -65,8 +65,9 @@ class ToolStep:
     """A tool call that may happen now.
 
     ``signature`` is the call's canonical text (tool and arguments) when a
-    ``max_repeated_tool_calls`` cap watches for repeats, else the tool's name. ``done`` and
-    ``recorded`` as on ``Step``.
+    ``max_repeated_tool_calls`` cap watches for repeats, else the tool's name. ``retry``:
+    the framework runs a failed call of the same id again (no repeat of the model's).
+    ``done`` and ``recorded`` as on ``Step``.
     """
 
     id: str
@@ -78,6 +79,7 @@ class ToolStep:
     buckets: tuple[BucketRef, ...] = ()
     done: bool = False
     recorded: bool = False
+    retry: bool = False
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._pause import aresume_langgraph, resume_langgraph
+from ._retry import retryable
 from .handler import BudgetCallbackHandler
 from .middleware import BudgetMiddleware, BudgetState
 
@@ -28,4 +29,5 @@ __all__ = [
     "BudgetState",
     "aresume_langgraph",
     "resume_langgraph",
+    "retryable",
 ]

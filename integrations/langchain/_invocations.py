@@ -17,6 +17,23 @@ from ._nesting import parent_run
 __all__ = ["Invocation", "Invocations", "thread_id"]
 
 
+class Ending:
+    """How an invocation dropped before ``after_agent`` ended, as far as the middleware saw:
+    kept apart from the invocation so that its finalizer can read it."""
+
+    __slots__ = ("raised",)
+
+    def __init__(self) -> None:
+        #: an exception (not an interrupt) came out of one of its model or tool calls
+        self.raised = False
+
+    def reason(self) -> str:
+        """``"error"`` after an exception from a model or tool call; else ``"interrupted"``:
+        an interrupt (a human in the loop), a stream closed early, or an error raised where
+        the middleware has no hook (another middleware's ``before_model``, for one)."""
+        return "error" if self.raised else "interrupted"
+
+
 @dataclass
 class Invocation:
     """One agent invocation: its Run, the refusal that ends it, the tool caps it was told of."""
@@ -26,8 +43,11 @@ class Invocation:
     told: dict[str, int] = field(default_factory=dict)
     #: ``Policy.record_content`` of the run, read once (a pydantic read per call is dear)
     record_content: bool = False
-    #: finishes the run if the invocation is dropped unfinished (an exception ended it)
-    finalizer: weakref.finalize[[Run], Invocation] | None = None
+    #: what its finalizer says if it is dropped unfinished
+    ending: Ending = field(default_factory=Ending)
+    #: finishes the run if the invocation is dropped unfinished (an exception or an
+    #: interrupt ended the agent)
+    finalizer: weakref.finalize[[Run, Ending], Invocation] | None = None
 
     def finish(self, error: BaseException | None = None) -> None:
         """Finish the run, and let go of it: the finalizer's registry held the run, its
@@ -66,13 +86,27 @@ class Invocations:
         self._lock = threading.Lock()
 
     def open(self, thread: str | None = None) -> Invocation:
-        """A new invocation on the running LangGraph thread. An exception that ends the
-        agent skips ``after_agent``: its run is finished when LangGraph drops its state."""
+        """A new invocation on the running LangGraph thread. An exception or an interrupt
+        that ends the agent skips ``after_agent``: its run is finished when LangGraph drops
+        its state."""
         thread = thread or thread_id()
         run = self._attribution.open_run(self._warden, thread, parent=parent_run())
         invocation = Invocation(run, record_content=run.policy.record_content)
-        invocation.finalizer = weakref.finalize(invocation, _finish_if_open, run)
+        invocation.finalizer = weakref.finalize(invocation, _finish_if_open, run, invocation.ending)
         return invocation
+
+    def start(self) -> Invocation:
+        """The invocation of a new ``invoke`` (``before_agent``). A resumed part still kept
+        for its thread was left at an interrupt, or ended by an exception, and is over: a
+        new task on the thread is a run of its own."""
+        thread = thread_id()
+        if thread is not None and self._resumed:
+            with self._lock:
+                left = self._resumed.pop(thread, None)
+            if left is not None:
+                _finish_if_open(left.run, left.ending)
+                left._let_go()
+        return self.open(thread)
 
     def of(self, state: Any, key: str) -> Invocation:
         """The invocation in ``state[key]``; an agent resumed from a checkpoint (which does
@@ -109,10 +143,11 @@ class Invocations:
             return dict(self._resumed)
 
 
-def _finish_if_open(run: Run) -> None:
-    """The invocation was dropped before ``after_agent`` (an exception ended the agent)."""
+def _finish_if_open(run: Run, ending: Ending) -> None:
+    """The invocation was dropped before ``after_agent`` (an exception or an interrupt
+    ended the agent)."""
     if run.finished_at is None:
-        run.finish("error")
+        run.finish(ending.reason())
 
 
 def thread_id() -> str | None:

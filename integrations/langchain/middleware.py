@@ -18,7 +18,7 @@ from langchain.agents.middleware.types import PrivateStateAttr
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.channels.untracked_value import UntrackedValue
-from langgraph.errors import GraphInterrupt
+from langgraph.errors import GraphBubbleUp, GraphInterrupt
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
@@ -117,13 +117,13 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
 
     def before_agent(self, state: BudgetState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Open this invocation's budgetwarden Run."""
-        return {_KEY: self._invocations.open()}
+        return {_KEY: self._invocations.start()}
 
     async def abefore_agent(
         self, state: BudgetState, runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
         """Open this invocation's budgetwarden Run."""
-        return {_KEY: self._invocations.open()}
+        return {_KEY: self._invocations.start()}
 
     def after_agent(self, state: BudgetState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Finish this invocation's budgetwarden Run."""
@@ -287,6 +287,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         try:
             response = handler(self._prepared(request, step))
         except Exception as exc:
+            invocation.ending.raised = True
             invocation.run.record_llm_call(step, **_failed(exc, started))
             raise
         invocation.run.record_llm_call(
@@ -312,6 +313,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         try:
             response = await handler(self._prepared(request, step))
         except Exception as exc:
+            invocation.ending.raised = True
             await invocation.run.arecord_llm_call(step, **_failed(exc, started))
             raise
         await invocation.run.arecord_llm_call(
@@ -387,7 +389,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
                 result = handler(request)
             finally:
                 leave_tool(token)
+        except GraphBubbleUp:  # interrupt() in the tool: it runs again, whole, on resume
+            invocation.run.release(step)
+            raise
         except Exception as exc:
+            invocation.ending.raised = True
             invocation.run.record_tool_call(step, ok=False, latency_s=_since(started), error=exc)
             raise
         invocation.run.record_tool_call(step, ok=not tool_failed(result), latency_s=_since(started))
@@ -416,7 +422,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
                 result = await handler(request)
             finally:
                 leave_tool(token)
+        except GraphBubbleUp:  # interrupt() in the tool: it runs again, whole, on resume
+            await invocation.run.arelease(step)
+            raise
         except Exception as exc:
+            invocation.ending.raised = True
             await invocation.run.arecord_tool_call(
                 step, ok=False, latency_s=_since(started), error=exc
             )

@@ -188,6 +188,30 @@ def test_repeated_identical_tool_calls_are_refused_and_a_different_call_resets()
     run.after_tool_call(run.before_tool_call("search", {"q": "same"}))
 
 
+@pytest.mark.parametrize("price", [0.0, 0.01])  # the fast path and the general one
+def test_a_retry_of_a_failed_tool_call_is_no_repeat_but_is_counted(price: float) -> None:
+    rules = ToolRules(price_usd={"search": price} if price else {})
+    warden, _, _ = make_warden(Policy(limits=Limits(max_repeated_tool_calls=1), tools=rules))
+    run = warden.run()
+    for _ in range(3):  # ToolRetryMiddleware runs the failed call c1 again, twice
+        run.after_tool_call(run.before_tool_call("search", {"q": "a"}, call_id="c1"), ok=False)
+    run.after_tool_call(run.before_tool_call("search", {"q": "a"}, call_id="c1"))
+    assert run.report.tool_calls == 4
+    assert run.report.cost_usd == pytest.approx(4 * price)
+    # the model asking for the same call again (a new id) is a repeat
+    with pytest.raises(BudgetExceeded) as info:
+        run.before_tool_call("search", {"q": "a"}, call_id="c2")
+    assert info.value.cap == "max_repeated_tool_calls"
+
+
+def test_the_same_call_id_after_a_success_is_a_repeat() -> None:
+    warden, _, _ = make_warden(Policy(limits=Limits(max_repeated_tool_calls=1)))
+    run = warden.run()
+    run.after_tool_call(run.before_tool_call("search", {"q": "a"}, call_id="c1"))
+    with pytest.raises(BudgetExceeded, match="max_repeated_tool_calls"):
+        run.before_tool_call("search", {"q": "a"}, call_id="c1")
+
+
 def test_denied_and_unlisted_tools_raise_tool_denied() -> None:
     warden, _, _ = make_warden(Policy(tools=ToolRules(allow=["search"], deny=["rm"])))
     run = warden.run()
