@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 from langgraph.config import get_config
 
 from budgetwarden import BudgetError, BudgetExceeded, Run, Warden
+from budgetwarden.finalizing import finish_abandoned
 
 from ._attribution import Attribution
 from ._nesting import parent_run
@@ -92,7 +94,7 @@ class Invocations:
         thread = thread or thread_id()
         run = self._attribution.open_run(self._warden, thread, parent=parent_run())
         invocation = Invocation(run, record_content=run.policy.record_content)
-        invocation.finalizer = weakref.finalize(invocation, _finish_if_open, run, invocation.ending)
+        invocation.finalizer = weakref.finalize(invocation, _finish_dropped, run, invocation.ending)
         return invocation
 
     def start(self) -> Invocation:
@@ -148,6 +150,11 @@ def _finish_if_open(run: Run, ending: Ending) -> None:
     ended the agent)."""
     if run.finished_at is None:
         run.finish(ending.reason())
+
+
+def _finish_dropped(run: Run, ending: Ending) -> None:
+    """``_finish_if_open``, from the invocation's finalizer (``finish_abandoned``)."""
+    finish_abandoned(functools.partial(_finish_if_open, run, ending))
 
 
 def thread_id() -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import Coroutine
@@ -16,6 +17,7 @@ from agents.run_context import AgentHookContext, RunContextWrapper
 from agents.tool import Tool
 
 from budgetwarden import BudgetError, BudgetExceeded, Run, RunReport, Step, Usage, Warden
+from budgetwarden.finalizing import finish_abandoned
 from budgetwarden.pause import PauseHandle
 from budgetwarden.usage import searches_offered
 from budgetwarden.warden import check_attribution, require_warden
@@ -449,7 +451,11 @@ class BudgetRunHooks(RunHooks[Any]):
         return sorted(states, key=_depth, reverse=True)
 
     def _abandon(self, usage_key: int) -> None:
-        """The SDK dropped a run's context without a final output: free what it still holds."""
+        """The SDK dropped a run's context without a final output: free what it still holds
+        (from the context's finalizer: see ``finish_abandoned``)."""
+        finish_abandoned(functools.partial(self._finish_abandoned, usage_key))
+
+    def _finish_abandoned(self, usage_key: int) -> None:
         self._outermost.pop(usage_key, None)
         for state in self._innermost_first():
             if state.usage_key == usage_key:
