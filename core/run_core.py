@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from . import routing as routes
 from .buckets import BucketRef, cancel_key
 from .checks import Counters
-from .errors import BudgetError, BudgetExceeded
+from .errors import BudgetError, BudgetExceeded, ToolDenied
 from .events import CostEvent
 from .ledger.base import BucketState, Charge, new_charge
 from .ledger.memory import MemoryLedger
@@ -602,6 +602,8 @@ class RunCore:
             return error.cap
         if isinstance(error, _CANCELS):  # a stream closed by its reader, a task cancelled
             return "cancelled"
+        if isinstance(error, ToolDenied):  # raised out of the agent (callbacks, SDK hooks)
+            return "tool_denied"
         if error is not None and not isinstance(error, BudgetError):
             return "error"
         if self.stopped is not None:

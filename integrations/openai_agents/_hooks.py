@@ -6,6 +6,7 @@ import asyncio
 import functools
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import Any, NoReturn
 
@@ -26,7 +27,7 @@ from ._errors import for_agents
 from ._final import add_notes
 from ._pause import pause_run
 from ._routing import outcome_of
-from ._state import GovernedRun, LlmCall, scope_key
+from ._state import GovernedRun, LlmCall, scope_anchor, scope_key
 from ._translate import (
     agent_tool_names,
     model_name,
@@ -41,6 +42,9 @@ from ._translate import (
 )
 
 __all__ = ["BudgetRunHooks", "LlmCall"]
+
+#: how many runs ended by a refusal are kept for the rest of their turn's tool calls
+_REFUSED_KEPT = 64
 
 
 class BudgetRunHooks(RunHooks[Any]):
@@ -93,6 +97,9 @@ class BudgetRunHooks(RunHooks[Any]):
         self._calls_by_input: dict[int, LlmCall] = {}
         self._last: GovernedRun | None = None
         self._outermost: dict[int, GovernedRun] = {}  # by id(usage), until the usage is gone
+        # runs a refusal ended, by scope, the latest few: the SDK runs a turn's parallel tool
+        # calls as tasks that go on after one of them was refused
+        self._refused: OrderedDict[int, GovernedRun] = OrderedDict()
         self._run_id: str | None = None  # the id the next outermost run takes (a resume)
 
     # ----------------------------------------------------------------- public
@@ -242,7 +249,12 @@ class BudgetRunHooks(RunHooks[Any]):
         self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool
     ) -> None:
         """Pass the tool call through the policy's tool caps and rules, or refuse it."""
-        state = self._states.get(scope_key(context)) or self._governed(context, agent)
+        scope = scope_key(context)
+        state = (
+            self._states.get(scope) or self._refused_run(scope) or self._governed(context, agent)
+        )
+        if state.refusal is not None:  # a call of the turn whose other call was refused
+            raise state.refusal
         call_id, arguments = tool_call_of(context, state.parsed_arguments)
         try:
             tool_step = await state.run.abefore_tool_call(tool.name, arguments, call_id=call_id)
@@ -256,7 +268,8 @@ class BudgetRunHooks(RunHooks[Any]):
         self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool, result: object
     ) -> None:
         """Record the tool call's outcome (a failure is the SDK's error message as result)."""
-        state = self._states.get(scope_key(context))
+        scope = scope_key(context)
+        state = self._states.get(scope) or self._refused_run(scope)
         call_id = tool_call_id(context) or f"{tool.name}#{id(context)}"
         entry = state.tool_steps.pop(call_id, None) if state is not None else None
         if state is not None and entry is not None:
@@ -355,7 +368,11 @@ class BudgetRunHooks(RunHooks[Any]):
             return None
         parent = _caller_of(callers, tool_call_id(context)) if callers else None
         state = GovernedRun(
-            run=self._open_run(agent, parent), scope=scope, usage_key=usage_key, parent=parent
+            run=self._open_run(agent, parent),
+            scope=scope,
+            usage_key=usage_key,
+            parent=parent,
+            anchor=scope_anchor(context),
         )
         state.agent_name = agent.name
         state.routed = state.run.policy.routing is not None
@@ -428,9 +445,18 @@ class BudgetRunHooks(RunHooks[Any]):
     async def _refuse(self, state: GovernedRun, exc: BudgetError) -> NoReturn:
         refusal = for_agents(exc, partial=state.last_text)
         self._end(state)
+        state.refusal = refusal
+        self._refused[state.scope] = state
+        while len(self._refused) > _REFUSED_KEPT:
+            self._refused.popitem(last=False)
         await state.run.afinish(error=refusal)
         refusal.report = state.run.report
         raise refusal from None
+
+    def _refused_run(self, scope: int) -> GovernedRun | None:
+        """The run a refusal ended in this scope: its turn's other tool calls are refused
+        too (not run under a new run), and those already running are recorded on it."""
+        return self._refused.get(scope) if self._refused else None
 
     def _end(self, state: GovernedRun) -> None:
         self._states.pop(state.scope, None)

@@ -9,7 +9,7 @@ from typing import Any
 from agents.agent import Agent
 from agents.items import ModelResponse
 
-from budgetwarden import Run, Step, ToolStep
+from budgetwarden import BudgetError, Run, Step, ToolStep
 
 from ._translate import InputTokens, ParsedArguments
 
@@ -24,8 +24,13 @@ def scope_key(context: Any) -> int:
     that still shares its caller's ``usage``. So the table tells runs apart, the usage tells
     which runs are nested in one another.
     """
+    return id(scope_anchor(context))
+
+
+def scope_anchor(context: Any) -> object:
+    """The object whose id is ``scope_key(context)``."""
     shared = getattr(context, "_approvals", None)
-    return id(shared) if shared is not None else id(context.usage)
+    return shared if shared is not None else context.usage
 
 
 @dataclass(eq=False)
@@ -49,6 +54,10 @@ class GovernedRun:
     finished: bool = False
     #: whether the run's policy routes (read once: a pydantic read per call is dear)
     routed: bool = False
+    #: the object whose id is ``scope`` (kept with a refused run, so the id is not reused)
+    anchor: object = None
+    #: the refusal that ended the run (its other tool calls of the turn get it too)
+    refusal: BudgetError | None = None
 
     @property
     def root(self) -> GovernedRun:

@@ -75,7 +75,7 @@ def test_a_run_collected_inside_the_ledgers_lock_is_finished_on_its_own_thread()
 
 
 def test_a_run_collected_outside_budgetwarden_is_finished_at_once() -> None:
-    warden, sink, run = abandoned_run_with_a_hold()
+    _, sink, run = abandoned_run_with_a_hold()
     gc.collect()
     assert run.finished_at is not None
     assert [e.stop_reason for e in sink.of_type(RunFinished)] == ["error"]

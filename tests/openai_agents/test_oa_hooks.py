@@ -12,8 +12,12 @@ from agents import Agent, ModelSettings, RunHooks, Runner
 from agents.exceptions import AgentsException, MaxTurnsExceeded, UserError
 from oa_scripted import ScriptedModel, message, tool_call
 
-from budgetwarden import BudgetExceeded, CostEvent, PriceBook, ToolDenied, Usage
-from budgetwarden.integrations.openai_agents import AgentsBudgetExceeded, BudgetRunHooks
+from budgetwarden import BudgetExceeded, CostEvent, PriceBook, RunFinished, ToolDenied, Usage
+from budgetwarden.integrations.openai_agents import (
+    AgentsBudgetExceeded,
+    BudgetRunHooks,
+    run_guarded,
+)
 
 MODEL = "gpt-4o-mini"
 
@@ -301,3 +305,54 @@ def test_a_usage_counting_cache_apart_from_input_is_read_without_failing() -> No
     )
     usage = usage_of(reported)
     assert usage is not None and (usage.input_tokens, usage.cache_read_tokens) == (5020, 5000)
+
+
+def parallel_agent(tools: Any, calls: list[Any]) -> Agent[Any]:
+    """An agent whose one turn asks for ``calls`` at once (then answers)."""
+    model = ScriptedModel([calls], loop_tool=None)
+    return Agent(
+        name="researcher",
+        model=model,
+        tools=[tools.search, tools.lookup],
+        model_settings=ModelSettings(parallel_tool_calls=True),
+    )
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+async def test_a_refused_parallel_call_stops_its_turns_later_calls(
+    make_warden, tools, sink, guarded: bool
+) -> None:
+    """The SDK runs a turn's tool calls as tasks that go on after one is refused: the later
+    ones are refused too, under the same run, and nothing opens a second run."""
+    warden = make_warden(
+        limits={"max_tool_calls": 1},
+        tools={"price_usd": {"search": 0.01}},
+        budgets=[{"scope": "user", "window": "total", "max_cost_usd": 100.0}],
+    )
+    agent = parallel_agent(tools, [tool_call("search", {"q": q}) for q in "abc"])
+    if guarded:
+        result = await run_guarded(agent, "go", warden, user="u1")
+        assert result.cap == "max_tool_calls"
+    else:
+        with pytest.raises(BudgetExceeded):
+            await Runner.run(agent, "go", hooks=BudgetRunHooks(warden, user="u1"))
+    await asyncio.sleep(0.05)  # the turn's other tasks run out
+    finished = sink.of_type(RunFinished)
+    assert len(finished) == 1 and finished[0].stop_reason == "max_tool_calls"
+    assert len(tools.ran) <= 1  # only the call admitted before the refusal may run
+    tool_events = [e for e in sink.cost_events if e.kind == "tool"]
+    assert len(tool_events) == len(tools.ran)  # a call that ran is recorded, and priced
+    spent = warden.spent("user", "u1", window="total")
+    assert spent == pytest.approx(sum(e.cost_usd for e in sink.cost_events))
+
+
+async def test_a_denied_parallel_call_ends_the_run_as_tool_denied(make_warden, tools, sink) -> None:
+    warden = make_warden(tools={"deny": ["lookup"]})
+    calls = [tool_call("lookup", {"q": "x"}), tool_call("lookup", {"q": "y"})]
+    with pytest.raises(ToolDenied):
+        await Runner.run(parallel_agent(tools, calls), "go", hooks=BudgetRunHooks(warden))
+    await asyncio.sleep(0.05)
+    assert [(e.stop_reason, e.partial) for e in sink.of_type(RunFinished)] == [
+        ("tool_denied", True)
+    ]
+    assert tools.ran == []
