@@ -16,6 +16,7 @@ from typing import Any
 from agents.agent import Agent
 from agents.items import MessageOutputItem, RunItem, TResponseInputItem
 from agents.lifecycle import RunHooks
+from agents.models.interface import Model
 from agents.result import RunResult, RunResultStreaming
 from agents.run import DEFAULT_MAX_TURNS, Runner
 from agents.run_config import RunConfig
@@ -148,10 +149,12 @@ def _thread_of(runner_kwargs: dict[str, Any], input: RunInput) -> str | None:
     return str(thread) if thread else None
 
 
-def _budget_hooks(warden: Warden, options: _Options) -> BudgetRunHooks:
+def _budget_hooks(warden: Warden, options: _Options, model: str | Model | None) -> BudgetRunHooks:
+    """The run's hooks (yours, if they are budgetwarden's), pricing calls as ``model`` when
+    the run config gives every agent one."""
     if isinstance(options.hooks, BudgetRunHooks):
         return options.hooks
-    return BudgetRunHooks(warden, hooks=options.hooks, **options.attribution)
+    return BudgetRunHooks(warden, hooks=options.hooks, model=model, **options.attribution)
 
 
 def _context_of(input: RunInput, kwargs: dict[str, Any]) -> RunContextWrapper[Any]:
@@ -178,10 +181,10 @@ def _prepare(
     kwargs = dict(options.runner_kwargs)
     if options.attribution.get("thread") is None:
         options.attribution["thread"] = _thread_of(kwargs, input)
-    hooks = _budget_hooks(warden, options)
+    config = kwargs.get("run_config") or RunConfig()
+    hooks = _budget_hooks(warden, options, config.model)
     if options.run_id is not None:
         hooks.resume_as(options.run_id)
-    config = kwargs.get("run_config") or RunConfig()
     if options.route:
         provider = BudgetModelProvider(hooks, model_factory=options.model_factory)
         config = dataclasses.replace(config, model_provider=provider)
@@ -200,6 +203,7 @@ async def _run_guarded(
 ) -> GuardedResult:
     hooks, kwargs = _prepare(warden, input, options)
     usage = _context_of(input, kwargs).usage
+    hooks.finish_on_close(usage)
     error: BaseException | None = None
     try:
         result = await Runner.run(starting_agent, input, hooks=hooks, **kwargs)
@@ -219,6 +223,7 @@ def _run_guarded_sync(
 ) -> GuardedResult:
     hooks, kwargs = _prepare(warden, input, options)
     usage = _context_of(input, kwargs).usage
+    hooks.finish_on_close(usage)
     error: BaseException | None = None
     try:
         result = Runner.run_sync(starting_agent, input, hooks=hooks, **kwargs)

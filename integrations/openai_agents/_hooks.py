@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from agents.agent import Agent
 from agents.items import ModelResponse, TResponseInputItem
 from agents.lifecycle import RunHooks
+from agents.models.interface import Model
 from agents.run import DEFAULT_MAX_TURNS
 from agents.run_context import AgentHookContext, RunContextWrapper
 from agents.tool import Tool
@@ -79,8 +80,13 @@ class BudgetRunHooks(RunHooks[Any]):
         thread: str | None = None,
         feature: str | None = None,
         hooks: RunHooks[Any] | None = None,
+        model: str | Model | None = None,
     ) -> None:
+        """``model``: the model a ``RunConfig(model=...)`` gives every agent of the runs, when
+        you give one (hooks cannot see the run config): calls are reserved and priced as
+        that model's, not the agent's own. ``run_guarded`` passes its ``run_config``'s."""
         self.warden = require_warden(warden, "BudgetRunHooks")
+        self._run_model = model_name(model) if model is not None else None
         self.attribution: dict[str, str | None] = {
             "agent": agent,
             "user": user,
@@ -100,6 +106,9 @@ class BudgetRunHooks(RunHooks[Any]):
         # runs a refusal ended, by scope, the latest few: the SDK runs a turn's parallel tool
         # calls as tasks that go on after one of them was refused
         self._refused: OrderedDict[int, GovernedRun] = OrderedDict()
+        # outermost runs (by id(usage)) whose end waits for close(): their output guardrails
+        # run after on_agent_end, and may still trip (run_guarded's runs)
+        self._closed_by_caller: set[int] = set()
         self._run_id: str | None = None  # the id the next outermost run takes (a resume)
 
     # ----------------------------------------------------------------- public
@@ -157,20 +166,30 @@ class BudgetRunHooks(RunHooks[Any]):
     def close(self, error: BaseException | None = None, *, usage: object = None) -> None:
         """Finish every run still open (one an exception ended before its final output), or
         only those of the run context whose ``usage`` is given."""
+        self._closed_by_caller.discard(id(usage))
         for state in self._innermost_first(usage):
             self._record_unanswered(state, error)
             self._end(state)
-            state.run.finish(_unfinished_reason(error), error=error)
+            state.run.finish(_closing_reason(state, error), error=error)
 
     async def aclose(self, error: BaseException | None = None, *, usage: object = None) -> None:
         """Async twin of :meth:`close`."""
+        self._closed_by_caller.discard(id(usage))
         for state in self._innermost_first(usage):
             for call, outcome, latency_s in _unanswered(state, error):
                 await state.run.arecord_llm_call(
                     call.step, Usage(), model=_priced(call), latency_s=latency_s, outcome=outcome
                 )
             self._end(state)
-            await state.run.afinish(_unfinished_reason(error), error=error)
+            await state.run.afinish(_closing_reason(state, error), error=error)
+
+    def finish_on_close(self, usage: object) -> None:
+        """Leave the run of the context whose ``usage`` this is open at its final output,
+        until ``close(error, usage=usage)``: its output guardrails (which run after the last
+        hook) may still trip, and the run then ends in error, not completed. ``run_guarded``
+        and ``run_guarded_streamed`` do this; a plain ``Runner.run`` cannot (nothing would
+        close it)."""
+        self._closed_by_caller.add(id(usage))
 
     # ------------------------------------------------------------- SDK hooks
 
@@ -191,7 +210,8 @@ class BudgetRunHooks(RunHooks[Any]):
     ) -> None:
         """Reserve the model call, or refuse it before the model runs; add the step's notes."""
         state = self._states.get(scope_key(context)) or self._governed(context, agent)
-        model, tool_names = model_name(agent.model), agent_tool_names(agent)
+        model = self._run_model or model_name(agent.model)
+        tool_names = agent_tool_names(agent)
         try:
             step = await self._reservation(
                 state, agent, model, tool_names, system_prompt, input_items
@@ -301,7 +321,11 @@ class BudgetRunHooks(RunHooks[Any]):
         """Finish the run when its last agent produced the final output."""
         state = self._states.get(scope_key(context))
         if state is not None:
-            state.final_output = output
+            state.final_output, state.answered = output, True
+            if state.parent is None and state.usage_key in self._closed_by_caller:
+                if self._inner is not None:  # its caller finishes it (finish_on_close)
+                    await self._inner.on_agent_end(context, agent, output)
+                return
             self._end(state)
             await state.run.afinish(error=None)
         if self._inner is not None:
@@ -524,6 +548,14 @@ def _unanswered(
 def _priced(call: LlmCall) -> str | None:
     """The model a call is priced as: the routed one it was sent to, else the agent's own."""
     return call.dispatched_model or call.model
+
+
+def _closing_reason(state: GovernedRun, error: BaseException | None) -> str | None:
+    """Why ``close`` ends a run: completed when it has its final output and nothing failed
+    after it (see ``finish_on_close``), else as ``_unfinished_reason`` says."""
+    if error is None and state.answered:
+        return None
+    return _unfinished_reason(error)
 
 
 def _unfinished_reason(error: BaseException | None) -> str | None:

@@ -51,6 +51,8 @@ class GovernedRun:
     last_response: ModelResponse | None = None
     last_agent: Agent[Any] | None = None
     final_output: Any = None
+    #: the last agent produced ``final_output`` (the run may wait for its output guardrails)
+    answered: bool = False
     finished: bool = False
     #: whether the run's policy routes (read once: a pydantic read per call is dear)
     routed: bool = False

@@ -122,7 +122,7 @@ class GuardedStream:
 
     def _still_open(self) -> bool:
         governed = self.hooks.governed(self._usage)
-        return governed is not None and governed.run.finished_at is None
+        return governed is not None and governed.run.finished_at is None and not governed.answered
 
     def _stopped(self, exc: BudgetError) -> GuardedResult:
         governed = self.hooks.governed(self._usage)
@@ -170,5 +170,6 @@ def run_guarded_streamed(
     options = _Options(attribution, route, model_factory, hooks, runner_kwargs)
     budget_hooks, kwargs = _prepare(warden, input, options)
     usage = _context_of(input, kwargs).usage
+    budget_hooks.finish_on_close(usage)
     streaming = Runner.run_streamed(starting_agent, input, hooks=budget_hooks, **kwargs)
     return GuardedStream(streaming, budget_hooks, usage, starting_agent, _max_turns(input, kwargs))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
-from agents import Agent, RunHooks, SQLiteSession
-from agents.exceptions import MaxTurnsExceeded
+from agents import Agent, GuardrailFunctionOutput, RunHooks, SQLiteSession, output_guardrail
+from agents.exceptions import MaxTurnsExceeded, OutputGuardrailTripwireTriggered
 from oa_scripted import ScriptedModel, message, tool_call
 
-from budgetwarden import BudgetExceeded, CostEvent, ToolDenied
-from budgetwarden.integrations.openai_agents import run_guarded, run_guarded_sync
+from budgetwarden import BudgetExceeded, CostEvent, RunFinished, ToolDenied
+from budgetwarden.integrations.openai_agents import (
+    run_guarded,
+    run_guarded_streamed,
+    run_guarded_sync,
+)
 
 
 def agent_with(tools: Any, model: ScriptedModel) -> Agent[Any]:
@@ -112,3 +117,43 @@ async def test_a_model_call_that_raised_is_recorded_with_the_error_s_outcome(
         await run_guarded(agent_with(tools, model), "find", make_warden(), user="u1")
     calls = [e for e in sink.events if isinstance(e, CostEvent) and e.kind == "llm"]
     assert [(e.status, e.outcome) for e in calls] == [("ok", "ok"), ("error", "timeout")]
+
+
+@output_guardrail
+async def reject_everything(ctx: Any, agent: Any, output: Any) -> GuardrailFunctionOutput:
+    return GuardrailFunctionOutput(output_info="rejected", tripwire_triggered=True)
+
+
+@pytest.mark.parametrize("how", ["run_guarded", "run_guarded_sync", "run_guarded_streamed"])
+async def test_an_output_guardrail_that_trips_ends_the_run_in_error(
+    make_warden, sink, how: str
+) -> None:
+    """Output guardrails run after the last hook: the guarded run waits for them."""
+    agent = Agent(
+        name="writer",
+        model=ScriptedModel(loop_tool=None, final_text="draft"),
+        output_guardrails=[reject_everything],
+    )
+    warden = make_warden()
+    with pytest.raises(OutputGuardrailTripwireTriggered):
+        if how == "run_guarded":
+            await run_guarded(agent, "write", warden)
+        elif how == "run_guarded_sync":
+            await asyncio.to_thread(run_guarded_sync, agent, "write", warden)
+        else:
+            stream = run_guarded_streamed(agent, "write", warden)
+            async for _ in stream.stream_events():
+                pass
+    [finished] = sink.of_type(RunFinished)
+    assert (finished.stop_reason, finished.iterations) == ("error", 1)
+
+
+async def test_a_guarded_run_with_a_passing_output_guardrail_completes(make_warden, sink) -> None:
+    @output_guardrail
+    async def accept(ctx: Any, agent: Any, output: Any) -> GuardrailFunctionOutput:
+        return GuardrailFunctionOutput(output_info="ok", tripwire_triggered=False)
+
+    agent = Agent(name="writer", model=ScriptedModel(loop_tool=None), output_guardrails=[accept])
+    result = await run_guarded(agent, "write", make_warden())
+    assert result.report is not None and result.report.stop_reason == "completed"
+    assert [e.stop_reason for e in sink.of_type(RunFinished)] == ["completed"]

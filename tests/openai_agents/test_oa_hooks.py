@@ -8,9 +8,9 @@ import gc
 from typing import Any
 
 import pytest
-from agents import Agent, ModelSettings, RunHooks, Runner
+from agents import Agent, ModelSettings, RunConfig, RunHooks, Runner
 from agents.exceptions import AgentsException, MaxTurnsExceeded, UserError
-from oa_scripted import ScriptedModel, message, tool_call
+from oa_scripted import ScriptedModel, ScriptedProvider, message, tool_call
 
 from budgetwarden import BudgetExceeded, CostEvent, PriceBook, RunFinished, ToolDenied, Usage
 from budgetwarden.integrations.openai_agents import (
@@ -356,3 +356,21 @@ async def test_a_denied_parallel_call_ends_the_run_as_tool_denied(make_warden, t
         ("tool_denied", True)
     ]
     assert tools.ran == []
+
+
+@pytest.mark.parametrize("how", ["hooks", "run_guarded"])
+async def test_a_run_config_model_prices_every_call(make_warden, sink, how: str) -> None:
+    """``RunConfig(model=...)`` overrides the agent's model; the hooks are told of it."""
+    answering = ScriptedModel(loop_tool=None, model="gpt-4o", usage=(1000, 100, 0, 0))
+    config = RunConfig(model="gpt-4o", model_provider=ScriptedProvider({"gpt-4o": answering}))
+    agent = Agent(name="a", model="gpt-4o-mini")
+    warden = make_warden()
+    if how == "hooks":
+        hooks = BudgetRunHooks(warden, model="gpt-4o")
+        await Runner.run(agent, "go", hooks=hooks, run_config=config)
+    else:
+        await run_guarded(agent, "go", warden, run_config=config)
+    [event] = sink.cost_events
+    assert (event.model, answering.calls) == ("gpt-4o", 1)
+    expected = PriceBook().cost("gpt-4o", Usage(input_tokens=1000, output_tokens=100))
+    assert event.cost_usd == pytest.approx(expected)
