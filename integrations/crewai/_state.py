@@ -311,6 +311,9 @@ class CrewRunState:
         if entry is None:
             return None
         run, step, started = entry
+        if _not_run(ctx.raw_tool_result):  # CrewAI answered a repeat itself: nothing ran
+            run.release(step)
+            return None
         ok = not _looks_failed(ctx.tool_result)
         run.record_tool_call(step, ok=ok, latency_s=time.perf_counter() - started)
         return None
@@ -399,6 +402,16 @@ def _error_openings() -> tuple[str, ...]:
 
 
 _ERROR_OPENINGS = _error_openings()
+
+
+#: what CrewAI answers, below the tool hooks and without running the tool, to the same tool
+#: call made twice in a row
+_REPEATED_USAGE = I18N_DEFAULT.errors("task_repeated_usage").strip()
+
+
+def _not_run(raw_result: Any) -> bool:
+    """Whether CrewAI answered the tool call without running the tool."""
+    return isinstance(raw_result, str) and raw_result.strip() == _REPEATED_USAGE
 
 
 def _looks_failed(result: Any) -> bool:

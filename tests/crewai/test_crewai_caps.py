@@ -206,3 +206,19 @@ def test_a_token_tracker_counting_cache_apart_from_the_prompt_is_read_without_fa
     delta = UsageMetrics(prompt_tokens=20, completion_tokens=5, cached_prompt_tokens=5000)
     usage = usage_from_metrics(delta)
     assert (usage.input_tokens, usage.cache_read_tokens, usage.output_tokens) == (5020, 5000, 5)
+
+
+@pytest.mark.parametrize(("native", "runs"), [(False, 1), (True, 3)], ids=["react", "native-tools"])
+def test_a_repeat_crewai_answers_itself_is_neither_counted_nor_priced(
+    native: bool, runs: int
+) -> None:
+    """In ReAct mode CrewAI answers the same tool call made twice in a row below the hooks,
+    without running the tool: nothing ran, so nothing is counted or charged. (Native tool
+    calls have no such check: every one runs, and counts.)"""
+    llm = ScriptedLLM(native=native, tool_args={"query": "same"}, finish_after=3)
+    tool = SearchTool()
+    rules = ToolRules(price_usd={"search": 0.01})
+    result = guard_crew(make_crew([llm], tools=[tool]), warden(tools=rules)).kickoff()
+    assert (llm.calls, tool.runs) == (4, runs)
+    assert result.report is not None and result.report.tool_calls == runs
+    assert result.report.cost_usd == pytest.approx(0.01 * runs, abs=0.0005)
