@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-__all__ = ["finish_abandoned"]
+__all__ = ["finish_abandoned", "join_abandoned"]
 
 #: the folders of budgetwarden's code (the core and its integrations), as frame file prefixes
 _OURS: tuple[str, ...] = ()
@@ -55,10 +56,35 @@ def collected_inside_budgetwarden() -> bool:
     return False
 
 
+#: the finishing threads still running (``join_abandoned`` waits for them)
+_finishing: set[threading.Thread] = set()
+
+
 def finish_abandoned(work: Callable[[], None]) -> None:
     """Run ``work`` (finishing an abandoned run) now, or, when the collector ran it inside
     budgetwarden's code, on a thread of its own (see the module docstring)."""
-    if collected_inside_budgetwarden():
-        threading.Thread(target=work, name="budgetwarden-abandoned", daemon=True).start()
-    else:
+    if not collected_inside_budgetwarden():
         work()
+        return
+    thread = threading.Thread(
+        target=_finish_then_forget, args=(work,), name="budgetwarden-abandoned", daemon=True
+    )
+    _finishing.add(thread)
+    thread.start()
+
+
+def _finish_then_forget(work: Callable[[], None]) -> None:
+    try:
+        work()
+    finally:
+        _finishing.discard(threading.current_thread())
+
+
+def join_abandoned(timeout: float = 5.0) -> bool:
+    """Wait until the abandoned runs being finished on threads of their own are finished
+    (their ``RunFinished`` emitted, their holds freed); False if ``timeout`` seconds were
+    not enough. For tests, and for code that reads spend right after ``gc.collect()``."""
+    deadline = time.monotonic() + timeout
+    for thread in list(_finishing):
+        thread.join(max(deadline - time.monotonic(), 0.0))
+    return not _finishing

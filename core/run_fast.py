@@ -499,7 +499,7 @@ class FastPaths(RunCalls):
             streak = (c.tool_streak, c.last_tool_signature, c.last_tool_call_id)
             same = signature == streak[1]
             if (
-                (call_id is not None and call_id == streak[2])  # a retry: the general path
+                (c.tool_error_streak and call_id == streak[2])  # a retry: the general path
                 or (wall is not None and now - self.started_at >= wall)
                 or (errors is not None and c.consecutive_errors >= errors)
                 or (tool_calls is not None and c.tool_calls >= tool_calls)

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import Any, NoReturn
 
@@ -105,7 +104,7 @@ class BudgetRunHooks(RunHooks[Any]):
         self._outermost: dict[int, GovernedRun] = {}  # by id(usage), until the usage is gone
         # runs a refusal ended, by scope, the latest few: the SDK runs a turn's parallel tool
         # calls as tasks that go on after one of them was refused
-        self._refused: OrderedDict[int, GovernedRun] = OrderedDict()
+        self._refused: dict[int, GovernedRun] = {}  # oldest first
         # outermost runs (by id(usage)) whose end waits for close(): their output guardrails
         # run after on_agent_end, and may still trip (run_guarded's runs)
         self._closed_by_caller: set[int] = set()
@@ -472,7 +471,7 @@ class BudgetRunHooks(RunHooks[Any]):
         state.refusal = refusal
         self._refused[state.scope] = state
         while len(self._refused) > _REFUSED_KEPT:
-            self._refused.popitem(last=False)
+            del self._refused[next(iter(self._refused))]
         await state.run.afinish(error=refusal)
         refusal.report = state.run.report
         raise refusal from None
@@ -501,8 +500,11 @@ class BudgetRunHooks(RunHooks[Any]):
         return sorted(states, key=_depth, reverse=True)
 
     def _abandon(self, usage_key: int) -> None:
-        """The SDK dropped a run's context without a final output: free what it still holds
-        (from the context's finalizer: see ``finish_abandoned``)."""
+        """The SDK dropped a run's context: free what a run it left open still holds (from
+        the context's finalizer: see ``finish_abandoned``). A finished run's leaves nothing."""
+        if not any(state.usage_key == usage_key for state in self._states.values()):
+            self._outermost.pop(usage_key, None)
+            return
         finish_abandoned(functools.partial(self._finish_abandoned, usage_key))
 
     def _finish_abandoned(self, usage_key: int) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 import weakref
 from typing import Any
 
 from budgetwarden import Budget, Policy, RunFinished
-from budgetwarden.finalizing import finish_abandoned
+from budgetwarden.finalizing import finish_abandoned, join_abandoned
 
 from .helpers import make_warden
 
@@ -51,15 +50,6 @@ def abandoned_run_with_a_hold() -> tuple[Any, Any, Any]:
     return warden, sink, run
 
 
-def wait_for(condition: Any, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 def test_a_run_collected_inside_the_ledgers_lock_is_finished_on_its_own_thread() -> None:
     warden, sink, run = abandoned_run_with_a_hold()
     lock = CollectingLock()
@@ -67,7 +57,7 @@ def test_a_run_collected_inside_the_ledgers_lock_is_finished_on_its_own_thread()
     lock.collect = True
     other = warden.run(user="u1")  # its reservation takes the lock: the collector runs there
     other.before_llm_call("gpt-4o-mini", input_tokens=10, max_tokens=10)
-    assert wait_for(lambda: sink.of_type(RunFinished))
+    assert join_abandoned()
     assert [e.run_id for e in sink.of_type(RunFinished)] == [run.id]
     assert run.counters.reserved_usd == 0.0
     other.finish()

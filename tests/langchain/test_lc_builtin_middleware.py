@@ -19,6 +19,7 @@ from langgraph.types import Command, interrupt
 from lc_fakes import CountedTool, ScriptedChatModel, agent_graph, inputs, make_warden
 
 from budgetwarden import BudgetExceeded, Limits, Policy, RunFinished, ToolRules
+from budgetwarden.finalizing import join_abandoned
 from budgetwarden.integrations.langchain import (
     BudgetCallbackHandler,
     BudgetMiddleware,
@@ -165,6 +166,7 @@ def reviewed_agent(limits: Limits) -> tuple[Any, Any, Any, BudgetMiddleware]:
 
 def finished(sink: Any) -> list[tuple[str | None, bool, int]]:
     gc.collect()  # the interrupted part's run ends when LangGraph drops its state
+    join_abandoned()
     return [(e.stop_reason, e.partial, e.iterations) for e in sink.of_type(RunFinished)]
 
 

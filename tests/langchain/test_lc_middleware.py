@@ -15,6 +15,7 @@ from langgraph.types import Command
 from lc_fakes import Clock, CountedTool, ScriptedChatModel, agent_graph, inputs, make_warden
 
 from budgetwarden import Budget, BudgetExceeded, Limits, Policy, RunFinished, ToolRules
+from budgetwarden.finalizing import join_abandoned
 from budgetwarden.integrations.langchain import BudgetMiddleware
 
 MODES = ["sync", "async"]
@@ -244,6 +245,7 @@ def test_a_run_an_exception_ended_is_finished_when_langgraph_drops_it(
     with pytest.raises(RuntimeError, match="scripted provider error"):
         run_agent(agent, mode)
     gc.collect()
+    join_abandoned()
     finished = [e for e in sink.events if isinstance(e, RunFinished)]
     assert [(e.stop_reason, e.iterations) for e in finished] == [("error", 2)]
 
@@ -251,6 +253,7 @@ def test_a_run_an_exception_ended_is_finished_when_langgraph_drops_it(
     agent = agent_graph(completing, [search.tool], middleware=[BudgetMiddleware(warden)])
     run_agent(agent, mode)
     gc.collect()
+    join_abandoned()
     finished = [e for e in sink.events if isinstance(e, RunFinished)]
     assert [e.stop_reason for e in finished] == ["error", "completed"]
 

@@ -13,6 +13,7 @@ from agents.exceptions import AgentsException, MaxTurnsExceeded, UserError
 from oa_scripted import ScriptedModel, ScriptedProvider, message, tool_call
 
 from budgetwarden import BudgetExceeded, CostEvent, PriceBook, RunFinished, ToolDenied, Usage
+from budgetwarden.finalizing import join_abandoned
 from budgetwarden.integrations.openai_agents import (
     AgentsBudgetExceeded,
     BudgetRunHooks,
@@ -207,6 +208,7 @@ async def test_a_run_ended_by_another_exception_is_finished_once_dropped(
     hooks = BudgetRunHooks(make_warden(limits={"max_iterations": 10}))
     await _run_past_max_turns(hooks, looping_agent(tools, ScriptedModel()))
     gc.collect()
+    join_abandoned()
     assert hooks.active_runs == 0
     assert hooks.report is not None and hooks.report.stop_reason == "error"
 
@@ -238,6 +240,7 @@ async def test_a_model_call_that_raised_is_recorded_as_failed_and_frees_its_hold
         await hooks.aclose(ConnectionError("provider down"))
     else:
         gc.collect()
+        join_abandoned()
     calls = [e for e in sink.events if isinstance(e, CostEvent) and e.kind == "llm"]
     assert [(e.status, e.outcome) for e in calls] == [("ok", "ok"), ("error", "provider_error")]
     assert calls[1].cost_usd == 0 and hooks.active_runs == 0
