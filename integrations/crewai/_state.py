@@ -411,7 +411,7 @@ _REPEATED_USAGE = I18N_DEFAULT.errors("task_repeated_usage").strip()
 
 def _not_run(raw_result: Any) -> bool:
     """Whether CrewAI answered the tool call without running the tool."""
-    return isinstance(raw_result, str) and raw_result.strip() == _REPEATED_USAGE
+    return type(raw_result) is str and raw_result.startswith(_REPEATED_USAGE)
 
 
 def _looks_failed(result: Any) -> bool:
