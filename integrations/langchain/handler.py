@@ -12,6 +12,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import LLMResult
+from langgraph.errors import GraphInterrupt
 
 from budgetwarden import BudgetError, BudgetExceeded, Usage, Warden
 from budgetwarden.run import Run, Step, ToolStep
@@ -53,6 +54,8 @@ class _Invocation:
     root: Key
     thread: str | None = None
     live: bool = True
+    #: a node of it stopped at a LangGraph interrupt (a human in the loop)
+    interrupted: bool = False
     transcript: list[BaseMessage] = field(default_factory=list)
     llm_steps: dict[Key, tuple[Step, float]] = field(default_factory=dict)
     tool_steps: dict[Key, tuple[ToolStep, float, str | None]] = field(default_factory=dict)
@@ -144,14 +147,19 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """Forget a finished LangChain run; finish the budgetwarden Run at its root."""
         self._tool_runs.discard(run_id)
         invocation = self._close(run_id)
-        if invocation is not None and invocation.root == run_id:
+        if invocation is None:
+            return
+        if invocation.root == run_id:
             self._finish(invocation, error)
+        elif isinstance(error, GraphInterrupt):  # the graph ends normally, at an interrupt
+            invocation.interrupted = True
 
     def _finish(self, invocation: _Invocation, error: BaseException | None = None) -> None:
         """Finish an invocation's Run, at its root's end; a refusal that ends it carries
         its report (and, at the top, the transcript so far)."""
         invocation.live = False
-        invocation.run.finish(error=error)
+        stop = "interrupted" if error is None and invocation.interrupted else None
+        invocation.run.finish(stop, error=error)
         if isinstance(error, BudgetError):
             error.report = invocation.run.report
             if invocation.run.parent is None:

@@ -228,3 +228,21 @@ def test_a_tool_that_asks_a_person_is_counted_once_and_not_as_failed(mode: str) 
         ("completed", False),
         ("interrupted", True),
     ]
+
+
+def test_the_handler_ends_the_part_before_an_interrupt_interrupted() -> None:
+    warden, sink = make_warden(Policy())
+    approval = HumanInTheLoopMiddleware(interrupt_on={"search": True})
+    agent = agent_graph(
+        ScriptedChatModel(answer_after=1),
+        [CountedTool().tool],
+        middleware=[approval],
+        checkpointer=InMemorySaver(),
+    )
+    config = {"configurable": {"thread_id": "h-1"}, "callbacks": [BudgetCallbackHandler(warden)]}
+    assert "__interrupt__" in agent.invoke(inputs("task"), config=config)
+    agent.invoke(APPROVE, config=config)
+    assert [(e.stop_reason, e.partial) for e in sink.of_type(RunFinished)] == [
+        ("interrupted", True),
+        ("completed", False),
+    ]
