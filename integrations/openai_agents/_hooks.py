@@ -17,7 +17,16 @@ from agents.run import DEFAULT_MAX_TURNS
 from agents.run_context import AgentHookContext, RunContextWrapper
 from agents.tool import Tool
 
-from budgetwarden import BudgetError, BudgetExceeded, Run, RunReport, Step, Usage, Warden
+from budgetwarden import (
+    BudgetError,
+    BudgetExceeded,
+    Run,
+    RunReport,
+    Step,
+    ToolStep,
+    Usage,
+    Warden,
+)
 from budgetwarden.finalizing import finish_abandoned
 from budgetwarden.pause import PauseHandle
 from budgetwarden.usage import searches_offered
@@ -37,6 +46,7 @@ from ._translate import (
     tool_call_id,
     tool_call_of,
     tool_result_failed,
+    tool_that_raised,
     usage_of,
     web_searches,
 )
@@ -168,6 +178,8 @@ class BudgetRunHooks(RunHooks[Any]):
         self._closed_by_caller.discard(id(usage))
         for state in self._innermost_first(usage):
             self._record_unanswered(state, error)
+            if (entry := _raised_tool_step(state, error)) is not None:
+                state.run.record_tool_call(entry[0], ok=False, latency_s=entry[1], error=error)
             self._end(state)
             state.run.finish(_closing_reason(state, error), error=error)
 
@@ -178,6 +190,10 @@ class BudgetRunHooks(RunHooks[Any]):
             for call, outcome, latency_s in _unanswered(state, error):
                 await state.run.arecord_llm_call(
                     call.step, Usage(), model=_priced(call), latency_s=latency_s, outcome=outcome
+                )
+            if (entry := _raised_tool_step(state, error)) is not None:
+                await state.run.arecord_tool_call(
+                    entry[0], ok=False, latency_s=entry[1], error=error
                 )
             self._end(state)
             await state.run.afinish(_closing_reason(state, error), error=error)
@@ -550,6 +566,21 @@ def _unanswered(
 def _priced(call: LlmCall) -> str | None:
     """The model a call is priced as: the routed one it was sent to, else the agent's own."""
     return call.dispatched_model or call.model
+
+
+def _raised_tool_step(
+    state: GovernedRun, error: BaseException | None
+) -> tuple[ToolStep, float] | None:
+    """The pending call of the tool whose exception ended the run, taken off it, with its
+    latency: it ran (and is priced) though the SDK called no ``on_tool_end``."""
+    name = tool_that_raised(error)
+    if name is None:
+        return None
+    for call_id, (step, started) in list(state.tool_steps.items()):
+        if step.name == name:
+            del state.tool_steps[call_id]
+            return step, time.monotonic() - started
+    return None
 
 
 def _closing_reason(state: GovernedRun, error: BaseException | None) -> str | None:

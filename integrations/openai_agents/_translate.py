@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from agents.agent import Agent
+from agents.exceptions import UserError
 from agents.handoffs import Handoff
 from agents.items import ModelResponse
 from agents.model_settings import ModelSettings
@@ -352,6 +353,22 @@ def tool_call_of(context: Any, parsed: ParsedArguments) -> tuple[str | None, Any
     if known is not None and known[0] == text:
         return call_id, known[1]
     return call_id, tool_arguments(context)
+
+
+#: how the SDK words the error of a function tool that raised with no failure function
+_TOOL_RAISED = "Error running tool "
+
+
+def tool_that_raised(error: BaseException | None) -> str | None:
+    """The name of the function tool whose exception ended the run (a tool without a
+    ``failure_error_function``: the SDK raises ``UserError`` from it), else None."""
+    if not isinstance(error, UserError) or error.__cause__ is None:
+        return None
+    text = str(error)
+    if not text.startswith(_TOOL_RAISED):
+        return None
+    name, colon, _ = text[len(_TOOL_RAISED) :].partition(":")
+    return name if colon else None
 
 
 def tool_result_failed(result: object) -> bool:

@@ -6,8 +6,15 @@ import asyncio
 from typing import Any
 
 import pytest
-from agents import Agent, GuardrailFunctionOutput, RunHooks, SQLiteSession, output_guardrail
-from agents.exceptions import MaxTurnsExceeded, OutputGuardrailTripwireTriggered
+from agents import (
+    Agent,
+    GuardrailFunctionOutput,
+    RunHooks,
+    SQLiteSession,
+    function_tool,
+    output_guardrail,
+)
+from agents.exceptions import MaxTurnsExceeded, OutputGuardrailTripwireTriggered, UserError
 from oa_scripted import ScriptedModel, message, tool_call
 
 from budgetwarden import BudgetExceeded, CostEvent, RunFinished, ToolDenied
@@ -157,3 +164,23 @@ async def test_a_guarded_run_with_a_passing_output_guardrail_completes(make_ward
     result = await run_guarded(agent, "write", make_warden())
     assert result.report is not None and result.report.stop_reason == "completed"
     assert [e.stop_reason for e in sink.of_type(RunFinished)] == ["completed"]
+
+
+async def test_a_tool_that_raises_out_of_the_run_is_recorded_and_priced(make_warden, sink) -> None:
+    """A tool without a failure function ends the run with the SDK's ``UserError``, and the
+    SDK calls no ``on_tool_end``: the guarded run still records (and prices) that call."""
+
+    @function_tool(failure_error_function=None)
+    def pay(q: str) -> str:
+        """Pay a bill."""
+        raise RuntimeError("payment backend down")
+
+    agent = Agent(name="payer", model=ScriptedModel(loop_tool="pay"), tools=[pay])
+    warden = make_warden(tools={"price_usd": {"pay": 0.05}})
+    with pytest.raises(UserError, match="Error running tool pay"):
+        await run_guarded(agent, "pay it", warden)
+    [tool_event] = [e for e in sink.cost_events if e.kind == "tool"]
+    assert (tool_event.tool, tool_event.status, tool_event.cost_usd) == ("pay", "error", 0.05)
+    [finished] = sink.of_type(RunFinished)
+    assert finished.stop_reason == "error" and finished.tool_calls == 1
+    assert finished.cost_usd >= 0.05
