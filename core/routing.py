@@ -44,6 +44,7 @@ class RouteChoice:
     tier: int | None
     reason: str
     downgraded: bool = False
+    fallback: bool = False  # a fallback after an outage (see ``back_from_fallback``)
 
 
 class Complexity(Protocol):
@@ -115,7 +116,7 @@ def choose(
         if state.fallback_index < len(chain):
             model = chain[state.fallback_index]
             reason = f"fallback: {state.fallback_reason} from {state.fallback_from}"
-            return RouteChoice(model, routing.tier_of(model), reason)
+            return RouteChoice(model, routing.tier_of(model), reason, fallback=True)
     if state.start_tier is None:
         return RouteChoice(requested_model, None, "caller model (unrouted)")
     top = len(routing.tiers) - 1
@@ -128,6 +129,21 @@ def choose(
         reason = f"downgrade: {pressure}" if pressure else "downgrade: reservation did not fit"
         return RouteChoice(routing.tiers[tier], tier, reason, downgraded=True)
     return RouteChoice(routing.tiers[tier], tier, reason)
+
+
+def back_from_fallback(
+    routing: Routing, state: RouteState, *, requested_model: str | None, fallback: str | None
+) -> RouteChoice:
+    """The model to try when the fallback ``choose`` gave cannot be afforded: the run's own
+    route, one tier down where it can go (a retry of the model that failed, rather than a
+    refusal while the budget still has room for it)."""
+    back = choose(
+        routing,
+        replace(state, fallback_from=None, fallback_index=0),
+        requested_model=requested_model,
+        step_down=1,
+    )
+    return replace(back, reason=f"fallback {fallback} did not fit; {back.reason}")
 
 
 def after_outcome(

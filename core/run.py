@@ -140,6 +140,7 @@ class Run(FastPaths):
         max_tokens: int | None = None,
         input_tokens: int | None = None,
         tools: Sequence[Any] | None = None,
+        route: bool = True,
     ) -> Step:
         """Reserve the worst case of the next model call, or refuse it with BudgetExceeded.
 
@@ -150,6 +151,10 @@ class Run(FastPaths):
         heuristic counts them; an ``input_tokens`` given is the whole prompt, tools included.
         A budget with ``when_exhausted="wait"`` holds the call (sleeping) until its window
         frees it; ``Warden(on_limit=...)`` may grant more before a refusal.
+
+        ``route=False`` says the caller will call ``model`` whatever the step names (hooks
+        that only watch a framework call its own model): the policy's routing is not applied,
+        and the call is reserved, and then priced, as ``model``.
 
         A negative or non-integer token count is a ``ValueError``; a call on a finished run
         is a ``RuntimeError``.
@@ -172,12 +177,17 @@ class Run(FastPaths):
             if (step := self._quick_llm_hold(claim, outcome)) is not None:
                 return _stamped(step, tool_tokens, gap)
         request = self._llm_request(model, max_tokens, input_tokens, tools)
-        attempt = _Attempt(self._llm_plans(request))
+        attempt = _Attempt(self._llm_plans(request, route))
         while True:
             plan = attempt.plan
             refusal = self._claim(plan, request)
             if refusal is None:
                 outcome = self.warden._reserve(plan.charges, plan.id, self._watch)
+                if outcome.ok and self._routed_blind(plan, outcome, request):
+                    self._uncount(plan, request)
+                    self.warden._release(plan.id)
+                    attempt.plans, attempt.index = self._llm_plans(request, route), 0
+                    continue
                 if outcome.ok:
                     step = self._hold_llm(plan, outcome, request)
                     return _stamped(step, tool_tokens, gap)
@@ -191,7 +201,7 @@ class Run(FastPaths):
             elif move.kind == "refuse":
                 raise self._refuse(refusal)
             if move.kind != "next":
-                attempt.plans, attempt.index = self._llm_plans(request), 0
+                attempt.plans, attempt.index = self._llm_plans(request, route), 0
 
     async def abefore_llm_call(
         self,
@@ -201,6 +211,7 @@ class Run(FastPaths):
         max_tokens: int | None = None,
         input_tokens: int | None = None,
         tools: Sequence[Any] | None = None,
+        route: bool = True,
     ) -> Step:
         """Async twin of ``before_llm_call`` (waits await; they never block the loop)."""
         if max_tokens is not None or input_tokens is not None:
@@ -221,12 +232,17 @@ class Run(FastPaths):
             if (step := self._quick_llm_hold(claim, outcome)) is not None:
                 return _stamped(step, tool_tokens, gap)
         request = self._llm_request(model, max_tokens, input_tokens, tools)
-        attempt = _Attempt(self._llm_plans(request))
+        attempt = _Attempt(self._llm_plans(request, route))
         while True:
             plan = attempt.plan
             refusal = self._claim(plan, request)
             if refusal is None:
                 outcome = await self.warden._areserve(plan.charges, plan.id, self._watch)
+                if outcome.ok and self._routed_blind(plan, outcome, request):
+                    self._uncount(plan, request)
+                    await self.warden._arelease(plan.id)
+                    attempt.plans, attempt.index = self._llm_plans(request, route), 0
+                    continue
                 if outcome.ok:
                     step = self._hold_llm(plan, outcome, request)
                     return _stamped(step, tool_tokens, gap)
@@ -240,7 +256,7 @@ class Run(FastPaths):
             elif move.kind == "refuse":
                 raise self._refuse(refusal)
             if move.kind != "next":
-                attempt.plans, attempt.index = self._llm_plans(request), 0
+                attempt.plans, attempt.index = self._llm_plans(request, route), 0
 
     def after_llm_call(
         self,

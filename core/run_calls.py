@@ -33,28 +33,24 @@ def _caller_choice(model: str | None) -> routes.RouteChoice:
     return routes.RouteChoice(model, None, "caller model (no routing policy)")
 
 
+@functools.lru_cache(maxsize=256)
+def _fixed_choice(model: str | None) -> routes.RouteChoice:
+    """The route of a call whose caller cannot switch models (``route=False``)."""
+    return routes.RouteChoice(model, None, "caller model (the caller cannot switch models)")
+
+
 class RunCalls(RunLimits):
     """The layer of ``Run`` that plans, holds, commits and records each call (the fast paths
     in ``run_fast`` take the common cases in one pass)."""
 
     __slots__ = ()
 
-    def _llm_plans(self, request: Request) -> list[Plan]:
-        """Plans to try in order: the routed model, then one tier down when routing allows."""
-        model, est_in, max_out, tool_count = request
+    def _llm_plans(self, request: Request, route: bool = True) -> list[Plan]:
+        """Plans to try in order: the routed model, then one tier down when routing allows
+        (``route=False``: the caller's model only, see ``before_llm_call``)."""
+        _, est_in, max_out, _ = request
         with self._lock:
-            routing = self.policy.routing
-            if routing is not None and not self._routed:
-                self._route = routes.start_state(
-                    routing,
-                    task_class=self.attribution.get("task_class"),
-                    requested_model=model,
-                    prompt_tokens=est_in,
-                    tool_count=tool_count,
-                    complexity=self.warden.complexity,
-                )
-                self._routed = True
-            choices = self._route_choices(model)
+            choices = self._choices(request, route)
         refs = self._buckets(self.warden.clock())
         retry = self.counters.last_llm_failed
         warden = self.warden
@@ -69,6 +65,25 @@ class RunCalls(RunLimits):
             plans.append(Plan(self._next_id(), choice, worst, refs, retry, charges))
         return plans
 
+    def _choices(self, request: Request, route: bool) -> list[routes.RouteChoice]:
+        """The models a call may go to, in order (routing starts at the run's first routed
+        call: its task class, prompt and tools pick the starting tier)."""
+        model, est_in, _, tool_count = request
+        routing = self.policy.routing
+        if routing is not None and not route:
+            return [_fixed_choice(model)]
+        if routing is not None and not self._routed:
+            self._route = routes.start_state(
+                routing,
+                task_class=self.attribution.get("task_class"),
+                requested_model=model,
+                prompt_tokens=est_in,
+                tool_count=tool_count,
+                complexity=self.warden.complexity,
+            )
+            self._routed = True
+        return self._route_choices(model)
+
     def _route_choices(self, model: str | None) -> list[routes.RouteChoice]:
         routing = self.policy.routing
         if routing is None:
@@ -77,10 +92,18 @@ class RunCalls(RunLimits):
             routing, self._route, requested_model=model, pressure=self._pressure()
         )
         choices = [first]
-        if routing.skip_unaffordable and not first.downgraded and first.tier is not None:
+        if not routing.skip_unaffordable or first.downgraded:
+            return choices
+        if first.fallback:
+            lower = routes.back_from_fallback(
+                routing, self._route, requested_model=model, fallback=first.model
+            )
+        elif first.tier is not None:
             lower = routes.choose(routing, self._route, requested_model=model, step_down=1)
-            if lower.model != first.model:
-                choices.append(lower)
+        else:
+            return choices
+        if lower.model != first.model:
+            choices.append(lower)
         return choices
 
     def _claim(self, plan: Plan, request: Request) -> Refusal | None:
@@ -103,10 +126,39 @@ class RunCalls(RunLimits):
             return None
 
     def _unclaim(self, plan: Plan, request: Request, outcome: ReserveOutcome) -> Refusal:
+        self._uncount(plan, request)
+        return self._ledger_refusal(outcome)
+
+    def _uncount(self, plan: Plan, request: Request) -> None:
         _, est_in, max_out, _ = request
         with self._lock:
             self._count_llm(plan.worst_cost, plan.retry, est_in, max_out, -1)
-        return self._ledger_refusal(outcome)
+
+    def _routed_blind(self, plan: Plan, outcome: ReserveOutcome, request: Request) -> bool:
+        """Whether a routed call was granted on a tier that the budgets' real spend, which
+        its reservation just showed, would have moved one tier down: the run's first call
+        knows no spend yet, and other runs spend meanwhile. The caller then releases the
+        reservation and plans the call again (once: the next plan is downgraded)."""
+        routing, choice = self.policy.routing, plan.choice
+        if (
+            routing is None
+            or not routing.downgrade_on_pressure
+            or choice.downgraded
+            or choice.tier is None
+            or not outcome.states
+        ):
+            return False
+        with self._lock:
+            if self._pressure() is not None:
+                return False  # it was routed knowing the pressure
+            self._bucket_ratios(outcome.states, plan.refs)
+            pressure = self._pressure()
+            if pressure is None:
+                return False
+            lower = routes.choose(
+                routing, self._route, requested_model=request[0], pressure=pressure
+            )
+            return lower.model != choice.model
 
     def _hold_llm(self, plan: Plan, outcome: ReserveOutcome, request: Request) -> Step:
         model, est_in, max_out, _ = request

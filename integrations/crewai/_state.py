@@ -185,7 +185,11 @@ class CrewRunState:
         try:
             self._abort_if_stopped()
             step = run.before_llm_call(
-                _requested_model(llm), messages, max_tokens=_max_tokens(llm), tools=tools
+                _requested_model(llm),
+                messages,
+                max_tokens=_max_tokens(llm),
+                tools=tools,
+                route=getattr(llm, "routes_calls", False) is True,  # only RoutedLLM switches
             )
         except BudgetAbort:
             current_call.set(None)  # the refused call's events belong to no call

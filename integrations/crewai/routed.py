@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 from crewai.hooks.llm_hooks import model_call_hooks_dispatched
 from crewai.llms.base_llm import BaseLLM, call_stop_override, call_stream_override
@@ -48,6 +48,8 @@ class RoutedLLM(BaseLLM):
     LLM's own, which the reservation reads). Outside a guarded kickoff it calls ``model``.
     """
 
+    #: Its calls go to the model the run's routing chooses (other LLMs call their own).
+    routes_calls: ClassVar[bool] = True
     llm_factory: Callable[[str], BaseLLM] | None = Field(default=None, exclude=True)
     llm_options: dict[str, Any] = Field(default_factory=dict)
     _delegates: dict[str, BaseLLM] = PrivateAttr(default_factory=dict)

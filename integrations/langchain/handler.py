@@ -304,6 +304,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 prompt,
                 max_tokens=max_tokens,
                 tools=params.get("tools") if params else None,  # the core only counts them
+                route=False,  # the model is the caller's: a callback cannot switch it
             )
         except BudgetError as exc:
             raise self._refuse(invocation, run_id, exc) from None

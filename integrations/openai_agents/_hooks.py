@@ -35,7 +35,7 @@ from budgetwarden.warden import check_attribution, require_warden
 from ._errors import for_agents
 from ._final import add_notes
 from ._pause import pause_run
-from ._routing import outcome_of
+from ._routing import RoutedModel, outcome_of
 from ._state import GovernedRun, LlmCall, scope_anchor, scope_key
 from ._translate import (
     agent_tool_names,
@@ -96,6 +96,8 @@ class BudgetRunHooks(RunHooks[Any]):
         that model's, not the agent's own. ``run_guarded`` passes its ``run_config``'s."""
         self.warden = require_warden(warden, "BudgetRunHooks")
         self._run_model = model_name(model) if model is not None else None
+        self._config_model = model
+        self._routing_provider = False  # a BudgetModelProvider serves these hooks' runs
         self.attribution: dict[str, str | None] = {
             "agent": agent,
             "user": user,
@@ -414,7 +416,7 @@ class BudgetRunHooks(RunHooks[Any]):
             anchor=scope_anchor(context),
         )
         state.agent_name = agent.name
-        state.routed = state.run.policy.routing is not None
+        state.routed = self._routing_provider and state.run.policy.routing is not None
         self._states[scope] = state
         if parent is None:
             weakref.finalize(context.usage, self._abandon, usage_key)
@@ -454,13 +456,27 @@ class BudgetRunHooks(RunHooks[Any]):
         if not run.counters.iterations:  # before any bill: the tier and searches it asks for
             run.expect_service_tier(requested_tier(agent.model_settings))
             run.expect_web_searches(searches_offered(agent.tools))
+        routed = state.routed and self._asks_provider(agent)
         return run.abefore_llm_call(
-            None if state.routed and agent.model is None else model,
+            None if routed and agent.model is None else model,
             input_tokens=estimate.estimate(system_prompt, input_items, run.prompt_gap)
             + estimate.with_tools(agent),
             max_tokens=agent.model_settings.max_tokens,
             tools=tool_names,
+            route=routed,
         )
+
+    def _asks_provider(self, agent: Agent[Any]) -> bool:
+        """Whether the SDK asks the run's model provider (a ``BudgetModelProvider``) for
+        ``agent``'s model: the run config's model, else the agent's, is a name or none. A
+        ``Model`` object given there is called as it is, whatever routing would choose."""
+        given = self._config_model if self._config_model is not None else agent.model
+        return not isinstance(given, Model) or isinstance(given, RoutedModel)
+
+    def use_routing(self) -> None:
+        """Called by ``BudgetModelProvider``: it serves these hooks' runs, so their calls
+        follow the policy's routing (plain hooks reserve and price the model that runs)."""
+        self._routing_provider = True
 
     async def _reserve_again(self, call: LlmCall) -> None:
         state = call.state

@@ -229,6 +229,7 @@ class BudgetModelProvider(ModelProvider):
         base_provider: ModelProvider | None = None,
     ) -> None:
         self.hooks = hooks
+        hooks.use_routing()
         if model_factory is not None:
             self._factory: ModelFactory = model_factory
         elif base_provider is not None:

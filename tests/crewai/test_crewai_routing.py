@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from crewai_fakes import ScriptedLLM, SearchTool, make_crew
 
-from budgetwarden import Limits, ModelPrice, Policy, Routing, Thresholds, Warden
+from budgetwarden import Limits, ListSink, ModelPrice, Policy, Routing, Thresholds, Warden
 from budgetwarden.integrations.crewai import RoutedLLM, guard_crew
 
 CHEAP, STRONG = "tier-cheap", "tier-strong"
@@ -156,3 +156,24 @@ def test_after_a_timeout_crewai_s_retry_goes_to_the_fallback_model() -> None:
     assert result.report is not None
     assert result.report.errors == 1 and result.report.iterations == 3
     assert result.report.input_tokens == 2 * 100  # the failed call is committed at zero
+
+
+def test_a_plain_llm_under_a_routing_policy_is_reserved_and_priced_as_itself() -> None:
+    """Only ``RoutedLLM`` switches models: an agent's own LLM answers every call, so a routing
+    policy that would pick the cheap tier must not price (or reserve) its calls as that tier
+    (24 of 26 gpt-4o calls were recorded at gpt-4o-mini's price, the cap crossed 5.9x)."""
+    own = ScriptedLLM(model=STRONG, completion_tokens=TOKENS, max_tokens=TOKENS)
+    crew = make_crew([own], tools=[SearchTool()])
+    policy = Policy(
+        limits=Limits(max_cost_usd=1.0),
+        routing=Routing(tiers=[CHEAP, STRONG], task_classes={"easy": CHEAP}),
+        prices=PRICES,
+    )
+    sink = ListSink()
+    result = guard_crew(crew, Warden(policy, sinks=[sink]), task_class="easy").kickoff()
+    assert result.report is not None and result.report.stop_reason == "max_cost_usd"
+    assert own.calls == 4  # $0.25 each: four fit $1
+    calls = [e for e in sink.cost_events if e.kind == "llm"]
+    assert [e.model for e in calls] == [STRONG] * 4
+    assert {e.route_reason for e in calls} == {"caller model (the caller cannot switch models)"}
+    assert result.report.cost_usd == pytest.approx(1.0)

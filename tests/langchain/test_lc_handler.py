@@ -28,6 +28,7 @@ from budgetwarden import (
     Limits,
     Policy,
     PriceBook,
+    Routing,
     RunFinished,
     ToolDenied,
     ToolRules,
@@ -416,3 +417,29 @@ async def test_a_stream_its_reader_closes_ends_its_run_as_cancelled(
     ends = [event for event in sink.events if isinstance(event, RunFinished)]
     assert [(end.stop_reason, end.partial) for end in ends] == [("cancelled", True)] * 2
     assert model.calls == 2 and handler._runs == {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_routing_policy_does_not_make_the_handler_reserve_a_model_that_does_not_run(
+    mode: str,
+) -> None:
+    """A callback cannot switch the model: under a ``Routing`` policy the handler's calls are
+    reserved and priced as the agent's own gpt-4o, so the cost cap holds (the routed tier's
+    price let each gpt-4o call overshoot its reservation: $0.0334 of $0.03)."""
+    model = ScriptedChatModel(model_name="gpt-4o", input_tokens=1500, output_tokens=300)
+    policy = Policy(
+        limits=Limits(max_cost_usd=0.03),
+        routing=Routing(tiers=["gpt-4o-mini", "gpt-4o", "o1"], task_classes={"mid": 1}),
+        default_max_output_tokens=300,
+    )
+    warden, sink = make_warden(policy)
+    handler = BudgetCallbackHandler(warden, task_class="mid")
+    exc = refused(agent_graph(model, [CountedTool().tool]), inputs(), mode, handler)
+    assert exc.cap == "max_cost_usd"
+    assert exc.report.cost_usd <= 0.03
+    calls = [e for e in sink.cost_events if e.kind == "llm"]
+    assert len(calls) == 4 and {e.model for e in calls} == {"gpt-4o"}
+    assert {e.route_reason for e in calls} == {"caller model (the caller cannot switch models)"}
+    # the first call's prompt is only estimated (no bill to learn from yet); the others are
+    # reserved at gpt-4o's price, so they fit their reservations
+    assert all(e.overshoot_usd == 0 for e in calls[1:])

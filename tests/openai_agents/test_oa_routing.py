@@ -215,3 +215,29 @@ async def test_without_the_provider_the_model_that_ran_is_priced(make_warden, si
     assert event.cost_usd == pytest.approx(
         PriceBook().cost(CHEAP, Usage(input_tokens=100, output_tokens=20))
     )
+
+
+async def test_plain_hooks_reserve_the_model_that_runs_not_the_routed_tier(
+    make_warden, sink, tools
+) -> None:
+    """Without the provider the agent's own gpt-4o answers every call: a routing policy that
+    would pick gpt-4o-mini must not make the reservation cheaper than the call (the cost cap
+    was crossed by 12.5 % when each gpt-4o call was held at gpt-4o-mini's price)."""
+    own = ScriptedModel(model=STRONG, usage=(1500, 300, 0, 0))
+    routing = {"tiers": [CHEAP, STRONG], "task_classes": {"easy": 0}}
+    warden = make_warden(limits={"max_cost_usd": 0.03}, routing=routing)
+    hooks = BudgetRunHooks(warden, task_class="easy")
+    agent = Agent(
+        name="analyst",
+        model=own,
+        tools=[tools.search],
+        model_settings=ModelSettings(max_tokens=300),
+    )
+    with pytest.raises(BudgetExceeded) as info:
+        await Runner.run(agent, "analyse", hooks=hooks)
+    assert info.value.cap == "max_cost_usd"
+    assert info.value.report.cost_usd <= 0.03
+    calls = [e for e in sink.cost_events if e.kind == "llm"]
+    assert all(e.overshoot_usd == 0 for e in calls[1:])  # the first only estimated its prompt
+    assert {e.model for e in calls} == {STRONG} and len(calls) == own.calls
+    assert {e.route_reason for e in calls} == {"caller model (the caller cannot switch models)"}
