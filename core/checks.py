@@ -7,6 +7,7 @@ import json.encoder
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .ledger.base import LIMIT_SLACK
 from .policy import Limits, ToolRules
 
 if TYPE_CHECKING:
@@ -167,7 +168,7 @@ def _spend_refusal(
     dollars = limits.max_cost_usd
     if dollars is not None:
         spent = counters.cost_usd + counters.reserved_usd
-        if spent + worst_cost > dollars:
+        if spent + worst_cost > dollars + LIMIT_SLACK:
             return Refusal("max_cost_usd", dollars, round(spent, 9), round(worst_cost, 9))
     return None
 
@@ -244,7 +245,7 @@ def tool_refusal(
         return Refusal("max_repeated_tool_calls", repeat, counters.tool_streak)
     if price > 0 and limits.max_cost_usd is not None:
         spent = counters.cost_usd + counters.reserved_usd
-        if spent + price > limits.max_cost_usd:
+        if spent + price > limits.max_cost_usd + LIMIT_SLACK:
             return Refusal("max_cost_usd", limits.max_cost_usd, round(spent, 9), price)
     return None
 

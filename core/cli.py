@@ -526,6 +526,10 @@ def cancel(
     agent: str | None = typer.Option(None, help="Cancel every run of this agent."),
     thread: str | None = typer.Option(None, help="Cancel every run of this thread."),
     workflow: str | None = typer.Option(None, help="Cancel every run of this workflow."),
+    task_class: str | None = typer.Option(None, help="Cancel every run of this task class."),
+    tag: list[str] = typer.Option(  # noqa: B008 (typer's way of declaring a repeatable option)
+        [], help="Cancel every run opened with this tag, as name=value (repeatable)."
+    ),
     reason: str = typer.Option("", help="Why (kept with the cancel, shown in events)."),
     lift: bool = typer.Option(False, "--lift", help="Lift a cancel instead of setting it."),
     namespace: str = typer.Option(
@@ -547,9 +551,11 @@ def cancel(
             ("agent", agent),
             ("thread", thread),
             ("workflow", workflow),
+            ("task_class", task_class),
         )
         if value is not None
     }
+    tags = _tags_given(tag)
     _refuse_a_private_ledger(ledger)
     try:
         warden = Warden(ledger=ledger, namespace=namespace, log_events=False)
@@ -557,9 +563,9 @@ def cancel(
         _fail(str(exc))
     try:
         if lift:
-            targets = warden.uncancel(run_id, **scopes)
+            targets = warden.uncancel(run_id, tags=tags, **scopes)
         else:
-            targets = warden.cancel(run_id, reason=reason, **scopes)
+            targets = warden.cancel(run_id, reason=reason, tags=tags, **scopes)
     except ValueError as exc:  # no target given
         _fail(str(exc))
     except OSError as exc:  # LedgerUnavailable: a Redis that does not answer, a locked file
@@ -569,6 +575,17 @@ def cancel(
     verb = "lifted the cancel of" if lift else "cancelled"
     where = ledger if namespace == "default" else f"{ledger} (namespace {namespace!r})"
     console.print(f"{verb} {', '.join(targets)} on {where}")
+
+
+def _tags_given(given: list[str]) -> dict[str, str]:
+    """``--tag name=value`` options as the tags of ``warden.cancel``."""
+    tags = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            _fail(f"--tag {item!r}: give it as name=value, such as --tag team=search")
+        tags[name] = value
+    return tags
 
 
 def _refuse_a_private_ledger(uri: str) -> None:

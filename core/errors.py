@@ -30,12 +30,24 @@ def _advice(cap: str) -> str:
     if cap == "cancelled":
         return "lift it with warden.uncancel(...) to let runs go on"
     if cap.startswith("budget:"):
-        return "wait for the window to reset or raise the Budget's limit in the policy"
+        return _budget_advice(cap)
     if cap.startswith("max_tool_calls["):
         return "raise ToolRules.max_calls for that tool in the policy"
     if cap == "ledger_unavailable":
         return "bring the ledger back or set Policy.ledger_failure='open'"
     return f"raise Limits.{cap} in the policy if the run needs more"
+
+
+def _budget_advice(cap: str) -> str:
+    """What to change for a budget's bucket (``budget:user=u1/8h``, ``.../total/tokens``): a
+    budget that never resets, or counts one run, has no window to wait for."""
+    parts = cap.split("/")
+    window = parts[-2] if parts[-1] in ("tokens", "requests") else parts[-1]
+    if window == "total":
+        return "raise the Budget's limit in the policy (a total budget never resets)"
+    if window == "run":
+        return "raise the Budget's limit in the policy (it counts each run on its own)"
+    return "wait for the window to reset or raise the Budget's limit in the policy"
 
 
 #: Stops that no figure explains: what happened, in words.

@@ -29,7 +29,7 @@ from .errors import BudgetError, BudgetExceeded, ToolDenied
 from .events import CostEvent
 from .ledger.base import BucketState, Charge, new_charge
 from .ledger.memory import MemoryLedger
-from .policy import Limits
+from .policy import SCOPES, Limits
 from .report import RunReport
 from .run_events import alert_levels, bucket_crossings, cap_crossings
 from .steps import Step, ToolStep
@@ -391,6 +391,8 @@ class RunCore:
             return refs
         self._bucket_cache = self.warden._bucket_refs(self.attribution, self._lineage[-1].id, now)
         refs = self._bucket_cache[2]
+        if not self.warden._in_process:  # its commits may land later, with others'
+            self.warden._watch_alerts(refs, self._event_base)
         self._by_key, self._bucket_plan, self._bucket_bars, self._metric_picks = self._derived(refs)
         return refs
 
@@ -642,8 +644,12 @@ def cancel_targets(
     """What a cancel of these runs or of their attribution is kept under in the ledger, in
     the warden's namespace (a cancel in one namespace stops no run of another)."""
     targets = [f"run={run_id}" for run_id in run_ids]
-    for scope in ("user", "workspace", "key", "agent", "thread", "workflow"):
-        value = attribution.get(scope)
-        if value is not None:
+    for scope, value in attribution.items():
+        if value is not None and (scope in _CANCEL_SCOPES or scope.startswith("tag:")):
             targets.append(f"{scope}={value}")
     return tuple(cancel_key(namespace, target) for target in targets)
+
+
+#: The attributes a run can be cancelled by (with its id and its tags): every budget scope
+#: but global, which a cancel cannot name.
+_CANCEL_SCOPES = frozenset(SCOPES) - {"global"}

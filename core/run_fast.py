@@ -29,7 +29,7 @@ from typing import Any, cast
 
 from .buckets import BucketRef
 from .checks import tool_signature
-from .ledger.base import Charge, ReserveOutcome, new_charge
+from .ledger.base import LIMIT_SLACK, Charge, ReserveOutcome, new_charge
 from .policy import Limits
 from .run_calls import RunCalls
 from .run_core import _ids
@@ -197,7 +197,10 @@ class FastPaths(RunCalls):
                 cap_out is not None
                 and c.output_tokens + c.reserved_output_tokens + max_out > cap_out
             )
-            or (cap_cost is not None and c.cost_usd + c.reserved_usd + worst > cap_cost)
+            or (
+                cap_cost is not None
+                and c.cost_usd + c.reserved_usd + worst > cap_cost + LIMIT_SLACK
+            )
         )
 
     def _local_llm_step(

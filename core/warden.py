@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import time
@@ -20,6 +21,7 @@ from .pricing import PriceBook
 from .routing import Complexity
 from .run import Run
 from .run_core import RunCore
+from .run_events import alert_levels, bucket_crossings
 from .warden_pause import PauseHandles, state_reader
 from .windows import window_at
 
@@ -94,6 +96,10 @@ class Warden(PauseHandles):
         self._ref_plan: RefPlan | None = None  # what the key of _refs reads (see _bucket_refs)
         #: what runs derive from a bucket set (``RunCore._derived``), by the set's id
         self._bucket_derived: dict[int, tuple[Any, Any, Any]] = {}
+        #: on a shared ledger, the buckets this process's runs spend on (ledger key -> the
+        #: bucket and the attribution of the last run that opened it), for the alerts of
+        #: levels that only deferred commits landing reveal (``_alert_settled``)
+        self._alert_buckets: dict[str, tuple[BucketRef, Mapping[str, Any]]] = {}
 
     # ------------------------------------------------------------------ public API
     def run(
@@ -204,13 +210,21 @@ class Warden(PauseHandles):
             )
         return budgets
 
-    def cancel(self, run_id: str | None = None, *, reason: str = "", **scopes: str) -> list[str]:
+    def cancel(
+        self,
+        run_id: str | None = None,
+        *,
+        reason: str = "",
+        tags: Mapping[str, str] | None = None,
+        **scopes: str,
+    ) -> list[str]:
         """Stop matching runs from outside, at their next call (across processes sharing the
-        ledger). ``warden.cancel(run_id=...)`` or ``warden.cancel(user="u1")``.
+        ledger). ``warden.cancel(run_id=...)``, ``warden.cancel(user="u1")`` (any scope but
+        global) or ``warden.cancel(tags={"team": "t1"})`` (the runs opened with that tag).
 
         A cancel stops the runs of wardens with this warden's ``namespace`` only. Returns the
         targets set, such as ``["user=u1"]``."""
-        targets = _cancel_targets(run_id, scopes)
+        targets = _cancel_targets(run_id, scopes, tags)
         keys = [cancel_key(self.namespace, target) for target in targets]
         for key in keys:
             self.ledger.cancel(key, reason=reason)
@@ -228,9 +242,11 @@ class Warden(PauseHandles):
         )
         return targets
 
-    def uncancel(self, run_id: str | None = None, **scopes: str) -> list[str]:
+    def uncancel(
+        self, run_id: str | None = None, *, tags: Mapping[str, str] | None = None, **scopes: str
+    ) -> list[str]:
         """Lift a cancel set by ``cancel`` (in this warden's ``namespace``)."""
-        targets = _cancel_targets(run_id, scopes)
+        targets = _cancel_targets(run_id, scopes, tags)
         keys = [cancel_key(self.namespace, target) for target in targets]
         for key in keys:
             self.ledger.uncancel(key)
@@ -317,6 +333,43 @@ class Warden(PauseHandles):
             self._refs.clear()
         self._refs[key] = (policy, since, until, refs)
         return since, until, refs
+
+    def _watch_alerts(self, refs: Sequence[BucketRef], base: Mapping[str, Any]) -> None:
+        """A run on a shared ledger spends on ``refs`` (``base``: its event fields)."""
+        watched = self._alert_buckets
+        if len(watched) > _MARKS_KEPT:
+            watched.clear()
+        for ref in refs:
+            watched[ref.key] = (ref, base)
+
+    def _alert_settled(self, states: Sequence[BucketState]) -> None:
+        """Alerts for levels that commits just landed on the ledger carried a budget past.
+        A run alerts what its own commit shows, as far as this process knows the bucket;
+        spend that several processes deferred (or pooled) shows only when it lands, at
+        another call's trip or a flush, maybe after every run on it ended."""
+        watched = self._alert_buckets
+        if not watched or not states:
+            return
+        thresholds = self.policy.thresholds
+        lowest = alert_levels(thresholds)[0]
+        alerts: list[Any] = []
+        for state in states:
+            entry = watched.get(state.key)
+            if entry is None or state.committed < lowest * entry[0].limit * (1 - 1e-9):
+                continue
+            ref, base = entry
+            alerts += bucket_crossings(
+                functools.partial(self._fields_now, base),
+                thresholds,
+                [state],
+                {ref.key: ref},
+                self._first_crossing,
+            )
+        if alerts:
+            self._emit_all(alerts)
+
+    def _fields_now(self, base: Mapping[str, Any]) -> dict[str, Any]:
+        return {"ts": self.clock(), **base}
 
     def _first_crossing(self, ref: BucketRef, level: float) -> bool:
         mark = f"alert|{ref.key}|{level}"
@@ -515,18 +568,24 @@ def _as_policy(policy: Policy | Mapping[str, Any] | str | Path | None) -> Policy
     return Policy.model_validate(policy)
 
 
-def _cancel_targets(run_id: str | None, scopes: Mapping[str, str]) -> list[str]:
+def _cancel_targets(
+    run_id: str | None, scopes: Mapping[str, str], tags: Mapping[str, str] | None
+) -> list[str]:
     allowed = {s for s in SCOPES if s != "global"} | {"run_id"}
     unknown = sorted(set(scopes) - allowed)
     if unknown:
         raise ValueError(
-            f"cannot cancel by {unknown}: use run_id= or one of {sorted(allowed - {'run_id'})}"
+            f"cannot cancel by {unknown}: use run_id=, one of {sorted(allowed - {'run_id'})}, "
+            "or tags={name: value} for a run's tag"
         )
     check_attribution("warden.cancel", {"run_id": run_id, **scopes})
     if any(value is None for value in scopes.values()):
         raise TypeError(f"warden.cancel({scopes}): a scope's value must be a string, not None")
+    if tags is not None:
+        _check_run_parts(tags, None, None, None)
     targets = [f"run={run_id}"] if run_id else []
     targets += [f"{scope}={value}" for scope, value in scopes.items()]
+    targets += [f"tag:{name}={value}" for name, value in (tags or {}).items()]
     if not targets:
         raise ValueError("warden.cancel needs run_id= or a scope such as user='u1'")
     return targets

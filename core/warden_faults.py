@@ -13,7 +13,7 @@ from typing import TypedDict, TypeVar, Unpack, cast
 from .errors import LedgerUnavailable
 from .events import Event, Notice, Sink
 from .ledger import Ledger
-from .ledger.base import BucketState, Charge, Settlement, SettlingLedger
+from .ledger.base import BucketState, Charge, Settlement, SettlingLedger, latest_states
 from .ledger.memory import MemoryLedger
 from .policy import Policy
 
@@ -277,11 +277,14 @@ def _per_bucket(commits: Sequence[tuple[str, Sequence[Charge]]]) -> dict[str, fl
     return owed
 
 
-def settle_on(ledger: Ledger, settle: Sequence[Settlement], now: float) -> None:
+def settle_on(ledger: Ledger, settle: Sequence[Settlement], now: float) -> tuple[BucketState, ...]:
+    """Send deferred commits to ``ledger``; the buckets they charged, after them (none from
+    a settling ledger that says nothing back)."""
     if not settle:
-        return
+        return ()
     if getattr(ledger, "settles", False):
-        cast(SettlingLedger, ledger).settle(settle, now=now)
-        return
+        return cast(SettlingLedger, ledger).settle(settle, now=now) or ()
+    states: list[BucketState] = []
     for rid, charges in settle:
-        ledger.commit(rid, charges, now=now)
+        states += ledger.commit(rid, charges, now=now)
+    return latest_states(states)

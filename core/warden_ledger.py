@@ -123,6 +123,8 @@ class LedgerTrips(LedgerLink):
             holds=rid,
         )
         self._settler.saw(outcome.states)
+        if settle:
+            self._alert_settled(outcome.states)
         self._learn_cancels(watch, outcome)
         return outcome
 
@@ -290,6 +292,8 @@ class LedgerTrips(LedgerLink):
                 self._doubt(rid)
             return self._reserve_trip(rid, charges, (now, lease), watch, settle, refused_for)
         self._settler.saw(outcome.states)
+        if settle:
+            self._alert_settled(outcome.states)
         self._learn_cancels(watch, outcome)
         return outcome
 
@@ -459,6 +463,9 @@ class LedgerTrips(LedgerLink):
         self._flush()
         self._last_reconcile()
 
+    def _alert_settled(self, states: Sequence[BucketState]) -> None:
+        """Alert budgets that commits just landed carried past a level (``Warden`` does)."""
+
     def _flush(self, *, pools: bool = True) -> None:
         """Send every deferred commit to the ledger now (one trip), with the spend of idle
         pools (closed) unless ``pools=False``."""
@@ -467,7 +474,7 @@ class LedgerTrips(LedgerLink):
         settle = self._settler.take()
         if settle:
             now = self.clock()
-            self._ledger_call(lambda lg: settle_on(lg, settle, now))
+            self._alert_settled(self._ledger_call(lambda lg: settle_on(lg, settle, now)))
 
     async def _aflush(self, *, pools: bool = True) -> None:
         """Async twin of ``_flush``."""
@@ -478,15 +485,18 @@ class LedgerTrips(LedgerLink):
             return
         now = self.clock()
         ledger = self._active()
+        states: Sequence[BucketState]
         try:
             if getattr(ledger, "settles", False):
-                await cast(SettlingLedger, ledger).asettle(settle, now=now)
+                states = await cast(SettlingLedger, ledger).asettle(settle, now=now) or ()
             else:
+                states = []
                 for rid, charges in settle:
-                    await ledger.acommit(rid, charges, now=now)
+                    states += await ledger.acommit(rid, charges, now=now)
         except LedgerUnavailable as exc:
             self._fail_over(exc)
-            self._ledger_call(lambda lg: settle_on(lg, settle, now))
+            states = self._ledger_call(lambda lg: settle_on(lg, settle, now))
+        self._alert_settled(states)
 
     async def _acancelled(self, watch: Sequence[str]) -> str | None:
         if self._fallback_ledger is not None:  # down: ask the local ledger (and maybe recover)

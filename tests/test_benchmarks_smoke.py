@@ -125,7 +125,10 @@ def test_the_langchain_middleware_section_measures_the_empty_policy_and_counting
     )
     counting = counted[adapters.COUNTING]
     assert counting["budgetwarden_per_step"] == 0  # benchmark code, not ours
-    assert counted["noop"]["per_step"] < counting["per_step"] < full["per_step"]
+    # The counting middleware runs a few dozen bytecodes a step beyond the do-nothing one, less
+    # than a pool thread the framework reuses (untraced) or starts (traced) can move a count.
+    noop = counted["noop"]["per_step"]
+    assert abs(counting["per_step"] - noop) < 0.01 * noop < full["per_step"] - noop
     assert out["verdict"]["memory"] in ("pass", "fail")
 
 

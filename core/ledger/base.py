@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 __all__ = [
     "COMMIT_MEMORY_SECONDS",
+    "LIMIT_SLACK",
     "BucketState",
     "Charge",
     "ValueStore",
@@ -33,6 +34,10 @@ __all__ = [
 
 #: How long a ledger remembers a committed reservation id, so a repeat adds nothing.
 COMMIT_MEMORY_SECONDS = 2 * 86400.0
+#: How far past a limit a reservation may reach by float rounding alone: a billionth (of a
+#: dollar; counts of tokens and requests are whole numbers, which it cannot move). Ten calls
+#: of $0.001 fit a $0.01 budget, though their float sum is 0.010000000000000002.
+LIMIT_SLACK = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,20 @@ def new_state(key: str, committed: float, reserved: float, limit: float) -> Buck
     _set_reserved(state, reserved)
     _set_limit(state, limit)
     return state
+
+
+def latest_states(states: Sequence[BucketState]) -> tuple[BucketState, ...]:
+    """Each bucket's last state among ``states`` (a bucket several settlements charged),
+    in the order the buckets first appear."""
+    last = {state.key: state for state in states}
+    return tuple(last.values())
+
+
+def latest_charges(settlements: Sequence[Settlement]) -> list[Charge]:
+    """One charge per bucket the settlements charge (the last, for its limit), in the order
+    the buckets first appear."""
+    last = {charge.key: charge for _, charges in settlements for charge in charges}
+    return list(last.values())
 
 
 def granted_outcome(states: tuple[BucketState, ...]) -> ReserveOutcome:
@@ -256,8 +275,10 @@ class SettlingLedger(Ledger, Protocol):
         atomic operation. The settlements stay applied whatever the reservation's outcome
         (refused, cancelled); its states are the buckets after the settlements and it."""
 
-    def settle(self, settlements: Sequence[Settlement], *, now: float) -> None:
-        """Apply several commits in one atomic operation (each as ``commit`` would)."""
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> tuple[BucketState, ...]:
+        """Apply several commits in one atomic operation (each as ``commit`` would); the
+        buckets they charged, as they stand after them (the spend of every process: a
+        threshold crossed only when deferred commits land is alerted from these)."""
 
     async def areserve(
         self,
@@ -271,7 +292,9 @@ class SettlingLedger(Ledger, Protocol):
     ) -> ReserveOutcome:
         """Async twin of ``reserve``."""
 
-    async def asettle(self, settlements: Sequence[Settlement], *, now: float) -> None:
+    async def asettle(
+        self, settlements: Sequence[Settlement], *, now: float
+    ) -> tuple[BucketState, ...]:
         """Async twin of ``settle``."""
 
 
@@ -340,11 +363,14 @@ class SyncLedger(ABC):
             return await asyncio.to_thread(self.cancelled, targets)
         return self.cancelled(targets)
 
-    def settle(self, settlements: Sequence[Settlement], *, now: float) -> None:
-        """Apply several commits. This default commits them one by one; a backend with
-        ``settles = True`` overrides it with one atomic operation."""
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> tuple[BucketState, ...]:
+        """Apply several commits; the buckets they charged, after them. This default commits
+        them one by one; a backend with ``settles = True`` overrides it with one atomic
+        operation."""
+        states: list[BucketState] = []
         for reservation_id, charges in settlements:
-            self.commit(reservation_id, charges, now=now)
+            states += self.commit(reservation_id, charges, now=now)
+        return latest_states(states)
 
     async def areserve(
         self,
@@ -378,14 +404,15 @@ class SyncLedger(ABC):
             )
         return self.reserve(reservation_id, charges, now=now, lease_until=lease_until, watch=watch)
 
-    async def asettle(self, settlements: Sequence[Settlement], *, now: float) -> None:
+    async def asettle(
+        self, settlements: Sequence[Settlement], *, now: float
+    ) -> tuple[BucketState, ...]:
         """Async twin of ``settle``."""
         if self.offload:
             import asyncio
 
-            await asyncio.to_thread(self.settle, settlements, now=now)
-        else:
-            self.settle(settlements, now=now)
+            return await asyncio.to_thread(self.settle, settlements, now=now)
+        return self.settle(settlements, now=now)
 
     async def acommit(
         self, reservation_id: str, charges: Sequence[Charge], *, now: float

@@ -12,12 +12,14 @@ from typing import Any
 
 from .base import (
     COMMIT_MEMORY_SECONDS,
+    LIMIT_SLACK,
     BucketState,
     Charge,
     ReserveOutcome,
     Settlement,
     SyncLedger,
     granted_outcome,
+    latest_states,
     new_state,
 )
 
@@ -144,7 +146,7 @@ class MemoryLedger(SyncLedger):
                 committed = bucket.committed
                 reserved = bucket.held if now < bucket.soonest else bucket.expire(now)
                 amount = charge.amount
-                if amount > 0 and committed + reserved + amount > charge.limit:
+                if amount > 0 and committed + reserved + amount > charge.limit + LIMIT_SLACK:
                     state = BucketState(key, committed, reserved, charge.limit)
                     return ReserveOutcome.refusal(state, amount)
                 held.append(bucket)
@@ -161,15 +163,30 @@ class MemoryLedger(SyncLedger):
         with self._lock:
             return self._commit_locked(reservation_id, charges, now, True)
 
-    def settle(self, settlements: Sequence[Settlement], *, now: float) -> None:
-        """Apply several commits under one lock."""
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> tuple[BucketState, ...]:
+        """Apply several commits under one lock; the buckets they charged, after them."""
         if self._settle_through_commit:
+            states: list[BucketState] = []
             for rid, charges in settlements:
-                self.commit(rid, charges, now=now)
-            return
+                states += self.commit(rid, charges, now=now)
+            return latest_states(states)
         with self._lock:
             for rid, charges in settlements:
                 self._commit_locked(rid, charges, now, False)
+            return self._states_of(settlements, now)
+
+    def _states_of(self, settlements: Sequence[Settlement], now: float) -> tuple[BucketState, ...]:
+        """The buckets ``settlements`` charged, as they stand (with the lock held)."""
+        limits = {charge.key: charge.limit for _, charges in settlements for charge in charges}
+        states = []
+        for key, limit in limits.items():
+            bucket = self._buckets.get(key)  # none: a repeated commit of a forgotten window
+            if bucket is None:
+                states.append(new_state(key, 0.0, 0.0, limit))
+                continue
+            reserved = bucket.held if now < bucket.soonest else bucket.expire(now)
+            states.append(new_state(key, bucket.committed, reserved, limit))
+        return tuple(states)
 
     def _commit_locked(
         self, reservation_id: str, charges: Sequence[Charge], now: float, states: bool = True
@@ -317,7 +334,7 @@ class MemoryLedger(SyncLedger):
                     bucket = self._new_bucket_at(key, end, now)
                 spent = bucket.committed
                 reserved = bucket.held if now < bucket.soonest else bucket.expire(now)
-                if amount > 0 and spent + reserved + amount > limit:
+                if amount > 0 and spent + reserved + amount > limit + LIMIT_SLACK:
                     return ReserveOutcome.refusal(BucketState(key, spent, reserved, limit), amount)
                 held.append(bucket)
                 committed.append(spent)

@@ -44,7 +44,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..errors import LedgerUnavailable
-from .base import COMMIT_MEMORY_SECONDS, BucketState, Charge, ReserveOutcome, Settlement
+from .base import (
+    COMMIT_MEMORY_SECONDS,
+    LIMIT_SLACK,
+    BucketState,
+    Charge,
+    ReserveOutcome,
+    Settlement,
+    latest_states,
+)
 from .redis_uri import OURS, check_db_path, check_options, seconds
 
 __all__ = ["RedisLedger"]
@@ -54,7 +62,8 @@ __all__ = ["RedisLedger"]
 _MARGIN_SECONDS = 600.0
 _FAULTS = (RedisConnectionError, RedisTimeoutError, ResponseError)
 
-_LUA_HELPERS = """
+_LUA_HELPERS = f"""
+local LIMIT_SLACK = {LIMIT_SLACK!r}
 local function fmt(x) return string.format('%.17g', x) end
 local function live(holds, now, prune)
   local total = 0
@@ -125,7 +134,7 @@ for i = 1, n do
   local amount = tonumber(ARGV[a + 1])
   local c = tonumber(redis.call('HGET', KEYS[2 * i + 1], 'c') or '0')
   local r = live(KEYS[2 * i + 2], now, true)
-  if amount > 0 and c + r + amount > tonumber(ARGV[a + 2]) then
+  if amount > 0 and c + r + amount > tonumber(ARGV[a + 2]) + LIMIT_SLACK then
     return {'refused', tostring(i), fmt(c), fmt(r)}
   end
   committed[i], reserved[i] = c, r
@@ -146,8 +155,24 @@ return out
 """
 )
 
-# KEYS and ARGV: the settlements only (see ``settle``).
-_SETTLE = _LUA_HELPERS + "settle(1, 1)\nreturn 1\n"
+# KEYS and ARGV: the settlements only (see ``settle``). Returns each settlement's buckets'
+# committed spend after all of them, in the order of their KEYS.
+_SETTLE = (
+    _LUA_HELPERS
+    + """
+settle(1, 1)
+local out, k, a = {}, 1, 3
+for _ = 1, tonumber(ARGV[2]) do
+  local m = tonumber(ARGV[a + 1])
+  a, k = a + 2 + 3 * m, k + 2
+  for _ = 1, m do
+    out[#out + 1] = fmt(tonumber(redis.call('HGET', KEYS[k], 'c') or '0'))
+    k = k + 1
+  end
+end
+return out
+"""
+)
 
 # KEYS: record, done marker, then (bucket, holds) per charge.
 # ARGV: rid, now, done marker ttl ms, then per charge: amount, expires_at, bucket ttl ms.
@@ -334,12 +359,15 @@ class RedisLedger:
             reply = self._scripts.commit(keys=keys, args=args)
         return _commit_states(reply, charges)
 
-    def settle(self, settlements: Sequence[Settlement], *, now: float) -> None:
-        """Apply several commits, each as ``commit`` would: one script."""
-        if settlements:
-            keys, args = self._settle_call(settlements, now)
-            with self._faults():
-                self._scripts.settle(keys=keys, args=args)
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> tuple[BucketState, ...]:
+        """Apply several commits, each as ``commit`` would: one script. The buckets they
+        charged, after them (their committed spend; reservations are not read)."""
+        if not settlements:
+            return ()
+        keys, args = self._settle_call(settlements, now)
+        with self._faults():
+            reply = self._scripts.settle(keys=keys, args=args)
+        return _settled_states(reply, settlements)
 
     def release(self, reservation_id: str, *, now: float) -> None:
         """Drop the reservation; nothing is spent."""
@@ -445,12 +473,16 @@ class RedisLedger:
             reply = await self._side().scripts.commit(keys=keys, args=args)
         return _commit_states(reply, charges)
 
-    async def asettle(self, settlements: Sequence[Settlement], *, now: float) -> None:
+    async def asettle(
+        self, settlements: Sequence[Settlement], *, now: float
+    ) -> tuple[BucketState, ...]:
         """Async twin of ``settle``."""
-        if settlements:
-            keys, args = self._settle_call(settlements, now)
-            async with self._afaults():
-                await self._side().scripts.settle(keys=keys, args=args)
+        if not settlements:
+            return ()
+        keys, args = self._settle_call(settlements, now)
+        async with self._afaults():
+            reply = await self._side().scripts.settle(keys=keys, args=args)
+        return _settled_states(reply, settlements)
 
     async def arelease(self, reservation_id: str, *, now: float) -> None:
         """Async twin of ``release``."""
@@ -626,6 +658,16 @@ def _reserve_outcome(reply: list[str], charges: Sequence[Charge]) -> ReserveOutc
         for i, c in enumerate(charges)
     ]
     return ReserveOutcome.granted(before, charges)
+
+
+def _settled_states(reply: Any, settlements: Sequence[Settlement]) -> tuple[BucketState, ...]:
+    """The settle script's reply (committed spend per charge, in order) as bucket states."""
+    charges = [charge for _, charges in settlements for charge in charges]
+    states = [
+        BucketState(charge.key, float(value), 0.0, charge.limit)
+        for charge, value in zip(charges, reply, strict=True)
+    ]
+    return latest_states(states)
 
 
 def _commit_states(reply: list[str], charges: Sequence[Charge]) -> tuple[BucketState, ...]:

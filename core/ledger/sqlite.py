@@ -32,12 +32,14 @@ from urllib.parse import parse_qs, urlsplit
 from ..errors import LedgerUnavailable
 from .base import (
     COMMIT_MEMORY_SECONDS,
+    LIMIT_SLACK,
     BucketState,
     Charge,
     ReserveOutcome,
     Settlement,
     SyncLedger,
     granted_outcome,
+    latest_charges,
     new_state,
 )
 
@@ -134,7 +136,7 @@ class SQLiteLedger(SyncLedger):
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._orphans: list[_Connection] = []  # inherited across fork: never touched
         self._next_purge = 0.0
-        Path(self._options.path).parent.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
         try:
             self._connection()  # creates the schema now, so a bad path fails here
         except LedgerUnavailable as exc:
@@ -142,6 +144,18 @@ class SQLiteLedger(SyncLedger):
                 raise
             # A lock another process holds passes: the schema is made at the first call,
             # which meets the lock, if it is still held, as a fault the policy decides on.
+
+    def _make_directory(self) -> None:
+        """Create the file's directory when it is missing (``sqlite:///data/spend.db``); one
+        that cannot be made is a ``LedgerUnavailable`` that says which."""
+        directory = Path(self._options.path).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = f"cannot create the directory {directory} ({exc.strerror or exc})"
+            raise LedgerUnavailable(
+                self.uri, f"{reason}: point the URI at a directory this user can write"
+            ) from exc
 
     # ------------------------------------------------------------------ Ledger protocol
     def reserve(
@@ -174,7 +188,7 @@ class SQLiteLedger(SyncLedger):
                     committed = 0.0
                     missing.append(charge)
                 amount = charge.amount
-                if amount > 0 and committed + reserved + amount > charge.limit:
+                if amount > 0 and committed + reserved + amount > charge.limit + LIMIT_SLACK:
                     state = BucketState(charge.key, committed, reserved, charge.limit)
                     return ReserveOutcome.refusal(state, amount)
                 states.append(new_state(charge.key, committed, reserved + amount, charge.limit))
@@ -217,11 +231,18 @@ class SQLiteLedger(SyncLedger):
                 _add(db, charges)
             return tuple(states)
 
-    def settle(self, settlements: Sequence[Settlement], *, now: float) -> None:
-        """Apply several commits, each as ``commit`` would, in one transaction."""
-        if settlements:
-            with self._write(now) as db:
-                _settle(db, settlements, now)
+    def settle(self, settlements: Sequence[Settlement], *, now: float) -> tuple[BucketState, ...]:
+        """Apply several commits, each as ``commit`` would, in one transaction; the buckets
+        they charged, after them."""
+        if not settlements:
+            return ()
+        charges = latest_charges(settlements)
+        with self._write(now) as db:
+            _settle(db, settlements, now)
+            found = _read_buckets(db, charges, now)
+        return tuple(
+            new_state(c.key, found[c.key][0] or 0.0, found[c.key][1], c.limit) for c in charges
+        )
 
     def release(self, reservation_id: str, *, now: float) -> None:
         """Drop the reservation; nothing is spent."""

@@ -76,12 +76,18 @@ def max_tokens_of(
     invocation_params: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None = None
 ) -> int | None:
     """The output-token limit the call names, if any."""
-    for source, keys in ((invocation_params, _MAX_TOKEN_KEYS), (metadata, ("ls_max_tokens",))):
-        for key in keys:
-            value = (source or {}).get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-    return None
+    if invocation_params:
+        for key in _MAX_TOKEN_KEYS:
+            value = invocation_params.get(key)
+            if value is not None and _is_token_limit(value):
+                return value  # type: ignore[no-any-return]
+    value = metadata.get("ls_max_tokens") if metadata else None
+    return value if value is not None and _is_token_limit(value) else None
+
+
+def _is_token_limit(value: object) -> bool:
+    """A positive int (a bool is not a limit)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 #: The invocation params ``model_from_start`` and ``max_tokens_of`` read.
@@ -104,9 +110,7 @@ def model_and_max_tokens(
     if not (isinstance(model, str) and model):
         model = model_from_start(serialized, None, None)
     limit = metadata.get("ls_max_tokens") if metadata else None
-    if not (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
-        limit = None
-    return model, limit
+    return model, limit if limit is not None and _is_token_limit(limit) else None
 
 
 def _detail(details: Any, key: str) -> int:

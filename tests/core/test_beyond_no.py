@@ -450,3 +450,38 @@ def test_a_resume_that_crashed_frees_its_handle_after_its_claim_lapses() -> None
         warden.nap_and_resume(handle.id, lambda h: h.state["step"])
     clock.advance(warden.resume_claim_seconds + 1)
     assert warden.nap_and_resume(handle.id, lambda h: h.state["step"]) == 1
+
+
+def test_a_cancel_by_task_class_or_tag_stops_the_matching_runs_only() -> None:
+    """Every scope a cancel accepts stops runs: a task class, and a run's own tags."""
+    warden, _, _ = make_warden()
+    open_before = warden.run(task_class="extraction")
+    assert warden.cancel(task_class="extraction") == ["task_class=extraction"]
+    assert warden.cancel(tags={"team": "search"}) == ["tag:team=search"]
+    stopped = [
+        open_before,
+        warden.run(task_class="extraction"),
+        warden.run(tags={"team": "search"}),
+    ]
+    for run in stopped:
+        with pytest.raises(BudgetExceeded) as info:
+            run.before_llm_call("gpt-4o-mini")
+        assert info.value.cap == "cancelled"
+    warden.run(task_class="chat", tags={"team": "ops"}).before_llm_call("gpt-4o-mini")
+    warden.uncancel(task_class="extraction", tags={"team": "search"})
+    warden.run(task_class="extraction", tags={"team": "search"}).before_llm_call("gpt-4o-mini")
+    with pytest.raises(ValueError, match="tags=\\{name: value\\}"):
+        warden.cancel(team="search")
+
+
+def test_a_total_budget_refusal_says_raise_the_limit_not_wait() -> None:
+    warden, _, _ = make_warden(
+        Policy(budgets=[Budget(scope="thread", window="total", max_requests=1)])
+    )
+    run = warden.run(thread="t1")
+    run.after_llm_call(run.before_llm_call("gpt-4o-mini"), usage())
+    with pytest.raises(BudgetExceeded) as info:
+        run.before_llm_call("gpt-4o-mini")
+    assert info.value.resets_at is None
+    assert "a total budget never resets" in str(info.value)
+    assert "wait for the window" not in str(info.value)

@@ -98,3 +98,21 @@ def test_cancel_on_an_unreachable_redis_is_one_line_and_exit_code_2() -> None:
         assert f"cannot reach ledger redis://127.0.0.1:{port}/0" in result.output
         assert f"nothing was {verb}" in result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_cancel_command_stops_runs_by_task_class_and_by_tag(tmp_path) -> None:
+    from budgetwarden import BudgetExceeded, Warden
+
+    uri = f"sqlite:///{tmp_path / 'spend.db'}"
+    warden = Warden(ledger=uri, log_events=False)
+    args = ["cancel", "--ledger", uri, "--task-class", "extraction", "--tag", "team=search"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "task_class=extraction" in result.output and "tag:team=search" in result.output
+    for run in (warden.run(task_class="extraction"), warden.run(tags={"team": "search"})):
+        with pytest.raises(BudgetExceeded) as info:
+            run.before_llm_call("gpt-4o-mini")
+        assert info.value.cap == "cancelled"
+    warden.run(task_class="chat", tags={"team": "ops"}).before_llm_call("gpt-4o-mini")
+    bad = runner.invoke(app, ["cancel", "--ledger", uri, "--tag", "team"])
+    assert bad.exit_code == 2 and "give it as name=value" in bad.output

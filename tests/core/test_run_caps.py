@@ -7,6 +7,7 @@ import pytest
 from budgetwarden import (
     BudgetExceeded,
     Limits,
+    ModelPrice,
     Policy,
     PriceBook,
     ToolDenied,
@@ -359,3 +360,18 @@ def test_an_unknown_outcome_is_refused_with_the_outcomes_there_are() -> None:
     assert sink.cost_events == []  # nothing recorded under a misspelt outcome
     run.after_llm_call(step, usage(), outcome="timeout")
     assert [e.outcome for e in sink.cost_events] == ["timeout"]
+
+
+def test_a_cost_cap_that_exactly_fits_its_last_call_lets_it_run() -> None:
+    """Ten calls of $0.001 fit ``max_cost_usd=0.01`` (their float sum is a hair above it)."""
+    price = ModelPrice(input_cost_per_token=1e-6, output_cost_per_token=0.0)
+    warden, _, _ = make_warden(
+        Policy(limits=Limits(max_cost_usd=0.01), prices={"exact-model": price})
+    )
+    run = warden.run()
+    for _ in range(10):
+        step = run.before_llm_call("exact-model", input_tokens=1000, max_tokens=1)
+        run.after_llm_call(step, Usage(input_tokens=1000, output_tokens=0))
+    assert run.counters.iterations == 10
+    with pytest.raises(BudgetExceeded):
+        run.before_llm_call("exact-model", input_tokens=1, max_tokens=1)

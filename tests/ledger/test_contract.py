@@ -222,3 +222,15 @@ def test_the_memory_ledger_forgets_reservations_whose_lease_ended() -> None:
     ledger._forget_lapsed_reservations(now=20.0)
     assert set(ledger._reservations) == {"live"}
     assert ledger.state("k", now=20.0).reserved == 1.0
+
+
+def test_a_limit_that_exactly_fits_its_last_charge_grants_it(ledger: Ledger) -> None:
+    """Ten charges of 0.001 fit a limit of 0.01, though their float sum is
+    0.010000000000000002: the check forgives rounding (``LIMIT_SLACK``), and no more."""
+    for n in range(10):
+        outcome = ledger.reserve(f"r{n}", [charge("b", 0.001, limit=0.01)], now=1, lease_until=9)
+        assert outcome.ok, n
+        ledger.commit(f"r{n}", [charge("b", 0.001, limit=0.01)], now=1)
+    assert ledger.state("b", now=2).committed == pytest.approx(0.01)
+    refused = ledger.reserve("r10", [charge("b", 1e-6, limit=0.01)], now=1, lease_until=9)
+    assert not refused.ok  # a millionth past the limit is past it

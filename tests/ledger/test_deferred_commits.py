@@ -334,3 +334,38 @@ def test_a_new_run_asks_about_cancels_only_for_targets_not_asked_about_lately(
     assert len(asked) == 2
     warden.close()
     other.close()
+
+
+def _calls(warden: Warden, n: int, run: Any) -> None:
+    for _ in range(n):
+        step = run.before_llm_call(MODEL, input_tokens=100, max_tokens=100)
+        run.after_llm_call(step, Usage(input_tokens=100, output_tokens=100))
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
+@pytest.mark.parametrize(("first", "levels"), [(4, [0.5]), (9, [0.5, 0.8, 0.9, 1.0])])
+def test_a_level_crossed_only_when_deferred_commits_land_is_alerted_once(
+    ledger_uri: str, first: int, levels: list[float]
+) -> None:
+    """Two wardens (two processes) spend on one $0.01 budget, $0.001 a call. The first's
+    last commit waits while the other's call takes the total to a level: the committing
+    run saw a bucket without that deferred spend, so the level shows only when the wait
+    ends (at the first run's end). It was alerted by nobody; now by the warden whose
+    commits landed, once."""
+    budget = Budget(scope="workspace", window="day", max_cost_usd=0.01)
+    clock = FakeClock()
+    sinks = [ListSink(), ListSink()]
+    a, b = (
+        Warden(policy(budget), ledger=ledger_uri, clock=clock, sinks=[sink], log_events=False)
+        for sink in sinks
+    )
+    run_a = a.run(workspace="acme")
+    _calls(a, first, run_a)  # its last commit waits for a's next ledger trip
+    with b.run(workspace="acme") as run_b:
+        _calls(b, 1, run_b)
+    run_a.finish()  # the waiting commit lands
+    alerts = [e for sink in sinks for e in sink.events if type(e).__name__ == "BudgetAlert"]
+    assert sorted(alert.level for alert in alerts) == levels
+    assert a.spent("workspace", "acme") == pytest.approx((first + 1) * 0.001)
+    a.close()
+    b.close()

@@ -279,7 +279,8 @@ def test_sqlite_settles_and_reserves_in_one_short_transaction(tmp_path: Path) ->
     assert [s.split()[0] for s in ran].count("BEGIN") == 1
     assert len(ran) <= 9
     assert len(_statements(ledger, lambda: ledger.commit("r2", two, now=3))) == 6
-    assert len(_statements(ledger, lambda: ledger.settle([("r3", two)], now=3))) == 5
+    # BEGIN, holds, commit id, buckets, the buckets after it (for alerts), COMMIT
+    assert len(_statements(ledger, lambda: ledger.settle([("r3", two)], now=3))) == 6
     assert seen(ledger, "a", "b") == [(4.0, 0.0), (8.0, 0.0)]
     ledger.close()
 
@@ -462,3 +463,20 @@ def test_plain_amounts_keep_overlapping_holds_and_leases_like_charges() -> None:
     by_charges.commit("r2", charges((2.0, 8.0)), now=21.0)  # late, after its lease: counted
     by_amounts.commit_amounts("r2", keys, (2.0, 8.0), ends, now=21.0)
     same(21.0)
+
+
+async def test_settle_returns_each_charged_bucket_after_all_the_settlements(ledger: Any) -> None:
+    """What a flush learns of the buckets it charged: everyone's committed spend after it
+    (the warden alerts levels it shows), one state per bucket, in first-charged order."""
+    ledger.commit("elsewhere", [charge("a", 2.0)], now=1)  # another process's spend
+    ledger.reserve("r1", [charge("a", 1.0)], now=1, lease_until=100)
+    settled = ledger.settle(
+        [("r1", [charge("a", 1.0), charge("b", 0.5)]), ("r2", [charge("a", 0.25)])], now=2
+    )
+    assert [(s.key, s.committed, s.limit) for s in settled] == [("a", 3.25, 10.0), ("b", 0.5, 10.0)]
+    again = ledger.settle([("r1", [charge("a", 1.0)])], now=3)  # committed already: adds nothing
+    assert [(s.key, s.committed) for s in again] == [("a", 3.25)]
+    assert await ledger.asettle([("r3", [charge("b", 0.5)])], now=4) == (
+        BucketState("b", 1.0, 0.0, 10.0),
+    )
+    assert ledger.settle([], now=5) == ()

@@ -126,3 +126,15 @@ def test_an_integrity_error_is_a_bug_and_not_a_ledger_fault(tmp_path: Path) -> N
     ledger = SQLiteLedger(f"sqlite:///{tmp_path / 'spend.db'}")
     with pytest.raises(sqlite3.IntegrityError), ledger._write() as db:
         db.execute("INSERT INTO buckets (key, committed, expires_at) VALUES ('k', NULL, 1)")
+
+
+def test_a_directory_that_cannot_be_made_is_a_ledger_fault_that_says_so(tmp_path) -> None:
+    from budgetwarden.errors import LedgerUnavailable
+    from budgetwarden.ledger import open_ledger
+
+    made = open_ledger(f"sqlite:///{tmp_path / 'new' / 'dir' / 'spend.db'}")  # made for you
+    made.close()
+    assert (tmp_path / "new" / "dir" / "spend.db").exists()
+    (tmp_path / "a-file").write_text("not a directory")
+    with pytest.raises(LedgerUnavailable, match="cannot create the directory"):
+        open_ledger(f"sqlite:///{tmp_path / 'a-file' / 'sub' / 'spend.db'}")
