@@ -26,6 +26,9 @@ class PauseHandle(BaseModel):
     framework: str = Field(description="langgraph, openai_agents, crewai or core.")
     cap: str
     resets_at: float | None = None
+    #: What the refused call needed of the budget (its worst case, in the budget's unit):
+    #: the run is ready to resume when the budget has that much room, not merely some.
+    needed: float = 0.0
     created_at: float
     attribution: dict[str, str | None] = Field(default_factory=dict)
     report: RunReport

@@ -591,6 +591,7 @@ class Run(FastPaths):
             framework=framework,
             cap=stopped.cap if stopped else (self.stop_reason or "paused"),
             resets_at=stopped.resets_at if stopped else None,
+            needed=(stopped.requested or 0.0) if stopped else 0.0,
             created_at=self.warden.clock(),
             attribution=dict(self.attribution),
             report=self.report,

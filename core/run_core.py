@@ -48,6 +48,13 @@ if TYPE_CHECKING:
 __all__ = ["RunCore"]
 
 _ids = itertools.count(1)
+#: This process's tag in reservation ids (``<run id>:<tag>-<n>``, ``RunCore._rid_prefix``):
+#: ``_ids`` starts at 1 in every process, a run resumed in another process keeps its id, and
+#: a ledger adds nothing for a commit whose reservation id it has seen (commits are
+#: idempotent), so without it the resumed run's spend was dropped. Renewed in a forked child.
+_process_tag = [os.urandom(4).hex()]
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=lambda: _process_tag.__setitem__(0, os.urandom(4).hex()))
 Request = tuple[str | None, int, int, int]  # model, input tokens, max output tokens, tools
 #: The cached buckets' keys, held limits, window ends, metrics, and (key, held limit) pairs.
 BucketPlan = tuple[
@@ -125,6 +132,7 @@ class RunCore:
         "_pending",
         "_prompt_gap",
         "_ratios",
+        "_rid_prefix",
         "_route",
         "_routed",
         "_searches",
@@ -162,6 +170,7 @@ class RunCore:
         self.warden = warden
         self.policy = warden.policy
         self.id = run_id or new_run_id()
+        self._rid_prefix = f"{self.id}:{_process_tag[0]}-"  # see _process_tag
         self.parent = parent
         self._lineage: tuple[RunCore, ...] = (self, *(parent._lineage if parent else ()))
         self.attribution = attribution
@@ -305,7 +314,7 @@ class RunCore:
             return left
 
     def _next_id(self) -> str:
-        return f"{self.id}:{next(_ids)}"
+        return f"{self._rid_prefix}{next(_ids)}"
 
     def _cancel_targets(self) -> tuple[str, ...]:
         lineage = [run.id for run in self._lineage]

@@ -218,7 +218,7 @@ class FastPaths(RunCalls):
         with self._lock:
             if self._caps_refuse(est_in, max_out, worst, now, retry):
                 return None
-            rid = f"{self.id}:{next(_ids)}"
+            rid = f"{self._rid_prefix}{next(_ids)}"
             keys, held, ends, _, pairs = self._bucket_plan
             amounts = self._amounts_of(worst, float(est_in + max_out))
             local = self._local
@@ -510,7 +510,7 @@ class FastPaths(RunCalls):
                 or (repeat is not None and same and c.tool_streak >= repeat)
             ):
                 return None
-            step = ToolStep(f"{self.id}:{next(_ids)}", name, call_id, signature, 0.0, now)
+            step = ToolStep(f"{self._rid_prefix}{next(_ids)}", name, call_id, signature, 0.0, now)
             c.tool_calls += 1
             c.tool_calls_by_name[name] = used + 1
             c.tool_streak = c.tool_streak + 1 if same else 1

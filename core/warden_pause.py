@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar, Unpack
 
 from .buckets import escape, matching_buckets
 from .events import Notice
 from .ledger import Ledger
-from .ledger.base import BucketState, Charge, ValueStore
+from .ledger.base import LIMIT_SLACK, BucketState, Charge, ValueStore
 from .pause import PauseHandle
 from .run_core import cancel_targets
 from .warden_faults import LinkArgs
@@ -22,6 +24,8 @@ __all__ = ["PauseHandles"]
 _T = TypeVar("_T")
 #: How long a resumed handle's claim is kept, so that no late resume takes it again.
 _CLAIM_KEPT_SECONDS = 7 * 86400.0
+#: The handle ``nap_and_resume`` is resuming in this context (it holds the claim already).
+_resuming: ContextVar[str | None] = ContextVar("budgetwarden_resuming", default=None)
 
 
 class PauseHandles(LedgerTrips):
@@ -106,7 +110,8 @@ class PauseHandles(LedgerTrips):
         if ref is None:
             return True  # the budget was removed from the policy
         state = self._ledger_call(state_reader(ref.key, now, ref.limit))
-        return state.committed + state.reserved < ref.limit * self.policy.thresholds.stop
+        room = ref.limit * self.policy.thresholds.stop - state.committed - state.reserved
+        return room >= handle.needed - LIMIT_SLACK if handle.needed > 0 else room > 0
 
     def wait_until_resumable(
         self, handle: PauseHandle, *, poll_seconds: float = 5.0, timeout: float | None = None
@@ -150,11 +155,14 @@ class PauseHandles(LedgerTrips):
         found = self._handle(handle)
         self.wait_until_resumable(found, poll_seconds=poll_seconds)
         claim = self._claim_handle(found)
+        token = _resuming.set(found.id)
         try:
             result = resume(found)
         except BaseException:
             self._unclaim_handle(claim)  # it may be resumed again
             raise
+        finally:
+            _resuming.reset(token)
         self._resumed(found, claim)
         return result
 
@@ -169,13 +177,38 @@ class PauseHandles(LedgerTrips):
         found = self._handle(handle)
         await self.await_resumable(found, poll_seconds=poll_seconds)
         claim = self._claim_handle(found)
+        token = _resuming.set(found.id)
         try:
             result = await resume(found)
         except BaseException:
             self._unclaim_handle(claim)
             raise
+        finally:
+            _resuming.reset(token)
         self._resumed(found, claim)
         return result
+
+    @contextmanager
+    def resuming(self, handle: PauseHandle | str) -> Iterator[PauseHandle]:
+        """Resume ``handle`` once, without waiting: the block is the resume. The handle is
+        claimed in the ledger first (a ``KeyError`` when it was resumed, or is being resumed,
+        elsewhere), forgotten when the block ends, and given back when it raises. The
+        ``resume_*`` functions of the adapters resume inside it; within ``nap_and_resume``,
+        which claims the handle itself, it only finds the handle."""
+        found = self._handle(handle)
+        if _resuming.get() == found.id:
+            yield found
+            return
+        claim = self._claim_handle(found)
+        token = _resuming.set(found.id)
+        try:
+            yield found
+        except BaseException:
+            self._unclaim_handle(claim)
+            raise
+        finally:
+            _resuming.reset(token)
+        self._resumed(found, claim)
 
     def _claim_handle(self, handle: PauseHandle) -> Charge:
         """Take ``handle`` for this resume, atomically across the processes on the ledger:

@@ -330,12 +330,13 @@ def resume_crewai(
     from its agent's transcript with the refused call. ``inputs`` default to the paused
     kickoff's. With ``warden.nap_and_resume(handle_id, lambda h: resume_crewai(warden, h,
     crew))`` it first waits until the budget's window resets or the budget is raised. A
-    paused stream (``stream_kickoff``) goes on here without streaming.
+    paused stream (``stream_kickoff``) goes on here without streaming. A handle is resumed
+    once: a second resume is a ``KeyError`` (``Warden.resuming``).
     """
-    found = _handle(warden, handle)
-    guarded = _resumed(crew, warden, found)
-    with not_streaming(crew):
-        return guarded._kickoff(crew, _inputs(found, inputs), {}, found)
+    with warden.resuming(_handle(warden, handle)) as found:
+        guarded = _resumed(crew, warden, found)
+        with not_streaming(crew):
+            return guarded._kickoff(crew, _inputs(found, inputs), {}, found)
 
 
 async def aresume_crewai(
@@ -346,10 +347,10 @@ async def aresume_crewai(
     inputs: dict[str, Any] | None = None,
 ) -> GuardedCrewOutput:
     """Async twin of :func:`resume_crewai` (CrewAI's native ``akickoff``)."""
-    found = _handle(warden, handle)
-    guarded = _resumed(crew, warden, found)
-    with not_streaming(crew):
-        return await guarded._akickoff(crew, _inputs(found, inputs), {}, found)
+    with warden.resuming(_handle(warden, handle)) as found:
+        guarded = _resumed(crew, warden, found)
+        with not_streaming(crew):
+            return await guarded._akickoff(crew, _inputs(found, inputs), {}, found)
 
 
 def _handle(warden: Warden, handle: PauseHandle | str) -> PauseHandle:

@@ -334,10 +334,12 @@ async def resume_openai_agents(
     ``agent`` is the run's starting agent; ``kwargs`` are ``run_guarded``'s (``route``,
     ``hooks``, ``run_config``...); ``max_turns`` gives the resumed run more turns. With
     ``warden.anap_and_resume(handle_id, lambda h: resume_openai_agents(warden, h, agent))``
-    it first waits until the budget's window resets or the budget is raised.
+    it first waits until the budget's window resets or the budget is raised. A handle is
+    resumed once: a second resume is a ``KeyError`` (``Warden.resuming``).
     """
-    state = await _paused_input(handle, agent, max_turns)
-    return await _run_guarded(agent, state, warden, _resume_options(handle, dict(kwargs)))
+    with warden.resuming(handle) as found:
+        state = await _paused_input(found, agent, max_turns)
+        return await _run_guarded(agent, state, warden, _resume_options(found, dict(kwargs)))
 
 
 def resume_openai_agents_sync(
@@ -349,5 +351,6 @@ def resume_openai_agents_sync(
     **kwargs: Any,
 ) -> GuardedResult:
     """Synchronous twin of :func:`resume_openai_agents` (for ``warden.nap_and_resume``)."""
-    state = asyncio.run(_paused_input(handle, agent, max_turns))
-    return _run_guarded_sync(agent, state, warden, _resume_options(handle, dict(kwargs)))
+    with warden.resuming(handle) as found:
+        state = asyncio.run(_paused_input(found, agent, max_turns))
+        return _run_guarded_sync(agent, state, warden, _resume_options(found, dict(kwargs)))

@@ -485,3 +485,24 @@ def test_a_total_budget_refusal_says_raise_the_limit_not_wait() -> None:
     assert info.value.resets_at is None
     assert "a total budget never resets" in str(info.value)
     assert "wait for the window" not in str(info.value)
+
+
+def test_a_run_paused_by_a_dollar_budget_naps_until_its_next_call_fits() -> None:
+    """A dollar budget refuses a call whose worst case does not fit, while it still has some
+    room: resuming then would only be refused again. The handle keeps what the call needed,
+    and the run is ready once that much is free (the window resets, or the budget grows)."""
+    clock = FakeClock()
+    policy = Policy(
+        budgets=[Budget(scope="user", window="8h", max_cost_usd=0.004)], on_exceeded="pause"
+    )
+    warden, _, _ = make_warden(policy, clock=clock, sleep=clock.advance)
+    run = warden.run(user="u1")
+    with pytest.raises(BudgetExceeded) as info:
+        for _ in range(100):  # $0.00021 each, $0.0006 held: the 18th does not fit
+            run.after_llm_call(run.before_llm_call("gpt-4o-mini", max_tokens=1000), usage())
+    handle = run.pause_handle("core", {"step": 1})
+    assert warden.spent("user", "u1") < 0.004  # some room, not enough for the call
+    assert not warden.ready_to_resume(handle)
+    assert handle.needed == info.value.requested > 0
+    warden.save_handle(handle)
+    assert warden.nap_and_resume(handle.id, lambda h: clock.now) >= handle.resets_at

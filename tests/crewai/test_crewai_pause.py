@@ -168,3 +168,25 @@ def test_a_hierarchical_crew_resumes_its_manager_and_redoes_the_unfinished_deleg
     assert (manager_again.calls, worker_again.calls) == (2, 2)
     assert len(worker_again.seen[0]) == 2  # the coworker starts its delegated task again
     assert not result.stopped and result.raw == "answer 2 from gpt-4o-mini"
+
+
+def test_a_handle_resumed_directly_is_resumed_once(ledger: str) -> None:
+    """``resume_crewai`` claims and forgets the handle as ``nap_and_resume`` does: called
+    twice, it ran the crew twice; a resume that raises gives the handle back."""
+    clock = FakeClock()
+    crew, _, _ = two_tasks(3, 0)
+    warden = pausing_warden(ledger, clock, requests=2)
+    paused = guard_crew(crew, warden, user="u1").kickoff()
+    assert paused.handle is not None
+    other = make_crew([ScriptedLLM()], tools=[SearchTool()])
+    with pytest.raises(ValueError, match="built the same way"):
+        resume_crewai(warden, paused.handle, other)
+    assert [h.id for h in warden.paused()] == [paused.handle.id]  # given back
+    clock.advance(EIGHT_HOURS)
+    again, first_again, second_again = two_tasks(1, 0)
+    resume_crewai(warden, paused.handle.id, again)
+    calls = (first_again.calls, second_again.calls)
+    assert paused.handle.id not in [h.id for h in warden.paused()]
+    with pytest.raises(KeyError):
+        resume_crewai(warden, paused.handle.id, again)
+    assert (first_again.calls, second_again.calls) == calls

@@ -159,3 +159,36 @@ def test_a_ledger_opened_before_fork_works_in_both_processes(ledger_uri: str) ->
     ledger.commit("parent-again", [Charge("k", 1.0, 10.0, float("inf"))], now=3)
     assert ledger.state("k", now=4).committed == 4.0
     ledger.close()
+
+
+_SAME_RUN_AGAIN = """
+import sys
+from budgetwarden import Budget, Policy, Usage, Warden
+policy = Policy(budgets=[Budget(scope="workspace", window="day", max_requests=100)])
+warden = Warden(policy, ledger=sys.argv[1], log_events=False)
+with warden.run(run_id="run-paused-then-resumed", workspace="acme") as run:
+    for _ in range(3):
+        step = run.before_llm_call("gpt-4o-mini", input_tokens=100, max_tokens=100)
+        run.after_llm_call(step, Usage(input_tokens=100, output_tokens=100))
+warden.close()
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_run_resumed_in_a_fresh_process_keeps_every_call_it_spends(ledger_uri: str) -> None:
+    """A resumed run keeps its id, and every fresh process counts its calls from 1: the
+    resumed run's reservation ids repeated the paused one's, and the ledger (whose commits
+    are idempotent per id) dropped its spend (5 of 8 calls counted). Each process tags its
+    ids, so both halves count."""
+    import subprocess
+    import sys
+
+    for _ in range(2):  # the paused part, then the resumed part, each in a new interpreter
+        subprocess.run([sys.executable, "-c", _SAME_RUN_AGAIN, ledger_uri], check=True)
+    warden = Warden(
+        policy(Budget(scope="workspace", window="day", max_requests=100)),
+        ledger=ledger_uri,
+        log_events=False,
+    )
+    assert warden.spent("workspace", "acme") == 6
+    warden.close()

@@ -186,3 +186,22 @@ async def test_plain_hooks_pause_a_streamed_run_that_resumes_later(tools) -> Non
     clock.advance(EIGHT_HOURS)
     resumed = await resume_openai_agents(warden, handle, checker(tools, model))
     assert resumed.output == "all three checked" and model.calls == 4
+
+
+async def test_a_handle_resumed_directly_is_resumed_once(make_warden, tools) -> None:
+    """``resume_openai_agents`` called on its own claims and forgets the handle, as
+    ``anap_and_resume`` does: a second resume ran the paused step again (an extra call)."""
+    model = ScriptedModel([[tool_call("search", {"q": "a"})], [message("done")]])
+    warden = make_warden(limits={"max_tool_calls": 0}, on_exceeded="pause")
+    paused = await run_guarded(checker(tools, model), "check", warden)
+    assert paused.handle is not None and warden.paused() == [paused.handle]
+    await resume_openai_agents(warden, paused.handle, checker(tools, model))
+    calls = model.calls
+    assert warden.paused() == []
+    with pytest.raises(KeyError, match="resumed already"):
+        await resume_openai_agents(warden, paused.handle, checker(tools, model))
+    with pytest.raises(KeyError):
+        await warden.anap_and_resume(
+            paused.handle.id, lambda h: resume_openai_agents(warden, h, checker(tools, model))
+        )
+    assert model.calls == calls
