@@ -125,6 +125,8 @@ class RunLimits(RunCore):
             else:  # the run whose cap refused (the question named it), and no other
                 run = self._lineage[refusal.depth]
                 run.limits = extend_limits(run.limits, refusal.cap, grant.extra)
+            if self.final_cap == refusal.cap:  # its final-answer call was made for this cap,
+                self.final_cap = None  # which now has room: the run goes on, tools included
         self.warden._emit_all(
             [
                 Notice(

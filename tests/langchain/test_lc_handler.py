@@ -25,6 +25,7 @@ from lc_fakes import (
 
 from budgetwarden import (
     BudgetExceeded,
+    Grant,
     Limits,
     Policy,
     PriceBook,
@@ -443,3 +444,25 @@ def test_a_routing_policy_does_not_make_the_handler_reserve_a_model_that_does_no
     # the first call's prompt is only estimated (no bill to learn from yet); the others are
     # reserved at gpt-4o's price, so they fit their reservations
     assert all(e.overshoot_usd == 0 for e in calls[1:])
+
+
+def test_a_grant_after_the_final_answer_call_lets_the_run_go_on() -> None:
+    """The handler cannot take the tools off the final-answer call, so the model may still
+    ask for one; ``on_limit`` is asked then, and its grant must let the run go on (it was
+    recorded, and the run stopped anyway: "max_iterations: 3 of 5 used")."""
+    asked: list[float] = []
+
+    def decide(question: Any) -> Grant | None:
+        asked.append(question.limit)
+        return Grant(extra=2, by="alice") if len(asked) == 1 else None
+
+    warden, _ = make_warden(
+        Policy(limits=Limits(max_iterations=3, final_answer=True)), on_limit=decide
+    )
+    model, search = ScriptedChatModel(), CountedTool()
+    exc = refused(
+        agent_graph(model, [search.tool]), inputs(), "sync", BudgetCallbackHandler(warden)
+    )
+    assert asked == [3, 5]
+    assert model.calls == 5 and search.calls == 4
+    assert (exc.cap, exc.limit, exc.used) == ("max_iterations", 5, 5)
