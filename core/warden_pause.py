@@ -154,17 +154,8 @@ class PauseHandles(LedgerTrips):
         """
         found = self._handle(handle)
         self.wait_until_resumable(found, poll_seconds=poll_seconds)
-        claim = self._claim_handle(found)
-        token = _resuming.set(found.id)
-        try:
-            result = resume(found)
-        except BaseException:
-            self._unclaim_handle(claim)  # it may be resumed again
-            raise
-        finally:
-            _resuming.reset(token)
-        self._resumed(found, claim)
-        return result
+        with self.resuming(found) as claimed:
+            return resume(claimed)
 
     async def anap_and_resume(
         self,
@@ -176,17 +167,8 @@ class PauseHandles(LedgerTrips):
         """Async twin of ``nap_and_resume``."""
         found = self._handle(handle)
         await self.await_resumable(found, poll_seconds=poll_seconds)
-        claim = self._claim_handle(found)
-        token = _resuming.set(found.id)
-        try:
-            result = await resume(found)
-        except BaseException:
-            self._unclaim_handle(claim)
-            raise
-        finally:
-            _resuming.reset(token)
-        self._resumed(found, claim)
-        return result
+        with self.resuming(found) as claimed:
+            return await resume(claimed)
 
     @contextmanager
     def resuming(self, handle: PauseHandle | str) -> Iterator[PauseHandle]:
@@ -204,7 +186,7 @@ class PauseHandles(LedgerTrips):
         try:
             yield found
         except BaseException:
-            self._unclaim_handle(claim)
+            self._unclaim_handle(claim)  # it may be resumed again
             raise
         finally:
             _resuming.reset(token)
