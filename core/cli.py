@@ -222,8 +222,7 @@ def report(
     chosen = tuple(by or DEFAULT_BY)
     unknown = [d for d in chosen if d not in DIMENSIONS]
     if unknown:
-        err_console.print(f"[red]cannot group by {unknown}: use {', '.join(DIMENSIONS)}[/red]")
-        raise typer.Exit(2)
+        _fail(f"cannot group by {unknown}: use {', '.join(DIMENSIONS)}")
     result = _load_report(events, policy, since, until, envelope, run_usd, tz, now, chosen)
     if json_out:
         typer.echo(to_json(result.model_dump(mode="json")))
@@ -482,6 +481,8 @@ def alerts(
     )
     from .store import SQLiteEventStore, is_sqlite_file
 
+    if webhook is not None and not webhook.lower().startswith(("http://", "https://")):
+        _fail(f"--webhook {webhook!r}: give an http:// or https:// URL")
     try:
         chosen = settings(policy, envelope=envelope, run_usd=run_usd, timezone=tz)
         instant = now_or(now, chosen.timezone)
@@ -509,7 +510,8 @@ def alerts(
         _, error = evaluator.undelivered[0]
         err_console.print(
             f"[red]{len(evaluator.undelivered)} alert(s) not delivered ({error}); they are "
-            "retried at the next run[/red]"
+            "retried at the next run[/red]",
+            soft_wrap=True,
         )
         raise typer.Exit(1)
 

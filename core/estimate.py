@@ -261,6 +261,19 @@ def _indexed_calls(events: Sequence[Event], task_class: str | None) -> list[tupl
     return calls
 
 
+def _costliest_model(calls: Sequence[CostEvent]) -> str:
+    """The model a fitted class is priced as: the one its calls spent most on (a class that
+    mixes a cheap model's many calls with a dear one's few was priced as the cheap one, 8x
+    under what it cost). ``--model`` prices another."""
+    spent: dict[str, float] = {}
+    for event in calls:
+        if event.model:
+            spent[event.model] = spent.get(event.model, 0.0) + event.cost_usd
+    if not spent:
+        raise ValueError("these calls name no model: pass --model to price the estimate")
+    return max(spent, key=lambda name: spent[name])
+
+
 def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     """Least-squares intercept and slope of y on x (slope 0 when x never varies)."""
     n = len(points)
@@ -295,7 +308,7 @@ def fitted_figures(
     output = math.fsum(e.output_tokens for _, e in calls) / len(calls)
     later = [e for k, e in calls if k > 1]
     later_input = sum(e.input_tokens for e in later)
-    used = model or Counter(e.model for _, e in calls if e.model).most_common(1)[0][0]
+    used = model or _costliest_model([e for _, e in calls])
     return {
         "model": used,
         "steps_p50": percentile(steps, 0.5),

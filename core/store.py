@@ -298,6 +298,11 @@ def load_events(
                 f"{source} is a SQLite file but not a budgetwarden event store ({exc}); "
                 "write one with SQLiteEventStore(path) as a Warden sink"
             ) from exc
+        except sqlite3.DatabaseError as exc:  # a damaged file: not a database, malformed
+            raise ValueError(
+                f"{source} is a damaged SQLite file ({exc}): restore it from a backup, or "
+                "read the JSONL copy if you keep one"
+            ) from exc
         finally:
             db.close()
     return _read_jsonl(source, since, until, progress)

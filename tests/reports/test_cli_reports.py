@@ -414,3 +414,18 @@ def test_alerts_dry_run_and_jsonl_state(tmp_path: Path) -> None:
     assert len(_json([*args, "--json"])) == 8
     assert Path(f"{jsonl}.alerts.db").exists()
     assert _json([*args, "--json"]) == []
+
+
+def test_commands_refuse_a_damaged_store_and_a_webhook_that_is_no_url_in_one_line(
+    tmp_path: Path, store: Path
+) -> None:
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"SQLite format 3\x00" + b"\x07" * 4096)
+    for args in (["report", "--events", str(damaged)], ["dashboard", "--events", str(damaged)]):
+        result = runner.invoke(app, args, env=WIDE)
+        assert result.exit_code == 2 and "damaged SQLite file" in result.output, args
+        assert "Traceback" not in result.output
+    bad = runner.invoke(app, ["alerts", "--events", str(store), "--webhook", "notaurl"])
+    assert bad.exit_code == 2 and "give an http:// or https:// URL" in bad.output
+    unknown = runner.invoke(app, ["report", "--events", str(store), "--by", "color"])
+    assert unknown.exit_code == 2 and len(unknown.output.strip().splitlines()) == 1

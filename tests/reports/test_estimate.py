@@ -234,3 +234,17 @@ def test_no_break_even_when_the_api_serves_a_gpus_capacity_for_less() -> None:
     cheap = breakeven("toy", 1e6, hosting, input_usd_per_token=1e-7, output_usd_per_token=1e-7)
     # 43.2M tokens * 30 days * $0.10/M = $129.6 a month < $1440 for the GPU
     assert cheap.breakeven_tokens_per_day is None and cheap.cheaper == "api"
+
+
+def test_a_class_that_mixes_models_is_priced_as_the_one_it_spent_most_on() -> None:
+    """Three calls on a cheap model and two on a dear one: priced as the cheap one (the
+    most frequent), the fit came out 8x under what the class cost."""
+    calls = [("cheap", 0.0001)] * 3 + [("dear", 0.002)] * 2
+    events: list[Event] = [
+        CostEvent(
+            ts=at(1, k), run_id="r", task_class="qa", model=model, cost_usd=cost, input_tokens=100
+        )
+        for k, (model, cost) in enumerate(calls)
+    ]
+    assert fit_shape(events).model == "dear"
+    assert fit_shape(events, model="cheap").model == "cheap"

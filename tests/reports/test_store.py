@@ -205,3 +205,12 @@ def test_a_warden_with_the_store_as_sink_records_what_reports_read(tmp_path: Pat
     # gpt-4o: $2.50 / M input, $10 / M output -> 1000 * 2.5e-6 + 100 * 1e-5 = 0.0035 per call
     assert sum(e.cost_usd for e in costs) == pytest.approx(0.007)
     assert json.loads(json.dumps(loaded.events[0].to_dict()))["run_id"] == run.id
+
+
+def test_a_damaged_store_is_refused_clearly(tmp_path: Path) -> None:
+    """A file with SQLite's header and garbage after it (or a store cut short) is a
+    ValueError that says so, which the commands print as one line: it was a traceback."""
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"SQLite format 3\x00" + b"\x07" * 4096)
+    with pytest.raises(ValueError, match="damaged SQLite file"):
+        load_events(damaged)
