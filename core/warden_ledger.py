@@ -3,6 +3,8 @@ trip on a shared ledger), pools of reservations served in-process, cancel checks
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -291,11 +293,23 @@ class LedgerTrips(LedgerLink):
             if self._refusing():
                 self._doubt(rid)
             return self._reserve_trip(rid, charges, (now, lease), watch, settle, refused_for)
+        except asyncio.CancelledError:
+            self._cancelled_trip(rid, settle)
+            raise
         self._settler.saw(outcome.states)
         if settle:
             self._alert_settled(outcome.states)
         self._learn_cancels(watch, outcome)
         return outcome
+
+    def _cancelled_trip(self, rid: str, settle: Sequence[Settlement]) -> None:
+        """A reservation trip whose task was cancelled on the way, not knowing what the
+        ledger did: its deferred commits go again (a ledger applies a commit once), and its
+        reservation, if made, is released now rather than held until its lease ends."""
+        for settlement in settle:
+            self._settler.queue(settlement)
+        with contextlib.suppress(Exception):  # best effort: the lease frees it anyway
+            self._release(rid)
 
     def _check_cancel(self, watch: Sequence[str], poll: bool) -> ReserveOutcome:
         known = self._cancel_now_known(watch, poll)
@@ -496,6 +510,10 @@ class LedgerTrips(LedgerLink):
         except LedgerUnavailable as exc:
             self._fail_over(exc)
             states = self._ledger_call(lambda lg: settle_on(lg, settle, now))
+        except asyncio.CancelledError:  # the commits go again at the next trip (applied once)
+            for settlement in settle:
+                self._settler.queue(settlement)
+            raise
         self._alert_settled(states)
 
     async def _acancelled(self, watch: Sequence[str]) -> str | None:

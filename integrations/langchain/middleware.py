@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -309,12 +310,18 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         except BudgetExceeded as exc:
             await self._afinish_if_raising(invocation, exc)
             return self._ended(invocation, request, exc)
+        except asyncio.CancelledError as exc:
+            self._cancelled(invocation, exc)
+            raise
         started = time.perf_counter()
         try:
             response = await handler(self._prepared(request, step))
         except Exception as exc:
             invocation.ending.raised = True
             await invocation.run.arecord_llm_call(step, **_failed(exc, started))
+            raise
+        except asyncio.CancelledError as exc:
+            self._cancelled(invocation, exc)
             raise
         await invocation.run.arecord_llm_call(
             step, **_answered(response, started, invocation.record_content)
@@ -415,6 +422,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
                 await invocation.afinish(error=exc)
                 raise
             return answer
+        except asyncio.CancelledError as exc:
+            self._cancelled(invocation, exc)
+            raise
         started = time.perf_counter()
         try:
             token = enter_tool(invocation.run)
@@ -424,6 +434,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
                 leave_tool(token)
         except GraphBubbleUp:  # interrupt() in the tool: it runs again, whole, on resume
             await invocation.run.arelease(step)
+            raise
+        except asyncio.CancelledError as exc:
+            self._cancelled(invocation, exc)
             raise
         except Exception as exc:
             invocation.ending.raised = True
@@ -437,6 +450,16 @@ class BudgetMiddleware(AgentMiddleware[BudgetState, Any, Any]):
         return result
 
     # ---- raising ends the run here: after_agent will not run -----------------------------
+
+    def _cancelled(self, invocation: Invocation, exc: BaseException) -> None:
+        """The agent's task was cancelled (a timeout, a client gone): its run ends now, as
+        ``cancelled``, releasing what its calls hold. Waiting for LangGraph to drop the
+        invocation's state could wait for ever: whoever keeps the ``CancelledError`` keeps
+        that state, through its traceback. Finished synchronously: a second cancel cannot
+        cut it short."""
+        if invocation.run.finished_at is None:
+            self._invocations.forget(invocation)
+            invocation.finish(error=exc)
 
     def _finish_if_raising(self, invocation: Invocation, exc: BudgetError) -> None:
         if isinstance(exc, BudgetExceeded) and self.warden.policy.on_exceeded == "raise":
