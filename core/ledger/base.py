@@ -13,10 +13,15 @@ in one atomic operation (one round trip), and ``settle([...])`` applies several 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "COMMIT_MEMORY_SECONDS",
@@ -385,14 +390,14 @@ class SyncLedger(ABC):
         """Async twin of ``reserve`` (``settle=`` is passed on only when given)."""
         if self.offload:
             import asyncio
-            import functools
 
             call = functools.partial(
                 self.reserve, reservation_id, charges, now=now, lease_until=lease_until, watch=watch
             )
             if settle:
                 call = functools.partial(call, settle=settle)
-            return await asyncio.to_thread(call)
+            undo = functools.partial(self._release_granted, reservation_id, now)
+            return await _undone_if_cancelled(asyncio.to_thread(call), undo)
         if settle:
             return self.reserve(
                 reservation_id,
@@ -403,6 +408,11 @@ class SyncLedger(ABC):
                 settle=settle,
             )
         return self.reserve(reservation_id, charges, now=now, lease_until=lease_until, watch=watch)
+
+    def _release_granted(self, reservation_id: str, now: float, outcome: ReserveOutcome) -> None:
+        """Release a reservation its caller stopped waiting for (see ``areserve``)."""
+        if outcome.ok:
+            self.release(reservation_id, now=now)
 
     async def asettle(
         self, settlements: Sequence[Settlement], *, now: float
@@ -432,3 +442,27 @@ class SyncLedger(ABC):
             await asyncio.to_thread(self.release, reservation_id, now=now)
         else:
             self.release(reservation_id, now=now)
+
+
+async def _undone_if_cancelled(
+    work: Awaitable[ReserveOutcome], undo: Callable[[ReserveOutcome], None]
+) -> ReserveOutcome:
+    """Await a reservation made in a worker thread. A cancelled caller stops waiting, but
+    the thread still makes the reservation: ``undo`` releases it once it is made, rather
+    than leave it held, for a call that will not happen, until its lease ends."""
+    import asyncio
+
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(functools.partial(_undo_when_made, undo))
+        raise
+
+
+def _undo_when_made(
+    undo: Callable[[ReserveOutcome], None], done: asyncio.Future[ReserveOutcome]
+) -> None:
+    if not done.cancelled() and done.exception() is None:
+        with contextlib.suppress(Exception):  # best effort: the lease frees it anyway
+            undo(done.result())

@@ -5,6 +5,7 @@ the ``CancelledError`` (and, through its traceback, the agent's state)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from langchain_core.tools import StructuredTool
 from budgetwarden import Budget, ListSink, Policy, RunFinished, Warden
 from budgetwarden.integrations.langchain import BudgetMiddleware
 from budgetwarden.integrations.langchain._scripted import ScriptedChatModel
+from budgetwarden.ledger import Charge
+from budgetwarden.ledger.sqlite import SQLiteLedger
 
 
 class SlowModel(ScriptedChatModel):
@@ -59,3 +62,28 @@ async def test_a_cancelled_agent_ends_its_run_and_holds_nothing(
     warden.spent("user", "u1")  # deferred commits land
     assert _held(warden) == 0.0
     warden.close()
+
+
+class _SlowSQLite(SQLiteLedger):
+    """A SQLite ledger whose reservations take a while, in their worker thread."""
+
+    def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)
+        return super().reserve(*args, **kwargs)
+
+
+async def test_a_reservation_its_caller_stopped_waiting_for_is_released_once_made(
+    tmp_path: Any,
+) -> None:
+    """A cancelled task stops waiting for an offloaded reservation, but the worker thread
+    still makes it: it is released when made, not held until its lease ends (300 s)."""
+    ledger = _SlowSQLite(f"sqlite:///{tmp_path / 'slow.db'}")
+    charge = Charge("b", 1.0, 10.0, 1e12)
+    task = asyncio.ensure_future(ledger.areserve("r1", [charge], now=1.0, lease_until=1e9))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.6)  # the thread made the reservation by now
+    assert ledger.state("b", now=2.0).reserved == 0.0
+    ledger.close()
