@@ -654,11 +654,12 @@ def cancel_targets(
     the warden's namespace (a cancel in one namespace stops no run of another)."""
     targets = [f"run={run_id}" for run_id in run_ids]
     for scope, value in attribution.items():
-        if value is not None and (scope in _CANCEL_SCOPES or scope.startswith("tag:")):
+        if value is not None and (scope in CANCEL_SCOPES or scope.startswith("tag:")):
             targets.append(f"{scope}={value}")
     return tuple(cancel_key(namespace, target) for target in targets)
 
 
 #: The attributes a run can be cancelled by (with its id and its tags): every budget scope
-#: but global, which a cancel cannot name.
-_CANCEL_SCOPES = frozenset(SCOPES) - {"global"}
+#: but global, which a cancel cannot name. ``Warden.cancel`` accepts these, and a run
+#: watches these: one set, so no scope is accepted that no run watches.
+CANCEL_SCOPES = frozenset(SCOPES) - {"global"}

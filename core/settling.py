@@ -91,6 +91,12 @@ class Settler:
                 self._since = time.monotonic()
             self._queue.append(settlement)
 
+    def put_back(self, settlements: Sequence[Settlement]) -> None:
+        """Queue again commits taken for a trip that may not have made them (a cancelled
+        task): a ledger applies a commit once, so sending one twice adds nothing."""
+        for settlement in settlements:
+            self.queue(settlement)
+
     def project_amounts(self, keys: Sequence[str], amounts: Sequence[float]) -> list[float]:
         """``project`` for amounts given by key: each bucket's committed spend after them."""
         with self._lock:

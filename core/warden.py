@@ -16,12 +16,12 @@ from .events import Notice, Sink, StructlogSink
 from .grants import Grant, LimitReached, OnLimit
 from .ledger import Ledger, open_ledger
 from .ledger.base import BucketState
-from .policy import SCOPES, Budget, Limits, Metric, Policy
+from .policy import Budget, Limits, Metric, Policy
 from .pricing import PriceBook
 from .routing import Complexity
 from .run import Run
-from .run_core import RunCore
-from .run_events import alert_levels, bucket_crossings
+from .run_core import CANCEL_SCOPES, RunCore
+from .run_events import bucket_crossings
 from .warden_pause import PauseHandles, state_reader
 from .windows import window_at
 
@@ -351,11 +351,10 @@ class Warden(PauseHandles):
         if not watched or not states:
             return
         thresholds = self.policy.thresholds
-        lowest = alert_levels(thresholds)[0]
         alerts: list[Any] = []
         for state in states:
             entry = watched.get(state.key)
-            if entry is None or state.committed < lowest * entry[0].limit * (1 - 1e-9):
+            if entry is None:
                 continue
             ref, base = entry
             alerts += bucket_crossings(
@@ -571,7 +570,7 @@ def _as_policy(policy: Policy | Mapping[str, Any] | str | Path | None) -> Policy
 def _cancel_targets(
     run_id: str | None, scopes: Mapping[str, str], tags: Mapping[str, str] | None
 ) -> list[str]:
-    allowed = {s for s in SCOPES if s != "global"} | {"run_id"}
+    allowed = CANCEL_SCOPES | {"run_id"}
     unknown = sorted(set(scopes) - allowed)
     if unknown:
         raise ValueError(

@@ -306,8 +306,7 @@ class LedgerTrips(LedgerLink):
         """A reservation trip whose task was cancelled on the way, not knowing what the
         ledger did: its deferred commits go again (a ledger applies a commit once), and its
         reservation, if made, is released now rather than held until its lease ends."""
-        for settlement in settle:
-            self._settler.queue(settlement)
+        self._settler.put_back(settle)
         with contextlib.suppress(Exception):  # best effort: the lease frees it anyway
             self._release(rid)
 
@@ -510,9 +509,8 @@ class LedgerTrips(LedgerLink):
         except LedgerUnavailable as exc:
             self._fail_over(exc)
             states = self._ledger_call(lambda lg: settle_on(lg, settle, now))
-        except asyncio.CancelledError:  # the commits go again at the next trip (applied once)
-            for settlement in settle:
-                self._settler.queue(settlement)
+        except asyncio.CancelledError:
+            self._settler.put_back(settle)
             raise
         self._alert_settled(states)
 

@@ -165,34 +165,21 @@ class MemoryLedger(SyncLedger):
 
     def settle(self, settlements: Sequence[Settlement], *, now: float) -> tuple[BucketState, ...]:
         """Apply several commits under one lock; the buckets they charged, after them."""
+        states: list[BucketState] = []
         if self._settle_through_commit:
-            states: list[BucketState] = []
             for rid, charges in settlements:
                 states += self.commit(rid, charges, now=now)
             return latest_states(states)
         with self._lock:
             for rid, charges in settlements:
-                self._commit_locked(rid, charges, now, False)
-            return self._states_of(settlements, now)
-
-    def _states_of(self, settlements: Sequence[Settlement], now: float) -> tuple[BucketState, ...]:
-        """The buckets ``settlements`` charged, as they stand (with the lock held)."""
-        limits = {charge.key: charge.limit for _, charges in settlements for charge in charges}
-        states = []
-        for key, limit in limits.items():
-            bucket = self._buckets.get(key)  # none: a repeated commit of a forgotten window
-            if bucket is None:
-                states.append(new_state(key, 0.0, 0.0, limit))
-                continue
-            reserved = bucket.held if now < bucket.soonest else bucket.expire(now)
-            states.append(new_state(key, bucket.committed, reserved, limit))
-        return tuple(states)
+                states += self._commit_locked(rid, charges, now)
+            return latest_states(states)
 
     def _commit_locked(
         self, reservation_id: str, charges: Sequence[Charge], now: float, states: bool = True
     ) -> tuple[BucketState, ...]:
         """One commit, with the lock held: by ``commit``, ``settle`` and ``reserve(settle=)``
-        (then ``states`` is False and nothing is returned)."""
+        (then ``states`` is False and nothing is returned, on the hot path)."""
         self._drop(reservation_id)
         first = self._first_commit(reservation_id, now)
         if not states:
